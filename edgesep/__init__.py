@@ -1,0 +1,47 @@
+"""edgesep: SeparableConv2D vs MobileNet's split block, from Keras to a measured edge deployment.
+
+The public API is re-exported here lazily, so ``import edgesep`` never imports TensorFlow.
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_API = {
+    "separable_block": "edgesep.blocks",
+    "register_block": "edgesep.blocks",
+    "list_blocks": "edgesep.blocks",
+    "build_block": "edgesep.blocks",
+    "build_model": "edgesep.models",
+    "ModelConfig": "edgesep.models",
+    "load_dataset": "edgesep.data",
+    "Dataset": "edgesep.data",
+    "DataError": "edgesep.data",
+    "train_builtin": "edgesep.train",
+    "fold_batchnorm": "edgesep.converters.fold",
+    "equalize": "edgesep.converters.equalize",
+    "export_tflite": "edgesep.converters.tflite",
+    "export_onnx": "edgesep.converters.onnx",
+    "export": "edgesep.converters.export",
+    "ExportConfig": "edgesep.converters.export",
+    "ConversionError": "edgesep.converters",
+    "verify_artifact": "edgesep.converters.verify",
+    "inspect_model": "edgesep.converters.inspect",
+    "parse_target": "edgesep.devices",
+    "BenchConfig": "edgesep.devices.base",
+    "DeviceError": "edgesep.devices.base",
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edgesep' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__():
+    return sorted(__all__)
