@@ -20,6 +20,8 @@ _API = {
     "DataError": "edgesep.data",
     "train_builtin": "edgesep.train",
     "fold_batchnorm": "edgesep.converters.fold",
+    "fold_with_report": "edgesep.converters.fold",
+    "FoldReport": "edgesep.converters.fold",
     "equalize": "edgesep.converters.equalize",
     "export_tflite": "edgesep.converters.tflite",
     "export_onnx": "edgesep.converters.onnx",
