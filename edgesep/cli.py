@@ -48,9 +48,25 @@ def export() -> None:
 
 
 @cli.command()
-def inspect() -> None:
+@click.argument("model", type=click.Path(dir_okay=True, path_type=str))
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as one JSON document.")
+def inspect(model: str, as_json: bool) -> None:
     """Ops by type, params, MACs, size, inputs/outputs and quantization of a .tflite/.onnx/.keras model."""
-    raise UserError("inspect is not implemented yet")
+    import json
+
+    from edgesep.converters.inspect import info_tables, inspect_model
+
+    info = inspect_model(model)
+    document = info.to_dict()  # further sections add their own keys to `document` ...
+    sections = info_tables(info)  # ... and their rich renderables to `sections`
+    if as_json:
+        click.echo(json.dumps(document, indent=2))
+        return
+    from rich.console import Console
+
+    console = Console()
+    for section in sections:
+        console.print(section)
 
 
 @cli.command()
