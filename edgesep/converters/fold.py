@@ -87,12 +87,15 @@ def _conv_classes() -> dict[type, str]:
             layers.SeparableConv2D: "SeparableConv2D"}
 
 
+def _f64(variable) -> np.ndarray:
+    return np.array(variable.numpy(), dtype=np.float64)
+
+
 def _bn_affine(bn) -> tuple[np.ndarray, np.ndarray]:
     """(s, t) in float64 such that BN(x) = s * x + t per channel at inference."""
-    mean = np.asarray(bn.moving_mean, dtype=np.float64)
-    var = np.asarray(bn.moving_variance, dtype=np.float64)
-    gamma = np.asarray(bn.gamma, dtype=np.float64) if bn.scale else np.ones_like(mean)
-    beta = np.asarray(bn.beta, dtype=np.float64) if bn.center else np.zeros_like(mean)
+    mean, var = _f64(bn.moving_mean), _f64(bn.moving_variance)
+    gamma = _f64(bn.gamma) if bn.scale else np.ones_like(mean)
+    beta = _f64(bn.beta) if bn.center else np.zeros_like(mean)
     s = gamma / np.sqrt(var + float(bn.epsilon))
     return s, beta - mean * s
 
@@ -314,7 +317,7 @@ def _copy_weights(new_model, model, folded: list[tuple[str, str]]) -> None:
     for layer in new_model.layers:
         old = model.get_layer(layer.name)
         if layer.name in into:
-            conv_weights = {v.name: np.asarray(v, dtype=np.float64) for v in old.weights}
+            conv_weights = {v.name: _f64(v) for v in old.weights}
             s, t = _bn_affine(model.get_layer(into[layer.name]))
             _assign(layer, _FOLDERS[_conv_classes()[type(old)]](conv_weights, s, t))
         else:
