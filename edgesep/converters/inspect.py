@@ -343,13 +343,12 @@ _ONNX_QPARAM_SLOTS: dict[str, frozenset[int]] = {
     "MatMulInteger": frozenset({2, 3}),
 }
 
-# Stored quantized weights: op_type -> (weight slot, scale slot or None, zero-point slot).
-_ONNX_QWEIGHT_SLOTS: dict[str, tuple[int, Optional[int], int]] = {
+# Weights stored quantized with their scale beside them: op_type -> (weight, scale, zero-point) input slots.
+# (ConvInteger / MatMulInteger weights carry no scale; they count by dtype only.)
+_ONNX_QWEIGHT_SLOTS: dict[str, tuple[int, int, int]] = {
     "DequantizeLinear": (0, 1, 2),
     "QLinearConv": (3, 4, 5),
     "QLinearMatMul": (3, 4, 5),
-    "ConvInteger": (1, None, 3),
-    "MatMulInteger": (1, None, 3),
 }
 
 
@@ -467,15 +466,13 @@ def _onnx_quantized_weights(graph, constants: dict[str, Any]) -> dict[str, dict[
         if slots is None or len(node.input) <= slots[0] or node.input[slots[0]] not in constants:
             continue
         w_slot, s_slot, z_slot = slots
-        scale = constants.get(node.input[s_slot]) if s_slot is not None and len(node.input) > s_slot else None
+        scale = constants.get(node.input[s_slot]) if len(node.input) > s_slot else None
         zero = constants.get(node.input[z_slot]) if len(node.input) > z_slot else None
+        if scale is None:
+            continue
+        # DequantizeLinear's axis defaults to 1; QLinearConv/MatMul weights are per output channel (axis 0).
         axis = next((a.i for a in node.attribute if a.name == "axis"), 1 if node.op_type == "DequantizeLinear" else 0)
-        if scale is None:  # ConvInteger / MatMulInteger: zero point only
-            scale_values = [1.0] * (1 if zero is None else max(1, zero.size))
-            summary = _quant_summary(scale_values, [] if zero is None else zero.ravel(), axis)
-        else:
-            summary = _quant_summary(scale.ravel(), [] if zero is None else zero.ravel(), axis)
-        out[node.input[w_slot]] = summary
+        out[node.input[w_slot]] = _quant_summary(scale.ravel(), [] if zero is None else zero.ravel(), axis)
     return out
 
 
@@ -666,11 +663,15 @@ def _summary_rows(info: ModelInfo) -> list[tuple[str, str]]:
 
 
 def _human(value: int, unit: str, base: int) -> str:
-    for prefix in ("", "K", "M", "G"):
-        if abs(value) < base or prefix == "G":
-            return f"{value:.0f} {prefix}{unit}".rstrip() if prefix == "" else f"{value:.1f} {prefix}{unit}"
-        value /= base
-    return str(value)
+    """``10.9 KB``-style text: one decimal with a K/M/G prefix, or the plain integer below ``base``."""
+    if value < base:
+        return f"{value} {unit}".rstrip()
+    scaled, prefix = float(value), ""
+    for prefix in ("K", "M", "G"):
+        scaled /= base
+        if scaled < base:
+            break
+    return f"{scaled:.1f} {prefix}{unit}"
 
 
 def _shape_text(shape: list[Optional[int]]) -> str:
