@@ -1,0 +1,49 @@
+"""Silence TensorFlow's and tf2onnx's chatter (Python prints and C++ logs) around a conversion."""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from typing import Iterator
+
+from edgesep.converters import ConversionError
+
+
+@contextlib.contextmanager
+def quiet(what: str) -> Iterator[None]:
+    """Run the block with stdout/stderr (file descriptors too) captured; on failure raise a one-line error.
+
+    The captured log tail goes into the ``ConversionError`` only as its ``log`` attribute, so the user
+    sees one line while a caller can still show the details.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with tempfile.TemporaryFile(mode="w+b") as log:
+        saved = os.dup(1), os.dup(2)
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(sys.__stdout__), contextlib.redirect_stderr(sys.__stderr__):
+                yield
+        except ConversionError:
+            raise
+        except Exception as e:  # converter internals raise anything; the user gets one line
+            sys.stdout.flush()
+            sys.stderr.flush()
+            log.seek(0)
+            err = ConversionError(f"{what} failed: {type(e).__name__}: {_first_line(str(e))}")
+            err.log = log.read()[-4000:].decode(errors="replace")  # type: ignore[attr-defined]
+            raise err from None
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def _first_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "no message"

@@ -1,0 +1,44 @@
+"""ONNX export through tf2onnx, from the BN-folded Keras model."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from edgesep.converters import ConversionError
+from edgesep.converters._quiet import quiet
+
+
+def export_onnx(model, path, *, opset: int = 17, fold: bool = True) -> Path:
+    """Convert a Keras model to ONNX at ``path`` (written atomically), batch dimension left dynamic.
+
+    Folding first matters: tf2onnx leaves the BatchNorm after a depthwise convolution as a Mul/Add pair.
+
+    Args:
+        model: a ``keras.Model`` with one NHWC input.
+        path: output ``.onnx`` file.
+        opset: ONNX opset.
+        fold: fold BatchNorm into the convolutions before converting.
+
+    Returns:
+        The written path.
+    """
+    if not 9 <= opset <= 21:
+        raise ConversionError(f"unsupported ONNX opset {opset}; use 9..21")
+    if fold:
+        from edgesep.converters.fold import fold_batchnorm
+
+        model = fold_batchnorm(model)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with quiet("ONNX conversion"):
+            import tensorflow as tf
+            import tf2onnx
+
+            spec = [tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name="input")]
+            tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset, output_path=str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -1,0 +1,98 @@
+"""TFLite export: float32, float16 and full-integer int8, from the BN-folded Keras model."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from edgesep.converters import ConversionError
+from edgesep.converters._quiet import quiet
+
+PRECISIONS = ("float32", "float16", "int8")
+IO_DTYPES = ("int8", "uint8", "float32")
+
+
+def export_tflite(model, path, *, precision: str = "float32", representative_data: Optional[np.ndarray] = None,
+                  per_channel: bool = True, io_dtype: str = "int8", fold: bool = True) -> Path:
+    """Convert a Keras model to a TFLite flatbuffer at ``path`` (written atomically).
+
+    The model is BN-folded first (``fold=True``) and given a static batch of 1, as edge runtimes and the
+    Edge TPU compiler expect.
+
+    Args:
+        model: a ``keras.Model``.
+        path: output file.
+        precision: ``float32``, ``float16`` (fp16 weights) or ``int8`` (full integer, TFLITE_BUILTINS_INT8).
+        representative_data: float32 NHWC calibration images; required for ``int8``.
+        per_channel: int8 weights per output channel (True) or per tensor.
+        io_dtype: int8 input/output type: ``int8``, ``uint8`` or ``float32``.
+        fold: fold BatchNorm into the convolutions before converting.
+
+    Returns:
+        The written path.
+
+    Raises:
+        ConversionError: bad arguments or a failed conversion.
+    """
+    if precision not in PRECISIONS:
+        raise ConversionError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    if io_dtype not in IO_DTYPES:
+        raise ConversionError(f"unknown io_dtype {io_dtype!r}; valid: {', '.join(IO_DTYPES)}")
+    if precision == "int8":
+        representative_data = _check_calibration(representative_data, model)
+    if fold:
+        from edgesep.converters.fold import fold_batchnorm
+
+        model = fold_batchnorm(model)
+    flatbuffer = _convert(model, precision, representative_data, per_channel, io_dtype)
+    return write_atomic(Path(path), flatbuffer)
+
+
+def _check_calibration(data: Optional[np.ndarray], model) -> np.ndarray:
+    if data is None or len(data) == 0:
+        raise ConversionError("int8 export needs representative data (calibration images); none were given")
+    data = np.asarray(data, np.float32)
+    expected = tuple(model.input_shape[1:])
+    if tuple(data.shape[1:]) != expected:
+        raise ConversionError(f"calibration images have shape {tuple(data.shape[1:])}, model expects {expected}")
+    return data
+
+
+def _static_batch(model):
+    import keras
+
+    inp = keras.Input(shape=tuple(model.input_shape[1:]), batch_size=1, name="input")
+    return keras.Model(inp, model(inp), name=model.name)
+
+
+def _convert(model, precision: str, calib: Optional[np.ndarray], per_channel: bool, io_dtype: str) -> bytes:
+    import tensorflow as tf
+
+    with quiet(f"TFLite {precision} conversion"):
+        converter = tf.lite.TFLiteConverter.from_keras_model(_static_batch(model))
+        if precision == "float16":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        elif precision == "int8":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = lambda: ([x[None]] for x in calib)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            io = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[io_dtype]
+            converter.inference_input_type = io
+            converter.inference_output_type = io
+            converter._experimental_disable_per_channel = not per_channel
+        return converter.convert()
+
+
+def write_atomic(path: Path, data: bytes) -> Path:
+    """Write ``data`` to a temp file beside ``path``, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

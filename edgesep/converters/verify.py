@@ -1,0 +1,92 @@
+"""Run every exported artifact against the Keras model: max abs error and top-1 accuracy."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from edgesep.converters import ConversionError
+from edgesep.converters._quiet import quiet
+
+
+@dataclasses.dataclass(frozen=True)
+class Verification:
+    """How one artifact compares with the Keras model on the same images."""
+
+    max_abs_error_vs_keras: float
+    accuracy: Optional[float]
+    samples: int
+
+
+def predict_keras(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """The Keras model's outputs on ``x`` (inference mode), float32."""
+    return np.concatenate([np.asarray(model(x[i:i + batch_size], training=False), np.float32)
+                           for i in range(0, len(x), batch_size)])
+
+
+def predict_tflite(path: Path, x: np.ndarray) -> np.ndarray:
+    """A .tflite model's float outputs on ``x``, one image at a time, (de)quantizing int8/uint8 I/O."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    with quiet(f"loading {path.name}"):
+        interpreter = Interpreter(model_path=str(path), num_threads=2)
+        interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    results = []
+    for image in x:
+        interpreter.set_tensor(inp["index"], _quantize(image[None], inp))
+        interpreter.invoke()
+        results.append(_dequantize(interpreter.get_tensor(out["index"]), out))
+    return np.concatenate(results)
+
+
+def predict_onnx(path: Path, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """An .onnx model's outputs on ``x`` with onnxruntime's CPU provider."""
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types
+        raise ConversionError(f"cannot load {path}: {e}") from None
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: x[i:i + batch_size]})[0]
+                           for i in range(0, len(x), batch_size)]).astype(np.float32)
+
+
+_PREDICTORS: dict[str, Callable[[Path, np.ndarray], np.ndarray]] = {".tflite": predict_tflite, ".onnx": predict_onnx}
+
+
+def verify_artifact(path, x: np.ndarray, reference: np.ndarray, y: Optional[np.ndarray] = None) -> Verification:
+    """Compare an artifact's outputs on ``x`` with the Keras outputs ``reference``; accuracy when ``y`` is given."""
+    path = Path(path)
+    predictor = _PREDICTORS.get(path.suffix)
+    if predictor is None:
+        raise ConversionError(f"cannot verify {path.name}: unknown format; known: {', '.join(_PREDICTORS)}")
+    outputs = predictor(path, x)
+    if outputs.shape != reference.shape:
+        raise ConversionError(f"{path.name} outputs {outputs.shape}, Keras model outputs {reference.shape}")
+    accuracy = None if y is None else top1(outputs, y)
+    return Verification(float(np.max(np.abs(outputs - reference))), accuracy, len(x))
+
+
+def top1(outputs: np.ndarray, y: np.ndarray) -> float:
+    """Fraction of rows whose argmax equals the label."""
+    return float(np.mean(np.argmax(outputs, axis=-1) == y))
+
+
+def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    dtype = detail["dtype"]
+    if not np.issubdtype(dtype, np.integer):
+        return x.astype(dtype)
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def _dequantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    if not np.issubdtype(detail["dtype"], np.integer):
+        return x.astype(np.float32)
+    scale, zero_point = detail["quantization"]
+    return ((x.astype(np.float32) - zero_point) * scale).astype(np.float32)
