@@ -1,0 +1,870 @@
+"""edgesep on-device runner: measures .tflite/.onnx models and prints one JSON document.
+
+This ONE file is copied to the device and run there with the device's Python (3.9+). It imports only the
+standard library, numpy (1.x or 2) and one interpreter package chosen at run time: ``ai_edge_litert``, else
+``tflite_runtime``, else ``tensorflow.lite`` for .tflite files, and ``onnxruntime`` for .onnx files.
+
+Command line::
+
+    python3 runner.py [options] MODEL [MODEL ...]
+
+    --threads N            interpreter threads (default: the runtime's own default)
+    --runs N               minimum steady-state runs per model (default 50)
+    --warmup N             minimum warm-up runs per model (default 1)
+    --warmup-secs S        minimum warm-up time per model, seconds (default 0.5)
+    --min-secs S           minimum steady-state time per model, seconds (default 1)
+    --max-secs S           maximum steady-state time per model, seconds (default 150)
+    --delegate D           xnnpack (default) | none | edgetpu | gpu | nnapi | PATH to a delegate library
+    --delegate-option K=V  option for the delegate (repeatable), e.g. device=usb:0 for edgetpu
+    --data FILE.npz        accuracy set: ``y`` (N,) int labels and ``x`` (N,H,W,C) float32 in [0, 1]; extra
+                           arrays named ``x_HxWxC`` (e.g. ``x_32x32x3``) are used by models with that input
+    --seed N               seed of the random latency input (default 0)
+    --out FILE             write the JSON document to FILE instead of stdout
+    --progress             progress lines on stderr (see below)
+    --json-errors          on a fatal error also print {"error": "...", "fatal": true} on stdout
+    --describe             only load the models and print their inputs/outputs (no timing)
+
+Measurement (per model, all models loaded in one process): load + allocate (``init_ms``), first inference
+(``first_ms``), warm-up until every model ran ``--warmup`` times and the warm-up phase lasted
+``--warmup-secs`` of wall time (``warmup_runs``, ``warmup_total_ms``, and the first 100 samples in
+``warmup_ms``), then steady state until both ``--runs`` and ``--min-secs`` are reached or ``--max-secs`` is
+spent (``samples_ms``, every sample, ms rounded to the nanosecond); these seconds count each model's own
+inference time, as TFLite's benchmark_model does. Warm-up and steady state are interleaved round by round (A B A B ...) so drift and heat hit every model alike. Each sample times ``invoke()`` (TFLite)
+or ``run()`` (ONNX Runtime) alone, with inputs set once beforehand from seeded random numbers (floats uniform
+in [0, 1), integers over their full range). With ``--data`` every sample is then run once per model (inputs
+quantized with the input tensor's scale/zero point for int8/uint8 models), giving top-1 ``accuracy`` and
+``predictions``. A model that fails to load or run gets an ``error`` entry; the others go on.
+
+Delegates: ``xnnpack`` is TFLite's default CPU path; ``none`` disables it through the op-resolver type
+``BUILTIN_WITHOUT_DEFAULT_DELEGATES``; ``edgetpu`` loads ``libedgetpu.so.1`` through ``load_delegate``; a
+path loads that external delegate library. ``fully_delegated`` is decided from what the Python API shows
+after ``allocate_tensors()``: delegate kernels appear as extra nodes named ``DELEGATE`` (or containing
+``Delegate``); the graph counts as fully delegated when there is exactly one such node, it produces every
+graph output, and none of its inputs is produced by an op of the model (so no op runs outside it, except ops
+whose results nobody uses). For .onnx models the delegate picks the execution provider: ``xnnpack`` uses
+``XnnpackExecutionProvider`` when the installed onnxruntime has it and ``CPUExecutionProvider`` otherwise,
+``none`` always ``CPUExecutionProvider``; the result's ``delegate`` names the provider that ran.
+
+Output (stdout, or ``--out``)::
+
+    {"runner_version": 1,
+     "runtimes": {"tflite": "ai_edge_litert 2.3.0", "onnx": null},
+     "config": {"threads": null, "runs": 50, ...},
+     "host": {"cpu": "...", "cores": 4, "machine": "aarch64", "os": "Linux 6.1", "python": "3.11.2",
+              "numpy": "1.26.4", "governor": "ondemand", "temp_c_before": 45.2, "temp_c": 51.0,
+              "temps_before": {"cpu-thermal": 45.2}, "temps_after": {...},
+              "loadavg_before": [0.1, 0.2, 0.3], "loadavg_after": [...]},
+     "overhead": {"timer_us": 0.1, "loop_us": 1.5},
+     "results": [{"model": "PATH", "format": "tflite", "runtime": "ai_edge_litert 2.3.0", "threads": null,
+                  "delegate": "xnnpack", "fully_delegated": true, "delegate_nodes": 1, "ops": ["CONV_2D", ...],
+                  "inputs": [{"name": "...", "shape": [1, 32, 32, 3], "dtype": "int8",
+                              "scale": 0.0039, "zero_point": -128}],
+                  "outputs": [...],
+                  "init_ms": 1.2, "first_ms": 0.5, "warmup_ms": [...], "warmup_runs": 12,
+                  "warmup_total_ms": 6.1, "samples_ms": [...],
+                  "accuracy": null, "predictions": null, "error": null}]}
+
+``temp_c`` is the hottest thermal zone after the runs (null without /sys/class/thermal). ``overhead.timer_us``
+is the cost of timing an empty call, ``overhead.loop_us`` the mean wall time per steady-state run spent outside
+the timed calls (the harness's own loop). With ``--describe`` the results hold only model, format, runtime,
+inputs, outputs and error.
+
+Progress (``--progress``), one line each on stderr, at most ~10 per second per model and at each phase end::
+
+    @edgesep-progress {"index": 0, "model": "PATH", "phase": "steady", "done": 12, "total": 50}
+
+``phase`` is ``load``, ``first``, ``warmup``, ``steady`` or ``accuracy``; ``total`` may grow while ``--min-secs``
+keeps a model running.
+
+Exit codes: 0 the document was written (per-model failures are ``error`` entries); 2 bad arguments; 3 a
+needed package is missing (the one stderr line says what to pip install); 4 any other fatal error (e.g. the
+data file is unreadable). Fatal errors print one line ``edgesep-runner: error: ...`` on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import platform
+import sys
+import time
+
+RUNNER_VERSION = 1
+PROGRESS_PREFIX = "@edgesep-progress "
+ERROR_PREFIX = "edgesep-runner: error: "
+EXIT_USAGE = 2
+EXIT_MISSING_PACKAGE = 3
+EXIT_FATAL = 4
+PROGRESS_INTERVAL_S = 0.1
+WARMUP_SAMPLES_KEPT = 100
+DELEGATE_NAMES = ("xnnpack", "none", "edgetpu", "gpu", "nnapi")
+EDGETPU_LIBRARY = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
+
+
+class FatalError(Exception):
+    """Stops the whole run; ``exit_code`` says why."""
+
+    def __init__(self, message, exit_code=EXIT_FATAL):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class ModelError(Exception):
+    """One model failed; the others go on."""
+
+
+def _one_line(text):
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    return " ".join(lines)[:500] if lines else "failed"
+
+
+def _import_numpy():
+    try:
+        import numpy
+    except ImportError:
+        raise FatalError("numpy is not installed for %s (Python %s): pip install numpy"
+                         % (sys.executable, platform.python_version()), EXIT_MISSING_PACKAGE)
+    return numpy
+
+
+np = None  # set by main() / the public helpers through _numpy()
+
+
+def _numpy():
+    global np
+    if np is None:
+        np = _import_numpy()
+    return np
+
+
+# ---------------------------------------------------------------- runtimes
+
+def _dist_version(module, dist):
+    version = getattr(module, "__version__", None)
+    if version:
+        return str(version)
+    try:
+        from importlib import metadata
+        return metadata.version(dist)
+    except Exception:  # noqa: BLE001 - a version we cannot read is reported as unknown
+        return "unknown"
+
+
+class TfliteBackend:
+    """The TFLite interpreter API of one package (ai_edge_litert, tflite_runtime or tensorflow)."""
+
+    def __init__(self, name, version, interpreter_cls, resolver_type, load_delegate):
+        self.name = name
+        self.version = version
+        self.interpreter_cls = interpreter_cls
+        self.resolver_type = resolver_type
+        self.load_delegate = load_delegate
+
+    @property
+    def label(self):
+        return "%s %s" % (self.name, self.version)
+
+
+def _litert_like(package, dist):
+    def load():
+        top = __import__(package)
+        interp = __import__(package + ".interpreter", fromlist=["Interpreter"])
+        return TfliteBackend(package, _dist_version(top, dist), interp.Interpreter,
+                             getattr(interp, "OpResolverType", None), interp.load_delegate)
+    return load
+
+
+def _tensorflow():
+    import tensorflow as tf  # only when neither ai_edge_litert nor tflite_runtime is installed
+    return TfliteBackend("tensorflow", tf.__version__, tf.lite.Interpreter,
+                         getattr(tf.lite.experimental, "OpResolverType", None), tf.lite.experimental.load_delegate)
+
+
+TFLITE_BACKENDS = (("ai_edge_litert", _litert_like("ai_edge_litert", "ai-edge-litert")),
+                   ("tflite_runtime", _litert_like("tflite_runtime", "tflite-runtime")),
+                   ("tensorflow", _tensorflow))
+
+
+def tflite_install_hint():
+    """What to pip install for a TFLite interpreter on this machine."""
+    if platform.machine().lower().startswith(("armv6", "armv7", "arm")) and platform.machine() != "arm64":
+        return 'pip install "numpy<2" tflite-runtime'
+    return 'pip install ai-edge-litert  (or: pip install "numpy<2" tflite-runtime)'
+
+
+def find_tflite(allowed=None):
+    """The first importable TFLite backend, in the order of ``TFLITE_BACKENDS``.
+
+    Raises:
+        FatalError: none is installed; the message says what to pip install.
+    """
+    for name, load in TFLITE_BACKENDS:
+        if allowed is not None and name not in allowed:
+            continue
+        try:
+            return load()
+        except ImportError:
+            continue
+    raise FatalError("no TFLite interpreter for %s (Python %s, %s): %s"
+                     % (sys.executable, platform.python_version(), platform.machine(), tflite_install_hint()),
+                     EXIT_MISSING_PACKAGE)
+
+
+class OnnxBackend:
+    def __init__(self, module):
+        self.ort = module
+        self.name = "onnxruntime"
+        self.version = _dist_version(module, "onnxruntime")
+
+    @property
+    def label(self):
+        return "%s %s" % (self.name, self.version)
+
+
+def find_onnx():
+    """ONNX Runtime, or a FatalError saying what to pip install."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise FatalError("no ONNX Runtime for %s (Python %s): pip install onnxruntime"
+                         % (sys.executable, platform.python_version()), EXIT_MISSING_PACKAGE)
+    return OnnxBackend(onnxruntime)
+
+
+# ---------------------------------------------------------------- models
+
+def _fill(dtype, shape, rng):
+    """Seeded random input: floats uniform in [0, 1), 8/16-bit integers over their full range, wider ones in [0, 100)."""
+    numpy = _numpy()
+    dtype = numpy.dtype(dtype)
+    if dtype.kind == "f":
+        return rng.random(shape).astype(dtype)
+    if dtype.kind in "iu" and dtype.itemsize <= 2:
+        info = numpy.iinfo(dtype)
+        return rng.integers(int(info.min), int(info.max), size=shape, endpoint=True).astype(dtype)
+    if dtype.kind in "iu":  # int32/int64 inputs are often indices: keep them small
+        return rng.integers(0, 100, size=shape).astype(dtype)
+    if dtype.kind == "b":
+        return rng.integers(0, 1, size=shape, endpoint=True).astype(dtype)
+    return numpy.zeros(shape, dtype=dtype)
+
+
+def _tensor_info(name, shape, dtype, scale=0.0, zero_point=0):
+    return {"name": str(name), "shape": [int(v) for v in shape], "dtype": str(_numpy().dtype(dtype)),
+            "scale": float(scale), "zero_point": int(zero_point)}
+
+
+def _delegate_spec(delegate, options):
+    """(library, options) to load for a delegate name or path, or (None, None) for the built-in CPU paths."""
+    if delegate in ("xnnpack", "none"):
+        return None, None
+    if delegate == "edgetpu":
+        library = EDGETPU_LIBRARY.get(platform.system())
+        if library is None:
+            raise ModelError("no Edge TPU library is known for %s" % platform.system())
+        return library, options
+    if delegate in ("gpu", "nnapi"):
+        raise ModelError("the %s delegate is not available through the Python interpreter; pass the path of a "
+                         "delegate library instead" % delegate)
+    return delegate, options
+
+
+class TfliteModel:
+    """A .tflite model in a TFLite interpreter with the requested delegate."""
+
+    format = "tflite"
+
+    def __init__(self, path, backend, threads, delegate, delegate_options):
+        self.backend = backend
+        self.runtime = backend.label
+        self.delegate = delegate
+        kwargs = {"model_path": path}
+        if threads is not None:
+            kwargs["num_threads"] = threads
+        if delegate == "none":
+            if backend.resolver_type is None:
+                raise ModelError("%s cannot disable the default delegates (no OpResolverType)" % backend.label)
+            kwargs["experimental_op_resolver_type"] = backend.resolver_type.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        library, options = _delegate_spec(delegate, delegate_options)
+        if library is not None:
+            kwargs["experimental_delegates"] = [self._load_delegate(library, options)]
+        try:
+            self.interp = backend.interpreter_cls(**kwargs)
+            self.interp.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise ModelError("cannot load %s as a TFLite model: %s" % (os.path.basename(path), _one_line(e)))
+        self.inputs = self.interp.get_input_details()
+        self.outputs = self.interp.get_output_details()
+
+    def _load_delegate(self, library, options):
+        try:
+            return self.backend.load_delegate(library, options or None)
+        except (ValueError, RuntimeError, OSError, AttributeError) as e:
+            raise ModelError("cannot load delegate library %s: %s" % (library, _one_line(e)))
+
+    def input_info(self):
+        return [_tensor_info(d["name"], d["shape"], d["dtype"], *d["quantization"]) for d in self.inputs]
+
+    def output_info(self):
+        return [_tensor_info(d["name"], d["shape"], d["dtype"], *d["quantization"]) for d in self.outputs]
+
+    def set_inputs(self, arrays):
+        for detail, array in zip(self.inputs, arrays):
+            self.interp.set_tensor(detail["index"], array)
+
+    def invoke(self):
+        self.interp.invoke()
+
+    def output0(self):
+        return self.interp.get_tensor(self.outputs[0]["index"])
+
+    def delegation(self):
+        """(ops, delegate_nodes, fully_delegated) as far as the Python API shows (see the module docstring)."""
+        try:
+            nodes = self.interp._get_ops_details()  # noqa: SLF001 - the only window on the execution graph
+        except Exception:  # noqa: BLE001 - older runtimes lack it
+            return None, None, None
+        is_kernel = [n["op_name"] == "DELEGATE" or "delegate" in n["op_name"].lower() for n in nodes]
+        kernels = [n for n, k in zip(nodes, is_kernel) if k]
+        ops = [n["op_name"] for n, k in zip(nodes, is_kernel) if not k]
+        if len(kernels) != 1:
+            return ops, len(kernels), False
+        produced = set()
+        for n, k in zip(nodes, is_kernel):
+            if not k:
+                produced.update(int(t) for t in n["outputs"])
+        kernel_in = set(int(t) for t in kernels[0]["inputs"])
+        kernel_out = set(int(t) for t in kernels[0]["outputs"])
+        graph_out = set(int(d["index"]) for d in self.outputs)
+        full = graph_out <= kernel_out and not (kernel_in & produced)
+        return ops, 1, full
+
+
+_ONNX_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+                "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(int16)": "int16",
+                "tensor(int32)": "int32", "tensor(int64)": "int64", "tensor(bool)": "bool"}
+
+
+class OnnxModel:
+    """An .onnx model in an ONNX Runtime session."""
+
+    format = "onnx"
+
+    def __init__(self, path, backend, threads, delegate, delegate_options):
+        ort = backend.ort
+        self.runtime = backend.label
+        if delegate not in ("xnnpack", "none"):
+            raise ModelError("delegate %r applies to .tflite models; .onnx models take xnnpack or none" % delegate)
+        available = ort.get_available_providers()
+        provider = "CPUExecutionProvider"
+        if delegate == "xnnpack" and "XnnpackExecutionProvider" in available:
+            provider = "XnnpackExecutionProvider"
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads is not None:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(path, sess_options=options, providers=[provider])
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise ModelError("cannot load %s as an ONNX model: %s" % (os.path.basename(path), _one_line(e)))
+        self.delegate = self.session.get_providers()[0]
+        self._inputs = self.session.get_inputs()
+        self._outputs = self.session.get_outputs()
+        self._feed = {}
+        self._out0 = None
+
+    @staticmethod
+    def _shape(arg):
+        return [d if isinstance(d, int) and d > 0 else 1 for d in (arg.shape or [])]
+
+    def input_info(self):
+        return [_tensor_info(a.name, self._shape(a), _ONNX_DTYPES.get(a.type, "float32")) for a in self._inputs]
+
+    def output_info(self):
+        return [_tensor_info(a.name, self._shape(a), _ONNX_DTYPES.get(a.type, "float32")) for a in self._outputs]
+
+    def set_inputs(self, arrays):
+        self._feed = dict((a.name, v) for a, v in zip(self._inputs, arrays))
+
+    def invoke(self):
+        self._out0 = self.session.run([self._outputs[0].name], self._feed)[0]
+
+    def output0(self):
+        return self._out0
+
+    def delegation(self):
+        return None, None, None
+
+
+def _suffix(path):
+    return os.path.splitext(path)[1].lower()
+
+
+MODEL_FORMATS = {".tflite": ("tflite", TfliteModel), ".onnx": ("onnx", OnnxModel)}
+
+
+def load_backends(paths, allowed_tflite=None):
+    """The backends the given model files need: {"tflite": TfliteBackend|None, "onnx": OnnxBackend|None}."""
+    suffixes = set(_suffix(p) for p in paths)
+    return {"tflite": find_tflite(allowed_tflite) if ".tflite" in suffixes else None,
+            "onnx": find_onnx() if ".onnx" in suffixes else None}
+
+
+def open_model(path, backends, threads=None, delegate="xnnpack", delegate_options=None):
+    """Load one model file.
+
+    Raises:
+        ModelError: the file is missing, of an unknown kind, or cannot be loaded.
+    """
+    kind = MODEL_FORMATS.get(_suffix(path))
+    if kind is None:
+        raise ModelError("unsupported model file %s: use .tflite or .onnx" % os.path.basename(path))
+    if not os.path.isfile(path):
+        raise ModelError("model file not found: %s" % path)
+    fmt, cls = kind
+    return cls(path, backends[fmt], threads, delegate, delegate_options or {})
+
+
+def describe(paths, allowed_tflite=None):
+    """Inputs and outputs of each model (or its error), without timing anything."""
+    backends = load_backends(paths, allowed_tflite)
+    out = []
+    for path in paths:
+        entry = {"model": path, "format": MODEL_FORMATS.get(_suffix(path), ("unknown",))[0], "runtime": None,
+                 "inputs": None, "outputs": None, "error": None}
+        try:
+            model = open_model(path, backends, delegate="none" if _suffix(path) == ".tflite" else "xnnpack")
+            entry.update(runtime=model.runtime, inputs=model.input_info(), outputs=model.output_info())
+        except ModelError as e:
+            entry["error"] = str(e)
+        out.append(entry)
+    return out
+
+
+# ---------------------------------------------------------------- host facts
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _cpu_name():
+    info = _read("/proc/cpuinfo") or ""
+    for key in ("model name", "Hardware", "Model", "cpu model", "Processor"):
+        for line in info.splitlines():
+            if line.split(":")[0].strip() == key and ":" in line:
+                return line.split(":", 1)[1].strip()
+    tree = _read("/proc/device-tree/model")
+    if tree:
+        return tree.rstrip("\x00")
+    return platform.processor() or platform.machine()
+
+
+def _governors():
+    found = sorted(set(filter(None, (_read(p) for p in
+                                     glob.glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_governor")))))
+    return ",".join(found) if found else None
+
+
+def _temperatures():
+    temps = {}
+    for zone in sorted(glob.glob("/sys/class/thermal/thermal_zone*")):
+        raw = _read(os.path.join(zone, "temp"))
+        try:
+            value = float(raw) / 1000.0
+        except (TypeError, ValueError):
+            continue
+        name = _read(os.path.join(zone, "type")) or os.path.basename(zone)
+        temps[name if name not in temps else os.path.basename(zone)] = round(value, 1)
+    return temps
+
+
+def _loadavg():
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def host_facts_before():
+    """Facts about the device taken before measuring."""
+    temps = _temperatures()
+    uname = platform.uname()
+    return {"cpu": _cpu_name(), "cores": os.cpu_count(), "machine": uname.machine,
+            "os": "%s %s" % (uname.system, uname.release), "python": platform.python_version(),
+            "numpy": _numpy().__version__, "governor": _governors(),
+            "temp_c_before": max(temps.values()) if temps else None, "temps_before": temps,
+            "loadavg_before": _loadavg()}
+
+
+def host_facts_after(host):
+    """``host`` completed with the facts taken after measuring."""
+    temps = _temperatures()
+    host = dict(host)
+    host.update(temp_c=max(temps.values()) if temps else None, temps_after=temps, loadavg_after=_loadavg())
+    return host
+
+
+# ---------------------------------------------------------------- measuring
+
+class Progress:
+    """Throttled progress lines on stderr (or nothing)."""
+
+    def __init__(self, enabled, paths):
+        self.enabled = enabled
+        self.paths = paths
+        self.last = {}
+
+    def __call__(self, index, phase, done, total, force=False):
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if not force and now - self.last.get(index, 0.0) < PROGRESS_INTERVAL_S:
+            return
+        self.last[index] = now
+        line = json.dumps({"index": index, "model": self.paths[index], "phase": phase, "done": done,
+                           "total": total})
+        sys.stderr.write(PROGRESS_PREFIX + line + "\n")
+        sys.stderr.flush()
+
+
+class Slot:
+    """One model's measurement state and result entry."""
+
+    def __init__(self, index, path):
+        self.index = index
+        self.path = path
+        self.model = None
+        self.busy = 0.0
+        self.times = []
+        self.entry = {"model": path, "format": MODEL_FORMATS.get(_suffix(path), ("unknown",))[0],
+                      "runtime": None, "threads": None, "delegate": None, "fully_delegated": None,
+                      "delegate_nodes": None, "ops": None, "inputs": None, "outputs": None, "init_ms": None,
+                      "first_ms": None, "warmup_ms": [], "warmup_runs": 0, "warmup_total_ms": 0.0,
+                      "samples_ms": [], "accuracy": None,
+                      "predictions": None, "error": None}
+
+    def fail(self, error):
+        self.entry["error"] = _one_line(error)
+        self.model = None
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _load_all(slots, backends, cfg, rng, progress):
+    for slot in slots:
+        progress(slot.index, "load", 0, 1, force=True)
+        try:
+            t0 = time.perf_counter()
+            model = open_model(slot.path, backends, cfg.threads, cfg.delegate, cfg.delegate_options)
+            slot.entry["init_ms"] = round((time.perf_counter() - t0) * 1e3, 6)
+            ops, nodes, full = model.delegation()
+            slot.entry.update(runtime=model.runtime, threads=cfg.threads, delegate=model.delegate, ops=ops,
+                              delegate_nodes=nodes, fully_delegated=full, inputs=model.input_info(),
+                              outputs=model.output_info())
+            model.set_inputs([_fill(d["dtype"], d["shape"], rng) for d in model.input_info()])
+            slot.model = model
+        except ModelError as e:
+            slot.fail(e)
+        except Exception as e:  # noqa: BLE001 - a runtime's own error type; keep the other models
+            slot.fail("cannot load %s: %s: %s" % (os.path.basename(slot.path), type(e).__name__, e))
+        progress(slot.index, "load", 1, 1, force=True)
+
+
+def _invoke(slot):
+    """Seconds for one inference of ``slot``; None (and the slot failed) when it raised."""
+    try:
+        return _timed(slot.model.invoke)
+    except Exception as e:  # noqa: BLE001 - one model's failure must not stop the others
+        slot.fail("inference failed: %s: %s" % (type(e).__name__, e))
+        return None
+
+
+def _first(slots, progress):
+    for slot in slots:
+        if slot.model is None:
+            continue
+        progress(slot.index, "first", 0, 1, force=True)
+        dt = _invoke(slot)
+        if dt is not None:
+            slot.entry["first_ms"] = round(dt * 1e3, 6)
+        progress(slot.index, "first", 1, 1, force=True)
+
+
+def _rounds(slots, phase, done_fn, total_fn, progress):
+    """Round-robin inferences (A B A B ...) until ``done_fn(slot, runs, wall)`` holds for every live slot.
+
+    Each slot's raw samples (seconds) land in ``slot.times``; ``wall`` is the seconds since the phase began.
+    The loop is kept lean: the timed call is ``invoke`` alone, bookkeeping is an append and two sums.
+    Returns (wall seconds, timed seconds, runs) over the whole phase, for the loop overhead.
+    """
+    clock = time.perf_counter
+    live = [s for s in slots if s.model is not None]
+    for s in live:
+        s.busy, s.times = 0.0, []
+    wall0, timed, runs = clock(), 0.0, 0
+    while live:
+        for slot in tuple(live):
+            invoke, times = slot.model.invoke, slot.times
+            try:
+                t0 = clock()
+                invoke()
+                dt = clock() - t0
+            except Exception as e:  # noqa: BLE001 - one model's failure must not stop the others
+                slot.fail("inference failed: %s: %s" % (type(e).__name__, e))
+                live.remove(slot)
+                continue
+            times.append(dt)
+            slot.busy += dt
+            timed += dt
+            runs += 1
+            n = len(times)
+            if done_fn(slot, n, clock() - wall0):
+                progress(slot.index, phase, n, n, force=True)
+                live.remove(slot)
+            elif not runs & 15:
+                progress(slot.index, phase, n, max(total_fn(slot, n), n + 1))
+    return clock() - wall0, timed, runs
+
+
+def _warmup(slots, cfg, progress):
+    """Warm-up until every model ran ``warmup`` times and the phase lasted ``warmup_secs`` (wall time)."""
+    _rounds(slots, "warmup", lambda s, n, wall: n >= cfg.warmup and wall >= cfg.warmup_secs,
+            lambda s, n: cfg.warmup, progress)
+    for slot in slots:
+        if slot.model is not None:
+            slot.entry.update(warmup_ms=[round(t * 1e3, 6) for t in slot.times[:WARMUP_SAMPLES_KEPT]],
+                              warmup_runs=len(slot.times), warmup_total_ms=round(sum(slot.times) * 1e3, 6))
+
+
+def _steady(slots, cfg, progress):
+    """Steady state until ``runs`` and ``min_secs`` (own inference time) are reached, or ``max_secs`` spent."""
+    result = _rounds(slots, "steady",
+                     lambda s, n, wall: (n >= cfg.runs and s.busy >= cfg.min_secs) or s.busy >= cfg.max_secs,
+                     lambda s, n: cfg.runs, progress)
+    for slot in slots:
+        slot.entry["samples_ms"] = [round(t * 1e3, 6) for t in slot.times]
+    return result
+
+
+def _timer_overhead_us(n=2000):
+    def noop():
+        return None
+    best = min(_timed(noop) for _ in range(n))
+    return best * 1e6
+
+
+# ---------------------------------------------------------------- accuracy
+
+def load_data(path):
+    """The arrays of an accuracy .npz (``y`` and ``x`` and/or ``x_HxWxC``).
+
+    Raises:
+        FatalError: the file is unreadable or lacks ``y`` or any ``x`` array.
+    """
+    numpy = _numpy()
+    try:
+        with numpy.load(path, allow_pickle=False) as f:
+            arrays = dict((k, f[k]) for k in f.files)
+    except Exception as e:  # noqa: BLE001 - zipfile/ValueError/OSError all mean "not a usable .npz"
+        raise FatalError("cannot read data file %s: %s" % (path, _one_line(e)))
+    xs = [k for k in arrays if k == "x" or k.startswith("x_")]
+    if "y" not in arrays or not xs:
+        raise FatalError("data file %s needs arrays 'x' (N,H,W,C) and 'y' (N,); it has %s"
+                         % (path, ", ".join(sorted(arrays)) or "none"))
+    return arrays
+
+
+def _pick_x(arrays, shape):
+    key = "x_" + "x".join(str(v) for v in shape[1:])
+    x = arrays.get(key, arrays.get("x"))
+    if x is None or tuple(x.shape[1:]) != tuple(shape[1:]):
+        have = ", ".join("%s %s" % (k, tuple(v.shape)) for k, v in sorted(arrays.items()) if k != "y")
+        raise ModelError("data does not fit the model input %s (have %s)" % (list(shape), have))
+    if len(x) != len(arrays["y"]):
+        raise ModelError("data has %d inputs but %d labels" % (len(x), len(arrays["y"])))
+    return x
+
+
+def quantize_input(x, info):
+    """``x`` (float in model units) converted to the input tensor's dtype, quantizing int8/uint8 inputs."""
+    numpy = _numpy()
+    dtype = numpy.dtype(info["dtype"])
+    if dtype.kind == "f":
+        return x.astype(dtype)
+    if info["scale"] > 0:
+        q = numpy.round(x.astype(numpy.float64) / info["scale"] + info["zero_point"])
+        limits = numpy.iinfo(dtype)
+        return numpy.clip(q, limits.min, limits.max).astype(dtype)
+    return x.astype(dtype)
+
+
+def _accuracy(slot, arrays, progress):
+    numpy = _numpy()
+    model = slot.model
+    info = slot.entry["inputs"]
+    if len(info) != 1:
+        raise ModelError("accuracy needs a model with one input; this one has %d" % len(info))
+    shape = info[0]["shape"]
+    x = quantize_input(_pick_x(arrays, shape), info[0])
+    y = arrays["y"].astype(numpy.int64).reshape(-1)
+    batch = max(int(shape[0]), 1)
+    preds = []
+    for start in range(0, len(x), batch):
+        chunk = x[start:start + batch]
+        if len(chunk) < batch:
+            chunk = numpy.concatenate([chunk, numpy.repeat(chunk[-1:], batch - len(chunk), axis=0)])
+        model.set_inputs([chunk.reshape(shape)])
+        model.invoke()
+        out = numpy.asarray(model.output0()).reshape(batch, -1)
+        preds.extend(int(v) for v in out.argmax(axis=1)[:min(batch, len(x) - start)])
+        progress(slot.index, "accuracy", len(preds), len(x), force=len(preds) == len(x))
+    slot.entry["predictions"] = preds
+    slot.entry["accuracy"] = float(numpy.mean(numpy.asarray(preds) == y)) if len(y) else None
+
+
+def _accuracy_all(slots, arrays, progress):
+    for slot in slots:
+        if slot.model is None:
+            continue
+        try:
+            _accuracy(slot, arrays, progress)
+        except ModelError as e:
+            slot.fail(e)
+        except Exception as e:  # noqa: BLE001 - keep the other models
+            slot.fail("accuracy run failed: %s: %s" % (type(e).__name__, e))
+
+
+# ---------------------------------------------------------------- main
+
+def measure(paths, cfg, progress=None):
+    """Measure every model (see the module docstring); returns the JSON-ready document."""
+    numpy = _numpy()
+    backends = load_backends(paths)
+    arrays = load_data(cfg.data) if cfg.data else None
+    progress = progress or Progress(False, paths)
+    host = host_facts_before()
+    rng = numpy.random.default_rng(cfg.seed)
+    slots = [Slot(i, p) for i, p in enumerate(paths)]
+    _load_all(slots, backends, cfg, rng, progress)
+    _first(slots, progress)
+    _warmup(slots, cfg, progress)
+    wall, timed, runs = _steady(slots, cfg, progress)
+    if arrays is not None:
+        _accuracy_all(slots, arrays, progress)
+    for slot in slots:
+        if slot.entry["error"] is not None:
+            slot.entry["samples_ms"] = slot.entry["samples_ms"] or None
+    return {"runner_version": RUNNER_VERSION,
+            "runtimes": dict((k, b.label if b else None) for k, b in backends.items()),
+            "config": _config_dict(cfg), "host": host_facts_after(host),
+            "overhead": {"timer_us": _timer_overhead_us(),
+                         "loop_us": ((wall - timed) / runs * 1e6) if runs else None},
+            "results": [s.entry for s in slots]}
+
+
+def _config_dict(cfg):
+    return dict((k, getattr(cfg, k)) for k in ("threads", "runs", "warmup", "warmup_secs", "min_secs",
+                                                "max_secs", "delegate", "delegate_options", "data", "seed"))
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def _non_negative(kind):
+    def parse(text):
+        value = kind(text)
+        if value < 0:
+            raise argparse.ArgumentTypeError("must be >= 0")
+        return value
+    return parse
+
+
+def _key_value(text):
+    if "=" not in text:
+        raise argparse.ArgumentTypeError("expected KEY=VALUE")
+    return tuple(text.split("=", 1))
+
+
+def build_parser():
+    """The runner's argument parser (see the module docstring)."""
+    p = argparse.ArgumentParser(prog="runner.py", description="edgesep on-device runner")
+    p.add_argument("models", nargs="+", metavar="MODEL")
+    p.add_argument("--threads", type=_positive_int, default=None)
+    p.add_argument("--runs", type=_positive_int, default=50)
+    p.add_argument("--warmup", type=_non_negative(int), default=1)
+    p.add_argument("--warmup-secs", type=_non_negative(float), default=0.5)
+    p.add_argument("--min-secs", type=_non_negative(float), default=1.0)
+    p.add_argument("--max-secs", type=_non_negative(float), default=150.0)
+    p.add_argument("--delegate", default="xnnpack")
+    p.add_argument("--delegate-option", type=_key_value, action="append", default=[])
+    p.add_argument("--data", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None)
+    p.add_argument("--progress", action="store_true")
+    p.add_argument("--json-errors", action="store_true")
+    p.add_argument("--describe", action="store_true")
+    return p
+
+
+def _check_args(parser, args):
+    if args.max_secs <= 0 or args.min_secs > args.max_secs:
+        parser.error("need 0 <= --min-secs <= --max-secs and --max-secs > 0")
+    if args.delegate not in DELEGATE_NAMES and not ("/" in args.delegate or args.delegate.endswith(".so")):
+        parser.error("unknown delegate %r; use one of %s or a delegate library path"
+                     % (args.delegate, ", ".join(DELEGATE_NAMES)))
+    args.delegate_options = dict(args.delegate_option)
+
+
+def _write(document, out, stream):
+    text = json.dumps(document, allow_nan=False, default=str)
+    if out:
+        tmp = "%s.tmp-%d" % (out, os.getpid())
+        with open(tmp, "w") as f:
+            f.write(text + "\n")
+        os.replace(tmp, out)
+    else:
+        stream.write(text + "\n")
+        stream.flush()
+
+
+def main(argv=None):
+    """Run the runner; returns the exit code (see the module docstring)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_args(parser, args)
+    # Native libraries may print to stdout: keep the real stdout for the JSON and send the rest to stderr.
+    sys.stdout.flush()
+    json_stream = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    try:
+        if args.describe:
+            document = {"runner_version": RUNNER_VERSION, "results": describe(args.models)}
+        else:
+            document = measure(args.models, args, Progress(args.progress, args.models))
+        _write(document, args.out, json_stream)
+        return 0
+    except FatalError as e:
+        sys.stderr.write(ERROR_PREFIX + _one_line(e) + "\n")
+        if args.json_errors:
+            json_stream.write(json.dumps({"error": _one_line(e), "fatal": True, "exit_code": e.exit_code}) + "\n")
+        return e.exit_code
+    finally:
+        json_stream.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

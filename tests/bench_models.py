@@ -1,0 +1,91 @@
+"""Tiny real models for the device-harness tests, made with TensorFlow in a subprocess and cached.
+
+``python tests/bench_models.py OUTDIR`` writes float.tflite, int8.tflite (full-integer, int8 in/out),
+prelu.tflite (a "third-party-looking" net: ZeroPadding2D -> PAD, PReLU -> PRELU) and float.onnx (tf2onnx),
+all 16x16x3 -> 10 classes, plus models.json describing them. ``bench_models()`` returns the paths, building
+them once per content of this file (cached under ~/.cache/edgesep-test/models).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+INPUT_SHAPE = (16, 16, 3)
+NAMES = ("float.tflite", "int8.tflite", "prelu.tflite", "float.onnx")
+CACHE = Path(os.environ.get("EDGESEP_TEST_CACHE", Path.home() / ".cache" / "edgesep-test"))
+
+
+def _conv_model(keras):
+    inp = keras.Input(INPUT_SHAPE, batch_size=1, name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    x = keras.layers.DepthwiseConv2D(3, padding="same")(x)
+    x = keras.layers.Conv2D(16, 1, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, keras.layers.Dense(10)(x))
+
+
+def _prelu_model(keras):
+    inp = keras.Input(INPUT_SHAPE, batch_size=1, name="image")
+    x = keras.layers.ZeroPadding2D(2)(inp)
+    x = keras.layers.Conv2D(8, 3)(x)
+    x = keras.layers.PReLU(shared_axes=[1, 2], alpha_initializer="random_uniform")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, keras.layers.Dense(10)(x))
+
+
+def build(out: Path) -> None:
+    """Write the models into ``out`` (imports TensorFlow)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    import tf2onnx
+
+    keras.utils.set_random_seed(0)
+    model = _conv_model(keras)
+    (out / "float.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    rng = np.random.default_rng(0)
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([rng.random((1, *INPUT_SHAPE), dtype=np.float32)] for _ in range(32))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    (out / "int8.tflite").write_bytes(conv.convert())
+    (out / "prelu.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(_prelu_model(keras)).convert())
+    spec = (tf.TensorSpec((1, *INPUT_SHAPE), tf.float32, name="image"),)
+    fn = tf.function(lambda x: model(x), input_signature=spec)
+    tf2onnx.convert.from_function(fn, input_signature=spec, opset=13, output_path=str(out / "float.onnx"))
+    (out / "models.json").write_text(json.dumps({"input_shape": list(INPUT_SHAPE), "names": list(NAMES)}))
+
+
+def _key() -> str:
+    text = Path(__file__).read_bytes() + metadata.version("tensorflow").encode()
+    return hashlib.sha256(text).hexdigest()[:16]
+
+
+def bench_models() -> dict[str, Path]:
+    """{name: path} of the tiny models, built (in a subprocess) only when the cache lacks them."""
+    out = CACHE / "models" / _key()
+    if not (out / "models.json").is_file():
+        tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
+        tmp.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        proc = subprocess.run([sys.executable, __file__, str(tmp)], capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            raise RuntimeError("building the test models failed:\n" + proc.stderr[-3000:])
+        try:
+            os.replace(tmp, out)
+        except OSError:  # another worker won the race
+            shutil.rmtree(tmp, ignore_errors=True)
+    return {name: out / name for name in NAMES}
+
+
+if __name__ == "__main__":
+    build(Path(sys.argv[1]))

@@ -1,0 +1,83 @@
+"""Shared pytest setup: integration markers become skips by probing the environment (the reason is printed).
+
+Each section registers its probes in ``MARKER_PROBES`` (marker name -> function returning a skip reason or
+None); the one ``pytest_collection_modifyitems`` below applies them.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Callable, Optional
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+MARKER_PROBES: dict[str, Callable[[], Optional[str]]] = {}
+
+
+def pytest_collection_modifyitems(config, items):
+    reasons: dict[str, Optional[str]] = {}
+    for item in items:
+        for marker, probe in MARKER_PROBES.items():
+            if item.get_closest_marker(marker) is None:
+                continue
+            if marker not in reasons:
+                reasons[marker] = probe()
+            if reasons[marker]:
+                item.add_marker(pytest.mark.skip(reason=f"{marker}: {reasons[marker]}"))
+
+
+# ---------------------------------------------------------------- device harness: tiny models, sshd, device venvs
+
+def _probe_ssh() -> Optional[str]:
+    missing = [tool for tool in ("/usr/sbin/sshd", "ssh", "scp", "ssh-keygen") if not shutil.which(tool)]
+    return f"OpenSSH not installed ({', '.join(missing)} missing; apt-get install openssh-server)" if missing else None
+
+
+MARKER_PROBES["ssh"] = _probe_ssh
+
+
+@pytest.fixture(scope="session")
+def bench_models():
+    """{name: Path} of tiny real models (float/int8/prelu .tflite, float .onnx), built once with TF and cached."""
+    from bench_models import bench_models as build
+
+    return build()
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    """A real OpenSSH server on 127.0.0.1 with throw-away keys (see tests/sshd.py)."""
+    from sshd import start_sshd
+
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
+def _device_venv(name: str, requirements: tuple[str, ...]):
+    from sshd import device_venv
+
+    try:
+        return device_venv(name, requirements)
+    except RuntimeError as e:  # no registry / no wheel for this Python: say why and skip
+        pytest.skip(f"device venv {name} unavailable: {e}")
+
+
+@pytest.fixture(scope="session")
+def tflite_runtime_python():
+    """Python of a venv with only numpy<2 and tflite-runtime 2.14.0 (a Raspberry Pi-like device)."""
+    return _device_venv("tflite-runtime", ("numpy<2", "tflite-runtime==2.14.0"))
+
+
+@pytest.fixture(scope="session")
+def litert_python():
+    """Python of a venv with only ai-edge-litert (and its numpy)."""
+    return _device_venv("litert", ("ai-edge-litert",))
+
+
+@pytest.fixture(scope="session")
+def numpy_only_python():
+    """Python of a venv with numpy and no interpreter package."""
+    return _device_venv("numpy-only", ("numpy",))

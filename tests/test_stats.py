@@ -1,0 +1,111 @@
+"""Latency statistics: numpy oracles, the exact bootstrap of the median against brute-force resampling."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgesep.devices import stats
+
+
+def test_summary_matches_numpy():
+    x = np.random.default_rng(3).lognormal(0.0, 0.2, 501)
+    s = stats.summarize(x)
+    assert s.n == 501
+    assert s.mean == pytest.approx(x.mean())
+    assert s.std == pytest.approx(x.std(ddof=1))
+    assert (s.min, s.max) == (x.min(), x.max())
+    assert [s.p50, s.p90, s.p99] == pytest.approx(np.percentile(x, [50, 90, 99]))
+    lo, hi = s.ci95_p50
+    assert lo < s.p50 < hi
+    d = s.to_dict()
+    assert set(d) >= {"mean", "std", "min", "p50", "p90", "p99", "ci95_p50"} and isinstance(d["ci95_p50"], list)
+
+
+def test_bootstrap_is_seeded():
+    x = np.random.default_rng(0).normal(10, 1, 200)
+    assert stats.bootstrap_median_ci(x, seed=1) == stats.bootstrap_median_ci(x, seed=1)
+    assert stats.bootstrap_median_ci(x, seed=1) != stats.bootstrap_median_ci(x, seed=2)
+
+
+@pytest.mark.parametrize("n", [5, 6, 40, 41])
+def test_exact_bootstrap_matches_resampling(n):
+    """Medians drawn from order statistics have the distribution of medians of real resamples."""
+    x = np.random.default_rng(n).lognormal(0.0, 0.3, n)
+    fast = stats._boot_medians(x, 100_000, np.random.default_rng(0))
+    slow = np.median(x[np.random.default_rng(1).integers(0, n, size=(100_000, n))], axis=1)
+    qs = [2.5, 10, 25, 50, 75, 90, 97.5]
+    # Quantiles of a discrete distribution: equal, or neighbouring order statistics when a quantile sits on a step.
+    values = np.unique(np.concatenate([np.sort(x), (np.sort(x)[:-1] + np.sort(x)[1:]) / 2]))
+    for q_fast, q_slow in zip(np.percentile(fast, qs), np.percentile(slow, qs)):
+        assert abs(np.searchsorted(values, q_fast) - np.searchsorted(values, q_slow)) <= 1
+    assert fast.mean() == pytest.approx(slow.mean(), rel=2e-3)
+
+
+def test_interval_covers_the_true_median_about_95_percent():
+    rng = np.random.default_rng(7)
+    hits = 0
+    for trial in range(300):
+        lo, hi = stats.bootstrap_median_ci(rng.normal(0.0, 1.0, 101), seed=trial)
+        hits += lo <= 0.0 <= hi
+    assert 0.89 <= hits / 300 <= 0.99
+
+
+def test_outliers_are_counted_not_dropped():
+    x = [1.0 + 0.01 * (i % 7) for i in range(99)] + [50.0]
+    s = stats.summarize(x)
+    assert s.outliers == 1 and s.n == 100 and s.max == 50.0
+    assert s.mean == pytest.approx(np.mean(x))
+    assert 1.0 < s.outlier_threshold < 50.0
+
+
+def test_constant_and_single_samples():
+    s = stats.summarize([2.0] * 10)
+    assert s.ci95_p50 == (2.0, 2.0) and s.std == 0.0 and s.outliers == 0
+    one = stats.summarize([3.5])
+    assert one.ci95_p50 == (3.5, 3.5) and one.std == 0.0 and one.p99 == 3.5
+
+
+@pytest.mark.parametrize("bad", [[], [1.0, float("nan")], [float("inf")]])
+def test_bad_samples_raise(bad):
+    with pytest.raises(ValueError):
+        stats.summarize(bad)
+
+
+def test_large_sample_is_fast():
+    import time
+
+    x = np.random.default_rng(0).lognormal(0.0, 0.1, 200_000)
+    t0 = time.perf_counter()
+    stats.summarize(x)
+    assert time.perf_counter() - t0 < 2.0
+
+
+def test_ratio_of_medians_paired_exact_and_unpaired():
+    b = np.random.default_rng(1).lognormal(0.0, 0.2, 300)
+    r = stats.ratio_of_medians(2.0 * b, b)
+    assert r.paired and r.ratio == pytest.approx(2.0) and r.lo == pytest.approx(2.0) and r.hi == pytest.approx(2.0)
+    rng = np.random.default_rng(2)
+    a, c = rng.normal(12.0, 0.5, 400), rng.normal(10.0, 0.5, 333)
+    u = stats.ratio_of_medians(a, c)
+    assert not u.paired and u.lo < 1.2 < u.hi and u.hi - u.lo < 0.05
+    assert u == stats.ratio_of_medians(a, c)  # seeded
+
+
+def test_ratio_rejects_bad_input():
+    with pytest.raises(ValueError):
+        stats.ratio_of_medians([1.0, 2.0], [1.0], paired=True)
+    with pytest.raises(ValueError):
+        stats.ratio_of_medians([1.0], [0.0])
+    with pytest.raises(ValueError):
+        stats.bootstrap_median_ci([1.0, 2.0], confidence=1.5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(min_value=1e-4, max_value=1e4), min_size=1, max_size=300))
+def test_summary_is_ordered(samples):
+    s = stats.summarize(samples, n_boot=200)
+    assert s.min <= s.p50 <= s.p90 <= s.p99 <= s.max
+    assert s.min <= s.ci95_p50[0] <= s.ci95_p50[1] <= s.max
+    assert 0 <= s.outliers < s.n
