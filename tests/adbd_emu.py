@@ -16,8 +16,8 @@ No phone exists in CI, so the adb tests run Debian's real ``adb`` client against
   ``python3`` only when the device is said to have one (Termux-like).
 
 Modes: ``device`` (normal), ``unauthorized`` (answers CNXN with AUTH tokens, never accepts),
-``offline`` (accepts TCP, never answers CNXN). ``disconnect_on`` drops the connection when a
-shell command containing that text starts (a cable pulled mid-run).
+``offline`` (accepts TCP, never answers CNXN). ``disconnect_on`` unplugs the device (stops listening,
+drops every connection) 0.3 s after a shell command containing that text starts: a cable pulled mid-run.
 
 Run by hand: ``python tests/adbd_emu.py --root /tmp/phone`` then ``adb connect 127.0.0.1:PORT``.
 """
@@ -386,6 +386,12 @@ class AdbdEmulator:
         for c in self.connections:
             c.drop()
 
+    def unplug(self) -> None:
+        """The cable is pulled: no new connections, every current one dropped."""
+        if self._sock:
+            self._sock.close()
+        self.drop_all()
+
     def stop(self) -> None:
         if self._sock:
             self._sock.close()
@@ -411,7 +417,7 @@ class AdbdEmulator:
 
     def _shell(self, s: Stream, command: str, v2: bool) -> None:
         if self.disconnect_on and self.disconnect_on in command:
-            threading.Timer(0.3, s.conn.drop).start()
+            threading.Timer(0.3, self.unplug).start()
         argv = ["/bin/sh", "-c", self.paths.host_text(command)] if command.strip() else ["/bin/sh"]
         s.proc = subprocess.Popen(argv, cwd=self.paths.host_path("/data/local/tmp"), env=self._env(),
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -73,9 +73,10 @@ class RunStats:
     def latency_ms(self) -> dict[str, Any]:
         """The figures in milliseconds under the bench JSON's names (p90/p99/ci95 are not printed: None)."""
         ms = lambda v: None if v is None else v / 1000.0  # noqa: E731
-        return {"count": self.count, "mean": ms(self.avg_us), "std": ms(self.std_us), "min": ms(self.min_us),
+        return {"n": self.count, "mean": ms(self.avg_us), "std": ms(self.std_us), "min": ms(self.min_us),
                 "max": ms(self.max_us), "p5": ms(self.p5_us), "p50": ms(self.median_us), "p90": None,
-                "p95": ms(self.p95_us), "p99": None, "ci95_p50": None, "first": ms(self.first_us)}
+                "p95": ms(self.p95_us), "p99": None, "ci95_p50": None, "outliers": None,
+                "outlier_threshold": None, "first": ms(self.first_us)}
 
 
 _STATS = re.compile(r"count=(\d+)((?:\s+\w+=(?:" + NUM + r"))*)(\(all same\))?((?:\s+\w+=(?:" + NUM + r"))*)")
@@ -200,7 +201,7 @@ _APPLIED = re.compile(r"Explicitly applied (.+?) delegate, and the model graph w
 _NOT_APPLIED = re.compile(r"Though (.+?) delegate is explicitly applied, the model graph will not be executed")
 _REPLACING = re.compile(r"Replacing (\d+)(?: out of (\d+))? node\(s\) with delegate \(([^)]*)\) node, "
                         r"yielding (\d+) partitions")
-_DELEGATED_OUT_OF = re.compile(r"(?:^|\s)([\w\[\] .-]*?)\s*delegate: (\d+) nodes delegated out of (\d+) nodes"
+_DELEGATED_OUT_OF = re.compile(r"(?:^|\s)([\w\[\] .-]*?)\s*[Dd]elegate: (\d+) nodes delegated out of (\d+) nodes"
                                r"(?: with (\d+) partitions)?")
 _SECTION = re.compile(r"={10,} (.+?) ={10,}")
 
