@@ -22,6 +22,7 @@ import hashlib
 import math
 import os
 import zipfile
+import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
@@ -559,15 +560,7 @@ def _is_keras(head: bytes) -> bool:
 
 @_register_format("keras", (".keras",), "Keras v3 (.keras)", _is_keras)
 def _read_keras(p: Path) -> _Contents:
-    try:
-        with zipfile.ZipFile(p) as archive:
-            if "config.json" not in archive.namelist():
-                raise ConversionError(f"{p} is not a valid Keras model: the archive has no config.json")
-            bad = archive.testzip()
-    except zipfile.BadZipFile as e:
-        raise ConversionError(f"{p} is not a valid Keras model: {_first_line(e)}") from None
-    if bad is not None:
-        raise ConversionError(f"{p} is not a valid Keras model: {bad} is corrupt")
+    _check_keras_archive(p)  # before importing Keras: a broken file fails fast, without TensorFlow's start-up
     import keras
 
     try:
@@ -575,6 +568,24 @@ def _read_keras(p: Path) -> _Contents:
     except Exception as e:  # noqa: BLE001 - Keras raises many types for a bad archive or unknown layers
         raise ConversionError(f"cannot load Keras model {p}: {_first_line(e)}") from None
     return _keras_contents(model)
+
+
+def _check_keras_archive(p: Path) -> None:
+    """Raise unless ``p`` is an intact zip whose ``config.json`` is JSON."""
+    import json
+
+    try:
+        with zipfile.ZipFile(p) as archive:
+            if "config.json" not in archive.namelist():
+                raise ConversionError(f"{p} is not a valid Keras model: the archive has no config.json")
+            bad = archive.testzip()
+            json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+        raise ConversionError(f"{p} is not a valid Keras model: {_first_line(e)}") from None
+    except ValueError as e:
+        raise ConversionError(f"{p} is not a valid Keras model: config.json is not JSON ({_first_line(e)})") from None
+    if bad is not None:
+        raise ConversionError(f"{p} is not a valid Keras model: {bad} is corrupt")
 
 
 def _keras_contents(model) -> _Contents:
