@@ -136,6 +136,11 @@ def models(tmp_path_factory):
     paths["int8"] = _tflite(model, d / "model_int8.tflite", precision="int8", rng=rng)
     paths["int8_per_tensor"] = _tflite(model, d / "model_int8_pt.tflite", precision="int8", rng=rng,
                                        per_channel=False)
+    # Converting a tf.function that reads the model's variables keeps them as resource variables (VAR_HANDLE)
+    # and turns the Dense layer into BATCH_MATMUL: a real model whose weights params cannot see.
+    fn = tf.function(lambda x: model(x)).get_concrete_function(tf.TensorSpec((1, H, W, CIN), tf.float32))
+    paths["variables"] = d / "model_vars.tflite"
+    paths["variables"].write_bytes(tf.lite.TFLiteConverter.from_concrete_functions([fn], model).convert())
     paths["onnx"] = d / "model.onnx"
     tf2onnx.convert.from_keras(model, input_signature=[tf.TensorSpec((None, H, W, CIN), tf.float32, name="input")],
                                opset=17, output_path=str(paths["onnx"]))
@@ -204,6 +209,14 @@ def test_tflite_int8_per_tensor(models):
     q = info.quantization
     assert q["per_channel"] == 0 and q["per_tensor"] == 2 * EXPECTED["weight_layers"]
     assert info.inputs[0]["dtype"] == "int8"
+
+
+def test_tflite_with_resource_variables_says_params_miss_them(models):
+    info = inspect_model(models["variables"])
+    assert info.ops["BATCH_MATMUL"] == 1 and info.ops["VAR_HANDLE"] > 0
+    assert info.macs == EXPECTED["macs"]  # the classifier's K is read off BATCH_MATMUL's operand shapes
+    assert info.params < EXPECTED["folded_params"]
+    assert any("VAR_HANDLE" in note for note in info.notes)
 
 
 def test_tflite_and_onnx_do_not_import_tensorflow(models):

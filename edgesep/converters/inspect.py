@@ -309,10 +309,15 @@ def _read_tflite(p: Path) -> _Contents:
         param_tensors.append({"name": t["name"], "dtype": dtype, "shape": [int(d) for d in t["shape"]], **quant})
 
     macs, skipped = _tflite_macs(ops, tensors)
+    op_types = _sorted_counts(op["op_name"] for op in ops)
+    notes = _macs_note(skipped)
+    if op_types.get("VAR_HANDLE"):
+        notes.append(f"{op_types['VAR_HANDLE']} resource variables (VAR_HANDLE) hold weights that params does not "
+                     "count; convert from a frozen graph (e.g. TFLiteConverter.from_keras_model)")
     return _Contents(
-        ops=_sorted_counts(op["op_name"] for op in ops), params=params, macs=macs,
+        ops=op_types, params=params, macs=macs,
         inputs=[_tflite_io(t) for t in inputs], outputs=[_tflite_io(t) for t in outputs],
-        quantization=_quantization_table(param_tensors, activations), notes=_macs_note(skipped),
+        quantization=_quantization_table(param_tensors, activations), notes=notes,
     )
 
 
