@@ -6,11 +6,16 @@ Heavy modules (TensorFlow, the converters, the devices) are imported inside the 
 from __future__ import annotations
 
 import sys
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import click
 
 from edgesep import __version__
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from edgesep.devices.base import BenchConfig, BenchResult, Device
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -42,9 +47,46 @@ def cli() -> None:
 
 
 @cli.command()
-def export() -> None:
+@click.option("--model", "model_path", metavar="PATH", help="A Keras model (.keras/.h5). Default: the built-in network.")
+@click.option("--form", type=click.Choice(["fused", "split"]), help="Block form of the built-in network [split].")
+@click.option("--int8", is_flag=True, help="Also write a full-integer int8 model (needs data to calibrate).")
+@click.option("--fp16", is_flag=True, help="Also write a float16-weights model.")
+@click.option("--per-tensor", is_flag=True, help="int8 weights per tensor instead of per channel.")
+@click.option("--equalize", is_flag=True, help="Cross-layer equalization + bias absorption before int8.")
+@click.option("--io-dtype", type=click.Choice(["int8", "uint8", "float32"]), default="int8", show_default=True,
+              help="Input/output type of the int8 model.")
+@click.option("--no-onnx", is_flag=True, help="Skip the ONNX export.")
+@click.option("--data", metavar="digits|DIR|FILE.npz",
+              help="Calibration/verification data: 'digits', an ImageFolder dir or a .npz with x, y.")
+@click.option("--calib-samples", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Training images used to calibrate int8.")
+@click.option("--out", "out_dir", default="out", show_default=True, metavar="DIR", help="Output folder.")
+def export(model_path: Optional[str], form: Optional[str], int8: bool, fp16: bool, per_tensor: bool,
+           equalize: bool, io_dtype: str, no_onnx: bool, data: Optional[str], calib_samples: int,
+           out_dir: str) -> None:
     """Fold BatchNorm, export TFLite (float32/fp16/int8) and ONNX, verify each against Keras."""
-    raise UserError("export is not implemented yet")
+    if model_path and form:
+        raise click.UsageError("--form builds the built-in network; it cannot be combined with --model")
+    if (per_tensor or equalize) and not int8:
+        raise click.UsageError("--per-tensor and --equalize shape the int8 model; add --int8")
+    if model_path and int8 and not data:
+        raise click.UsageError("--int8 with --model needs --data to calibrate (a folder of images or a .npz)")
+    from rich.console import Console
+
+    from edgesep.converters.export import ExportConfig, export as run_export, model_and_data
+
+    precisions = ("float32",) + (("float16",) if fp16 else ()) + (("int8",) if int8 else ())
+    config = ExportConfig(precisions=precisions, onnx=not no_onnx, per_channel=not per_tensor, io_dtype=io_dtype,
+                          calib_samples=calib_samples, equalize=equalize)
+    err = Console(stderr=True)
+    with err.status("starting") as status:
+        step = lambda stage: status.update(f"[bold]{stage}")  # noqa: E731
+        model, dataset, info = model_and_data(model_path, form=form or "split", data=data, progress=step)
+        doc = run_export(model, out_dir, config, dataset, progress=step, extra=info)
+    from edgesep.report import export_table
+
+    Console().print(export_table(doc))
+    click.echo(f"wrote {len(doc['artifacts'])} artifacts and export.json to {out_dir}")
 
 
 @cli.command()
@@ -70,15 +112,220 @@ def inspect(model: str, as_json: bool) -> None:
 
 
 @cli.command()
-def bench() -> None:
-    """Measure latency (and accuracy with --data) of .tflite/.onnx models on a device."""
-    raise UserError("bench is not implemented yet")
+@click.argument("models", nargs=-1, required=True, metavar="MODEL...")
+@click.option("--device", "target", default="local", show_default=True, metavar="TARGET",
+              help="local, ssh://[user@]host[:port], adb or adb:SERIAL.")
+@click.option("--threads", type=click.IntRange(min=1), help="Interpreter threads (default: the runtime's own).")
+@click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Minimum steady-state runs per model.")
+@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Minimum warm-up runs per model.")
+@click.option("--warmup-secs", type=click.FloatRange(min=0), default=0.5, show_default=True,
+              help="Minimum warm-up time (all models, interleaved), seconds.")
+@click.option("--min-secs", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Minimum steady-state time per model, seconds.")
+@click.option("--max-secs", type=click.FloatRange(min=0, min_open=True), default=150.0, show_default=True,
+              help="Maximum steady-state time per model, seconds.")
+@click.option("--delegate", default="xnnpack", show_default=True, metavar="xnnpack|none|edgetpu|PATH",
+              help="TFLite delegate: XNNPACK (default CPU path), none, the Edge TPU, or a delegate library.")
+@click.option("--delegate-option", "delegate_options", multiple=True, metavar="KEY=VALUE",
+              help="Delegate option, repeatable (e.g. device=usb:0 for edgetpu).")
+@click.option("--data", metavar="digits|PATH.npz|DIR", help="Also measure top-1 accuracy on this labelled data.")
+@click.option("--ssh-config", type=click.Path(dir_okay=False), metavar="FILE", help="ssh_config for ssh:// (-F).")
+@click.option("--remote-python", metavar="PATH", help="The device's Python (default: python3).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random latency input.")
+@click.option("--json", "as_json", is_flag=True, help="Print only the JSON document on stdout.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Also write the JSON document to FILE.")
+def bench(models: tuple[str, ...], target: str, threads: Optional[int], runs: int, warmup: int,
+          warmup_secs: float, min_secs: float, max_secs: float, delegate: str, delegate_options: tuple[str, ...],
+          data: Optional[str], ssh_config: Optional[str], remote_python: Optional[str], seed: int, as_json: bool,
+          out_file: Optional[str]) -> None:
+    """Measure latency (and accuracy with --data) of .tflite/.onnx models on a device.
+
+    Several models are measured in one session, interleaved round by round, so drift and heat hit all alike.
+    """
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from edgesep.devices import parse_target
+    from edgesep.devices.base import BenchConfig
+    from edgesep.devices.harness import check_model_file
+
+    paths = [Path(m) for m in models]
+    for path in paths:
+        check_model_file(path)
+    options = [tuple(o.split("=", 1)) for o in delegate_options]
+    if any(len(o) != 2 or not o[0] for o in options):
+        raise click.UsageError("--delegate-option takes KEY=VALUE")
+    try:
+        config = BenchConfig(threads=threads, runs=runs, warmup=warmup, warmup_secs=warmup_secs, min_secs=min_secs,
+                             max_secs=max_secs, delegate=delegate, delegate_options=tuple(options), seed=seed)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    device = parse_target(target, **_bench_device_options(target, ssh_config, remote_python))
+    with tempfile.TemporaryDirectory(prefix="edgesep-bench-") as tmp:
+        data_file = _bench_data(data, paths, Path(tmp)) if data else None
+        if data_file is not None:
+            config = BenchConfig.from_dict({**config.to_dict(), "data": str(data_file)})
+        results = _bench_run(device, paths, data_file, config)
+    doc = {"results": [r.to_dict() for r in results]}
+    text = json.dumps(doc, allow_nan=False)
+    if out_file:
+        _write_atomic(Path(out_file), text + "\n")
+    if as_json:
+        click.echo(text)
+    else:
+        _bench_print(doc["results"])
+    _bench_failures(results)
+
+
+def _bench_device_options(target: str, ssh_config: Optional[str], remote_python: Optional[str]) -> dict[str, str]:
+    """Device options the user gave, checked against the target kind."""
+    options = {}
+    if ssh_config is not None:
+        if not target.startswith("ssh://"):
+            raise click.UsageError("--ssh-config applies to ssh:// targets only")
+        options["ssh_config"] = ssh_config
+    if remote_python is not None:
+        if target.strip() == "local":
+            raise click.UsageError("--remote-python applies to remote targets only")
+        options["remote_python"] = remote_python
+    return options
+
+
+def _bench_data(spec: str, paths: "list[Path]", tmp: "Path") -> "Path":
+    """A .npz for the runner: ``y`` and one ``x_HxWxC`` per distinct model input shape (``x`` the first)."""
+    import numpy as np
+
+    from edgesep.data import DataError, load_dataset
+    from edgesep.devices import runner
+
+    shapes = []
+    for entry in runner.describe([str(p) for p in paths], allowed_tflite=("ai_edge_litert", "tflite_runtime")):
+        inputs = entry.get("inputs") or []
+        if len(inputs) == 1 and len(inputs[0]["shape"]) == 4 and tuple(inputs[0]["shape"][1:]) not in shapes:
+            shapes.append(tuple(inputs[0]["shape"][1:]))
+    if not shapes:
+        raise DataError("--data needs a model with one image input (N, H, W, C)")
+    arrays, labels = {}, None
+    for shape in shapes:
+        ds = load_dataset(spec, input_shape=shape)
+        if labels is not None and not np.array_equal(labels, ds.y_test):
+            raise DataError(f"{spec} gives different test labels for input shapes {shapes[0]} and {shape}")
+        labels = np.asarray(ds.y_test)
+        arrays["x_" + "x".join(str(v) for v in shape)] = np.asarray(ds.x_test, dtype=np.float32)
+    arrays["x"] = arrays["x_" + "x".join(str(v) for v in shapes[0])]
+    out = tmp / "data.npz"
+    np.savez(out, y=labels, **arrays)
+    return out
+
+
+def _bench_run(device: "Device", paths: "list[Path]", data_file: "Optional[Path]",
+               config: "BenchConfig") -> "list[BenchResult]":
+    """prepare + run with a progress bar on stderr; the device is cleaned up whatever happens."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from edgesep.devices.base import DeviceError
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=Console(stderr=True), transient=True)
+    tasks: dict = {}
+
+    def progress(model: str, done: int, total: int) -> None:
+        if model not in tasks:
+            tasks[model] = bar.add_task(model.replace("\\", "/").rsplit("/", 1)[-1], total=max(total, 1))
+        bar.update(tasks[model], completed=done, total=max(total, done, 1))
+
+    try:
+        with bar:
+            device.prepare(paths, data_file)
+            results = device.run(config, progress=progress)
+    except BaseException:
+        try:
+            device.cleanup()
+        except DeviceError as e:
+            click.echo(f"edgesep: warning: {e}", err=True)
+        raise
+    device.cleanup()
+    return results
+
+
+def _bench_print(results: list[dict]) -> None:
+    import shutil
+
+    from rich.console import Console
+
+    from edgesep.report import bench_table
+
+    table = bench_table(results)
+    host = next((r.get("host") for r in results if r.get("host")), None)
+    if host:
+        temp = host.get("temp_c")
+        table.caption = (f"{host.get('cpu')}, {host.get('cores')} cores, governor {host.get('governor') or '-'}, "
+                         f"temp {'-' if temp is None else f'{temp:.0f} C'}")
+    Console(width=max(120, shutil.get_terminal_size().columns)).print(table)
+
+
+def _bench_failures(results: "list[BenchResult]") -> None:
+    """One error line per failed model and exit code 1 (the other models' results are already out)."""
+    failed = [r for r in results if r.error]
+    if not failed:
+        return
+    if len(results) == 1:
+        raise UserError(f"{failed[0].model}: {failed[0].error}")
+    for r in failed:
+        click.echo(f"edgesep: error: {r.model}: {r.error}", err=True)
+    raise click.exceptions.Exit(EXIT_FAILURE)
+
+
+def _write_atomic(path: "Path", text: str) -> None:
+    """Write ``text`` to ``path`` through a temp file in the same folder."""
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 @cli.command()
-def devices() -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.option("--adb", "adb_path", metavar="PATH", help="The adb executable (default: adb on PATH).")
+@click.option("--adb-server-port", type=click.IntRange(1, 65535), metavar="PORT",
+              help="The adb server's port (default: adb's own, 5037 or $ANDROID_ADB_SERVER_PORT).")
+def devices(as_json: bool, adb_path: Optional[str], adb_server_port: Optional[int]) -> None:
     """List attached Android devices (serial, model, ABI, Android version)."""
-    raise UserError("devices is not implemented yet")
+    import json
+
+    from edgesep.devices.adb import describe_devices
+
+    found = describe_devices(adb_path=adb_path, server_port=adb_server_port)
+    if as_json:
+        click.echo(json.dumps([d.to_dict() for d in found], indent=2))
+        return
+    if not found:
+        click.echo("no adb devices attached (connect a phone with USB debugging on, or 'adb connect HOST:PORT')")
+        return
+    import shutil
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="adb devices")
+    for column in ("serial", "state", "model", "ABI", "Android"):
+        table.add_column(column)
+    for d in found:
+        table.add_row(d.serial, d.state, d.model or "-", d.abi or "-", d.android or "-")
+    Console(width=max(100, shutil.get_terminal_size().columns)).print(table)
 
 
 @cli.command()

@@ -10,7 +10,7 @@ No phone exists in CI, so the adb tests run Debian's real ``adb`` client against
 * ``shell:CMD`` (raw), ``shell,v2,...:CMD`` (the shell protocol: stdout/stderr/exit packets)
   and ``exec:CMD``, run by ``/bin/sh -c`` in a sandbox; device paths under
   ``/data/local/tmp``, ``/sys/class/thermal`` and ``/sys/devices/system/cpu`` are mapped to
-  folders of the sandbox (both ways: in commands and in what they print);
+  folders of the sandbox (both ways: in commands and in what they print, not inside files they write);
 * ``sync:`` with STAT, STA2/LST2, LIST, SEND, RECV, DATA, DONE, OKAY, FAIL and QUIT;
 * ``getprop`` answering from a dict; the shell's PATH holds only a toybox-like set of tools, and
   ``python3`` only when the device is said to have one (Termux-like).
@@ -301,6 +301,7 @@ class AdbdEmulator:
         self.mode = mode
         self.paths = PathMap(self.root)
         self.disconnect_on: Optional[str] = None
+        self.full_disk_on: Optional[str] = None  # a push whose path contains this fails: no space left
         self.log: list[tuple[int, int, int, bytes]] = []
         self.services_opened: list[str] = []
         self.connections: list[Connection] = []
@@ -359,12 +360,13 @@ class AdbdEmulator:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", port))
         self._sock.listen(8)
+        self._port = self._sock.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
         return self
 
     @property
     def port(self) -> int:
-        return self._sock.getsockname()[1]
+        return self._port
 
     @property
     def serial(self) -> str:
@@ -533,6 +535,11 @@ class AdbdEmulator:
         path, _, mode_text = spec.rpartition(",")
         host = self.paths.host_path(path)
         tmp = None
+        if self.full_disk_on and self.full_disk_on in path:
+            host = None
+            reason = "No space left on device"
+        else:
+            reason = "Read-only file system"
         if host is not None:
             try:
                 host.parent.mkdir(parents=True, exist_ok=True)
@@ -552,7 +559,7 @@ class AdbdEmulator:
                     tmp.write(chunk)
             elif ident2 == "DONE":
                 if tmp is None:
-                    self._sync_fail(s, f"couldn't create file: Read-only file system ({path})")
+                    self._sync_fail(s, f"couldn't create file: {reason} ({path})")
                     return None
                 tmp.close()
                 os.replace(tmp.name, host)

@@ -3,7 +3,7 @@
 # prints its log in the tool's own format (benchmark_model.cc / benchmark_tflite_model.cc /
 # stats_calculator), with --num_runs and --warmup_runs honoured and statistics computed the way
 # tsl::Stat / StatWithPercentiles compute them. It also appends its argv and CPU affinity to
-# /data/local/tmp/standin_trace.txt so tests can see what the device really ran.
+# $TMPDIR/standin_trace.txt (adb shell sets TMPDIR=/data/local/tmp) so tests can see what the device really ran.
 graph=""; runs=50; warm=1; threads=-1; gpu=0; nnapi=0; xnn=1; prof=0; min_secs=1; max_secs=150; wsecs=0.5
 for a in "$@"; do
   case "$a" in
@@ -23,7 +23,7 @@ for a in "$@"; do
     *) echo "ERROR: Unconsumed cmdline flags: $a"; exit 1 ;;
   esac
 done
-trace=/data/local/tmp/standin_trace.txt
+trace="${TMPDIR:-/data/local/tmp}/standin_trace.txt"
 { echo "argv: $*"; grep Cpus_allowed_list /proc/self/status; } >> "$trace" 2>/dev/null
 echo "INFO: STARTING!"
 echo "INFO: Log parameter values verbosely: [0]"
@@ -60,6 +60,7 @@ elif [ "$xnn" = 1 ]; then
   echo "INFO: Explicitly applied XNNPACK delegate, and the model graph will be completely executed by the delegate."
 fi
 size=$(wc -c < "$graph")
+sleep "$min_secs" 2>/dev/null  # the steady state lasts at least --min_secs, as in the real tool
 awk -v size="$size" -v runs="$runs" -v warm="$warm" -v prof="$prof" -v minsecs="$min_secs" -v maxsecs="$max_secs" -v wsecs="$wsecs" '
 function stat(n, base, first,    i, v, sum, sq, mn, mx, avg, var, sd, s, j, k, tmp, out) {
   g_first = 0; g_avg = 0

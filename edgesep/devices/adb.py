@@ -1,0 +1,604 @@
+"""Android phones through the system ``adb`` client (Debian package ``adb`` or Android platform-tools).
+
+Targets: ``adb`` (the only attached device) and ``adb:SERIAL``. ``prepare()`` makes a private folder
+``/data/local/tmp/edgesep.XXXXXX`` (mode 700) and pushes the models and a runner; ``run()`` measures and
+pulls the results back; ``cleanup()`` removes the folder (also after a failed prepare or run).
+
+Two runners:
+
+* ``benchmark_model``: TFLite's native benchmark tool, pushed from ``benchmark_binary`` (e.g. the prebuilt
+  ``android_aarch64_benchmark_model``) or found on the device (``/data/local/tmp/benchmark_model`` or on
+  PATH). edgesep's settings become its flags (``--num_threads``, ``--num_runs``, ``--warmup_runs``,
+  ``--min_secs``, ``--max_secs``, ``--use_gpu``/``--use_nnapi``/``--use_xnnpack``,
+  ``--enable_op_profiling``); its log is parsed by ``edgesep.devices.benchmark_model``. It prints summary
+  statistics only, so those results have ``samples_ms=None`` and a note saying so.
+* ``python``: edgesep's own ``runner.py`` where the device has ``python3`` (e.g. Termux), giving the same
+  result fields as the SSH device.
+
+``runner="auto"`` takes benchmark_model when a binary is given or found on the device (and no accuracy
+data is asked for), else python3, else fails with what to install. ``cpu_mask`` (hex, e.g. ``f0`` for the
+big cores of many phones) runs either runner under ``taskset``.
+
+Device facts go in each result's ``host``: ``ro.product.model``, ABI, Android version, per-core
+``cpuinfo_max_freq`` and the thermal zones before and after the run; a warning lands in
+``extra["warnings"]`` when the temperature rose enough to suspect throttling.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from edgesep.devices import benchmark_model as bm
+from edgesep.devices.base import BenchConfig, BenchResult, DeviceError, ProgressFn
+
+REMOTE_BASE = "/data/local/tmp"
+RUNNERS = ("auto", "benchmark_model", "python")
+RC_MARK = "@edgesep-rc="
+THROTTLE_RISE_C = 10.0   # a rise this large during one bench suggests the SoC clocked down
+THROTTLE_HOT_C = 80.0    # or ending this hot
+ADB_MISSING = ("adb not found: install Debian's adb package (sudo apt-get install adb) or Android "
+               "platform-tools, or give its path with the adb_path option")
+STATE_HELP = {
+    "unauthorized": "unlock the phone and accept the 'Allow USB debugging?' prompt, then retry",
+    "offline": "reconnect the cable (or run 'adb reconnect'); the device is not answering",
+    "authorizing": "wait for the phone to finish authorizing this computer, then retry",
+    "connecting": "wait for the connection to complete, then retry",
+    "recovery": "the phone is in recovery mode; boot it normally",
+    "sideload": "the phone is in sideload mode; boot it normally",
+    "bootloader": "the phone is in the bootloader; boot it normally",
+    "rescue": "the phone is in rescue mode; boot it normally",
+}
+
+
+# ------------------------------------------------------------------------------------------------
+# the adb client
+
+def find_adb(adb_path: Optional[str] = None) -> str:
+    """The adb executable to use.
+
+    Raises:
+        DeviceError: no adb on PATH (or ``adb_path`` does not exist).
+    """
+    if adb_path:
+        if Path(adb_path).is_file() and os.access(adb_path, os.X_OK):
+            return str(adb_path)
+        raise DeviceError(f"adb not found at {adb_path}")
+    exe = shutil.which("adb")
+    if not exe:
+        raise DeviceError(ADB_MISSING)
+    return exe
+
+
+@dataclasses.dataclass(frozen=True)
+class AttachedDevice:
+    """One line of ``adb devices -l`` plus, for online devices, what ``getprop`` says."""
+
+    serial: str
+    state: str
+    model: Optional[str] = None
+    abi: Optional[str] = None
+    android: Optional[str] = None
+    product: Optional[str] = None
+    transport_id: Optional[str] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_DEVICE_KEYS = ("usb", "product", "model", "device", "transport_id")
+
+
+def parse_devices_output(text: str) -> list[AttachedDevice]:
+    """Devices from ``adb devices -l`` output (``SERIAL STATE [key:value ...]``, state may be several words)."""
+    found = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("List of devices", "*", "adb server")):
+            continue
+        parts = line.split()
+        serial, rest = parts[0], parts[1:]
+        state_words, info = [], {}
+        for tok in rest:
+            key, sep, value = tok.partition(":")
+            if sep and key in _DEVICE_KEYS and value:
+                info[key] = value
+            elif not info:
+                state_words.append(tok)
+        state = " ".join(state_words) or "unknown"
+        found.append(AttachedDevice(serial, state, model=info.get("model", "").replace("_", " ") or None,
+                                    product=info.get("product"), transport_id=info.get("transport_id")))
+    return found
+
+
+class AdbClient:
+    """Runs the adb client against one server (``server_port`` None: adb's default / ANDROID_ADB_SERVER_PORT)."""
+
+    def __init__(self, adb_path: Optional[str] = None, server_port: Optional[int] = None):
+        self.exe = find_adb(adb_path)
+        self.server_port = server_port
+
+    def command(self, *args: str, serial: Optional[str] = None) -> list[str]:
+        cmd = [self.exe]
+        if self.server_port:
+            cmd += ["-P", str(self.server_port)]
+        if serial:
+            cmd += ["-s", serial]
+        return cmd + list(args)
+
+    def run(self, *args: str, serial: Optional[str] = None, timeout: float = 60.0) -> subprocess.CompletedProcess:
+        """Runs one adb command; a hang past ``timeout`` or a missing executable is a ``DeviceError``."""
+        try:
+            return subprocess.run(self.command(*args, serial=serial), capture_output=True, text=True,
+                                  timeout=timeout, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise DeviceError(f"adb {' '.join(args[:2])} did not answer within {timeout:g} s") from None
+        except OSError as e:
+            raise DeviceError(f"cannot run {self.exe}: {e.strerror}") from None
+
+    def devices(self) -> list[AttachedDevice]:
+        """Attached devices and their states (``adb devices -l``)."""
+        proc = self.run("devices", "-l", timeout=30)
+        if proc.returncode != 0:
+            raise DeviceError(f"adb devices failed: {_last_line(proc.stderr or proc.stdout)}")
+        return parse_devices_output(proc.stdout)
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def _adb_error(text: str) -> str:
+    """The line of adb's output that says what went wrong (its ``error:`` line, else the last line)."""
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error:" in ln]
+    return (errors[-1] if errors else lines[-1] if lines else "").replace("adb: error: ", "")
+
+
+def _props_script(keys: Sequence[str]) -> str:
+    return "; ".join(f"echo \"{k}=$(getprop {k})\"" for k in keys)
+
+
+PROP_KEYS = ("ro.product.model", "ro.product.cpu.abi", "ro.build.version.release", "ro.build.version.sdk",
+             "ro.serialno", "ro.product.manufacturer", "ro.board.platform")
+
+
+def _parse_kv(text: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def describe_devices(adb_path: Optional[str] = None, server_port: Optional[int] = None) -> list[AttachedDevice]:
+    """Attached devices; those online get model, ABI and Android version from ``getprop``."""
+    client = AdbClient(adb_path, server_port)
+    out = []
+    for dev in client.devices():
+        if dev.state == "device":
+            proc = client.run("shell", _props_script(PROP_KEYS[:3]), serial=dev.serial, timeout=30)
+            props = _parse_kv(proc.stdout) if proc.returncode == 0 else {}
+            dev = dataclasses.replace(dev, model=props.get("ro.product.model") or dev.model,
+                                      abi=props.get("ro.product.cpu.abi") or None,
+                                      android=props.get("ro.build.version.release") or None)
+        out.append(dev)
+    return out
+
+
+def choose_device(devices: Sequence[AttachedDevice], serial: Optional[str]) -> AttachedDevice:
+    """The device a target names (or the only one), ready to use.
+
+    Raises:
+        DeviceError: none attached, several without a serial, the serial unknown, or not in ``device`` state.
+    """
+    listing = ", ".join(f"{d.serial} ({d.state})" for d in devices)
+    if serial is None:
+        if not devices:
+            raise DeviceError("no adb devices attached: connect a phone with USB debugging on "
+                              "(or 'adb connect HOST:PORT'), then check 'edgesep devices'")
+        if len(devices) > 1:
+            raise DeviceError(f"{len(devices)} adb devices attached ({listing}); pick one with --device adb:SERIAL")
+        dev = devices[0]
+    else:
+        matches = [d for d in devices if d.serial == serial]
+        if not matches:
+            raise DeviceError(f"adb device {serial!r} not found; attached: {listing or 'none'}")
+        dev = matches[0]
+    if dev.state != "device":
+        help_ = STATE_HELP.get(dev.state.split()[0] if dev.state else "", "")
+        if dev.state.startswith("no permissions"):
+            help_ = "the USB device is not accessible to you: add a udev rule (Debian: android-sdk-platform-tools-common)"
+        raise DeviceError(f"adb device {dev.serial} is {dev.state.split(' (')[0]}" + (f": {help_}" if help_ else ""))
+    return dev
+
+
+# ------------------------------------------------------------------------------------------------
+# device facts
+
+def _temps(text: str) -> dict[str, float]:
+    """``{zone type: °C}`` from lines ``TYPE VALUE`` (millidegrees or degrees), skipping absurd readings."""
+    temps: dict[str, float] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) != 2:
+            continue
+        try:
+            value = float(parts[1])
+        except ValueError:
+            continue
+        celsius = value / 1000.0 if abs(value) >= 1000 else value
+        if -40.0 < celsius < 150.0:
+            name, n = parts[0], 2
+            while name in temps:
+                name, n = f"{parts[0]}#{n}", n + 1
+            temps[name] = celsius
+    return temps
+
+
+THERMAL_SCRIPT = ("for z in /sys/class/thermal/thermal_zone*; do [ -r \"$z/temp\" ] && "
+                  "echo \"$(cat \"$z/type\" 2>/dev/null || basename \"$z\") $(cat \"$z/temp\" 2>/dev/null)\"; done")
+FREQ_SCRIPT = ("for c in /sys/devices/system/cpu/cpu[0-9]*; do [ -r \"$c/cpufreq/cpuinfo_max_freq\" ] && "
+               "echo \"$(basename \"$c\") $(cat \"$c/cpufreq/cpuinfo_max_freq\")\"; done")
+
+
+def throttle_warning(before: dict[str, float], after: dict[str, float]) -> Optional[str]:
+    """A warning when a thermal zone rose by ``THROTTLE_RISE_C`` or ended above ``THROTTLE_HOT_C``; else None."""
+    rises = {k: after[k] - before[k] for k in after if k in before}
+    if rises:
+        zone = max(rises, key=rises.get)
+        if rises[zone] >= THROTTLE_RISE_C:
+            return (f"temperature rose {rises[zone]:.1f} °C during the run ({zone}: {before[zone]:.1f} -> "
+                    f"{after[zone]:.1f} °C); the phone may have throttled its clocks: let it cool and rerun")
+    if after:
+        zone = max(after, key=after.get)
+        if after[zone] >= THROTTLE_HOT_C:
+            return (f"{zone} ended at {after[zone]:.1f} °C; the phone may have throttled its clocks: "
+                    "let it cool and rerun")
+    return None
+
+
+# ------------------------------------------------------------------------------------------------
+# the python runner's command line and document
+
+def runner_args(config: BenchConfig, models: Sequence[str], data: Optional[str] = None) -> list[str]:
+    """``runner.py`` arguments for a ``BenchConfig`` and device-side model paths."""
+    args = [f"--runs={config.runs}", f"--warmup={config.warmup}", f"--warmup-secs={config.warmup_secs:g}",
+            f"--min-secs={config.min_secs:g}", f"--max-secs={config.max_secs:g}", f"--delegate={config.delegate}",
+            f"--seed={config.seed}"]
+    if config.threads is not None:
+        args.append(f"--threads={config.threads}")
+    args += [f"--delegate-option={k}={v}" for k, v in dict(config.delegate_options).items()]
+    if data:
+        args.append(f"--data={data}")
+    return args + list(models)
+
+
+def results_from_runner(doc: dict[str, Any], local_models: Sequence[Path], target: str) -> list[BenchResult]:
+    """``BenchResult``s from a runner.py document (samples summarized by ``edgesep.devices.stats``)."""
+    from edgesep.devices import stats
+
+    host = dict(doc.get("host") or {})
+    results = []
+    for local, entry in zip(local_models, doc.get("results") or []):
+        samples = entry.get("samples_ms") or None
+        r = BenchResult(model=str(local), device=target, runtime=entry.get("runtime"), threads=entry.get("threads"),
+                        delegate=entry.get("delegate"), fully_delegated=entry.get("fully_delegated"),
+                        init_ms=entry.get("init_ms"), first_ms=entry.get("first_ms"),
+                        warmup_ms=list(entry.get("warmup_ms") or []), samples_ms=samples,
+                        accuracy=entry.get("accuracy"), predictions=entry.get("predictions"), host=dict(host),
+                        error=entry.get("error"))
+        if samples:
+            r.latency_ms = stats.summarize(samples).to_dict()
+        r.extra = {"runner": "python", "ops": entry.get("ops"), "inputs": entry.get("inputs"),
+                   "outputs": entry.get("outputs"), "warmup_runs": entry.get("warmup_runs"),
+                   "overhead": doc.get("overhead")}
+        results.append(r)
+    if len(results) != len(local_models):
+        raise DeviceError(f"runner.py returned {len(results)} results for {len(local_models)} models")
+    return results
+
+
+# ------------------------------------------------------------------------------------------------
+# the device
+
+class AdbDevice:
+    """An Android device reached through adb (see the module docstring).
+
+    Args:
+        serial: the adb serial; None means the only attached device.
+        benchmark_binary: local path of TFLite's benchmark_model built for the phone, pushed and used.
+        cpu_mask: hex CPU affinity mask for ``taskset`` (e.g. ``f0``).
+        adb_path: the adb executable (default: ``adb`` on PATH).
+        adb_server_port: the adb server port (default: adb's own, 5037 or ANDROID_ADB_SERVER_PORT).
+        runner: ``auto``, ``benchmark_model`` or ``python``.
+        op_profiling: ask benchmark_model for its per-op profile (``--enable_op_profiling``).
+        remote_python: the device's Python for the python runner (default ``python3``).
+    """
+
+    def __init__(self, serial: Optional[str] = None, benchmark_binary: Optional[str] = None,
+                 cpu_mask: Optional[str] = None, adb_path: Optional[str] = None,
+                 adb_server_port: Optional[int] = None, runner: str = "auto", op_profiling: bool = False,
+                 remote_python: Optional[str] = None, **unused: Any):
+        extra = sorted(k for k, v in unused.items() if v not in (None, False, (), ""))
+        if extra:
+            raise DeviceError(f"adb devices take no option {', '.join(extra)}")
+        if runner not in RUNNERS:
+            raise DeviceError(f"unknown adb runner {runner!r}; use one of {', '.join(RUNNERS)}")
+        if cpu_mask is not None and not re.fullmatch(r"(0x)?[0-9a-fA-F]+", str(cpu_mask)) or (
+                cpu_mask is not None and int(str(cpu_mask), 16) == 0):
+            raise DeviceError(f"cpu mask {cpu_mask!r} is not a non-zero hex mask (e.g. f0 for CPUs 4-7)")
+        if benchmark_binary is not None and not Path(benchmark_binary).is_file():
+            raise DeviceError(f"benchmark binary {benchmark_binary} not found")
+        if runner == "python" and benchmark_binary:
+            raise DeviceError("a benchmark binary was given but the python runner was asked for")
+        self.serial = serial
+        self.target = f"adb:{serial}" if serial else "adb"
+        self.benchmark_binary = Path(benchmark_binary) if benchmark_binary else None
+        self.cpu_mask = str(cpu_mask)[2:] if str(cpu_mask).startswith("0x") else cpu_mask
+        self.client = AdbClient(adb_path, int(adb_server_port) if adb_server_port else None)
+        self.runner = runner
+        self.op_profiling = op_profiling
+        self.remote_python = remote_python or "python3"
+        self.remote_dir: Optional[str] = None
+        self.facts: dict[str, Any] = {}
+        self.chosen_runner: Optional[str] = None
+        self._bm_remote: Optional[str] = None
+        self._models: list[tuple[Path, str]] = []
+        self._data_remote: Optional[str] = None
+        self.cleanup_error: Optional[str] = None
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def shell(self, script: str, timeout: float = 120.0) -> tuple[int, str, str]:
+        """Runs a device shell script; returns (exit code, stdout, stderr).
+
+        The exit code travels as a marker line, so a connection lost mid-command (which the adb client
+        reports as a clean exit) is caught.
+
+        Raises:
+            DeviceError: the device went away or adb failed before the script ended.
+        """
+        proc = self.client.run("shell", f"{script}\necho \"{RC_MARK}$?\"", serial=self.serial, timeout=timeout)
+        out = proc.stdout
+        idx = out.rfind(RC_MARK)
+        if idx < 0:
+            raise DeviceError(self._lost(proc.stderr or proc.stdout))
+        rc = int(out[idx + len(RC_MARK):].split()[0])
+        return rc, out[:idx], proc.stderr
+
+    def _lost(self, detail: str) -> str:
+        state = self.client.run("get-state", serial=self.serial, timeout=15)
+        now = state.stdout.strip() or _adb_error(state.stderr).replace("error: ", "") or _adb_error(detail) or "gone"
+        return f"lost adb device {self.serial} during the command (adb now says: {now})"
+
+    def push(self, local: Path, remote: str, timeout: float = 300.0) -> None:
+        proc = self.client.run("push", str(local), remote, serial=self.serial, timeout=timeout)
+        if proc.returncode != 0:
+            raise DeviceError(f"adb push {Path(local).name} to {self.serial} failed: "
+                              f"{_adb_error(proc.stderr + proc.stdout)}")
+
+    def pull(self, remote: str, local: Path, timeout: float = 300.0) -> None:
+        proc = self.client.run("pull", remote, str(local), serial=self.serial, timeout=timeout)
+        if proc.returncode != 0:
+            raise DeviceError(f"adb pull {remote} from {self.serial} failed: "
+                              f"{_adb_error(proc.stderr + proc.stdout)}")
+
+    def _check(self, script: str, what: str, timeout: float = 120.0) -> str:
+        rc, out, err = self.shell(script, timeout=timeout)
+        if rc != 0:
+            raise DeviceError(f"{what} failed on {self.serial} (exit {rc}): {_last_line(err or out)}")
+        return out
+
+    # -- prepare -------------------------------------------------------------------------------
+    def connect(self) -> AttachedDevice:
+        """Resolves the target to one online device and reads its facts."""
+        dev = choose_device(self.client.devices(), self.serial)
+        self.serial = dev.serial
+        if self.target == "adb":
+            self.target = f"adb:{dev.serial}"
+        out = self._check(_props_script(PROP_KEYS) + f"; echo @freq; {FREQ_SCRIPT}; echo @tools; "
+                          f"command -v {shlex.quote(self.remote_python)} >/dev/null 2>&1 && echo python=yes; "
+                          "command -v taskset >/dev/null 2>&1 && echo taskset=yes; "
+                          f"[ -x {REMOTE_BASE}/benchmark_model ] && echo bm={REMOTE_BASE}/benchmark_model || "
+                          "{ p=$(command -v benchmark_model) && echo bm=$p; }; true", "reading device facts")
+        props_part, _, rest = out.partition("@freq")
+        freq_part, _, tools_part = rest.partition("@tools")
+        props, tools = _parse_kv(props_part), _parse_kv(tools_part)
+        freqs = {}
+        for line in freq_part.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[1].isdigit():
+                freqs[parts[0]] = int(parts[1])
+        self.facts = {
+            "serial": dev.serial, "model": props.get("ro.product.model") or dev.model,
+            "manufacturer": props.get("ro.product.manufacturer") or None,
+            "abi": props.get("ro.product.cpu.abi") or None, "android": props.get("ro.build.version.release") or None,
+            "sdk": props.get("ro.build.version.sdk") or None, "platform": props.get("ro.board.platform") or None,
+            "serialno": props.get("ro.serialno") or None,
+            "cpu_max_khz": [freqs[k] for k in sorted(freqs, key=lambda c: int(c[3:]))],
+            "has_python": tools.get("python") == "yes", "has_taskset": tools.get("taskset") == "yes",
+            "benchmark_model_on_device": tools.get("bm"),
+        }
+        return dev
+
+    def _pick_runner(self, models: Sequence[Path], data: Optional[Path]) -> str:
+        has_bm = bool(self.benchmark_binary or self.facts.get("benchmark_model_on_device"))
+        if self.runner == "python" or (self.runner == "auto" and (data is not None or not has_bm or
+                                                                 any(m.suffix != ".tflite" for m in models))):
+            if self.facts.get("has_python"):
+                return "python"
+            if self.runner == "python" or not has_bm:
+                raise DeviceError(
+                    f"no runner on adb device {self.serial}: it has no {self.remote_python} and no benchmark_model "
+                    f"(in {REMOTE_BASE} or on PATH); pass --benchmark-binary PATH (TFLite's prebuilt "
+                    "android_aarch64_benchmark_model) or install python3 with numpy and ai-edge-litert (Termux)")
+        if data is not None:
+            raise DeviceError("accuracy data needs the python runner, and the device has no python3")
+        return "benchmark_model"
+
+    def prepare(self, models: Sequence[Path], data: Optional[Path] = None) -> None:
+        """Pushes the models, the runner and the data into a fresh private folder on the device."""
+        models = [Path(m) for m in models]
+        for m in models:
+            if not m.is_file():
+                raise DeviceError(f"model {m} not found")
+        self.connect()
+        self.chosen_runner = self._pick_runner(models, data)
+        if self.cpu_mask and not self.facts.get("has_taskset"):
+            raise DeviceError(f"adb device {self.serial} has no taskset, so cpu mask {self.cpu_mask} cannot be applied")
+        out = self._check(f"d=$(mktemp -d {REMOTE_BASE}/edgesep.XXXXXX) && chmod 700 \"$d\" && echo \"dir=$d\"",
+                          "making a private folder")
+        self.remote_dir = _parse_kv(out).get("dir")
+        if not self.remote_dir or not self.remote_dir.startswith(REMOTE_BASE + "/edgesep."):
+            raise DeviceError(f"adb device {self.serial} gave no usable temporary folder ({out.strip()!r})")
+        try:
+            self._push_all(models, data)
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def _push_all(self, models: Sequence[Path], data: Optional[Path]) -> None:
+        names: set[str] = set()
+        self._models = []
+        for i, m in enumerate(models):
+            name = m.name if m.name not in names else f"{i}_{m.name}"
+            names.add(name)
+            remote = f"{self.remote_dir}/{name}"
+            self.push(m, remote)
+            self._models.append((m, remote))
+        if self.chosen_runner == "benchmark_model":
+            if self.benchmark_binary:
+                self._bm_remote = f"{self.remote_dir}/benchmark_model"
+                self.push(self.benchmark_binary, self._bm_remote)
+                self._check(f"chmod 755 {self._bm_remote}", "chmod of benchmark_model")
+            else:
+                self._bm_remote = self.facts["benchmark_model_on_device"]
+        else:
+            self.push(Path(__file__).with_name("runner.py"), f"{self.remote_dir}/runner.py")
+        if data is not None:
+            self._data_remote = f"{self.remote_dir}/data.npz"
+            self.push(Path(data), self._data_remote)
+
+    # -- run -----------------------------------------------------------------------------------
+    def _thermal(self) -> dict[str, float]:
+        try:
+            rc, out, _ = self.shell(THERMAL_SCRIPT + "; true", timeout=30)
+        except DeviceError:
+            return {}
+        return _temps(out) if rc == 0 else {}
+
+    def _taskset(self) -> str:
+        return f"taskset {self.cpu_mask} " if self.cpu_mask else ""
+
+    def run(self, config: BenchConfig, progress: Optional[ProgressFn] = None) -> list[BenchResult]:
+        """Measures every prepared model; one result per model, in order."""
+        if self.remote_dir is None:
+            raise DeviceError("AdbDevice.run() before prepare()")
+        if config.delegate == "edgetpu":
+            raise DeviceError("the edgetpu delegate runs on local or ssh:// targets (a Coral on a Linux host), "
+                              "not through adb")
+        before = self._thermal()
+        if self.chosen_runner == "benchmark_model":
+            results = self._run_benchmark_model(config, progress)
+        else:
+            results = self._run_python(config, progress)
+        after = self._thermal()
+        warning = throttle_warning(before, after)
+        host = dict(self.facts, runner=self.chosen_runner, cpu_mask=self.cpu_mask, temps_before=before,
+                    temps_after=after, temp_c_before=max(before.values()) if before else None,
+                    temp_c=max(after.values()) if after else None)
+        for r in results:
+            r.host = dict(r.host or {}, **{k: v for k, v in host.items() if k not in ("has_python", "has_taskset")})
+            if warning:
+                r.extra.setdefault("warnings", []).append(warning)
+        return results
+
+    def _run_benchmark_model(self, config: BenchConfig, progress: Optional[ProgressFn]) -> list[BenchResult]:
+        results = []
+        total = len(self._models)
+        for i, (local, remote) in enumerate(self._models):
+            if progress:
+                progress(local.name, i, total)
+            results.append(self._bench_one(local, remote, config, i))
+            if results[-1].error and results[-1].extra.get("disconnected"):
+                for local2, _ in self._models[i + 1:]:
+                    results.append(BenchResult(model=str(local2), device=self.target, error=results[-1].error))
+                break
+        if progress:
+            progress(self._models[-1][0].name if self._models else "", total, total)
+        return results
+
+    def _bench_one(self, local: Path, remote: str, config: BenchConfig, index: int) -> BenchResult:
+        base = BenchResult(model=str(local), device=self.target, runtime="TFLite benchmark_model",
+                           threads=config.threads, delegate=config.delegate)
+        if local.suffix != ".tflite":
+            base.error = f"benchmark_model runs .tflite models only, not {local.suffix}; use the python runner"
+            return base
+        try:
+            args = bm.benchmark_args(remote, config, op_profiling=self.op_profiling)
+        except ValueError as e:
+            base.error = str(e)
+            return base
+        log_remote = f"{self.remote_dir}/benchmark_{index}.log"
+        script = (f"cd {self.remote_dir} && {self._taskset()}{shlex.quote(self._bm_remote)} "
+                  f"{' '.join(shlex.quote(a) for a in args)} > {log_remote} 2>&1")
+        timeout = config.max_secs * 2 + config.warmup_secs + 300
+        try:
+            rc, _, err = self.shell(script, timeout=timeout)
+            with tempfile.TemporaryDirectory(prefix="edgesep-adb-") as tmp:
+                self.pull(log_remote, Path(tmp) / "benchmark.log")
+                text = (Path(tmp) / "benchmark.log").read_text(errors="replace")
+        except DeviceError as e:
+            base.error = str(e)
+            base.extra["disconnected"] = str(e).startswith("lost adb device")
+            return base
+        report = bm.parse_benchmark_output(text)
+        base.init_ms, base.first_ms = report.init_ms, report.first_ms
+        base.latency_ms = report.latency_ms()
+        base.samples_ms = None
+        base.fully_delegated = report.fully_delegated
+        base.extra.update({"runner": "benchmark_model", "benchmark_model": report.to_dict(),
+                           "command": " ".join([self._bm_remote] + args), "notes": list(report.notes)})
+        if rc != 0 or not report.complete:
+            why = report.errors[-1] if report.errors else (_last_line(text) or _last_line(err))
+            base.error = f"benchmark_model failed (exit {rc}): {why}" if why else f"benchmark_model failed (exit {rc})"
+        return base
+
+    def _run_python(self, config: BenchConfig, progress: Optional[ProgressFn]) -> list[BenchResult]:
+        args = runner_args(config, [r for _, r in self._models], data=self._data_remote)
+        out_remote = f"{self.remote_dir}/result.json"
+        script = (f"cd {self.remote_dir} && {self._taskset()}{shlex.quote(self.remote_python)} runner.py "
+                  f"{' '.join(shlex.quote(a) for a in args)} --out {out_remote}")
+        timeout = (config.max_secs + config.warmup_secs + 60) * max(1, len(self._models)) + 300
+        rc, out, err = self.shell(script, timeout=timeout)
+        if rc != 0:
+            raise DeviceError(f"runner.py failed on {self.serial} (exit {rc}): {_last_line(err or out)}")
+        with tempfile.TemporaryDirectory(prefix="edgesep-adb-") as tmp:
+            self.pull(out_remote, Path(tmp) / "result.json")
+            doc = json.loads((Path(tmp) / "result.json").read_text())
+        results = results_from_runner(doc, [local for local, _ in self._models], self.target)
+        if progress:
+            progress(self._models[-1][0].name if self._models else "", len(self._models), len(self._models))
+        return results
+
+    # -- cleanup -------------------------------------------------------------------------------
+    def cleanup(self) -> None:
+        """Removes the private folder; safe to call twice, and after a failure (a vanished phone is noted)."""
+        remote, self.remote_dir = self.remote_dir, None
+        if not remote:
+            return
+        try:
+            rc, _, err = self.shell(f"rm -rf {shlex.quote(remote)}", timeout=60)
+            self.cleanup_error = None if rc == 0 else f"could not remove {remote}: {_last_line(err)}"
+        except DeviceError as e:
+            self.cleanup_error = f"could not remove {remote} from {self.serial}: {e}"

@@ -1,0 +1,359 @@
+"""The adb device through Debian's real adb client against the emulated phone of tests/adbd_emu.py.
+
+Every test here talks to a private adb server (its own port and HOME, killed at the end); the default
+5037 server is never touched.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from adbd_emu import AdbdEmulator  # noqa: E402
+
+from edgesep.cli import main  # noqa: E402
+from edgesep.devices import parse_target  # noqa: E402
+from edgesep.devices.adb import (AdbDevice, AttachedDevice, choose_device, parse_devices_output,  # noqa: E402
+                                 runner_args, throttle_warning, _temps)
+from edgesep.devices.base import BenchConfig, DeviceError  # noqa: E402
+
+DATA = Path(__file__).parent / "data"
+STANDIN = DATA / "benchmark_model_standin.sh"
+FAST = BenchConfig(runs=7, warmup=2, warmup_secs=0.0, min_secs=0.0, max_secs=5.0, threads=2)
+
+
+# ------------------------------------------------------------------------------------------------
+# pure parsing (no adb needed)
+
+def test_parse_devices_output_states_and_fields():
+    text = ("List of devices attached\n"
+            "R58M123ABC             device usb:1-1 product:a51nsxx model:SM_A515F device:a51 transport_id:3\n"
+            "127.0.0.1:5555         unauthorized transport_id:4\n"
+            "0123456789ABCDEF       no permissions (missing udev rules? user is in the plugdev group); "
+            "see [http://developer.android.com/tools/device.html] usb:1-2 transport_id:5\n"
+            "emulator-5554\toffline\n\n")
+    devs = parse_devices_output(text)
+    assert [d.serial for d in devs] == ["R58M123ABC", "127.0.0.1:5555", "0123456789ABCDEF", "emulator-5554"]
+    assert devs[0].state == "device" and devs[0].model == "SM A515F" and devs[0].transport_id == "3"
+    assert devs[1].state == "unauthorized" and devs[3].state == "offline"
+    assert devs[2].state.startswith("no permissions (missing udev rules?")
+
+
+def test_choose_device_errors_name_the_serials():
+    a, b = AttachedDevice("AAA", "device"), AttachedDevice("BBB", "device")
+    with pytest.raises(DeviceError, match=r"2 adb devices attached \(AAA \(device\), BBB \(device\)\); pick one"):
+        choose_device([a, b], None)
+    with pytest.raises(DeviceError, match="no adb devices attached"):
+        choose_device([], None)
+    with pytest.raises(DeviceError, match=r"adb device 'NOPE' not found; attached: AAA \(device\), BBB"):
+        choose_device([a, b], "NOPE")
+    assert choose_device([a, b], "BBB") is b
+    with pytest.raises(DeviceError, match="is unauthorized: unlock the phone and accept"):
+        choose_device([AttachedDevice("AAA", "unauthorized")], None)
+    with pytest.raises(DeviceError, match="is no permissions.*udev"):
+        choose_device([AttachedDevice("AAA", "no permissions (x); see [y]")], None)
+
+
+def test_temps_and_throttle_warning():
+    t = _temps("cpu-0-0 41000\nbattery 30\nbogus -273000\nskin x\ncpu-0-0 43000\n")
+    assert t == {"cpu-0-0": 41.0, "battery": 30.0, "cpu-0-0#2": 43.0}
+    assert throttle_warning({"cpu": 40.0}, {"cpu": 49.9}) is None
+    assert "rose 12.0 °C" in throttle_warning({"cpu": 40.0, "bat": 30.0}, {"cpu": 52.0, "bat": 31.0})
+    assert "ended at 85.0 °C" in throttle_warning({}, {"cpu": 85.0})
+
+
+def test_runner_args_and_bad_options():
+    args = runner_args(BenchConfig(threads=2, delegate="edgetpu", delegate_options=(("device", "usb:0"),)),
+                       ["/d/m.tflite"], data="/d/data.npz")
+    assert "--threads=2" in args and "--delegate=edgetpu" in args and "--delegate-option=device=usb:0" in args
+    assert args[-1] == "/d/m.tflite" and "--data=/d/data.npz" in args
+    with pytest.raises(DeviceError, match="not a non-zero hex mask"):
+        AdbDevice(cpu_mask="zz")
+    with pytest.raises(DeviceError, match="benchmark binary .* not found"):
+        AdbDevice(benchmark_binary="/nonexistent/benchmark_model")
+    with pytest.raises(DeviceError, match="adb devices take no option ssh_config"):
+        parse_target("adb", ssh_config="x")
+
+
+# ------------------------------------------------------------------------------------------------
+# the real adb client against the emulated phone
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AdbServer:
+    """A private adb server: own port, own HOME (so its RSA key lives in a temp folder)."""
+
+    def __init__(self, home: Path):
+        self.port = _free_port()
+        self.env = dict(os.environ, HOME=str(home), ANDROID_ADB_SERVER_PORT=str(self.port))
+        home.mkdir(parents=True, exist_ok=True)
+
+    def adb(self, *args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+        proc = subprocess.run(["adb", "-P", str(self.port), *args], capture_output=True, text=True,
+                              env=self.env, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"adb {args} failed: {proc.stderr}")
+        return proc
+
+    def states(self) -> dict[str, str]:
+        return {d.serial: d.state for d in parse_devices_output(self.adb("devices").stdout)}
+
+    def wait_state(self, serial: str, state: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.states().get(serial) != state:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{serial} never became {state}: {self.states()}")
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def adb_server(tmp_path_factory):
+    server = AdbServer(tmp_path_factory.mktemp("adbhome"))
+    server.adb("start-server")
+    yield server
+    server.adb("kill-server", check=False)
+
+
+@pytest.fixture
+def make_phone(adb_server, tmp_path):
+    """Starts emulated phones and connects them; all disconnected and stopped afterwards."""
+    phones = []
+
+    def make(connect: bool = True, **kwargs) -> AdbdEmulator:
+        emu = AdbdEmulator(tmp_path / f"phone{len(phones)}", **kwargs).start()
+        phones.append(emu)
+        if connect:
+            adb_server.adb("connect", emu.serial, check=False)
+            adb_server.wait_state(emu.serial, {"device": "device", "unauthorized": "unauthorized"}[emu.mode])
+        return emu
+
+    yield make
+    for emu in phones:
+        adb_server.adb("disconnect", emu.serial, check=False)
+        emu.stop()
+
+
+def _device(adb_server, target: str = "adb", **options) -> AdbDevice:
+    return parse_target(target, adb_server_port=adb_server.port, **options)
+
+
+def _tmp_dirs(emu: AdbdEmulator) -> list[Path]:
+    return sorted(emu.paths.host_path("/data/local/tmp").glob("edgesep.*"))
+
+
+@pytest.fixture(scope="module")
+def tiny_tflite(tmp_path_factory) -> Path:
+    """A small file standing for a .tflite for the benchmark_model stand-in (which only reads its size)."""
+    path = tmp_path_factory.mktemp("models") / "model_int8.tflite"
+    path.write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(range(256)) * 40)
+    return path
+
+
+@pytest.mark.adb
+def test_devices_cli_lists_the_phone(adb_server, make_phone, monkeypatch, capsys):
+    emu = make_phone(props={"ro.product.model": "SM-A515F", "ro.build.version.release": "13"})
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(adb_server.port))
+    assert main(["devices"]) == 0
+    out = capsys.readouterr().out
+    assert emu.serial in out and "SM-A515F" in out and "arm64-v8a" in out and "13" in out
+    assert main(["devices", "--json", "--adb-server-port", str(adb_server.port)]) == 0
+    (dev,) = json.loads(capsys.readouterr().out)
+    assert dev == {"serial": emu.serial, "state": "device", "model": "SM-A515F", "abi": "arm64-v8a",
+                   "android": "13", "product": "panther", "transport_id": dev["transport_id"]}
+
+
+@pytest.mark.adb
+def test_devices_cli_none_attached_and_adb_missing(adb_server, monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(adb_server.port))
+    assert main(["devices"]) == 0
+    assert capsys.readouterr().out.strip().startswith("no adb devices attached")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert main(["devices"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("edgesep: error: adb not found: install Debian's adb package") and "\n" not in err
+
+
+@pytest.mark.adb
+def test_benchmark_model_runner_push_taskset_pull_cleanup(adb_server, make_phone, tiny_tflite):
+    emu = make_phone(python=False)
+    dev = _device(adb_server, benchmark_binary=str(STANDIN), cpu_mask="1")
+    dev.prepare([tiny_tflite])
+    (private,) = _tmp_dirs(emu)
+    assert stat.S_IMODE(private.stat().st_mode) == 0o700
+    assert (private / "model_int8.tflite").read_bytes() == tiny_tflite.read_bytes()
+    assert os.access(private / "benchmark_model", os.X_OK)
+    (r,) = dev.run(FAST)
+    dev.cleanup()
+    assert _tmp_dirs(emu) == [] and dev.cleanup_error is None
+    dev.cleanup()  # safe twice
+
+    assert r.error is None and r.device == f"adb:{emu.serial}" and r.extra["runner"] == "benchmark_model"
+    assert r.latency_ms["n"] == 7 and r.samples_ms is None and "no per-run times" in r.extra["notes"][0]
+    assert r.latency_ms["p50"] == pytest.approx(0.260) and r.latency_ms["mean"] == pytest.approx(0.259143)
+    assert r.init_ms == pytest.approx(3.217) and r.first_ms == pytest.approx(1.204)
+    assert r.fully_delegated is True  # the stand-in applied XNNPACK to the whole graph
+    params = r.extra["benchmark_model"]["params"]
+    assert params["Num threads"] == "2" and params["Min num runs"] == "7" and params["Min warmup runs"] == "2"
+    # (the emulator maps device paths in commands and their output, not inside files the tool writes)
+    assert "/data/local/tmp/edgesep." in params["Graph"] and params["Graph"].endswith("/model_int8.tflite")
+    assert r.extra["command"].startswith("/data/local/tmp/edgesep.")
+    trace = (emu.paths.host_path("/data/local/tmp") / "standin_trace.txt").read_text()
+    assert "Cpus_allowed_list:\t0\n" in trace  # taskset 1 pinned it to CPU 0
+    assert "--use_xnnpack=true" in trace and "--num_runs=7" in trace and "--warmup_runs=2" in trace
+    h = r.host
+    assert (h["model"], h["abi"], h["android"], h["sdk"]) == ("Pixel 7", "arm64-v8a", "14", "34")
+    assert h["cpu_max_khz"] == [1800000] * 4 + [2850000] * 4 and h["serialno"] == "EMU0001"
+    assert h["temps_before"] == {"cpu-0-0": 41.0, "battery": 30.0} and h["temp_c"] == 41.0
+    assert "warnings" not in r.extra
+    services = " ".join(emu.services_opened)
+    assert "sync:" in services and "shell,v2," in services  # real push/pull and shell protocol v2
+
+
+@pytest.mark.adb
+def test_gpu_delegate_op_profiling_and_binary_already_on_device(adb_server, make_phone, tiny_tflite):
+    emu = make_phone(python=False)
+    on_device = emu.paths.host_path("/data/local/tmp") / "benchmark_model"
+    shutil.copy(STANDIN, on_device)
+    on_device.chmod(0o755)
+    dev = _device(adb_server, op_profiling=True)
+    dev.prepare([tiny_tflite])
+    try:
+        (r,) = dev.run(BenchConfig(runs=5, warmup=1, warmup_secs=0, min_secs=0, delegate="gpu"))
+    finally:
+        dev.cleanup()
+    assert r.error is None and dev.chosen_runner == "benchmark_model"
+    assert r.extra["command"].startswith("/data/local/tmp/benchmark_model --graph=")
+    report = r.extra["benchmark_model"]
+    assert report["params"]["Use gpu"] == "1" and r.fully_delegated is False
+    assert report["delegates"][0]["delegated_nodes"] == 6 and report["delegates"][0]["total_nodes"] == 8
+    assert [row["node_type"] for row in report["op_profile"]] == ["CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D", "MEAN"]
+    assert on_device.exists() and _tmp_dirs(emu) == []  # cleanup removed only edgesep's own folder
+
+
+@pytest.mark.adb
+def test_thermal_rise_warns_about_throttling(adb_server, make_phone, tiny_tflite, tmp_path):
+    emu = make_phone(python=False)
+    heater = tmp_path / "hot_benchmark_model"
+    heater.write_text(f"#!/bin/sh\necho 63500 > {emu.thermal_file(0)}\nexec sh {STANDIN} \"$@\"\n")
+    dev = _device(adb_server, benchmark_binary=str(heater))
+    dev.prepare([tiny_tflite])
+    try:
+        (r,) = dev.run(FAST)
+    finally:
+        dev.cleanup()
+    assert r.error is None and r.host["temp_c_before"] == 41.0 and r.host["temp_c"] == 63.5
+    assert r.extra["warnings"] == ["temperature rose 22.5 °C during the run (cpu-0-0: 41.0 -> 63.5 °C); "
+                                   "the phone may have throttled its clocks: let it cool and rerun"]
+
+
+@pytest.mark.adb
+def test_benchmark_model_failure_is_a_per_model_error(adb_server, make_phone, tiny_tflite, tmp_path):
+    emu = make_phone(python=False)
+    broken = tmp_path / "broken_benchmark_model"
+    broken.write_text(f"#!/bin/sh\nexec sh {STANDIN} --graph=/data/local/tmp/missing.tflite\n")
+    dev = _device(adb_server, benchmark_binary=str(broken))
+    dev.prepare([tiny_tflite])
+    try:
+        (r,) = dev.run(FAST)
+    finally:
+        dev.cleanup()
+    assert r.error == "benchmark_model failed (exit 1): Benchmarking failed."
+    assert "Failed to mmap model /data/local/tmp/missing.tflite" in r.extra["benchmark_model"]["errors"]
+    assert r.latency_ms is None and _tmp_dirs(emu) == []
+
+
+@pytest.mark.adb
+def test_python_runner_end_to_end(adb_server, make_phone):
+    from bench_models import bench_models
+
+    models = bench_models()
+    emu = make_phone(python=True)
+    dev = _device(adb_server)
+    dev.prepare([models["int8.tflite"], models["float.onnx"]])
+    try:
+        results = dev.run(BenchConfig(runs=20, warmup=2, warmup_secs=0, min_secs=0, threads=1))
+    finally:
+        dev.cleanup()
+    assert dev.chosen_runner == "python" and _tmp_dirs(emu) == []
+    for r, name in zip(results, ("int8.tflite", "float.onnx")):
+        assert r.error is None and Path(r.model).name == name and r.extra["runner"] == "python"
+        assert len(r.samples_ms) >= 20 and all(s > 0 for s in r.samples_ms)
+        assert r.latency_ms["min"] <= r.latency_ms["p50"] <= r.latency_ms["max"]
+        assert r.latency_ms["ci95_p50"][0] <= r.latency_ms["p50"] <= r.latency_ms["ci95_p50"][1]
+        assert r.host["model"] == "Pixel 7" and r.host["runner"] == "python"
+    assert results[0].runtime.startswith(("ai_edge_litert", "tflite_runtime", "tensorflow"))
+
+
+@pytest.mark.adb
+def test_target_errors_are_one_line(adb_server, make_phone, tiny_tflite):
+    with pytest.raises(DeviceError, match="no adb devices attached"):
+        _device(adb_server).prepare([tiny_tflite])
+    one = make_phone()
+    with pytest.raises(DeviceError, match=rf"^adb device 'NOPE' not found; attached: {one.serial} \(device\)$"):
+        _device(adb_server, "adb:NOPE").prepare([tiny_tflite])
+    two = make_phone()
+    with pytest.raises(DeviceError, match=rf"2 adb devices attached \(.*{one.port}.*{two.port}|"
+                                          rf"2 adb devices attached \(.*{two.port}.*{one.port}"):
+        _device(adb_server).prepare([tiny_tflite])
+
+
+@pytest.mark.adb
+def test_no_runner_on_the_phone(adb_server, make_phone, tiny_tflite):
+    bare = make_phone(python=False)
+    with pytest.raises(DeviceError, match=rf"^no runner on adb device {bare.serial}: it has no python3 and no "
+                                          r"benchmark_model .*pass --benchmark-binary PATH"):
+        _device(adb_server).prepare([tiny_tflite])
+    assert _tmp_dirs(bare) == []
+
+
+@pytest.mark.adb
+def test_unauthorized_and_offline_phones(adb_server, make_phone, tiny_tflite):
+    locked = make_phone(mode="unauthorized")
+    with pytest.raises(DeviceError, match=rf"adb device {locked.serial} is unauthorized: unlock the phone"):
+        _device(adb_server, f"adb:{locked.serial}").prepare([tiny_tflite])
+    silent = make_phone(connect=False, mode="offline")
+    connect = subprocess.Popen(["adb", "-P", str(adb_server.port), "connect", silent.serial], env=adb_server.env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        adb_server.wait_state(silent.serial, "offline")
+        with pytest.raises(DeviceError, match=rf"adb device {silent.serial} is offline: reconnect the cable"):
+            _device(adb_server, f"adb:{silent.serial}").prepare([tiny_tflite])
+    finally:
+        connect.kill()
+        connect.wait()
+
+
+@pytest.mark.adb
+def test_disconnect_mid_run_and_cleanup_after_failed_prepare(adb_server, make_phone, tiny_tflite, tmp_path):
+    emu = make_phone(python=True)
+    emu.full_disk_on = "data.npz"
+    data = tmp_path / "digits.npz"
+    data.write_bytes(b"PK\x03\x04" + bytes(100))
+    dev = _device(adb_server)
+    with pytest.raises(DeviceError, match=r"^adb push digits.npz to .* failed: .*No space left on device"):
+        dev.prepare([tiny_tflite], data=data)
+    assert _tmp_dirs(emu) == []  # the half-filled folder was removed
+
+    dev = _device(adb_server, benchmark_binary=str(STANDIN))
+    dev.prepare([tiny_tflite, tiny_tflite])
+    emu.disconnect_on = "benchmark_model --graph="
+    results = dev.run(BenchConfig(runs=5, warmup=1, warmup_secs=0, min_secs=2.0))
+    dev.cleanup()
+    assert len(results) == 2
+    for r in results:
+        assert r.error.startswith(f"lost adb device {emu.serial} during the command (adb now says: ")
+        assert "\n" not in r.error
+    assert dev.cleanup_error and "could not remove /data/local/tmp/edgesep." in dev.cleanup_error
