@@ -195,7 +195,7 @@ def _bench_device_options(target: str, ssh_config: Optional[str], remote_python:
     return options
 
 
-def _bench_data(spec: str, paths: "list[Path]", tmp: "Path") -> "Path":
+def _bench_data(spec: str, paths: list[Path], tmp: Path) -> Path:
     """A .npz for the runner: ``y`` and one ``x_HxWxC`` per distinct model input shape (``x`` the first)."""
     import numpy as np
 
@@ -222,8 +222,8 @@ def _bench_data(spec: str, paths: "list[Path]", tmp: "Path") -> "Path":
     return out
 
 
-def _bench_run(device: "Device", paths: "list[Path]", data_file: "Optional[Path]",
-               config: "BenchConfig") -> "list[BenchResult]":
+def _bench_run(device: Device, paths: list[Path], data_file: Optional[Path],
+               config: BenchConfig) -> list[BenchResult]:
     """prepare + run with a progress bar on stderr; the device is cleaned up whatever happens."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -269,7 +269,7 @@ def _bench_print(results: list[dict]) -> None:
     Console(width=max(120, shutil.get_terminal_size().columns)).print(table)
 
 
-def _bench_failures(results: "list[BenchResult]") -> None:
+def _bench_failures(results: list[BenchResult]) -> None:
     """One error line per failed model and exit code 1 (the other models' results are already out)."""
     failed = [r for r in results if r.error]
     if not failed:
@@ -281,7 +281,7 @@ def _bench_failures(results: "list[BenchResult]") -> None:
     raise click.exceptions.Exit(EXIT_FAILURE)
 
 
-def _write_atomic(path: "Path", text: str) -> None:
+def _write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temp file in the same folder."""
     import os
     import tempfile

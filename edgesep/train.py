@@ -35,20 +35,23 @@ def cache_dir() -> Path:
     return Path(base) / "edgesep"
 
 
-def cache_key(model_cfg: ModelConfig, train_cfg: TrainConfig) -> str:
-    """A short hash of everything that determines the trained weights."""
+def cache_key(model_cfg: ModelConfig, train_cfg: TrainConfig, dataset: Dataset) -> str:
+    """A short hash of everything that determines the trained weights, the training images included."""
     import keras
 
     from edgesep import __version__
 
     blob = json.dumps({"model": model_cfg.to_dict(), "train": dataclasses.asdict(train_cfg),
                        "edgesep": __version__, "keras": keras.__version__}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(blob.encode())
+    digest.update(dataset.x_train.tobytes())
+    digest.update(dataset.y_train.tobytes())
+    return digest.hexdigest()[:16]
 
 
 def train_builtin(model_cfg: Optional[ModelConfig] = None, train_cfg: Optional[TrainConfig] = None, *,
                   dataset: Optional[Dataset] = None, use_cache: bool = True, verbose: int = 0):
-    """The built-in network trained on the built-in data; loaded from the cache when it was trained before.
+    """The built-in network trained on ``dataset`` (default: ``train_cfg.data``), cached by config and data.
 
     Returns:
         ``(model, info)``: a ``keras.Model`` and a dict with ``cache_path``, ``cached``, ``test_accuracy``.
@@ -57,7 +60,8 @@ def train_builtin(model_cfg: Optional[ModelConfig] = None, train_cfg: Optional[T
 
     model_cfg = model_cfg or ModelConfig()
     train_cfg = train_cfg or TrainConfig()
-    path = cache_dir() / f"{model_cfg.form}-{cache_key(model_cfg, train_cfg)}.keras"
+    ds = dataset or load_dataset(train_cfg.data, model_cfg.input_shape, num_classes=model_cfg.num_classes)
+    path = cache_dir() / f"{model_cfg.form}-{cache_key(model_cfg, train_cfg, ds)}.keras"
     meta_path = path.with_suffix(".json")
     if use_cache and path.exists() and meta_path.exists():
         try:
@@ -65,7 +69,6 @@ def train_builtin(model_cfg: Optional[ModelConfig] = None, train_cfg: Optional[T
             return model, {**json.loads(meta_path.read_text()), "cache_path": str(path), "cached": True}
         except Exception:  # a damaged cache entry is retrained, not trusted
             pass
-    ds = dataset or load_dataset(train_cfg.data, model_cfg.input_shape, num_classes=model_cfg.num_classes)
     model, meta = _fit(model_cfg, train_cfg, ds, verbose)
     if use_cache:
         _save_atomic(model, meta, path, meta_path)

@@ -47,3 +47,13 @@ def quiet(what: str) -> Iterator[None]:
 def _first_line(text: str) -> str:
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     return lines[-1][:300] if lines else "no message"
+
+
+def import_tensorflow():
+    """Import TensorFlow with its start-up log lines (CUDA probes, absl warnings) kept off the terminal."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with quiet("importing TensorFlow"):
+        import tensorflow
+    return tensorflow

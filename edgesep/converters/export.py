@@ -11,14 +11,17 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
 
 from edgesep.converters import ConversionError
+from edgesep.converters._quiet import import_tensorflow
 
 PRECISIONS = ("float32", "float16", "int8")
+RANDOM_VERIFY_SAMPLES = 64
 ARTIFACT_NAMES = {"float32": "model.tflite", "float16": "model_fp16.tflite", "int8": "model_int8.tflite",
                   "onnx": "model.onnx"}
 
@@ -76,6 +79,9 @@ def load_model(path) -> Any:
         raise ConversionError(f"model file not found: {path}")
     if path.suffix not in (".keras", ".h5"):
         raise ConversionError(f"{path.name}: expected a Keras model file (.keras or .h5)")
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise ConversionError(f"{path.name} is not a Keras model file (a .keras file is a zip archive)")
+    import_tensorflow()
     import keras
 
     try:
@@ -85,6 +91,41 @@ def load_model(path) -> Any:
     if not isinstance(model, keras.Model) or len(model.inputs) != 1 or len(model.input_shape) != 4:
         raise ConversionError(f"{path.name}: edgesep needs a model with one NHWC image input")
     return model
+
+
+def model_and_data(model_path: Optional[str] = None, *, form: str = "split", data: Optional[str] = None,
+                   train_cfg=None, progress: Optional[Callable[[str], None]] = None):
+    """The model to export and the data to calibrate and verify it with.
+
+    With ``model_path`` the user's Keras model is loaded and ``data`` (if any) is read at its input size with
+    labels checked against its outputs. Without it the built-in network of ``form`` is trained on ``data``
+    (default: the built-in digits), or taken from the cache.
+
+    Returns:
+        ``(model, dataset_or_None, info)``; ``info`` describes where the model came from (for export.json).
+    """
+    from edgesep.data import BUILTIN, load_dataset
+
+    say = progress or (lambda stage: None)
+    import_tensorflow()
+    if model_path is not None:
+        say("load model")
+        model = load_model(model_path)
+        dataset = None
+        if data is not None:
+            say("load data")
+            dataset = load_dataset(data, model.input_shape[1:], num_classes=int(model.output_shape[-1]))
+        return model, dataset, {"source": {"model": str(model_path)}}
+    from edgesep.models import ModelConfig
+    from edgesep.train import train_builtin
+
+    say("load data")
+    dataset = load_dataset(data or BUILTIN, ModelConfig().input_shape)
+    say("train built-in model")
+    model, info = train_builtin(ModelConfig(form=form, num_classes=max(dataset.num_classes, 2)), train_cfg,
+                                dataset=dataset)
+    return model, dataset, {"source": {"builtin": form, "cached": info["cached"],
+                                       "train_test_accuracy": info["test_accuracy"]}}
 
 
 def export(model, out_dir, config: ExportConfig = ExportConfig(), dataset=None, *,
@@ -125,10 +166,13 @@ def _export_into(model, folder: Path, config: ExportConfig, dataset, say) -> dic
 
     say("fold")
     folded, fold_report = fold_with_report(model)
-    x_test = y_test = reference = None
     if dataset is not None:
         x_test, y_test = dataset.x_test, dataset.y_test
-        reference = predict_keras(model, x_test)
+    else:  # no labelled data: parity on seeded random images in [0, 1], no accuracy
+        x_test = np.random.default_rng(config.seed).random((RANDOM_VERIFY_SAMPLES, *model.input_shape[1:]),
+                                                           np.float32)
+        y_test = None
+    reference = predict_keras(model, x_test)
     int8_model, equalize_doc = folded, None
     if config.equalize and "int8" in config.precisions:
         say("equalize")
@@ -146,18 +190,17 @@ def _export_into(model, folder: Path, config: ExportConfig, dataset, say) -> dic
         say("onnx")
         path = export_onnx(folded, folder / ARTIFACT_NAMES["onnx"], opset=config.opset, fold=False)
         artifacts.append(_artifact(path, "onnx", "float32"))
-    if dataset is not None:
-        for art in artifacts:
-            say(f"verify {art['path']}")
-            check = verify_artifact(folder / art["path"], x_test, reference, y_test)
-            art["max_abs_error_vs_keras"] = check.max_abs_error_vs_keras
-            art["accuracy"] = check.accuracy
+    for art in artifacts:
+        say(f"verify {art['path']}")
+        check = verify_artifact(folder / art["path"], x_test, reference, y_test)
+        art["max_abs_error_vs_keras"] = check.max_abs_error_vs_keras
+        art["accuracy"] = check.accuracy
     doc = {
         "edgesep_version": __version__,
         "model": _model_summary(model, folder, artifacts),
-        "dataset": None if dataset is None else {"name": dataset.name, "test_samples": int(len(x_test)),
-                                                 "calibration_samples": min(config.calib_samples,
-                                                                            len(dataset.x_train))},
+        "dataset": {"name": "random", "test_samples": int(len(x_test))} if dataset is None else {
+            "name": dataset.name, "test_samples": int(len(x_test)),
+            "calibration_samples": min(config.calib_samples, len(dataset.x_train))},
         "artifacts": artifacts,
         "keras_accuracy": None if dataset is None else top1(reference, y_test),
         "export_config": config.to_dict(),

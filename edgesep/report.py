@@ -1,0 +1,122 @@
+"""Tables and documents for people: export and bench results as rich tables, JSON, CSV and Markdown.
+
+Imports nothing else of edgesep.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+
+def _size(n: Optional[int]) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1024:.1f} KiB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.2f} MiB"
+
+
+def export_table(doc: dict[str, Any]):
+    """A rich Table of export.json's artifacts: size, ops, max error vs Keras, accuracy."""
+    from rich.table import Table
+
+    keras_acc = doc.get("keras_accuracy")
+    title = f"{doc['model']['name']} ({doc['model'].get('form') or 'custom'})"
+    if keras_acc is not None:
+        title += f" - Keras accuracy {keras_acc:.4f}"
+    table = Table(title=title)
+    for col, justify in (("artifact", "left"), ("precision", "left"), ("size", "right"), ("ops", "left"),
+                         ("max |err| vs Keras", "right"), ("accuracy", "right")):
+        table.add_column(col, justify=justify)
+    for art in doc["artifacts"]:
+        ops = ", ".join(f"{k} {v}" for k, v in sorted(art.get("ops", {}).items(), key=lambda kv: -kv[1]))
+        err, acc = art.get("max_abs_error_vs_keras"), art.get("accuracy")
+        table.add_row(art["path"], art["precision"], _size(art.get("bytes")), ops,
+                      "-" if err is None else f"{err:.2e}", "-" if acc is None else f"{acc:.4f}")
+    return table
+
+
+# ---------------------------------------------------------------- bench results
+
+def format_ms(value: Optional[float]) -> str:
+    """Milliseconds with 3-4 significant digits and no exponent; ``-`` for None."""
+    if value is None:
+        return "-"
+    for limit, digits in ((100.0, 0), (10.0, 1), (1.0, 2), (0.1, 3)):
+        if abs(value) >= limit:
+            return f"{value:.{digits}f}"
+    return f"{value:.4f}"
+
+
+def _short_model(path: str) -> str:
+    return path.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def bench_rows(results: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """One dict of formatted cells per bench result (``BenchResult.to_dict()`` records), for any table format.
+
+    Keys: model, device, p50 (with its 95 % interval), p90, p99, init, first, runs, accuracy, runtime,
+    delegate, error.
+    """
+    rows = []
+    for r in results:
+        lat = r.get("latency_ms") or {}
+        ci = lat.get("ci95_p50")
+        p50 = format_ms(lat.get("p50"))
+        if ci:
+            p50 += f" [{format_ms(ci[0])}, {format_ms(ci[1])}]"
+        delegate = r.get("delegate") or "-"
+        if r.get("fully_delegated") is False and delegate not in ("none", "-"):
+            delegate += " (partial)"
+        acc = r.get("accuracy")
+        rows.append({"model": _short_model(str(r.get("model", "?"))), "device": str(r.get("device") or "-"),
+                     "p50": p50 if lat else "-", "p90": format_ms(lat.get("p90")), "p99": format_ms(lat.get("p99")),
+                     "init": format_ms(r.get("init_ms")), "first": format_ms(r.get("first_ms")),
+                     "runs": str(lat.get("n", len(r.get("samples_ms") or []))) if lat else "-",
+                     "accuracy": "-" if acc is None else f"{acc:.4f}", "runtime": r.get("runtime") or "-",
+                     "delegate": delegate, "error": r.get("error") or ""})
+    return rows
+
+
+_BENCH_COLUMNS = (("model", "model", "left"), ("device", "device", "left"), ("p50", "p50 ms [95% CI]", "right"),
+                  ("p90", "p90 ms", "right"), ("p99", "p99 ms", "right"), ("init", "init ms", "right"),
+                  ("first", "first ms", "right"), ("runs", "runs", "right"), ("accuracy", "accuracy", "right"),
+                  ("runtime", "runtime", "left"), ("delegate", "delegate", "left"))
+
+
+def _bench_columns(results: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    devices = {r.get("device") for r in results}
+    with_acc = any(r.get("accuracy") is not None for r in results)
+    return [c for c in _BENCH_COLUMNS
+            if (c[0] != "device" or len(devices) > 1) and (c[0] != "accuracy" or with_acc)]
+
+
+def bench_table(results: list[dict[str, Any]], title: Optional[str] = None):
+    """A rich Table of bench results: p50 with its interval, p90, p99, init, first, runtime, delegate.
+
+    A failed model gets a row whose p50 cell holds its error.
+    """
+    from rich.table import Table
+
+    devices = sorted({str(r.get("device")) for r in results})
+    table = Table(title=title or f"latency on {', '.join(devices)}")
+    columns = _bench_columns(results)
+    for _, header, justify in columns:
+        table.add_column(header, justify=justify, overflow="fold")
+    for row in bench_rows(results):
+        if row["error"]:
+            cells = [row["model"]] + [""] * (len(columns) - 1)
+            cells[[c[0] for c in columns].index("p50")] = f"[red]error: {row['error']}[/red]"
+            table.add_row(*cells)
+        else:
+            table.add_row(*(row[key] for key, _, _ in columns))
+    return table
+
+
+def bench_markdown(results: list[dict[str, Any]]) -> str:
+    """The bench table as GitHub Markdown (errors in the p50 column)."""
+    columns = _bench_columns(results)
+    lines = ["| " + " | ".join(h for _, h, _ in columns) + " |",
+             "|" + "|".join("---:" if j == "right" else "---" for _, _, j in columns) + "|"]
+    for row in bench_rows(results):
+        if row["error"]:
+            row = dict(row, p50="error: " + row["error"].replace("|", "\\|"))
+        lines.append("| " + " | ".join(row[k] for k, _, _ in columns) + " |")
+    return "\n".join(lines) + "\n"
