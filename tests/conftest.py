@@ -38,6 +38,15 @@ def _probe_ssh() -> Optional[str]:
 MARKER_PROBES["ssh"] = _probe_ssh
 
 
+# ---------------------------------------------------------------- adb: Debian's real client (tests/adbd_emu.py is the phone)
+
+def _probe_adb() -> Optional[str]:
+    return None if shutil.which("adb") else "Debian's adb client is not on PATH (apt-get install adb)"
+
+
+MARKER_PROBES["adb"] = _probe_adb
+
+
 @pytest.fixture(scope="session")
 def bench_models():
     """{name: Path} of tiny real models (float/int8/prelu .tflite, float .onnx), built once with TF and cached."""
