@@ -2,6 +2,9 @@
 TFLite files, and the one-line errors when the compiler or the runtime is missing."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -175,6 +178,26 @@ def test_missing_runtime_is_one_line_with_the_install_hint(monkeypatch):
         coral.require_runtime()
     msg = str(e.value)
     assert "libedgetpu1-std" in msg and "matching tflite_runtime" in msg and "\n" not in msg
+
+
+@pytest.mark.skipif(coral.find_runtime() is not None, reason="libedgetpu is installed here")
+def test_runner_without_the_edgetpu_runtime_says_how_to_install(models):
+    runner = Path(coral.__file__).with_name("runner.py")
+    proc = subprocess.run([sys.executable, str(runner), "--delegate", "edgetpu", "--delegate-option", "device=usb",
+                           "--runs", "1", "--warmup-secs", "0", "--min-secs", "0", str(models["int8.tflite"])],
+                          capture_output=True, text=True, timeout=120)
+    (entry,) = json.loads(proc.stdout)["results"]
+    assert entry["error"].startswith("cannot load delegate library libedgetpu.so.1: ")
+    assert "install libedgetpu1-std from Coral's apt repository" in entry["error"] and "\n" not in entry["error"]
+    assert "matching tflite_runtime" in entry["error"] and not entry.get("samples_ms")
+
+
+def test_prepare_models_needs_the_compiler_for_uncompiled_models(models, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(EdgeTpuError, match="^edgetpu_compiler not found on this host"):
+        coral.prepare_models([models["int8.tflite"]], tmp_path / "work")
+    paths, reports = coral.prepare_models([models["float.onnx"]], tmp_path / "work")
+    assert paths == [models["float.onnx"]] and reports == [None]
 
 
 @pytest.mark.parametrize("option, ok", [("usb", True), ("usb:0", True), ("pci:1", True), ("pci", True),

@@ -40,7 +40,7 @@ import struct
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from edgesep.devices.base import DeviceError
 
@@ -396,6 +396,27 @@ def prepare_model(tflite_path: Path, work_dir: Path) -> tuple[Path, Optional[Edg
     if is_edgetpu_compiled(tflite_path):
         return tflite_path, read_compiler_log(tflite_path)
     return compile_edgetpu(tflite_path, work_dir)
+
+
+def prepare_models(models: Sequence[Path], work_dir: Path) -> tuple[list[Path], list[Optional[EdgeTpuReport]]]:
+    """The models to bench with ``--delegate edgetpu``: compiled .tflite as they are, the others compiled into
+    ``work_dir`` first (.onnx files pass through untouched); with each, its compiler report or None.
+
+    Raises:
+        EdgeTpuError: a model needs compiling and the compiler is missing, refuses it, or fails.
+    """
+    paths: list[Path] = []
+    reports: list[Optional[EdgeTpuReport]] = []
+    for model in models:
+        model = Path(model)
+        if model.suffix.lower() != ".tflite":
+            paths.append(model)
+            reports.append(None)
+            continue
+        path, report = prepare_model(model, Path(work_dir))
+        paths.append(path)
+        reports.append(report)
+    return paths, reports
 
 
 def inspect_edgetpu(tflite_path: Path) -> dict[str, Any]:

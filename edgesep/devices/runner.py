@@ -100,6 +100,8 @@ PROGRESS_INTERVAL_S = 0.1
 WARMUP_SAMPLES_KEPT = 100
 DELEGATE_NAMES = ("xnnpack", "none", "edgetpu", "gpu", "nnapi")
 EDGETPU_LIBRARY = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
+EDGETPU_HINT = ("install libedgetpu1-std from Coral's apt repository (coral-edgetpu-stable) and a tflite_runtime "
+                "built for that libedgetpu (Coral's runtime needs a matching tflite_runtime version)")
 
 
 class FatalError(Exception):
@@ -301,7 +303,8 @@ class TfliteModel:
         try:
             return self.backend.load_delegate(library, options or None)
         except (ValueError, RuntimeError, OSError, AttributeError) as e:
-            raise ModelError("cannot load delegate library %s: %s" % (library, _one_line(e)))
+            hint = "; " + EDGETPU_HINT if self.delegate == "edgetpu" else ""
+            raise ModelError("cannot load delegate library %s: %s%s" % (library, _one_line(e), hint))
 
     def input_info(self):
         return [_tensor_info(d["name"], d["shape"], d["dtype"], *d["quantization"]) for d in self.inputs]
