@@ -1,0 +1,277 @@
+"""Host side of ``runner.py``: its command line, its progress lines and JSON, and crash isolation.
+
+``RunnerDevice`` is the base of every device that runs ``runner.py`` (local, ssh, adb): a subclass says how
+files reach the device (``_stage``) and how to start a process there (``_runner_argv``); this class builds the
+runner's arguments, streams its progress, turns its JSON into ``BenchResult``s and, when the runner process
+dies with several models, measures each model in a process of its own so one bad model loses only itself.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import re
+import signal
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from edgesep.devices.base import BenchConfig, BenchResult, DeviceError, ProgressFn
+from edgesep.devices.stats import summarize
+
+RUNNER_PATH = Path(__file__).with_name("runner.py")
+PROGRESS_PREFIX = "@edgesep-progress "
+RUNNER_ERROR_PREFIX = "edgesep-runner: error: "
+MODEL_SUFFIXES = (".tflite", ".onnx")
+TFLITE_IDENTIFIER = b"TFL3"
+STDERR_TAIL_LINES = 30
+RUNNER_EXIT_FATAL = (2, 3, 4)  # usage, missing package, other fatal (see runner.py)
+_HEADLINE = re.compile(r"Fatal Python error|Error\b|error:|Exception\b|Segmentation fault|Killed|Aborted|"
+                       r"not found|No such file")
+
+
+def check_model_file(path: Path) -> None:
+    """Raise ``DeviceError`` (one line) unless ``path`` looks like a .tflite or .onnx model.
+
+    Checks existence, suffix, non-empty content and, for .tflite, the ``TFL3`` flatbuffer identifier; the
+    runtime on the device judges the rest (a truncated file fails there, as a per-model error).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DeviceError(f"model file not found: {path}")
+    if not path.is_file():
+        raise DeviceError(f"not a model file: {path}")
+    if path.suffix.lower() not in MODEL_SUFFIXES:
+        raise DeviceError(f"unsupported model file {path}: use .tflite or .onnx")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head:
+        raise DeviceError(f"model file is empty: {path}")
+    if path.suffix.lower() == ".tflite" and head[4:8] != TFLITE_IDENTIFIER:
+        raise DeviceError(f"not a TFLite model (no TFL3 identifier): {path}")
+
+
+def runner_args(config: BenchConfig, models: Sequence[str], data: Optional[str] = None) -> list[str]:
+    """The ``runner.py`` arguments for ``config`` and device-side paths (progress and JSON errors on)."""
+    args = ["--runs", str(config.runs), "--warmup", str(config.warmup), "--warmup-secs", repr(config.warmup_secs),
+            "--min-secs", repr(config.min_secs), "--max-secs", repr(config.max_secs),
+            "--delegate", config.delegate, "--seed", str(config.seed), "--progress", "--json-errors"]
+    if config.threads is not None:
+        args += ["--threads", str(config.threads)]
+    for key, value in config.delegate_options:
+        args += ["--delegate-option", f"{key}={value}"]
+    if data is not None:
+        args += ["--data", data]
+    return args + ["--", *models]
+
+
+@dataclasses.dataclass
+class RunnerOutput:
+    """What one runner process left: exit code, its JSON document (if any) and the last stderr lines."""
+
+    returncode: int
+    document: Optional[dict[str, Any]]
+    stderr_tail: list[str]
+
+    def fatal_message(self) -> Optional[str]:
+        """The runner's own one-line fatal error, if it reported one."""
+        if self.document and self.document.get("fatal"):
+            return str(self.document.get("error"))
+        for line in reversed(self.stderr_tail):
+            if line.startswith(RUNNER_ERROR_PREFIX):
+                return line[len(RUNNER_ERROR_PREFIX):]
+        return None
+
+    def tail_text(self, lines: int = 3, limit: int = 400) -> str:
+        """The last few stderr lines as one line, led by the last error headline (e.g. ``Fatal Python error``)."""
+        useful = [ln.strip() for ln in self.stderr_tail if ln.strip() and not ln.startswith("INFO: ")]
+        kept = useful[-lines:]
+        headlines = [ln for ln in useful if _HEADLINE.search(ln)]
+        if headlines and headlines[-1] not in kept:
+            kept = [headlines[-1], "...", *kept[-(lines - 1):]] if lines > 1 else [headlines[-1]]
+        text = " | ".join(kept) or "no output on stderr"
+        return text if len(text) <= limit else text[:limit] + "..."
+
+
+def describe_exit(returncode: int) -> str:
+    """``exit 1``, ``killed by SIGSEGV`` or ``exit 139 (SIGSEGV)`` for a process's return code."""
+    if returncode < 0:
+        return f"killed by {_signal_name(-returncode)}"
+    if returncode > 128 and _signal_name(returncode - 128, None):
+        return f"exit {returncode} ({_signal_name(returncode - 128)})"
+    return f"exit {returncode}"
+
+
+def _signal_name(number: int, default: Optional[str] = "signal") -> Optional[str]:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"{default} {number}" if default else None
+
+
+def _parse_document(raw: bytes) -> Optional[dict[str, Any]]:
+    """The runner's JSON document: the last stdout line that parses as a JSON object."""
+    for line in reversed(raw.decode("utf-8", "replace").splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(doc, dict):
+                return doc
+    return None
+
+
+def stream_runner(argv: Sequence[str], on_progress: Callable[[dict[str, Any]], None]) -> RunnerOutput:
+    """Run ``argv`` (a runner process, maybe through ssh/adb), feeding its progress lines to ``on_progress``."""
+    try:
+        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+    except OSError as e:
+        raise DeviceError(f"cannot start {argv[0]}: {e.strerror or e}") from None
+    chunks: list[bytes] = []
+    reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()), daemon=True)
+    reader.start()
+    tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+    try:
+        for raw in proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if line.startswith(PROGRESS_PREFIX):
+                try:
+                    on_progress(json.loads(line[len(PROGRESS_PREFIX):]))
+                except ValueError:
+                    tail.append(line)
+            else:
+                tail.append(line)
+        proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        reader.join()
+        proc.stdout.close()
+        proc.stderr.close()
+    return RunnerOutput(proc.returncode, _parse_document(b"".join(chunks)), list(tail))
+
+
+class RunnerDevice:
+    """A device that measures with ``runner.py``; see the module docstring for what subclasses provide."""
+
+    target: str = "?"
+
+    def __init__(self) -> None:
+        self._models: list[Path] = []
+        self._device_models: list[str] = []
+        self._device_data: Optional[str] = None
+
+    # ---- what subclasses provide
+    def _stage(self, models: Sequence[Path], data: Optional[Path]) -> tuple[list[str], Optional[str]]:
+        """Make the models, data and runner available on the device; returns their device-side paths."""
+        raise NotImplementedError
+
+    def _runner_argv(self, args: Sequence[str]) -> list[str]:
+        """The host command that runs ``runner.py`` with ``args`` on the device."""
+        raise NotImplementedError
+
+    def _transport_error(self, output: RunnerOutput) -> Optional[str]:
+        """A one-line message when the connection (not the runner) failed, else None."""
+        return None
+
+    def cleanup(self) -> None:
+        """Remove what ``prepare`` left on the device (nothing by default)."""
+
+    # ---- the Device protocol
+    def prepare(self, models: Sequence[Path], data: Optional[Path] = None) -> None:
+        """Check the model files, then copy models, runner and data to the device (each once)."""
+        if not models:
+            raise DeviceError("no model given")
+        for path in models:
+            check_model_file(Path(path))
+        if data is not None and not Path(data).is_file():
+            raise DeviceError(f"data file not found: {data}")
+        self._models = [Path(m) for m in models]
+        self._device_models, self._device_data = self._stage(self._models, Path(data) if data else None)
+
+    def run(self, config: BenchConfig, progress: Optional[ProgressFn] = None) -> list[BenchResult]:
+        """Measure every prepared model in one runner process, interleaved; isolate them if it crashes."""
+        if not self._models:
+            raise DeviceError("nothing to run: call prepare() with the models first")
+        indices = list(range(len(self._models)))
+        output = self._run_indices(indices, config, progress)
+        if output.document is not None and "results" in output.document:
+            return self._results(output.document, indices, config)
+        self._raise_if_fatal(output)
+        if len(indices) == 1:
+            return [self._crash_result(0, output)]
+        results = []
+        for i in indices:  # the process died: one process per model, so one bad model loses only itself
+            single = self._run_indices([i], config, progress)
+            if single.document is not None and "results" in single.document:
+                result = self._results(single.document, [i], config)[0]
+                result.extra["isolated"] = True
+                results.append(result)
+            else:
+                self._raise_if_fatal(single)
+                results.append(self._crash_result(i, single))
+        return results
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cleanup()
+
+    # ---- helpers
+    def _run_indices(self, indices: list[int], config: BenchConfig, progress: Optional[ProgressFn]) -> RunnerOutput:
+        names = [str(self._models[i]) for i in indices]
+        args = runner_args(config, [self._device_models[i] for i in indices], self._device_data)
+
+        def on_progress(event: dict[str, Any]) -> None:
+            if progress is None or not isinstance(event.get("index"), int) or event["index"] >= len(names):
+                return
+            done, total = int(event.get("done", 0)), int(event.get("total", 1))
+            phase = event.get("phase")
+            if phase in ("load", "first", "warmup"):
+                done, total = 0, config.runs
+            progress(names[event["index"]], done, total)
+
+        return stream_runner(self._runner_argv(args), on_progress)
+
+    def _raise_if_fatal(self, output: RunnerOutput) -> None:
+        message = self._transport_error(output)
+        if message:
+            raise DeviceError(message)
+        fatal = output.fatal_message()
+        if fatal and output.returncode in RUNNER_EXIT_FATAL:
+            raise DeviceError(f"{self.target}: {fatal}")
+
+    def _crash_result(self, index: int, output: RunnerOutput) -> BenchResult:
+        error = f"runner crashed on {self.target} ({describe_exit(output.returncode)}): {output.tail_text()}"
+        return BenchResult(model=str(self._models[index]), device=self.target, error=error)
+
+    def _results(self, document: dict[str, Any], indices: list[int], config: BenchConfig) -> list[BenchResult]:
+        entries = document["results"]
+        if len(entries) != len(indices):
+            raise DeviceError(f"{self.target}: the runner returned {len(entries)} results for {len(indices)} models")
+        return [self._result(entry, document, self._models[i], self._device_models[i], config)
+                for entry, i in zip(entries, indices)]
+
+    def _result(self, entry: dict[str, Any], document: dict[str, Any], model: Path, device_path: str,
+                config: BenchConfig) -> BenchResult:
+        samples = entry.get("samples_ms") or None
+        error = entry.get("error")
+        if error:
+            error = str(error).replace(device_path, str(model))
+        extra = {k: entry.get(k) for k in ("format", "delegate_nodes", "ops", "inputs", "outputs", "warmup_runs",
+                                           "warmup_total_ms")}
+        extra.update(overhead=document.get("overhead"), runner_version=document.get("runner_version"))
+        return BenchResult(
+            model=str(model), device=self.target, runtime=entry.get("runtime"), threads=entry.get("threads"),
+            delegate=entry.get("delegate"), fully_delegated=entry.get("fully_delegated"),
+            init_ms=entry.get("init_ms"), first_ms=entry.get("first_ms"), warmup_ms=entry.get("warmup_ms") or [],
+            latency_ms=summarize(samples, seed=config.seed).to_dict() if samples else None, samples_ms=samples,
+            accuracy=entry.get("accuracy"), predictions=entry.get("predictions"),
+            host=dict(document.get("host") or {}), extra=extra, error=error)
