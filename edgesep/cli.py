@@ -92,7 +92,14 @@ def export(model_path: Optional[str], form: Optional[str], int8: bool, fp16: boo
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=True, path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as one JSON document.")
-def inspect(model: str, as_json: bool) -> None:
+@click.option("--quant-error", is_flag=True, help="Per-layer int8 error (SQNR, RMSE/scale) against a float reference.")
+@click.option("--data", metavar="digits|PATH.npz|DIR", help="Images for --quant-error (default: digits).")
+@click.option("--reference", metavar="MODEL.tflite|MODEL.keras",
+              help="Float reference for --quant-error (default: model.tflite beside MODEL).")
+@click.option("--samples", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Test images used by --quant-error.")
+def inspect(model: str, as_json: bool, quant_error: bool, data: Optional[str], reference: Optional[str],
+            samples: int) -> None:
     """Ops by type, params, MACs, size, inputs/outputs and quantization of a .tflite/.onnx/.keras model."""
     import json
 
@@ -101,6 +108,13 @@ def inspect(model: str, as_json: bool) -> None:
     info = inspect_model(model)
     document = info.to_dict()  # further sections add their own keys to `document` ...
     sections = info_tables(info)  # ... and their rich renderables to `sections`
+    if quant_error:
+        from edgesep.converters.quant_error import quant_error_cli
+
+        document["quant_error"], table = quant_error_cli(model, info.inputs, data, reference, samples)
+        sections.append(table)
+    elif data or reference:
+        raise click.UsageError("--data and --reference go with --quant-error")
     if as_json:
         click.echo(json.dumps(document, indent=2))
         return
