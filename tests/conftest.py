@@ -90,3 +90,37 @@ def litert_python():
 def numpy_only_python():
     """Python of a venv with numpy and no interpreter package."""
     return _device_venv("numpy-only", ("numpy",))
+
+
+# ---------------------------------------------------------------- export: the trained built-in model
+
+# Trained models are cached by config + data hash; a cache shared across test runs is safe and saves ~30 s.
+os.environ.setdefault("EDGESEP_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "edgesep-test", "models"))
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """The built-in dataset at the built-in input size."""
+    from edgesep.data import load_dataset
+
+    return load_dataset("digits", (32, 32, 3))
+
+
+@pytest.fixture(scope="session")
+def trained_split(digits):
+    """The built-in split-form network trained on digits (cached)."""
+    from edgesep.models import ModelConfig
+    from edgesep.train import train_builtin
+
+    model, info = train_builtin(ModelConfig(form="split"), dataset=digits)
+    return model, info
+
+
+@pytest.fixture(scope="session")
+def split_export(trained_split, digits, tmp_path_factory):
+    """export.json document and folder of the trained split model: float32, fp16, int8 and ONNX."""
+    from edgesep.converters.export import ExportConfig, export
+
+    out = tmp_path_factory.mktemp("export")
+    doc = export(trained_split[0], out, ExportConfig(precisions=("float32", "float16", "int8")), digits)
+    return doc, out

@@ -143,6 +143,9 @@ def export(model, out_dir, config: ExportConfig = ExportConfig(), dataset=None, 
     say = progress or (lambda stage: None)
     if "int8" in config.precisions and dataset is None:
         raise ConversionError("int8 export needs data for calibration (--data, or the built-in digits)")
+    if dataset is not None and tuple(dataset.x_test.shape[1:]) != tuple(model.input_shape[1:]):
+        raise ConversionError(f"data images are {tuple(dataset.x_test.shape[1:])}, the model takes "
+                              f"{tuple(model.input_shape[1:])}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".edgesep-export-", dir=out_dir))

@@ -1,0 +1,159 @@
+"""The export pipeline on the trained built-in model: TFLite float32/fp16/int8, ONNX, verification, export.json."""
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _artifact(doc, precision, fmt="tflite"):
+    return next(a for a in doc["artifacts"] if a["precision"] == precision and a["format"] == fmt)
+
+
+def test_builtin_training_reaches_95_percent_and_is_cached(trained_split, digits):
+    from edgesep.models import ModelConfig
+    from edgesep.train import train_builtin
+
+    model, info = trained_split
+    assert info["test_accuracy"] >= 0.95
+    again, info2 = train_builtin(ModelConfig(form="split"), dataset=digits)
+    assert info2["cached"] and info2["cache_path"] == info["cache_path"] or info["cached"]
+    for a, b in zip(model.get_weights(), again.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_export_json_follows_design_schema(split_export):
+    doc, out = split_export
+    on_disk = json.loads((out / "export.json").read_text())
+    assert on_disk == json.loads(json.dumps(doc))
+    assert doc["model"]["form"] == "split" and doc["model"]["input_shape"] == [1, 32, 32, 3]
+    assert doc["model"]["params"] > 0 and doc["model"]["macs"] > 0
+    assert doc["dataset"] == {"name": "digits", "test_samples": 540, "calibration_samples": 200}
+    assert {a["path"] for a in doc["artifacts"]} == {"model.tflite", "model_fp16.tflite", "model_int8.tflite",
+                                                     "model.onnx"}
+    for art in doc["artifacts"]:
+        data = (out / art["path"]).read_bytes()
+        assert art["bytes"] == len(data) and len(art["sha256"]) == 64
+        assert art["ops"] and art["accuracy"] is not None
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "staging folder left behind"
+    assert len(doc["fold"]["folded"]) == 9 and doc["fold"]["kept"] == []
+
+
+def test_float_artifacts_match_keras(split_export):
+    doc, _ = split_export
+    assert _artifact(doc, "float32")["max_abs_error_vs_keras"] < 1e-4
+    assert _artifact(doc, "float32", "onnx")["max_abs_error_vs_keras"] < 1e-4
+    assert _artifact(doc, "float16")["max_abs_error_vs_keras"] < 2e-2
+    for art in doc["artifacts"]:
+        if art["precision"] != "int8":
+            assert abs(art["accuracy"] - doc["keras_accuracy"]) <= 0.005
+
+
+def test_int8_is_full_integer_and_keeps_accuracy(split_export):
+    from edgesep.converters.inspect import inspect_model
+
+    doc, out = split_export
+    art = _artifact(doc, "int8")
+    assert art["ops"]["DEPTHWISE_CONV_2D"] == 4 and art["ops"]["CONV_2D"] == 5
+    assert not {"MUL", "ADD", "DEQUANTIZE", "QUANTIZE"} & set(art["ops"])
+    info = inspect_model(out / "model_int8.tflite")
+    assert info.inputs[0]["dtype"] == "int8" and info.outputs[0]["dtype"] == "int8"
+    assert art["accuracy"] >= doc["keras_accuracy"] - 0.01
+
+
+def test_onnx_has_no_batchnorm_left_next_to_convs(split_export):
+    import onnx
+
+    _, out = split_export
+    graph = onnx.load(str(out / "model.onnx")).graph
+    _assert_no_bn_after_conv(graph)
+    assert Counter(n.op_type for n in graph.node)["Conv"] == 9
+
+
+def _bn_style_after_conv(graph):
+    """Mul/Add nodes that scale or shift a Conv output by a constant (a residual Add of two convs is fine)."""
+    conv_outputs = {o for n in graph.node if n.op_type == "Conv" for o in n.output}
+    constants = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant"
+                                                         for o in n.output}
+    return [n for n in graph.node if n.op_type in ("Mul", "Add", "BatchNormalization")
+            and set(n.input) & conv_outputs and set(n.input) & constants]
+
+
+def _assert_no_bn_after_conv(graph):
+    assert not [n for n in graph.node if n.op_type == "BatchNormalization"]
+    assert _bn_style_after_conv(graph) == []
+
+
+def test_mobilenet_v2_onnx_is_clean_where_raw_tf2onnx_is_not(tmp_path):
+    import keras
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+
+    from edgesep.converters.onnx import export_onnx
+
+    model = keras.applications.MobileNetV2(input_shape=(64, 64, 3), alpha=0.35, weights=None)
+    spec = [tf.TensorSpec((None, 64, 64, 3), tf.float32, name="input")]
+    raw, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=17)
+    assert len(_bn_style_after_conv(raw.graph)) >= 17  # the Mul tf2onnx leaves after every depthwise conv
+    path = export_onnx(model, tmp_path / "mnv2.onnx")
+    _assert_no_bn_after_conv(onnx.load(str(path)).graph)
+    from edgesep.converters.verify import predict_keras, predict_onnx
+
+    x = np.random.default_rng(0).random((4, 64, 64, 3), np.float32)
+    np.testing.assert_allclose(predict_onnx(path, x), predict_keras(model, x), atol=1e-5)
+
+
+def test_per_tensor_int8_recorded_and_applied(trained_split, digits, tmp_path):
+    from edgesep.converters.export import ExportConfig, export
+    from edgesep.converters.inspect import inspect_model
+
+    doc = export(trained_split[0], tmp_path, ExportConfig(precisions=("int8",), onnx=False, per_channel=False,
+                                                          io_dtype="uint8", calib_samples=50), digits)
+    assert doc["export_config"]["per_channel"] is False
+    info = inspect_model(tmp_path / "model_int8.tflite")
+    assert info.quantization["per_channel"] == 0 and info.quantization["per_tensor"] > 0
+    assert info.inputs[0]["dtype"] == "uint8"
+    assert doc["artifacts"][0]["accuracy"] is not None
+
+
+def test_export_without_data_verifies_on_random_images(tmp_path):
+    from edgesep.converters.export import ExportConfig, export
+    from edgesep.models import build_model
+
+    doc = export(build_model("fused", input_shape=(16, 16, 3), blocks=((8, 2),)), tmp_path,
+                 ExportConfig(onnx=True))
+    assert doc["dataset"]["name"] == "random" and doc["keras_accuracy"] is None
+    assert all(a["accuracy"] is None and a["max_abs_error_vs_keras"] < 1e-4 for a in doc["artifacts"])
+
+
+def test_int8_needs_calibration_data(tmp_path):
+    from edgesep.converters import ConversionError
+    from edgesep.converters.export import ExportConfig, export
+    from edgesep.converters.tflite import export_tflite
+    from edgesep.models import build_model
+
+    model = build_model("split", input_shape=(16, 16, 3), blocks=((8, 1),))
+    with pytest.raises(ConversionError, match="representative data"):
+        export_tflite(model, tmp_path / "m.tflite", precision="int8")
+    with pytest.raises(ConversionError, match="calibration"):
+        export(model, tmp_path, ExportConfig(precisions=("int8",)))
+    with pytest.raises(ConversionError, match="shape"):
+        export_tflite(model, tmp_path / "m.tflite", precision="int8", representative_data=np.zeros((2, 8, 8, 3)))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_step_leaves_no_model_file(trained_split, digits, tmp_path, monkeypatch):
+    import edgesep.converters.onnx as onnx_mod
+    from edgesep.converters import ConversionError
+    from edgesep.converters.export import ExportConfig, export
+
+    def broken(*args, **kwargs):
+        raise ConversionError("ONNX conversion failed: simulated")
+
+    monkeypatch.setattr(onnx_mod, "export_onnx", broken)
+    with pytest.raises(ConversionError, match="simulated"):
+        export(trained_split[0], tmp_path, ExportConfig(precisions=("float32",)), digits)
+    assert list(tmp_path.iterdir()) == []
