@@ -22,14 +22,17 @@ def export_table(doc: dict[str, Any]):
     if keras_acc is not None:
         title += f" - Keras accuracy {keras_acc:.4f}"
     table = Table(title=title)
-    for col, justify in (("artifact", "left"), ("precision", "left"), ("size", "right"), ("ops", "left"),
-                         ("max |err| vs Keras", "right"), ("accuracy", "right")):
-        table.add_column(col, justify=justify)
+    table.add_column("artifact", no_wrap=True)
+    table.add_column("precision", no_wrap=True)
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("ops", overflow="fold", ratio=1)
+    table.add_column("max |err|", justify="right", no_wrap=True)
+    table.add_column("accuracy", justify="right", no_wrap=True)
     for art in doc["artifacts"]:
-        ops = ", ".join(f"{k} {v}" for k, v in sorted(art.get("ops", {}).items(), key=lambda kv: -kv[1]))
+        ops = " ".join(f"{k}×{v}" for k, v in sorted(art.get("ops", {}).items(), key=lambda kv: (-kv[1], kv[0])))
         err, acc = art.get("max_abs_error_vs_keras"), art.get("accuracy")
         table.add_row(art["path"], art["precision"], _size(art.get("bytes")), ops,
-                      "-" if err is None else f"{err:.2e}", "-" if acc is None else f"{acc:.4f}")
+                      "-" if err is None else f"{err:.1e}", "-" if acc is None else f"{acc:.4f}")
     return table
 
 
@@ -91,22 +94,19 @@ def _bench_columns(results: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
 def bench_table(results: list[dict[str, Any]], title: Optional[str] = None):
     """A rich Table of bench results: p50 with its interval, p90, p99, init, first, runtime, delegate.
 
-    A failed model gets a row whose p50 cell holds its error.
+    A failed model gets a row saying ``failed`` (its error is in the result and on the CLI's stderr).
     """
     from rich.table import Table
 
     devices = sorted({str(r.get("device")) for r in results})
     table = Table(title=title or f"latency on {', '.join(devices)}")
     columns = _bench_columns(results)
-    for _, header, justify in columns:
-        table.add_column(header, justify=justify, overflow="fold")
+    for key, header, justify in columns:
+        table.add_column(header, justify=justify, no_wrap=key != "model", overflow="fold")
     for row in bench_rows(results):
         if row["error"]:
-            cells = [row["model"]] + [""] * (len(columns) - 1)
-            cells[[c[0] for c in columns].index("p50")] = f"[red]error: {row['error']}[/red]"
-            table.add_row(*cells)
-        else:
-            table.add_row(*(row[key] for key, _, _ in columns))
+            row = dict(row, p50="[red]failed[/red]")
+        table.add_row(*(row[key] for key, _, _ in columns))
     return table
 
 
