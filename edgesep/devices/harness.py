@@ -27,8 +27,7 @@ MODEL_SUFFIXES = (".tflite", ".onnx")
 TFLITE_IDENTIFIER = b"TFL3"
 STDERR_TAIL_LINES = 30
 RUNNER_EXIT_FATAL = (2, 3, 4)  # usage, missing package, other fatal (see runner.py)
-_HEADLINE = re.compile(r"Fatal Python error|Error\b|error:|Exception\b|Segmentation fault|Killed|Aborted|"
-                       r"not found|No such file")
+_HEADLINE = re.compile(r"Fatal Python error|^[\w.]*(Error|Exception)\b|error:")
 
 
 def check_model_file(path: Path) -> None:

@@ -1,0 +1,134 @@
+"""``ssh://[user@]host[:port]``: a Raspberry Pi or any Linux host, through the system ``ssh`` and ``scp``.
+
+Using the system client means ~/.ssh/config, ssh-agent, ProxyJump and known_hosts all work as they do for the
+user. edgesep always adds ``BatchMode=yes`` (never a password prompt), a connect timeout and keep-alives, and
+never touches host-key checking: an unknown or changed host key is an error telling the user to check it.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Optional, Sequence
+from urllib.parse import urlsplit
+
+from edgesep.devices.base import DeviceError
+from edgesep.devices.harness import RunnerOutput
+from edgesep.devices.remote import RemoteShellDevice
+
+SSH_FORM = "ssh://[user@]host[:port]"
+DEFAULT_CONNECT_TIMEOUT = 10
+_HOST = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9._-]*[A-Za-z0-9_])?$")
+_IPV6 = re.compile(r"^[0-9A-Fa-f:.]+(%[A-Za-z0-9]+)?$")
+_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*\$?$")
+SSH_EXIT_ERROR = 255
+
+# (signs in ssh's stderr, message template); checked in order.
+_FAILURES = (
+    (("Host key verification failed", "REMOTE HOST IDENTIFICATION HAS CHANGED", "host key for"),
+     "host key of {dest} is unknown or has changed ({detail}); check it and add it to known_hosts "
+     "(e.g. connect once with ssh) - edgesep never disables host-key checking"),
+    (("Permission denied", "Too many authentication failures", "no mutual signature"),
+     "authentication refused by {dest} ({detail}); check the user, key or ssh-agent"),
+    (("Connection refused", "Connection timed out", "timed out", "No route to host", "Network is unreachable",
+      "Could not resolve hostname", "Name or service not known", "Connection closed by", "Connection reset",
+      "kex_exchange_identification", "proxy"),
+     "cannot reach {dest} ({detail})"),
+)
+
+
+def parse_ssh_url(url: str) -> tuple[Optional[str], str, Optional[int]]:
+    """(user, host, port) of ``ssh://[user@]host[:port]``.
+
+    Raises:
+        DeviceError: the URL does not have that form (the message shows it).
+    """
+    bad = DeviceError(f"bad ssh target {url!r}; use {SSH_FORM}")
+    parts = urlsplit(url)
+    if parts.scheme != "ssh" or parts.query or parts.fragment or parts.path not in ("", "/") or parts.password:
+        raise bad
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        raise bad from None
+    user = parts.username
+    if not host or not (_HOST.match(host) or ("[" in parts.netloc and _IPV6.match(host))):
+        raise bad
+    if user is not None and not _USER.match(user):
+        raise bad
+    if port is not None and not 0 < port < 65536:
+        raise bad
+    return user, host, port
+
+
+class SSHDevice(RemoteShellDevice):
+    """A Linux host reached with the system ``ssh``/``scp``.
+
+    Args:
+        url: ``ssh://[user@]host[:port]``; user and port default to ssh's own (ssh_config, then defaults).
+        ssh_config: an ssh_config file, passed as ``-F`` (then ~/.ssh/config is not read).
+        remote_python: the device's Python command (default ``python3``); split like a shell would.
+        connect_timeout: seconds for ssh's ``ConnectTimeout``.
+    """
+
+    def __init__(self, url: str, ssh_config: Optional[str] = None, remote_python: Optional[str] = None,
+                 connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> None:
+        self.user, self.host, self.port = parse_ssh_url(url)
+        super().__init__(url, remote_python)
+        if ssh_config is not None and not Path(ssh_config).is_file():
+            raise DeviceError(f"ssh config file not found: {ssh_config}")
+        self.ssh_config = str(Path(ssh_config).resolve()) if ssh_config else None
+        self.connect_timeout = max(1, int(round(connect_timeout)))
+        self.destination = f"{self.user}@{self.host}" if self.user else self.host
+
+    def _options(self) -> list[str]:
+        options = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.connect_timeout}",
+                   "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]
+        return options + (["-F", self.ssh_config] if self.ssh_config else [])
+
+    def _shell_argv(self, command: str) -> list[str]:
+        port = ["-p", str(self.port)] if self.port else []
+        return ["ssh", *self._options(), "-T", "-x", *port, "--", self.destination, command]
+
+    def _scp_destination(self, remote_dir: str) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.user}@{host}:{remote_dir}/" if self.user else f"{host}:{remote_dir}/"
+
+    def _push(self, pairs: Sequence[tuple[Path, str]]) -> None:
+        """One scp call: the files are linked under their device names in a private local dir first."""
+        with tempfile.TemporaryDirectory(prefix="edgesep-push-") as staging:
+            sources = []
+            for local, remote in pairs:
+                link = Path(staging, os.path.basename(remote))
+                os.symlink(Path(local).resolve(), link)
+                sources.append(str(link))
+            port = ["-P", str(self.port)] if self.port else []
+            argv = ["scp", "-q", *self._options(), *port, "--", *sources, self._scp_destination(self.remote_dir)]
+            try:
+                proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                                      timeout=self.command_timeout + 60 * len(pairs))
+            except FileNotFoundError:
+                raise DeviceError("scp not found on this machine: install openssh-client") from None
+            except subprocess.TimeoutExpired:
+                raise DeviceError(f"copying files to {self.target} timed out") from None
+        if proc.returncode != 0:
+            output = RunnerOutput(proc.returncode, None, proc.stderr.decode("utf-8", "replace").splitlines())
+            raise DeviceError(self._connection_error(output, any_exit=True)
+                              or f"copying files to {self.target} failed: {output.tail_text()}")
+
+    def _connection_error(self, output: RunnerOutput, any_exit: bool = False) -> Optional[str]:
+        """One line for ssh's own failures (exit 255: refused, timed out, auth, host key)."""
+        if output.returncode != SSH_EXIT_ERROR and not any_exit:
+            return None
+        lines = [ln.strip() for ln in output.stderr_tail if ln.strip() and not ln.startswith(("@", "INFO: "))]
+        for signs, template in _FAILURES:
+            for line in reversed(lines):
+                if any(sign.lower() in line.lower() for sign in signs):
+                    detail = line[:200]
+                    return template.format(dest=self.target, detail=detail)
+        if output.returncode == SSH_EXIT_ERROR:
+            detail = lines[-1][:200] if lines else "no message from ssh"
+            return f"ssh to {self.target} failed ({detail})"
+        return None
