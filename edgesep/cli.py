@@ -144,7 +144,8 @@ def inspect(model: str, as_json: bool, quant_error: bool, data: Optional[str], r
               help="TFLite delegate: XNNPACK (default CPU path), none, the Edge TPU, or a delegate library.")
 @click.option("--delegate-option", "delegate_options", multiple=True, metavar="KEY=VALUE",
               help="Delegate option, repeatable (e.g. device=usb:0 for edgetpu).")
-@click.option("--data", metavar="digits|PATH.npz|DIR", help="Also measure top-1 accuracy on this labelled data.")
+@click.option("--data", metavar="digits|PATH.npz|DIR",
+              help="Also measure top-1 accuracy on the test split of this labelled data (as export does).")
 @click.option("--ssh-config", type=click.Path(dir_okay=False), metavar="FILE", help="ssh_config for ssh:// (-F).")
 @click.option("--remote-python", metavar="PATH", help="The device's Python (default: python3).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random latency input.")
@@ -280,7 +281,7 @@ def _bench_print(results: list[dict]) -> None:
         temp = host.get("temp_c")
         table.caption = (f"{host.get('cpu')}, {host.get('cores')} cores, governor {host.get('governor') or '-'}, "
                          f"temp {'-' if temp is None else f'{temp:.0f} C'}")
-    Console(width=max(120, shutil.get_terminal_size().columns)).print(table)
+    Console(width=max(160, shutil.get_terminal_size().columns)).print(table)
 
 
 def _bench_failures(results: list[BenchResult]) -> None:
@@ -292,7 +293,7 @@ def _bench_failures(results: list[BenchResult]) -> None:
         raise UserError(f"{failed[0].model}: {failed[0].error}")
     for r in failed:
         click.echo(f"edgesep: error: {r.model}: {r.error}", err=True)
-    raise click.exceptions.Exit(EXIT_FAILURE)
+    raise UserError(f"{len(failed)} of {len(results)} models failed; the others' results stand")
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -1,0 +1,205 @@
+"""`edgesep bench` on this machine: the Python API, the CLI (table and --json) and every local fault."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgesep.devices import BenchConfig, DeviceError, parse_target
+
+FAST = ["--runs", "5", "--warmup", "1", "--warmup-secs", "0", "--min-secs", "0", "--max-secs", "2"]
+FAST_CONFIG = BenchConfig(runs=5, warmup=1, warmup_secs=0.0, min_secs=0.0, max_secs=2.0)
+DESIGN_KEYS = {"model", "device", "runtime", "threads", "delegate", "init_ms", "first_ms", "latency_ms",
+               "samples_ms", "accuracy", "host"}
+LATENCY_KEYS = {"mean", "std", "min", "p50", "p90", "p99", "ci95_p50"}
+
+
+def edgesep(*args, env=None, cwd=None):
+    """Run the real console entry point in a subprocess; returns (exit code, stdout, stderr)."""
+    proc = subprocess.run([sys.executable, "-m", "edgesep", "bench", *map(str, args)], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=300)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def assert_one_error_line(code, stderr, *needles):
+    assert code != 0
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("edgesep: error: ") and "Traceback" not in stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_python_api_measures_all_models_in_order(bench_models):
+    models = [bench_models[n] for n in ("float.tflite", "int8.tflite", "prelu.tflite", "float.onnx")]
+    seen = []
+    with parse_target("local") as device:
+        device.prepare(models)
+        results = device.run(BenchConfig(runs=8, warmup=1, warmup_secs=0.0, min_secs=0.0, max_secs=2.0, threads=1),
+                             progress=lambda m, done, total: seen.append((m, done, total)))
+    assert [r.model for r in results] == [str(m) for m in models]
+    for r in results:
+        assert r.error is None and r.device == "local" and r.threads == 1
+        assert len(r.samples_ms) >= 8
+        assert r.latency_ms["p50"] == pytest.approx(np.percentile(r.samples_ms, 50))
+        assert r.latency_ms["min"] == min(r.samples_ms)
+        lo, hi = r.latency_ms["ci95_p50"]
+        assert lo <= r.latency_ms["p50"] <= hi
+        assert r.host["cores"] >= 1 and "overhead" in r.extra
+    assert results[0].fully_delegated is True and results[2].extra["ops"].count("PRELU") == 1
+    assert {m for m, _, _ in seen} == {str(m) for m in models}
+    assert any(done >= 8 for _, done, _ in seen)
+
+
+def test_cli_json_is_exactly_the_design_document(bench_models, tmp_path):
+    out = tmp_path / "sub" / "bench.json"
+    code, stdout, stderr = edgesep(bench_models["int8.tflite"], bench_models["float.onnx"], *FAST, "--threads", "2",
+                                   "--json", "--out", out)
+    assert code == 0, stderr
+    doc = json.loads(stdout)  # nothing but the document on stdout
+    assert list(doc) == ["results"] and len(doc["results"]) == 2
+    assert json.loads(out.read_text()) == doc
+    for r in doc["results"]:
+        assert DESIGN_KEYS <= set(r) and LATENCY_KEYS <= set(r["latency_ms"])
+        assert {"cpu", "governor", "temp_c"} <= set(r["host"])
+        assert r["device"] == "local" and r["threads"] == 2 and r["accuracy"] is None
+        assert len(r["latency_ms"]["ci95_p50"]) == 2 and len(r["samples_ms"]) >= 5
+    assert doc["results"][0]["runtime"].startswith("ai_edge_litert ")
+    assert doc["results"][1]["runtime"].startswith("onnxruntime ")
+
+
+def test_cli_table(bench_models):
+    code, stdout, stderr = edgesep(bench_models["float.tflite"], bench_models["prelu.tflite"], *FAST)
+    assert code == 0, stderr
+    assert "float.tflite" in stdout and "prelu.tflite" in stdout and "p50 ms [95% CI]" in stdout
+    assert "ai_edge_litert" in stdout and "xnnpack" in stdout
+
+
+def test_cli_accuracy_from_npz_and_digits(bench_models, tmp_path):
+    rng = np.random.default_rng(0)
+    data = tmp_path / "labelled.npz"
+    np.savez(data, x=rng.random((40, 16, 16, 3), dtype=np.float32), y=np.arange(40) % 10)
+    code, stdout, stderr = edgesep(bench_models["int8.tflite"], *FAST, "--data", data, "--json")
+    assert code == 0, stderr
+    r = json.loads(stdout)["results"][0]
+    from edgesep.data import load_dataset
+
+    y = load_dataset(str(data), input_shape=(16, 16, 3)).y_test  # bench scores the test split, as export does
+    assert len(r["predictions"]) == len(y) > 0 and 0.0 <= r["accuracy"] <= 1.0
+    assert r["accuracy"] == pytest.approx(np.mean(np.array(r["predictions"]) == y))
+    code, stdout, stderr = edgesep(bench_models["float.tflite"], bench_models["float.onnx"], *FAST,
+                                   "--data", "digits", "--json")
+    assert code == 0, stderr
+    a, b = json.loads(stdout)["results"]
+    assert len(a["predictions"]) == len(b["predictions"]) > 100
+    agree = np.mean(np.array(a["predictions"]) == np.array(b["predictions"]))
+    assert agree > 0.95  # the same Keras model through TFLite and ONNX Runtime
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "text", "suffix", "directory"])
+def test_bad_model_files_fail_in_one_line(case, tmp_path):
+    path = {"missing": tmp_path / "gone.tflite", "empty": tmp_path / "empty.tflite",
+            "text": tmp_path / "readme.tflite", "suffix": tmp_path / "model.pb", "directory": tmp_path}[case]
+    if case == "empty":
+        path.write_bytes(b"")
+    elif case in ("text", "suffix"):
+        path.write_text("not a model at all\n")
+    code, _, stderr = edgesep(path, *FAST)
+    needle = {"missing": "model file not found", "empty": "model file is empty", "text": "not a TFLite model",
+              "suffix": "use .tflite or .onnx", "directory": "not a model file"}[case]
+    assert_one_error_line(code, stderr, needle)
+
+
+def test_truncated_model_is_one_line_and_others_survive(bench_models, tmp_path):
+    truncated = tmp_path / "truncated.tflite"
+    truncated.write_bytes(bench_models["float.tflite"].read_bytes()[:300])
+    code, _, stderr = edgesep(truncated, *FAST)
+    assert_one_error_line(code, stderr, "truncated.tflite", "cannot load truncated.tflite as a TFLite model")
+    code, stdout, stderr = edgesep(bench_models["prelu.tflite"], truncated, *FAST, "--json")
+    assert code == 1
+    good, bad = json.loads(stdout)["results"]
+    assert good["error"] is None and len(good["samples_ms"]) >= 5 and bad["error"]
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("target, needle", [
+    ("bogus://host", "valid forms: local, ssh://[user@]host[:port], adb, adb:SERIAL"),
+    ("pi@raspberrypi", "valid forms: local, ssh://[user@]host[:port], adb, adb:SERIAL"),
+    ("ssh://", "bad ssh target 'ssh://'; use ssh://[user@]host[:port]"),
+    ("ssh://host/path", "use ssh://[user@]host[:port]"),
+    ("ssh://host:99999", "use ssh://[user@]host[:port]"),
+    ("ssh://-oProxyCommand=x", "use ssh://[user@]host[:port]"),
+    ("ssh://pi@host?x=1", "use ssh://[user@]host[:port]"),
+    ("adb:", "serial")])
+def test_unknown_target_syntax(target, needle, bench_models):
+    code, _, stderr = edgesep(bench_models["float.tflite"], "--device", target, *FAST)
+    assert_one_error_line(code, stderr, needle)
+
+
+def test_delegate_library_that_does_not_exist(bench_models):
+    code, _, stderr = edgesep(bench_models["float.tflite"], "--delegate", "/nonexistent/libdelegate.so", *FAST)
+    assert_one_error_line(code, stderr, "cannot load delegate library /nonexistent/libdelegate.so")
+
+
+def test_delegate_none(bench_models):
+    code, stdout, stderr = edgesep(bench_models["float.tflite"], "--delegate", "none", *FAST, "--json")
+    r = json.loads(stdout)["results"][0]
+    assert code == 0 and r["delegate"] == "none" and r["fully_delegated"] is False
+
+
+def test_bad_options_are_usage_errors(bench_models):
+    code, _, stderr = edgesep(bench_models["float.tflite"], "--min-secs", "5", "--max-secs", "1")
+    assert code == 2 and "min_secs" in stderr and "Traceback" not in stderr
+    code, _, stderr = edgesep(bench_models["float.tflite"], "--ssh-config", "x")
+    assert code == 2 and "ssh://" in stderr
+    code, _, stderr = edgesep(bench_models["float.tflite"], "--delegate", "warp")
+    assert code == 2 and "unknown delegate" in stderr
+
+
+def test_runner_crash_is_isolated_per_model(bench_models, tmp_path):
+    """A runner process that dies (a real SIGSEGV) loses only the model that killed it."""
+    crashy = tmp_path / "crash-me.tflite"
+    crashy.write_bytes(bench_models["float.tflite"].read_bytes())
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import sys\nif sys.argv[0].endswith('runner.py') and any('crash-me' in a for a in sys.argv):\n"
+        "    import ctypes, faulthandler\n    faulthandler.enable()\n    ctypes.string_at(0)\n")
+    env = dict(os.environ, PYTHONPATH=str(hook))
+    code, stdout, stderr = edgesep(bench_models["int8.tflite"], crashy, *FAST, "--json", env=env)
+    assert code == 1
+    good, bad = json.loads(stdout)["results"]
+    assert good["error"] is None and good["extra"]["isolated"] is True and len(good["samples_ms"]) >= 5
+    assert "runner crashed on local (killed by SIGSEGV)" in bad["error"]
+    assert "Segmentation fault" in bad["error"]  # the stderr tail
+    code, _, stderr = edgesep(crashy, *FAST, env=env)
+    assert_one_error_line(code, stderr, "runner crashed on local (killed by SIGSEGV)", "Segmentation fault")
+
+
+def test_prepare_rejects_bad_files_before_running(tmp_path):
+    device = parse_target("local")
+    with pytest.raises(DeviceError, match="model file not found"):
+        device.prepare([tmp_path / "nope.onnx"])
+    with pytest.raises(DeviceError, match="nothing to run"):
+        device.run(FAST_CONFIG)
+
+
+def test_tflite_runtime_on_numpy1_device_python(bench_models, tflite_runtime_python):
+    """The runner on a Pi-like Python: numpy<2 and tflite-runtime 2.14.0 only."""
+    from edgesep.devices.local import LocalDevice
+
+    device = LocalDevice(python=str(tflite_runtime_python))
+    device.prepare([bench_models["float.tflite"], bench_models["int8.tflite"], bench_models["prelu.tflite"]])
+    results = device.run(FAST_CONFIG)
+    assert [r.error for r in results] == [None, None, None]
+    assert {r.runtime for r in results} == {"tflite_runtime 2.14.0"}
+    assert results[0].host["numpy"].startswith("1.")
+    assert results[0].fully_delegated is True and results[2].fully_delegated is True
+    # tflite-runtime 2.14's default XNNPACK delegate does not take quantized ops: the int8 graph runs on
+    # the builtin kernels, and the harness says so.
+    assert results[1].fully_delegated is False and results[1].extra["delegate_nodes"] == 0
