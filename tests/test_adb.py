@@ -22,8 +22,8 @@ from adbd_emu import AdbdEmulator  # noqa: E402
 
 from edgesep.cli import main  # noqa: E402
 from edgesep.devices import parse_target  # noqa: E402
-from edgesep.devices.adb import (AdbDevice, AttachedDevice, choose_device, parse_devices_output,  # noqa: E402
-                                 runner_args, throttle_warning, _temps)
+from edgesep.devices.adb import (AdbDevice, AttachedDevice, _temps, choose_device,  # noqa: E402
+                                 parse_devices_output, throttle_warning)
 from edgesep.devices.base import BenchConfig, DeviceError  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
@@ -71,11 +71,7 @@ def test_temps_and_throttle_warning():
     assert "ended at 85.0 °C" in throttle_warning({}, {"cpu": 85.0})
 
 
-def test_runner_args_and_bad_options():
-    args = runner_args(BenchConfig(threads=2, delegate="edgetpu", delegate_options=(("device", "usb:0"),)),
-                       ["/d/m.tflite"], data="/d/data.npz")
-    assert "--threads=2" in args and "--delegate=edgetpu" in args and "--delegate-option=device=usb:0" in args
-    assert args[-1] == "/d/m.tflite" and "--data=/d/data.npz" in args
+def test_bad_options():
     with pytest.raises(DeviceError, match="not a non-zero hex mask"):
         AdbDevice(cpu_mask="zz")
     with pytest.raises(DeviceError, match="benchmark binary .* not found"):
@@ -158,7 +154,7 @@ def _tmp_dirs(emu: AdbdEmulator) -> list[Path]:
 def tiny_tflite(tmp_path_factory) -> Path:
     """A small file standing for a .tflite for the benchmark_model stand-in (which only reads its size)."""
     path = tmp_path_factory.mktemp("models") / "model_int8.tflite"
-    path.write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(range(256)) * 40)
+    path.write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(range(256)) * 40)  # header only: the stand-in reads no further
     return path
 
 
@@ -197,7 +193,7 @@ def test_benchmark_model_runner_push_taskset_pull_cleanup(adb_server, make_phone
     assert os.access(private / "benchmark_model", os.X_OK)
     (r,) = dev.run(FAST)
     dev.cleanup()
-    assert _tmp_dirs(emu) == [] and dev.cleanup_error is None
+    assert _tmp_dirs(emu) == []
     dev.cleanup()  # safe twice
 
     assert r.error is None and r.device == f"adb:{emu.serial}" and r.extra["runner"] == "benchmark_model"
@@ -276,12 +272,26 @@ def test_benchmark_model_failure_is_a_per_model_error(adb_server, make_phone, ti
 
 
 @pytest.mark.adb
-def test_python_runner_end_to_end(adb_server, make_phone):
-    from bench_models import bench_models
+def test_benchmark_binary_for_another_abi(adb_server, make_phone, tiny_tflite, tmp_path):
+    emu = make_phone(python=False, props={"ro.product.cpu.abi": "armeabi-v7a"})
+    elf = tmp_path / "android_aarch64_benchmark_model"
+    elf.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(9) + b"\x02\x00\xb7\x00" + bytes(200))  # an arm64 ELF header
+    dev = _device(adb_server, benchmark_binary=str(elf))
+    dev.prepare([tiny_tflite])
+    try:
+        (r,) = dev.run(FAST)
+    finally:
+        dev.cleanup()
+    assert r.error.startswith("benchmark_model failed (exit 126): /data/local/tmp/edgesep.")
+    assert r.error.endswith("is it built for armeabi-v7a?") and "Exec format error" in r.error
+    assert r.latency_ms is None and _tmp_dirs(emu) == []
 
-    models = bench_models()
+
+@pytest.mark.adb
+def test_python_runner_end_to_end(adb_server, make_phone, bench_models):
+    models = bench_models
     emu = make_phone(python=True)
-    dev = _device(adb_server)
+    dev = _device(adb_server, cpu_mask="1")
     dev.prepare([models["int8.tflite"], models["float.onnx"]])
     try:
         results = dev.run(BenchConfig(runs=20, warmup=2, warmup_secs=0, min_secs=0, threads=1))
@@ -339,7 +349,7 @@ def test_unauthorized_and_offline_phones(adb_server, make_phone, tiny_tflite):
 @pytest.mark.adb
 def test_disconnect_mid_run_and_cleanup_after_failed_prepare(adb_server, make_phone, tiny_tflite, tmp_path):
     emu = make_phone(python=True)
-    emu.full_disk_on = "data.npz"
+    emu.full_disk_on = "digits.npz"
     data = tmp_path / "digits.npz"
     data.write_bytes(b"PK\x03\x04" + bytes(100))
     dev = _device(adb_server)
@@ -348,12 +358,31 @@ def test_disconnect_mid_run_and_cleanup_after_failed_prepare(adb_server, make_ph
     assert _tmp_dirs(emu) == []  # the half-filled folder was removed
 
     dev = _device(adb_server, benchmark_binary=str(STANDIN))
-    dev.prepare([tiny_tflite, tiny_tflite])
+    dev.prepare([tiny_tflite])
     emu.disconnect_on = "benchmark_model --graph="
-    results = dev.run(BenchConfig(runs=5, warmup=1, warmup_secs=0, min_secs=2.0))
-    dev.cleanup()
-    assert len(results) == 2
-    for r in results:
-        assert r.error.startswith(f"lost adb device {emu.serial} during the command (adb now says: ")
-        assert "\n" not in r.error
-    assert dev.cleanup_error and "could not remove /data/local/tmp/edgesep." in dev.cleanup_error
+    with pytest.raises(DeviceError) as lost:
+        dev.run(BenchConfig(runs=5, warmup=1, warmup_secs=0, min_secs=2.0))
+    assert str(lost.value).startswith(f"lost adb device {emu.serial} during the command (adb now says: ")
+    with pytest.raises(DeviceError, match=f"lost adb device {emu.serial}"):
+        dev.cleanup()  # the folder cannot be removed from a phone that is gone: said, not hidden
+    dev.cleanup()  # and only once
+
+
+@pytest.mark.adb
+def test_python_runner_disconnect_is_one_line(adb_server, make_phone, bench_models):
+    emu = make_phone(python=True)
+    dev = _device(adb_server)
+    dev.prepare([bench_models["int8.tflite"]])
+    emu.disconnect_on = "runner.py"
+    with pytest.raises(DeviceError) as lost:
+        dev.run(BenchConfig(runs=10**6, warmup=1, warmup_secs=0, min_secs=3.0, max_secs=5.0))
+    assert str(lost.value).startswith(f"lost adb device {emu.serial} during the command (adb now says: ")
+
+
+@pytest.mark.adb
+def test_bench_cli_unknown_serial_is_one_line(adb_server, make_phone, tiny_tflite, monkeypatch, capsys):
+    one = make_phone()
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(adb_server.port))
+    assert main(["bench", str(tiny_tflite), "--device", "adb:NOPE"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"edgesep: error: adb device 'NOPE' not found; attached: {one.serial} (device)"

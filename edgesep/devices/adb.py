@@ -26,19 +26,19 @@ Device facts go in each result's ``host``: ``ro.product.model``, ABI, Android ve
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import shlex
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from edgesep.devices import benchmark_model as bm
 from edgesep.devices.base import BenchConfig, BenchResult, DeviceError, ProgressFn
+from edgesep.devices.harness import RunnerOutput, check_model_file
+from edgesep.devices.remote import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, RemoteShellDevice
 
 REMOTE_BASE = "/data/local/tmp"
 RUNNERS = ("auto", "benchmark_model", "python")
@@ -269,50 +269,9 @@ def throttle_warning(before: dict[str, float], after: dict[str, float]) -> Optio
 
 
 # ------------------------------------------------------------------------------------------------
-# the python runner's command line and document
-
-def runner_args(config: BenchConfig, models: Sequence[str], data: Optional[str] = None) -> list[str]:
-    """``runner.py`` arguments for a ``BenchConfig`` and device-side model paths."""
-    args = [f"--runs={config.runs}", f"--warmup={config.warmup}", f"--warmup-secs={config.warmup_secs:g}",
-            f"--min-secs={config.min_secs:g}", f"--max-secs={config.max_secs:g}", f"--delegate={config.delegate}",
-            f"--seed={config.seed}"]
-    if config.threads is not None:
-        args.append(f"--threads={config.threads}")
-    args += [f"--delegate-option={k}={v}" for k, v in dict(config.delegate_options).items()]
-    if data:
-        args.append(f"--data={data}")
-    return args + list(models)
-
-
-def results_from_runner(doc: dict[str, Any], local_models: Sequence[Path], target: str) -> list[BenchResult]:
-    """``BenchResult``s from a runner.py document (samples summarized by ``edgesep.devices.stats``)."""
-    from edgesep.devices import stats
-
-    host = dict(doc.get("host") or {})
-    results = []
-    for local, entry in zip(local_models, doc.get("results") or []):
-        samples = entry.get("samples_ms") or None
-        r = BenchResult(model=str(local), device=target, runtime=entry.get("runtime"), threads=entry.get("threads"),
-                        delegate=entry.get("delegate"), fully_delegated=entry.get("fully_delegated"),
-                        init_ms=entry.get("init_ms"), first_ms=entry.get("first_ms"),
-                        warmup_ms=list(entry.get("warmup_ms") or []), samples_ms=samples,
-                        accuracy=entry.get("accuracy"), predictions=entry.get("predictions"), host=dict(host),
-                        error=entry.get("error"))
-        if samples:
-            r.latency_ms = stats.summarize(samples).to_dict()
-        r.extra = {"runner": "python", "ops": entry.get("ops"), "inputs": entry.get("inputs"),
-                   "outputs": entry.get("outputs"), "warmup_runs": entry.get("warmup_runs"),
-                   "overhead": doc.get("overhead")}
-        results.append(r)
-    if len(results) != len(local_models):
-        raise DeviceError(f"runner.py returned {len(results)} results for {len(local_models)} models")
-    return results
-
-
-# ------------------------------------------------------------------------------------------------
 # the device
 
-class AdbDevice:
+class AdbDevice(RemoteShellDevice):
     """An Android device reached through adb (see the module docstring).
 
     Args:
@@ -326,6 +285,8 @@ class AdbDevice:
         remote_python: the device's Python for the python runner (default ``python3``).
     """
 
+    temp_parent = REMOTE_BASE
+
     def __init__(self, serial: Optional[str] = None, benchmark_binary: Optional[str] = None,
                  cpu_mask: Optional[str] = None, adb_path: Optional[str] = None,
                  adb_server_port: Optional[int] = None, runner: str = "auto", op_profiling: bool = False,
@@ -335,31 +296,49 @@ class AdbDevice:
             raise DeviceError(f"adb devices take no option {', '.join(extra)}")
         if runner not in RUNNERS:
             raise DeviceError(f"unknown adb runner {runner!r}; use one of {', '.join(RUNNERS)}")
-        if cpu_mask is not None and not re.fullmatch(r"(0x)?[0-9a-fA-F]+", str(cpu_mask)) or (
-                cpu_mask is not None and int(str(cpu_mask), 16) == 0):
+        mask = str(cpu_mask)[2:] if cpu_mask is not None and str(cpu_mask).startswith("0x") else cpu_mask
+        if mask is not None and (not re.fullmatch(r"[0-9a-fA-F]+", str(mask)) or int(str(mask), 16) == 0):
             raise DeviceError(f"cpu mask {cpu_mask!r} is not a non-zero hex mask (e.g. f0 for CPUs 4-7)")
         if benchmark_binary is not None and not Path(benchmark_binary).is_file():
             raise DeviceError(f"benchmark binary {benchmark_binary} not found")
         if runner == "python" and benchmark_binary:
             raise DeviceError("a benchmark binary was given but the python runner was asked for")
+        super().__init__(f"adb:{serial}" if serial else "adb", remote_python)
         self.serial = serial
-        self.target = f"adb:{serial}" if serial else "adb"
         self.benchmark_binary = Path(benchmark_binary) if benchmark_binary else None
-        self.cpu_mask = str(cpu_mask)[2:] if str(cpu_mask).startswith("0x") else cpu_mask
+        self.cpu_mask = mask
         self.client = AdbClient(adb_path, int(adb_server_port) if adb_server_port else None)
         self.runner = runner
         self.op_profiling = op_profiling
-        self.remote_python = remote_python or "python3"
-        self.remote_dir: Optional[str] = None
         self.facts: dict[str, Any] = {}
         self.chosen_runner: Optional[str] = None
         self._bm_remote: Optional[str] = None
-        self._models: list[tuple[Path, str]] = []
-        self._data_remote: Optional[str] = None
-        self.cleanup_error: Optional[str] = None
+        self._bm_models: list[tuple[Path, str]] = []
 
-    # -- plumbing ------------------------------------------------------------------------------
-    def shell(self, script: str, timeout: float = 120.0) -> tuple[int, str, str]:
+    # -- RemoteShellDevice hooks ------------------------------------------------------------------
+    def _shell_argv(self, command: str) -> list[str]:
+        return self.client.command("shell", command, serial=self.serial)
+
+    def _push(self, pairs: Sequence[tuple[Path, str]]) -> None:
+        for local, remote in pairs:
+            self.push(local, remote)
+
+    def _runner_argv(self, args: Sequence[str]) -> list[str]:
+        words = [*self.python_words, self._runner_remote, *args]
+        return self._shell_argv(f"cd {shlex.quote(self.remote_dir)} && {self._taskset()}{shlex.join(words)}")
+
+    def _connection_error(self, output: RunnerOutput) -> Optional[str]:
+        """The adb client exits 0 with cut output when the device goes away: ask adb whether it is still there."""
+        if output.document is not None:
+            return None
+        state = self.client.run("get-state", serial=self.serial, timeout=15)
+        if state.returncode == 0 and state.stdout.strip() == "device":
+            return None
+        now = state.stdout.strip() or _adb_error(state.stderr).replace("error: ", "") or "gone"
+        return f"lost adb device {self.serial} during the command (adb now says: {now})"
+
+    # -- shell, push, pull -------------------------------------------------------------------------
+    def sh(self, script: str, timeout: float = 120.0) -> tuple[int, str, str]:
         """Runs a device shell script; returns (exit code, stdout, stderr).
 
         The exit code travels as a marker line, so a connection lost mid-command (which the adb client
@@ -372,14 +351,17 @@ class AdbDevice:
         out = proc.stdout
         idx = out.rfind(RC_MARK)
         if idx < 0:
-            raise DeviceError(self._lost(proc.stderr or proc.stdout))
+            raise DeviceError(self._connection_error(RunnerOutput(proc.returncode, None, []))
+                              or f"adb shell on {self.serial} failed: {_adb_error(proc.stderr + out) or 'no output'}")
         rc = int(out[idx + len(RC_MARK):].split()[0])
         return rc, out[:idx], proc.stderr
 
-    def _lost(self, detail: str) -> str:
-        state = self.client.run("get-state", serial=self.serial, timeout=15)
-        now = state.stdout.strip() or _adb_error(state.stderr).replace("error: ", "") or _adb_error(detail) or "gone"
-        return f"lost adb device {self.serial} during the command (adb now says: {now})"
+    def shell(self, command: str, what: str, timeout: Optional[float] = None) -> str:
+        """Runs ``command``; its stdout, or ``DeviceError`` naming ``what`` (also when the device vanished)."""
+        rc, out, err = self.sh(command, timeout=timeout or self.command_timeout)
+        if rc != 0:
+            raise DeviceError(f"{what} on {self.target} failed (exit {rc}): {_last_line(err or out)}")
+        return out
 
     def push(self, local: Path, remote: str, timeout: float = 300.0) -> None:
         proc = self.client.run("push", str(local), remote, serial=self.serial, timeout=timeout)
@@ -393,31 +375,25 @@ class AdbDevice:
             raise DeviceError(f"adb pull {remote} from {self.serial} failed: "
                               f"{_adb_error(proc.stderr + proc.stdout)}")
 
-    def _check(self, script: str, what: str, timeout: float = 120.0) -> str:
-        rc, out, err = self.shell(script, timeout=timeout)
-        if rc != 0:
-            raise DeviceError(f"{what} failed on {self.serial} (exit {rc}): {_last_line(err or out)}")
-        return out
-
     # -- prepare -------------------------------------------------------------------------------
     def connect(self) -> AttachedDevice:
         """Resolves the target to one online device and reads its facts."""
         dev = choose_device(self.client.devices(), self.serial)
         self.serial = dev.serial
-        if self.target == "adb":
-            self.target = f"adb:{dev.serial}"
-        out = self._check(_props_script(PROP_KEYS) + f"; echo @freq; {FREQ_SCRIPT}; echo @tools; "
-                          f"command -v {shlex.quote(self.remote_python)} >/dev/null 2>&1 && echo python=yes; "
-                          "command -v taskset >/dev/null 2>&1 && echo taskset=yes; "
-                          f"[ -x {REMOTE_BASE}/benchmark_model ] && echo bm={REMOTE_BASE}/benchmark_model || "
-                          "{ p=$(command -v benchmark_model) && echo bm=$p; }; true", "reading device facts")
+        self.target = f"adb:{dev.serial}"
+        py = shlex.quote(self.python_words[0])
+        out = self.shell(_props_script(PROP_KEYS) + f"; echo @freq; {FREQ_SCRIPT}; echo @tools; "
+                         f"command -v {py} >/dev/null 2>&1 && echo python=yes; "
+                         "command -v taskset >/dev/null 2>&1 && echo taskset=yes; "
+                         f"[ -x {REMOTE_BASE}/benchmark_model ] && echo bm={REMOTE_BASE}/benchmark_model || "
+                         "{ p=$(command -v benchmark_model) && echo bm=$p; }; true", "reading device facts")
         props_part, _, rest = out.partition("@freq")
         freq_part, _, tools_part = rest.partition("@tools")
         props, tools = _parse_kv(props_part), _parse_kv(tools_part)
         freqs = {}
         for line in freq_part.splitlines():
             parts = line.split()
-            if len(parts) == 2 and parts[1].isdigit():
+            if len(parts) == 2 and parts[1].isdigit() and parts[0][3:].isdigit():
                 freqs[parts[0]] = int(parts[1])
         self.facts = {
             "serial": dev.serial, "model": props.get("ro.product.model") or dev.model,
@@ -433,69 +409,68 @@ class AdbDevice:
 
     def _pick_runner(self, models: Sequence[Path], data: Optional[Path]) -> str:
         has_bm = bool(self.benchmark_binary or self.facts.get("benchmark_model_on_device"))
-        if self.runner == "python" or (self.runner == "auto" and (data is not None or not has_bm or
-                                                                 any(m.suffix != ".tflite" for m in models))):
-            if self.facts.get("has_python"):
-                return "python"
-            if self.runner == "python" or not has_bm:
-                raise DeviceError(
-                    f"no runner on adb device {self.serial}: it has no {self.remote_python} and no benchmark_model "
-                    f"(in {REMOTE_BASE} or on PATH); pass --benchmark-binary PATH (TFLite's prebuilt "
-                    "android_aarch64_benchmark_model) or install python3 with numpy and ai-edge-litert (Termux)")
+        wants_python = self.runner == "python" or (self.runner == "auto" and (
+            data is not None or not has_bm or any(Path(m).suffix.lower() != ".tflite" for m in models)))
+        if wants_python and self.facts.get("has_python"):
+            return "python"
+        if self.runner == "python" or not has_bm:
+            raise DeviceError(
+                f"no runner on adb device {self.serial}: it has no {self.remote_python} and no benchmark_model "
+                f"(in {REMOTE_BASE} or on PATH); pass --benchmark-binary PATH (TFLite's prebuilt "
+                "android_aarch64_benchmark_model) or install python3 with numpy and ai-edge-litert (Termux)")
         if data is not None:
-            raise DeviceError("accuracy data needs the python runner, and the device has no python3")
+            raise DeviceError(f"accuracy data needs the python runner, and adb device {self.serial} has no "
+                              f"{self.remote_python}")
         return "benchmark_model"
 
     def prepare(self, models: Sequence[Path], data: Optional[Path] = None) -> None:
         """Pushes the models, the runner and the data into a fresh private folder on the device."""
-        models = [Path(m) for m in models]
-        for m in models:
-            if not m.is_file():
-                raise DeviceError(f"model {m} not found")
+        if not models:
+            raise DeviceError("no model given")
+        for path in models:
+            check_model_file(Path(path))
+        if data is not None and not Path(data).is_file():
+            raise DeviceError(f"data file not found: {data}")
         self.connect()
         self.chosen_runner = self._pick_runner(models, data)
         if self.cpu_mask and not self.facts.get("has_taskset"):
             raise DeviceError(f"adb device {self.serial} has no taskset, so cpu mask {self.cpu_mask} cannot be applied")
-        out = self._check(f"d=$(mktemp -d {REMOTE_BASE}/edgesep.XXXXXX) && chmod 700 \"$d\" && echo \"dir=$d\"",
-                          "making a private folder")
-        self.remote_dir = _parse_kv(out).get("dir")
-        if not self.remote_dir or not self.remote_dir.startswith(REMOTE_BASE + "/edgesep."):
-            raise DeviceError(f"adb device {self.serial} gave no usable temporary folder ({out.strip()!r})")
         try:
-            self._push_all(models, data)
+            if self.chosen_runner == "python":
+                super().prepare(models, data)
+            else:
+                self._stage_benchmark_model([Path(m) for m in models])
         except BaseException:
-            self.cleanup()
+            try:
+                self.cleanup()
+            except DeviceError:
+                pass
             raise
 
-    def _push_all(self, models: Sequence[Path], data: Optional[Path]) -> None:
+    def _stage_benchmark_model(self, models: Sequence[Path]) -> None:
+        self._models = list(models)
+        self.remote_dir = self._make_temp_dir()
         names: set[str] = set()
-        self._models = []
+        self._bm_models = []
         for i, m in enumerate(models):
             name = m.name if m.name not in names else f"{i}_{m.name}"
             names.add(name)
             remote = f"{self.remote_dir}/{name}"
             self.push(m, remote)
-            self._models.append((m, remote))
-        if self.chosen_runner == "benchmark_model":
-            if self.benchmark_binary:
-                self._bm_remote = f"{self.remote_dir}/benchmark_model"
-                self.push(self.benchmark_binary, self._bm_remote)
-                self._check(f"chmod 755 {self._bm_remote}", "chmod of benchmark_model")
-            else:
-                self._bm_remote = self.facts["benchmark_model_on_device"]
+            self._bm_models.append((m, remote))
+        if self.benchmark_binary:
+            self._bm_remote = f"{self.remote_dir}/benchmark_model"
+            self.push(self.benchmark_binary, self._bm_remote)
+            self.shell(f"chmod 755 {self._bm_remote}", "making benchmark_model executable")
         else:
-            self.push(Path(__file__).with_name("runner.py"), f"{self.remote_dir}/runner.py")
-        if data is not None:
-            self._data_remote = f"{self.remote_dir}/data.npz"
-            self.push(Path(data), self._data_remote)
+            self._bm_remote = self.facts["benchmark_model_on_device"]
 
     # -- run -----------------------------------------------------------------------------------
     def _thermal(self) -> dict[str, float]:
         try:
-            rc, out, _ = self.shell(THERMAL_SCRIPT + "; true", timeout=30)
+            return _temps(self.shell(THERMAL_SCRIPT + "; true", "reading thermal zones", timeout=30))
         except DeviceError:
             return {}
-        return _temps(out) if rc == 0 else {}
 
     def _taskset(self) -> str:
         return f"taskset {self.cpu_mask} " if self.cpu_mask else ""
@@ -503,7 +478,7 @@ class AdbDevice:
     def run(self, config: BenchConfig, progress: Optional[ProgressFn] = None) -> list[BenchResult]:
         """Measures every prepared model; one result per model, in order."""
         if self.remote_dir is None:
-            raise DeviceError("AdbDevice.run() before prepare()")
+            raise DeviceError("nothing to run: call prepare() with the models first")
         if config.delegate == "edgetpu":
             raise DeviceError("the edgetpu delegate runs on local or ssh:// targets (a Coral on a Linux host), "
                               "not through adb")
@@ -511,37 +486,35 @@ class AdbDevice:
         if self.chosen_runner == "benchmark_model":
             results = self._run_benchmark_model(config, progress)
         else:
-            results = self._run_python(config, progress)
+            results = super().run(config, progress)
         after = self._thermal()
         warning = throttle_warning(before, after)
-        host = dict(self.facts, runner=self.chosen_runner, cpu_mask=self.cpu_mask, temps_before=before,
-                    temps_after=after, temp_c_before=max(before.values()) if before else None,
+        host = {k: v for k, v in self.facts.items() if k not in ("has_python", "has_taskset")}
+        host.update(runner=self.chosen_runner, cpu_mask=self.cpu_mask, temps_before=before, temps_after=after,
+                    temp_c_before=max(before.values()) if before else None,
                     temp_c=max(after.values()) if after else None)
         for r in results:
-            r.host = dict(r.host or {}, **{k: v for k, v in host.items() if k not in ("has_python", "has_taskset")})
+            r.host = dict(r.host or {}, **host)
+            r.extra.setdefault("runner", self.chosen_runner)
             if warning:
                 r.extra.setdefault("warnings", []).append(warning)
         return results
 
     def _run_benchmark_model(self, config: BenchConfig, progress: Optional[ProgressFn]) -> list[BenchResult]:
         results = []
-        total = len(self._models)
-        for i, (local, remote) in enumerate(self._models):
+        for i, (local, remote) in enumerate(self._bm_models):
             if progress:
-                progress(local.name, i, total)
+                progress(str(local), 0, config.runs)
             results.append(self._bench_one(local, remote, config, i))
-            if results[-1].error and results[-1].extra.get("disconnected"):
-                for local2, _ in self._models[i + 1:]:
-                    results.append(BenchResult(model=str(local2), device=self.target, error=results[-1].error))
-                break
-        if progress:
-            progress(self._models[-1][0].name if self._models else "", total, total)
+            if progress:
+                count = (results[-1].latency_ms or {}).get("n") or 0
+                progress(str(local), count, max(count, 1))
         return results
 
     def _bench_one(self, local: Path, remote: str, config: BenchConfig, index: int) -> BenchResult:
         base = BenchResult(model=str(local), device=self.target, runtime="TFLite benchmark_model",
                            threads=config.threads, delegate=config.delegate)
-        if local.suffix != ".tflite":
+        if local.suffix.lower() != ".tflite":
             base.error = f"benchmark_model runs .tflite models only, not {local.suffix}; use the python runner"
             return base
         try:
@@ -552,53 +525,25 @@ class AdbDevice:
         log_remote = f"{self.remote_dir}/benchmark_{index}.log"
         script = (f"cd {self.remote_dir} && {self._taskset()}{shlex.quote(self._bm_remote)} "
                   f"{' '.join(shlex.quote(a) for a in args)} > {log_remote} 2>&1")
-        timeout = config.max_secs * 2 + config.warmup_secs + 300
-        try:
-            rc, _, err = self.shell(script, timeout=timeout)
-            with tempfile.TemporaryDirectory(prefix="edgesep-adb-") as tmp:
-                self.pull(log_remote, Path(tmp) / "benchmark.log")
-                text = (Path(tmp) / "benchmark.log").read_text(errors="replace")
-        except DeviceError as e:
-            base.error = str(e)
-            base.extra["disconnected"] = str(e).startswith("lost adb device")
-            return base
+        rc, _, err = self.sh(script, timeout=config.max_secs * 2 + config.warmup_secs + 300)
+        with tempfile.TemporaryDirectory(prefix="edgesep-adb-") as tmp:
+            self.pull(log_remote, Path(tmp) / "benchmark.log")
+            text = (Path(tmp) / "benchmark.log").read_text(errors="replace")
         report = bm.parse_benchmark_output(text)
         base.init_ms, base.first_ms = report.init_ms, report.first_ms
         base.latency_ms = report.latency_ms()
-        base.samples_ms = None
         base.fully_delegated = report.fully_delegated
         base.extra.update({"runner": "benchmark_model", "benchmark_model": report.to_dict(),
                            "command": " ".join([self._bm_remote] + args), "notes": list(report.notes)})
         if rc != 0 or not report.complete:
             why = report.errors[-1] if report.errors else (_last_line(text) or _last_line(err))
+            if rc in (EXIT_NOT_FOUND, EXIT_NOT_EXECUTABLE):
+                why = f"{self._bm_remote} cannot run on this device ({why}); is it built for {self.facts.get('abi')}?"
             base.error = f"benchmark_model failed (exit {rc}): {why}" if why else f"benchmark_model failed (exit {rc})"
         return base
 
-    def _run_python(self, config: BenchConfig, progress: Optional[ProgressFn]) -> list[BenchResult]:
-        args = runner_args(config, [r for _, r in self._models], data=self._data_remote)
-        out_remote = f"{self.remote_dir}/result.json"
-        script = (f"cd {self.remote_dir} && {self._taskset()}{shlex.quote(self.remote_python)} runner.py "
-                  f"{' '.join(shlex.quote(a) for a in args)} --out {out_remote}")
-        timeout = (config.max_secs + config.warmup_secs + 60) * max(1, len(self._models)) + 300
-        rc, out, err = self.shell(script, timeout=timeout)
-        if rc != 0:
-            raise DeviceError(f"runner.py failed on {self.serial} (exit {rc}): {_last_line(err or out)}")
-        with tempfile.TemporaryDirectory(prefix="edgesep-adb-") as tmp:
-            self.pull(out_remote, Path(tmp) / "result.json")
-            doc = json.loads((Path(tmp) / "result.json").read_text())
-        results = results_from_runner(doc, [local for local, _ in self._models], self.target)
-        if progress:
-            progress(self._models[-1][0].name if self._models else "", len(self._models), len(self._models))
-        return results
-
     # -- cleanup -------------------------------------------------------------------------------
     def cleanup(self) -> None:
-        """Removes the private folder; safe to call twice, and after a failure (a vanished phone is noted)."""
-        remote, self.remote_dir = self.remote_dir, None
-        if not remote:
-            return
-        try:
-            rc, _, err = self.shell(f"rm -rf {shlex.quote(remote)}", timeout=60)
-            self.cleanup_error = None if rc == 0 else f"could not remove {remote}: {_last_line(err)}"
-        except DeviceError as e:
-            self.cleanup_error = f"could not remove {remote} from {self.serial}: {e}"
+        """Removes the private folder (``rm -rf``); safe to call twice. Raises ``DeviceError`` if it fails."""
+        self._bm_models, self._bm_remote = [], None
+        super().cleanup()
