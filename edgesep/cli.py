@@ -217,8 +217,12 @@ def _bench_data(spec: str, paths: list[Path], tmp: Path) -> Path:
     from edgesep.data import DataError, load_dataset
     from edgesep.devices import runner
 
+    try:
+        described = runner.describe([str(p) for p in paths], allowed_tflite=("ai_edge_litert", "tflite_runtime"))
+    except runner.FatalError as e:
+        raise DataError(f"cannot read the models' input shapes for --data: {e}") from None
     shapes = []
-    for entry in runner.describe([str(p) for p in paths], allowed_tflite=("ai_edge_litert", "tflite_runtime")):
+    for entry in described:
         inputs = entry.get("inputs") or []
         if len(inputs) == 1 and len(inputs[0]["shape"]) == 4 and tuple(inputs[0]["shape"][1:]) not in shapes:
             shapes.append(tuple(inputs[0]["shape"][1:]))

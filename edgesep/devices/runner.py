@@ -190,7 +190,7 @@ TFLITE_BACKENDS = (("ai_edge_litert", _litert_like("ai_edge_litert", "ai-edge-li
 
 def tflite_install_hint():
     """What to pip install for a TFLite interpreter on this machine."""
-    if platform.machine().lower().startswith(("armv6", "armv7", "arm")) and platform.machine() != "arm64":
+    if platform.machine().lower().startswith(("armv6", "armv7")):  # 32-bit ARM: no ai-edge-litert wheels
         return 'pip install "numpy<2" tflite-runtime'
     return 'pip install ai-edge-litert  (or: pip install "numpy<2" tflite-runtime)'
 
