@@ -510,7 +510,8 @@ def _absorb(new_model, original, fold: FoldReport, links: list[_Link], weights: 
 
 # --- rebuilding the model with edited activations and biases ---
 
-def _edit_config(config: dict, sequential: bool, links: list[_Link], relu6: str, need_bias: set[str]) -> tuple[dict, list]:
+def _edit_config(config: dict, sequential: bool, links: list[_Link], relu6: str,
+                 need_bias: set[str]) -> tuple[dict, list]:
     import keras
 
     config = copy.deepcopy(config)
