@@ -68,9 +68,13 @@ def test_tflite_runtime_device_over_ssh(sshd, device_tmp, bench_models, tflite_r
 
 
 def test_litert_device_through_an_ssh_config_alias(sshd, device_tmp, bench_models, litert_python):
+    try:  # a remote Python given as ~/... is found in the device user's home
+        python = "~/" + str(litert_python.relative_to(Path.home()))
+    except ValueError:
+        python = str(litert_python)
     code, stdout, stderr = edgesep(bench_models["prelu.tflite"], bench_models["int8.tflite"],
                                    "--device", sshd.alias_target, "--ssh-config", sshd.config,
-                                   "--remote-python", litert_python, *FAST)
+                                   "--remote-python", python, *FAST)
     assert code == 0, stderr
     assert "prelu.tflite" in stdout and "ai_edge_litert" in stdout and "ssh://edgesep-device" in stdout
 

@@ -5,7 +5,8 @@ a POSIX shell command string on the device, and ``_push(pairs)``, which copies l
 ``_connection_error(output)`` may turn the transport's failure signs into one line, and ``temp_parent`` names
 where the temp dir goes (default ``$TMPDIR`` or /tmp).
 Every command string it sends is built with ``shlex.quote`` from fixed words and device paths it made itself;
-the remote Python is split with ``shlex.split`` and each word quoted again.
+the remote Python is split with ``shlex.split`` and each word quoted again (a leading ``~/`` stays the device
+user's home).
 """
 from __future__ import annotations
 
@@ -38,6 +39,13 @@ def device_name(path: Path, digest: str) -> str:
     """A device-side file name: the content hash, then the local name made shell- and scp-safe."""
     safe = _NAME_CHARS.sub("_", path.name).strip("._") or "file"
     return f"{digest[:16]}-{safe[-60:]}"
+
+
+def _quote_home(word: str) -> str:
+    """``shlex.quote(word)``, except that a leading ``~/`` still means the device user's home."""
+    if word.startswith("~/"):
+        return '"$HOME"/' + shlex.quote(word[2:])
+    return shlex.quote(word)
 
 
 class RemoteShellDevice(RunnerDevice):
@@ -124,8 +132,8 @@ class RemoteShellDevice(RunnerDevice):
     def _runner_argv(self, args: Sequence[str]) -> list[str]:
         """The runner command; ``; exit $?`` keeps the shell in between, so a runner killed by a signal ends as
         exit 128+N from the shell instead of taking the session down with it (ssh would then exit 255)."""
-        words = [*self.python_words, self._runner_remote, *args]
-        return self._shell_argv(shlex.join(words) + "; exit $?")
+        python = " ".join(_quote_home(w) for w in self.python_words)
+        return self._shell_argv(f"{python} {shlex.join([self._runner_remote, *args])}; exit $?")
 
     def _transport_error(self, output: RunnerOutput) -> Optional[str]:
         return self._connection_error(output) or self._python_missing(output)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import tempfile
 from pathlib import Path
@@ -89,8 +90,9 @@ class SSHDevice(RemoteShellDevice):
         return options + (["-F", self.ssh_config] if self.ssh_config else [])
 
     def _shell_argv(self, command: str) -> list[str]:
+        """ssh running ``command`` under ``sh -c``, whatever the user's login shell is (bash, zsh, fish...)."""
         port = ["-p", str(self.port)] if self.port else []
-        return ["ssh", *self._options(), "-T", "-x", *port, "--", self.destination, command]
+        return ["ssh", *self._options(), "-T", "-x", *port, "--", self.destination, f"sh -c {shlex.quote(command)}"]
 
     def _scp_destination(self, remote_dir: str) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
