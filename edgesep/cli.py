@@ -60,15 +60,23 @@ def cli() -> None:
               help="Calibration/verification data: 'digits', an ImageFolder dir or a .npz with x, y.")
 @click.option("--calib-samples", type=click.IntRange(min=1), default=200, show_default=True,
               help="Training images used to calibrate int8.")
+@click.option("--edgetpu", is_flag=True, help="Also compile the int8 model with edgetpu_compiler (must be installed).")
 @click.option("--out", "out_dir", default="out", show_default=True, metavar="DIR", help="Output folder.")
 def export(model_path: Optional[str], form: Optional[str], int8: bool, fp16: bool, per_tensor: bool,
            equalize: bool, io_dtype: str, no_onnx: bool, data: Optional[str], calib_samples: int,
-           out_dir: str) -> None:
+           edgetpu: bool, out_dir: str) -> None:
     """Fold BatchNorm, export TFLite (float32/fp16/int8) and ONNX, verify each against Keras."""
     if model_path and form:
         raise click.UsageError("--form builds the built-in network; it cannot be combined with --model")
-    if (per_tensor or equalize) and not int8:
-        raise click.UsageError("--per-tensor and --equalize shape the int8 model; add --int8")
+    if (per_tensor or equalize or edgetpu) and not int8:
+        raise click.UsageError("--per-tensor, --equalize and --edgetpu shape the int8 model; add --int8")
+    if edgetpu and io_dtype == "float32":
+        raise click.UsageError("--edgetpu needs integer input/output: use --io-dtype int8 or uint8")
+    if edgetpu:
+        from edgesep.devices.coral import COMPILER_MISSING, find_compiler
+
+        if not find_compiler():  # fail before any work, so nothing is half done
+            raise UserError(COMPILER_MISSING)
     if model_path and int8 and not data:
         raise click.UsageError("--int8 with --model needs --data to calibrate (a folder of images or a .npz)")
     from rich.console import Console
@@ -83,10 +91,36 @@ def export(model_path: Optional[str], form: Optional[str], int8: bool, fp16: boo
         step = lambda stage: status.update(f"[bold]{stage}")  # noqa: E731
         model, dataset, info = model_and_data(model_path, form=form or "split", data=data, progress=step)
         doc = run_export(model, out_dir, config, dataset, progress=step, extra=info)
-    from edgesep.report import export_table
+        if edgetpu:
+            step("edgetpu_compiler")
+            _compile_for_edgetpu(doc, out_dir)
+    from edgesep.report import edgetpu_table, export_table
 
     Console().print(export_table(doc))
+    if edgetpu:
+        Console().print(edgetpu_table({"compiled": True, "report": doc["edgetpu"]}))
     click.echo(f"wrote {len(doc['artifacts'])} artifacts and export.json to {out_dir}")
+
+
+def _compile_for_edgetpu(doc: dict, out_dir: str) -> None:
+    """Compile out_dir/model_int8.tflite for the Edge TPU; add the artifact and report to export.json."""
+    import hashlib
+    import json
+    import os
+    from pathlib import Path
+
+    from edgesep.devices.coral import compile_edgetpu
+
+    out = Path(out_dir)
+    compiled, report = compile_edgetpu(out / "model_int8.tflite", out)
+    data = compiled.read_bytes()
+    doc["artifacts"].append({"path": compiled.name, "format": "tflite", "precision": "int8", "bytes": len(data),
+                             "sha256": hashlib.sha256(data).hexdigest(), "ops": {}, "delegate": "edgetpu",
+                             "max_abs_error_vs_keras": None, "accuracy": None})
+    doc["edgetpu"] = report.to_dict()
+    tmp = out / ".export.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, out / "export.json")
 
 
 @cli.command()
@@ -108,6 +142,12 @@ def inspect(model: str, as_json: bool, quant_error: bool, data: Optional[str], r
     info = inspect_model(model)
     document = info.to_dict()  # further sections add their own keys to `document` ...
     sections = info_tables(info)  # ... and their rich renderables to `sections`
+    if info.format == "tflite":
+        from edgesep.devices.coral import inspect_edgetpu
+        from edgesep.report import edgetpu_table
+
+        document["edgetpu"] = inspect_edgetpu(model)
+        sections.append(edgetpu_table(document["edgetpu"]))
     if quant_error:
         from edgesep.converters.quant_error import quant_error_cli
 

@@ -120,3 +120,31 @@ def bench_markdown(results: list[dict[str, Any]]) -> str:
             row = dict(row, p50="error: " + row["error"].replace("|", "\\|"))
         lines.append("| " + " | ".join(row[k] for k, _, _ in columns) + " |")
     return "\n".join(lines) + "\n"
+
+
+def edgetpu_table(facts: dict[str, Any]):
+    """A rich Table of a model's Edge TPU facts (``coral.inspect_edgetpu``): compiler report or problems."""
+    from rich.table import Table
+
+    table = Table(title="Edge TPU", show_header=False)
+    table.add_column("what")
+    table.add_column("value", overflow="fold")
+    report = facts.get("report") or {}
+    if not facts.get("compiled"):
+        problems = facts.get("problems") or []
+        table.add_row("compiled", "no")
+        table.add_row("compilable", "yes" if not problems else "no: " + "; ".join(problems))
+        return table
+    table.add_row("compiled", "yes")
+    for key, label in (("on_chip_bytes", "on-chip memory"), ("off_chip_bytes", "off-chip memory")):
+        if report.get(key) is not None:
+            table.add_row(label, _size(report[key]))
+    for key, label in (("subgraphs", "Edge TPU subgraphs"), ("total_ops", "operations"),
+                       ("ops_on_edgetpu", "mapped to Edge TPU"), ("ops_on_cpu", "run on the CPU")):
+        if report.get(key) is not None:
+            table.add_row(label, str(report[key]))
+    for op in report.get("operators") or []:
+        table.add_row(f"{op['operator']} x{op['count']}", op["status"])
+    if not report:
+        table.add_row("compiler report", "no log beside the model")
+    return table

@@ -103,3 +103,28 @@ def test_bad_inputs_give_one_line_and_leave_nothing(tmp_path, trained_split):
         assert len(lines) == 1 and lines[0].startswith("edgesep: error:") and text in lines[0], (name, proc.stderr)
         assert "Traceback" not in proc.stderr + proc.stdout
         assert not out.exists() or not [p for p in out.rglob("*") if p.suffix in (".tflite", ".onnx")], name
+
+
+def test_export_edgetpu_without_compiler_fails_fast(tmp_path, monkeypatch):
+    import shutil
+
+    if shutil.which("edgetpu_compiler"):
+        pytest.skip("edgetpu_compiler is installed here")
+    out = tmp_path / "out"
+    proc = _run("export", "--int8", "--edgetpu", "--out", str(out))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1
+    assert "edgetpu_compiler not found" in lines[0] and "edgetpu-compiler" in lines[0]
+    assert not out.exists()
+    assert main(["export", "--edgetpu", "--out", str(out)]) == 2
+
+
+@pytest.mark.slow
+def test_inspect_reports_edgetpu_readiness(split_export, capsys):
+    doc, out = split_export
+    assert main(["inspect", str(out / "model_int8.tflite"), "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)["edgetpu"]
+    assert facts == {"compiled": False, "problems": []}
+    assert main(["inspect", str(out / "model.tflite"), "--json"]) == 0
+    problems = json.loads(capsys.readouterr().out)["edgetpu"]["problems"]
+    assert any("FLOAT32" in p for p in problems)
