@@ -188,13 +188,18 @@ def inspect(model: str, as_json: bool, quant_error: bool, data: Optional[str], r
               help="Also measure top-1 accuracy on the test split of this labelled data (as export does).")
 @click.option("--ssh-config", type=click.Path(dir_okay=False), metavar="FILE", help="ssh_config for ssh:// (-F).")
 @click.option("--remote-python", metavar="PATH", help="The device's Python (default: python3).")
+@click.option("--benchmark-binary", type=click.Path(dir_okay=False), metavar="PATH",
+              help="adb: TFLite's benchmark_model built for the phone, pushed and used as the runner.")
+@click.option("--cpu-mask", metavar="HEX", help="adb: taskset CPU mask for the runner (e.g. f0: big cores).")
+@click.option("--op-profiling", is_flag=True, help="adb with benchmark_model: per-op profile (--enable_op_profiling).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random latency input.")
 @click.option("--json", "as_json", is_flag=True, help="Print only the JSON document on stdout.")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), metavar="FILE",
               help="Also write the JSON document to FILE.")
 def bench(models: tuple[str, ...], target: str, threads: Optional[int], runs: int, warmup: int,
           warmup_secs: float, min_secs: float, max_secs: float, delegate: str, delegate_options: tuple[str, ...],
-          data: Optional[str], ssh_config: Optional[str], remote_python: Optional[str], seed: int, as_json: bool,
+          data: Optional[str], ssh_config: Optional[str], remote_python: Optional[str],
+          benchmark_binary: Optional[str], cpu_mask: Optional[str], op_profiling: bool, seed: int, as_json: bool,
           out_file: Optional[str]) -> None:
     """Measure latency (and accuracy with --data) of .tflite/.onnx models on a device.
 
@@ -219,12 +224,18 @@ def bench(models: tuple[str, ...], target: str, threads: Optional[int], runs: in
                              max_secs=max_secs, delegate=delegate, delegate_options=tuple(options), seed=seed)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
-    device = parse_target(target, **_bench_device_options(target, ssh_config, remote_python))
+    adb_options = {"benchmark_binary": benchmark_binary, "cpu_mask": cpu_mask, "op_profiling": op_profiling or None}
+    device = parse_target(target, **_bench_device_options(target, ssh_config, remote_python, adb_options))
     with tempfile.TemporaryDirectory(prefix="edgesep-bench-") as tmp:
         data_file = _bench_data(data, paths, Path(tmp)) if data else None
         if data_file is not None:
             config = BenchConfig.from_dict({**config.to_dict(), "data": str(data_file)})
-        results = _bench_run(device, paths, data_file, config)
+        run_paths, edgetpu_reports = _edgetpu_models(paths, Path(tmp), target, delegate)
+        results = _bench_run(device, run_paths, data_file, config)
+        for result, path, report in zip(results, paths, edgetpu_reports):
+            result.model = str(path)  # the user's file, also when a compiled copy ran
+            if report is not None:
+                result.extra["edgetpu"] = report.to_dict()
     doc = {"results": [r.to_dict() for r in results]}
     text = json.dumps(doc, allow_nan=False)
     if out_file:
@@ -236,9 +247,28 @@ def bench(models: tuple[str, ...], target: str, threads: Optional[int], runs: in
     _bench_failures(results)
 
 
-def _bench_device_options(target: str, ssh_config: Optional[str], remote_python: Optional[str]) -> dict[str, str]:
+def _edgetpu_models(paths: list[Path], tmp: Path, target: str, delegate: str) -> tuple[list[Path], list]:
+    """With ``--delegate edgetpu`` on local/ssh targets: models compiled for the Edge TPU (on this host, where
+    needed) and their compiler reports; otherwise the models as given."""
+    if delegate != "edgetpu" or target.strip().startswith("adb"):
+        return paths, [None] * len(paths)
+    from edgesep.devices.coral import prepare_models, require_runtime
+
+    if target.strip() == "local":
+        require_runtime()  # the runtime is the first thing missing on most machines: say so before compiling
+    return prepare_models(paths, tmp)
+
+
+def _bench_device_options(target: str, ssh_config: Optional[str], remote_python: Optional[str],
+                          adb_options: Optional[dict] = None) -> dict[str, str]:
     """Device options the user gave, checked against the target kind."""
     options = {}
+    given = {k: v for k, v in (adb_options or {}).items() if v is not None}
+    if given:
+        if not target.strip().startswith("adb"):
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise click.UsageError(f"{flags}: for adb targets only")
+        options.update(given)
     if ssh_config is not None:
         if not target.startswith("ssh://"):
             raise click.UsageError("--ssh-config applies to ssh:// targets only")
@@ -428,6 +458,7 @@ def compare(models: tuple[str, ...], targets: tuple[str, ...], int8: Optional[bo
 
     from edgesep import compare as cmp
     from edgesep.devices.base import BenchConfig
+    from edgesep.devices.harness import check_model_file
 
     targets = targets or ("local",)
     builtin = {"--int8/--no-int8": int8, "--seeds": seeds, "--width": width, "--input-size": input_size,
@@ -450,10 +481,12 @@ def compare(models: tuple[str, ...], targets: tuple[str, ...], int8: Optional[bo
         raise click.UsageError(str(e)) from None
     options = _compare_device_options(targets, ssh_config, remote_python)
     out = Path(out_dir)
+    paths = [Path(m) for m in models]
+    for path in paths:
+        check_model_file(path)
     progress = _CompareProgress()
     with progress:
         if models:
-            paths = [Path(m) for m in models]
             data_file = _compare_models_data(data, paths, out) if data else None
             doc = cmp.run_models(paths, targets, bench, out, data_file=data_file, device_options=options,
                                  resume=resume, progress=progress)
@@ -492,10 +525,6 @@ def _compare_models_data(spec: str, paths: list[Path], out: Path) -> Path:
     import tempfile
     from pathlib import Path
 
-    from edgesep.devices.harness import check_model_file
-
-    for path in paths:
-        check_model_file(path)
     (out / "data").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".edgesep-data-", dir=out / "data") as tmp:
         made = _bench_data(spec, paths, Path(tmp))

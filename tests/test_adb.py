@@ -386,3 +386,20 @@ def test_bench_cli_unknown_serial_is_one_line(adb_server, make_phone, tiny_tflit
     assert main(["bench", str(tiny_tflite), "--device", "adb:NOPE"]) == 1
     err = capsys.readouterr().err.strip()
     assert err == f"edgesep: error: adb device 'NOPE' not found; attached: {one.serial} (device)"
+
+
+@pytest.mark.adb
+def test_bench_cli_maps_adb_options_to_benchmark_model(adb_server, make_phone, tiny_tflite, monkeypatch, capsys):
+    emu = make_phone(python=False)
+    monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(adb_server.port))
+    code = main(["bench", str(tiny_tflite), "--device", f"adb:{emu.serial}", "--benchmark-binary", str(STANDIN),
+                 "--cpu-mask", "1", "--op-profiling", "--threads", "2", "--runs", "6", "--warmup", "1",
+                 "--min-secs", "0", "--json"])
+    assert code == 0, capsys.readouterr().err
+    (r,) = json.loads(capsys.readouterr().out)["results"]
+    assert r["model"] == str(tiny_tflite) and r["extra"]["runner"] == "benchmark_model"
+    assert r["samples_ms"] is None and r["latency_ms"]["n"] == 6
+    trace = (emu.paths.host_path("/data/local/tmp") / "standin_trace.txt").read_text()
+    assert "Cpus_allowed_list:\t0\n" in trace and "--enable_op_profiling=true" in trace
+    assert "--num_threads=2" in trace
+    assert _tmp_dirs(emu) == []

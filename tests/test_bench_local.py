@@ -146,6 +146,24 @@ def test_delegate_library_that_does_not_exist(bench_models):
     assert_one_error_line(code, stderr, "cannot load delegate library /nonexistent/libdelegate.so")
 
 
+def test_edgetpu_delegate_without_runtime_is_one_line(bench_models):
+    import shutil
+
+    from edgesep.devices.coral import find_runtime
+
+    if find_runtime():
+        pytest.skip("libedgetpu is installed here")
+    code, _, stderr = edgesep(bench_models["int8.tflite"], "--delegate", "edgetpu", *FAST)
+    assert_one_error_line(code, stderr, "libedgetpu.so.1 not found", "libedgetpu1-std")
+    assert shutil.which("edgetpu_compiler") or "compil" not in stderr  # runtime reported before compiling
+
+
+def test_adb_only_options_are_usage_errors_elsewhere(bench_models):
+    for flag in (["--cpu-mask", "f0"], ["--benchmark-binary", "/bin/true"], ["--op-profiling"]):
+        code, _, stderr = edgesep(bench_models["float.tflite"], *flag, *FAST)
+        assert code == 2 and "for adb targets only" in stderr and flag[0] in stderr
+
+
 def test_delegate_none(bench_models):
     code, stdout, stderr = edgesep(bench_models["float.tflite"], "--delegate", "none", *FAST, "--json")
     r = json.loads(stdout)["results"][0]
