@@ -157,3 +157,15 @@ def test_failed_step_leaves_no_model_file(trained_split, digits, tmp_path, monke
     with pytest.raises(ConversionError, match="simulated"):
         export(trained_split[0], tmp_path, ExportConfig(precisions=("float32",)), digits)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_per_tensor_with_equalize_does_not_lose_accuracy(trained_split, digits, tmp_path):
+    from edgesep.converters.export import ExportConfig, export
+
+    plain = export(trained_split[0], tmp_path / "plain",
+                   ExportConfig(precisions=("int8",), onnx=False, per_channel=False), digits)
+    cle = export(trained_split[0], tmp_path / "cle",
+                 ExportConfig(precisions=("int8",), onnx=False, per_channel=False, equalize=True), digits)
+    assert "equalize" not in plain and cle["export_config"]["equalize"] is True
+    assert cle["equalize"]["pairs"], "the split network has depthwise -> pointwise pairs to equalize"
+    assert cle["artifacts"][0]["accuracy"] >= plain["artifacts"][0]["accuracy"]
