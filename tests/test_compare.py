@@ -1,0 +1,341 @@
+"""`edgesep compare`: the built-in fused-vs-split experiment on a small config, given models, several devices
+(local and a real sshd), a failing device, --resume, the report files and the verdict logic."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgesep.compare import (CompareConfig, latency_comparisons, parse_blocks, session_key, sessions,
+                             builtin_comparisons)
+from edgesep.devices import BenchConfig
+from edgesep.report import PLOT_DPI, PLOT_SIZES, accuracy_verdict, latency_verdict
+
+SMALL = ["--input-size", "16", "--blocks", "small", "--epochs", "2"]
+FAST = ["--runs", "5", "--warmup-secs", "0", "--min-secs", "0.2", "--max-secs", "1", "--threads", "1"]
+KINDS = ("float32", "int8", "onnx")
+VERDICT = re.compile(r"^(no significant difference \(fused/split = [\d.]+, 95% CI [\d.]+–[\d.]+\)"
+                     r"|(fused|split) is [\d.]+x faster than (split|fused) \([\d.]+–[\d.]+\))$")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def edgesep(*args, timeout=600):
+    """Run the real console entry point; returns (exit code, stdout, stderr)."""
+    proc = subprocess.run([sys.executable, "-m", "edgesep", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def error_lines(stderr):
+    return [ln for ln in stderr.splitlines() if ln.startswith("edgesep: ")]
+
+
+@pytest.fixture(scope="session")
+def local_report(tmp_path_factory):
+    """One built-in compare on the local CPU (small network, few epochs, short runs)."""
+    out = tmp_path_factory.mktemp("compare") / "report"
+    code, stdout, stderr = edgesep("compare", "--device", "local", *SMALL, *FAST, "--out", out)
+    assert code == 0, stderr
+    return out, json.loads((out / "report.json").read_text()), stdout
+
+
+# ---------------------------------------------------------------- the built-in experiment on this machine
+
+@pytest.mark.slow
+def test_report_json_holds_every_figure(local_report):
+    out, doc, _ = local_report
+    assert doc["kind"] == "builtin" and doc["status"] == "done"
+    assert doc["config"]["input_size"] == 16 and doc["config"]["blocks"] == [[16, 1], [32, 2]]
+    assert [v["id"] for v in doc["variants"]] == [f"{f}/{k}" for f in ("fused", "split") for k in KINDS]
+    for v in doc["variants"]:
+        assert (out / v["path"]).stat().st_size == v["bytes"] and v["params"] > 0 and v["macs"] > 0
+        assert v["ops"] and 0.0 <= v["accuracy"] <= 1.0
+        assert v["accuracy_drop"] == pytest.approx(v["keras_accuracy"] - v["accuracy"])
+    fused_ops = doc["variants"][0]["ops"]
+    assert fused_ops.get("DEPTHWISE_CONV_2D") == 2  # the fused form still runs depthwise + 1x1 in TFLite
+    section = doc["devices"]["local"]
+    assert section["status"] == "done" and section["error"] is None and not section["resumed"]
+    assert [s["format"] for s in section["sessions"]] == ["tflite", "onnx"]
+    for v in doc["variants"]:
+        r = section["results"][v["id"]]
+        lat = r["latency_ms"]
+        assert r["error"] is None and len(r["samples_ms"]) >= 5
+        assert lat["ci95_p50"][0] <= lat["p50"] <= lat["ci95_p50"][1] and lat["p90"] >= lat["p50"]
+        # on-device accuracy through the runner agrees with the host's export verification
+        assert abs(r["accuracy"] - v["accuracy"]) <= 2 / doc["dataset"]["test_samples"]
+    comparisons = section["comparisons"]
+    assert [c["kind"] for c in comparisons] == list(KINDS)
+    for c in comparisons:
+        assert c["paired"] and c["pairs"] >= 5 and c["lo"] <= c["ratio"] <= c["hi"]
+        assert VERDICT.match(c["verdict"]), c["verdict"]
+        if c["lo"] > 1:
+            assert c["verdict"].startswith("split is")
+        elif c["hi"] < 1:
+            assert c["verdict"].startswith("fused is")
+    acc = doc["accuracy"]
+    assert acc["seeds"] == 1 and acc["verdict"].startswith("one seed")
+    assert acc["forms"]["fused"]["int8_drop"]["values"] == [pytest.approx(doc["variants"][1]["accuracy_drop"])]
+    assert {k: s["status"] for k, s in doc["stages"].items()} == {
+        "data": "done", "train": "done", "export": "done", "bench local": "done", "plots": "done"}
+
+
+@pytest.mark.slow
+def test_markdown_and_terminal_show_the_tables_and_verdicts(local_report):
+    out, doc, stdout = local_report
+    md = (out / "report.md").read_text()
+    for c in doc["devices"]["local"]["comparisons"]:
+        line = f"local, {c['label']}: {c['verdict']}"
+        assert f"- {line}" in md and line in stdout
+    for heading in ("## Verdicts", "## Variants", "## int8 accuracy over 1 seed(s)", "## local: latency (done)",
+                    "## local: latency ratio fused/split"):
+        assert heading in md
+    assert "| fused TFLite int8 |" in md and "| split ONNX float32 |" in md
+    for plot in doc["plots"]:
+        assert f"]({plot['file']})" in md
+    assert "Variants" in stdout and "local: latency (done)" in stdout and "p50 ms [95% CI]" in stdout
+
+
+@pytest.mark.slow
+def test_plots_are_real_pngs_of_the_stated_size(local_report):
+    from PIL import Image
+
+    out, doc, _ = local_report
+    kinds = {p["kind"]: p for p in doc["plots"]}
+    assert set(kinds) == {"latency", "accuracy_vs_latency", "ratios"}
+    assert kinds["latency"]["file"] == "latency_local.png"
+    for plot in doc["plots"]:
+        data = (out / plot["file"]).read_bytes()
+        assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) > 10_000
+        width, height = struct.unpack(">II", data[16:24])
+        inches = PLOT_SIZES[plot["kind"]]
+        assert (width, height) == (plot["width"], plot["height"]) == (inches[0] * PLOT_DPI, inches[1] * PLOT_DPI)
+        with Image.open(out / plot["file"]) as img:
+            colors = img.convert("RGB").getcolors(maxcolors=1 << 20)
+        assert len(colors) > 50  # drawn, not blank
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "temp files left in the report folder"
+
+
+@pytest.mark.slow
+def test_latency_agrees_with_a_separate_bench_run(local_report):
+    """The same artifacts through `edgesep bench`: each p50 within a factor of 3 of compare's.
+
+    Both runs time the same files with the same runner and one thread, but minutes apart on a shared 2-core
+    machine; the factor is wide enough for that and still catches unit, pairing or bookkeeping mistakes
+    (ms vs s, a sample list attached to the wrong variant: fused int8 and ONNX differ by more than 3x).
+    """
+    out, doc, _ = local_report
+    files = [out / v["path"] for v in doc["variants"]]
+    code, stdout, stderr = edgesep("bench", *files, *FAST, "--json")
+    assert code == 0, stderr
+    bench = {Path(r["model"]).resolve(): r for r in json.loads(stdout)["results"]}
+    for v in doc["variants"]:
+        ours = doc["devices"]["local"]["results"][v["id"]]
+        theirs = bench[(out / v["path"]).resolve()]
+        assert ours["runtime"] == theirs["runtime"]
+        ratio = ours["latency_ms"]["p50"] / theirs["latency_ms"]["p50"]
+        assert 1 / 3 < ratio < 3, (v["id"], ours["latency_ms"]["p50"], theirs["latency_ms"]["p50"])
+
+
+@pytest.mark.slow
+def test_resume_reuses_exports_and_device_sessions(local_report, tmp_path):
+    out, first, _ = local_report
+    copy = tmp_path / "again"
+    shutil.copytree(out, copy)
+    mtimes = {v["path"]: (copy / v["path"]).stat().st_mtime_ns for v in first["variants"]}
+    code, _, stderr = edgesep("compare", "--device", "local", *SMALL, *FAST, "--out", copy, "--resume")
+    assert code == 0, stderr
+    doc = json.loads((copy / "report.json").read_text())
+    section = doc["devices"]["local"]
+    assert section["resumed"] and all(s["resumed"] for s in section["sessions"])
+    assert all(doc["seeds"][0][form]["train"].get("resumed") for form in ("fused", "split"))
+    assert {v["path"]: (copy / v["path"]).stat().st_mtime_ns for v in doc["variants"]} == mtimes  # not re-exported
+    for vid, r in section["results"].items():  # the very same samples: reused, not measured again
+        assert r["samples_ms"] == first["devices"]["local"]["results"][vid]["samples_ms"] and r["resumed"]
+
+
+# ---------------------------------------------------------------- several devices: local + a real sshd
+
+@pytest.mark.slow
+@pytest.mark.ssh
+def test_two_devices_report_both_and_a_failing_device_sinks_neither(local_report, sshd, tmp_path):
+    from sshd import closed_port
+
+    out, first, _ = local_report
+    folder = tmp_path / "multi"
+    shutil.copytree(out, folder, ignore=shutil.ignore_patterns("bench"))  # keep the exports, measure afresh
+    dead = f"ssh://127.0.0.1:{closed_port()}"
+    devices = ["--device", "local", "--device", sshd.target, "--device", dead]
+    common = [*devices, *SMALL, *FAST, "--remote-python", sys.executable, "--out", folder, "--resume"]
+    code, stdout, stderr = edgesep("compare", *common, "--ssh-config", sshd.config)
+    assert code == 1
+    lines = error_lines(stderr)
+    assert lines[0].startswith(f"edgesep: error: {dead}: cannot reach") and "Connection refused" in lines[0]
+    assert lines[-1] == f"edgesep: error: 1 of 3 devices failed; the others' results are in {folder}"
+    assert "Traceback" not in stderr
+    doc = json.loads((folder / "report.json").read_text())
+    assert doc["status"] == "done with failures"
+    assert doc["devices"][dead]["status"] == "failed" and doc["devices"][dead]["results"] == {}
+    for target in ("local", sshd.target):
+        section = doc["devices"][target]
+        assert section["status"] == "done" and not section["resumed"], section["error"]
+        assert all(r["error"] is None and r["device"] == target for r in section["results"].values())
+        assert len(section["results"]) == 6 and all(c["ratio"] for c in section["comparisons"])
+    assert doc["devices"][sshd.target]["host"]["python"] == ".".join(map(str, sys.version_info[:3]))
+    md = (folder / "report.md").read_text()
+    for heading in ("## local: latency (done)", f"## {sshd.target}: latency (done)", f"## {dead}: latency (failed)"):
+        assert heading in md
+    assert f"- {dead}: failed (cannot reach" in md
+    assert {p["file"] for p in doc["plots"]} >= {"latency_local.png", f"latency_ssh_{sshd.user}_127.0.0.1_{sshd.port}.png"}
+    # edgesep's private dir is gone; onnxruntime itself writes $TMPDIR/.ses when imported (its pybind module
+    # does, on any host), which the runner's session cannot prevent
+    assert [p.name for p in sshd.device_tmp.iterdir() if p.name != ".ses"] == [], "compare left files on the device"
+
+    # --resume with a key the server refuses: finished devices are not contacted, the failed one is retried
+    code, _, stderr = edgesep("compare", *common, "--ssh-config", sshd.wrong_key_config)
+    assert code == 1 and "authentication refused" not in stderr, stderr
+    again = json.loads((folder / "report.json").read_text())
+    for target in ("local", sshd.target):
+        assert again["devices"][target]["resumed"] and again["devices"][target]["status"] == "done"
+        for vid, r in again["devices"][target]["results"].items():
+            assert r["samples_ms"] == doc["devices"][target]["results"][vid]["samples_ms"]
+    assert again["devices"][dead]["status"] == "failed" and not again["devices"][dead]["resumed"]
+
+
+# ---------------------------------------------------------------- given model files
+
+def test_compare_two_given_tflite_files(bench_models, tmp_path):
+    a, b = bench_models["float.tflite"], bench_models["int8.tflite"]
+    out = tmp_path / "given"
+    code, stdout, stderr = edgesep("compare", a, b, *FAST, "--out", out)
+    assert code == 0, stderr
+    doc = json.loads((out / "report.json").read_text())
+    assert doc["kind"] == "models" and [v["id"] for v in doc["variants"]] == ["float.tflite", "int8.tflite"]
+    assert [v["precision"] for v in doc["variants"]] == ["float32", "int8"]
+    (c,) = doc["devices"]["local"]["comparisons"]
+    assert c["a"] == "int8.tflite" and c["b"] == "float.tflite" and c["paired"]
+    assert c["lo"] <= c["ratio"] <= c["hi"] and ("float.tflite" in c["verdict"] or "no significant" in c["verdict"])
+    assert {p["kind"] for p in doc["plots"]} == {"latency", "ratios"}  # no accuracy without --data
+    assert "int8.tflite vs float.tflite" in stdout and "int8.tflite" in (out / "report.md").read_text()
+
+
+# ---------------------------------------------------------------- bad input: one line, no traceback
+
+@pytest.mark.parametrize("args, code, needle", [
+    (["one.tflite"], 2, "two or more MODEL files"),
+    (["a.tflite", "b.tflite", "--seeds", "2"], 2, "--seeds shape the built-in network"),
+    (["--seeds", "0"], 2, "0 is not in the range"),
+    (["--blocks", "32:3"], 2, "bad --blocks '32:3'"),
+    (["--device", "local", "--device", "local"], 2, "each --device may be given once"),
+    (["--remote-python", "python3"], 2, "--remote-python applies to remote targets only"),
+    (["--ssh-config", "x"], 2, "--ssh-config applies to ssh:// targets only"),
+    (["--device", "phone"], 1, "unknown device target 'phone'"),
+    (["--device", "ssh://pi@raspberrypi.local", "--ssh-config", "/nonexistent/ssh_config"], 1,
+     "ssh config file not found"),
+    (["missing-a.tflite", "missing-b.tflite"], 1, "model file not found: missing-a.tflite"),
+])
+def test_bad_input_is_one_line(args, code, needle, tmp_path):
+    out = tmp_path / "out"
+    got, _, stderr = edgesep("compare", *args, "--out", out)
+    assert got == code, stderr
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("edgesep: error: ") and needle in lines[0], stderr
+    assert not out.exists()
+
+
+def test_config_checks_itself():
+    assert parse_blocks("small") == ((16, 1), (32, 2))
+    assert parse_blocks("32, 64:2,128:2") == ((32, 1), (64, 2), (128, 2))
+    for bad in ("", "32:3", "0", "x", "32,,64"):
+        with pytest.raises(ValueError, match="--blocks"):
+            parse_blocks(bad)
+    with pytest.raises(ValueError, match="input size"):
+        CompareConfig(input_size=4)
+    assert CompareConfig(int8=False).kinds == ("float32", "onnx")
+
+
+# ---------------------------------------------------------------- verdicts on synthetic samples
+
+def _results(a, b, same_session=True):
+    return {"fused/x": {"samples_ms": list(a), "session": "s1", "error": None},
+            "split/x": {"samples_ms": list(b), "session": "s1" if same_session else "s2", "error": None}}
+
+
+COMPARISON = [{"label": "X", "kind": "x", "a": "fused/x", "b": "split/x", "a_name": "fused", "b_name": "split"}]
+
+
+def test_verdict_no_significant_difference_when_the_interval_holds_one():
+    rng = np.random.default_rng(1)
+    same = rng.lognormal(0.0, 0.2, 400)
+    (c,) = latency_comparisons(_results(same * rng.lognormal(0, 0.01, 400), same), COMPARISON)
+    assert c["lo"] <= 1.0 <= c["hi"] and c["verdict"].startswith("no significant difference")
+    assert latency_verdict("fused", "split", 1.01, 0.97, 1.05) == \
+        "no significant difference (fused/split = 1.01, 95% CI 0.97–1.05)"
+
+
+def test_verdict_names_the_faster_form_with_the_inverted_interval():
+    assert latency_verdict("fused", "split", 1 / 1.08, 1 / 1.12, 1 / 1.03) == "fused is 1.08x faster than split (1.03–1.12)"
+    assert latency_verdict("fused", "split", 1.25, 1.2, 1.3) == "split is 1.25x faster than fused (1.20–1.30)"
+    # close to 1, more digits keep the bounds apart and away from 1.00
+    assert latency_verdict("fused", "split", 1.004, 1.002, 1.006) == "split is 1.004x faster than fused (1.002–1.006)"
+    rng = np.random.default_rng(2)
+    split = rng.lognormal(0.0, 0.1, 300)
+    (c,) = latency_comparisons(_results(split * 0.8, split), COMPARISON)
+    assert c["hi"] < 1 and c["verdict"].startswith("fused is 1.25x faster than split")
+
+
+def test_paired_rounds_cancel_shared_drift():
+    """Drift that hits both forms in the same rounds widens an unpaired interval past 1, not the paired one."""
+    rng = np.random.default_rng(3)
+    drift = np.exp(np.sin(np.linspace(0, 12, 600)) * 0.4)  # heat/frequency swings over the session
+    split = drift * rng.lognormal(0.0, 0.01, 600)
+    fused = drift * 0.97 * rng.lognormal(0.0, 0.01, 600)
+    (paired,) = latency_comparisons(_results(fused, split), COMPARISON)
+    (unpaired,) = latency_comparisons(_results(fused, split, same_session=False), COMPARISON)
+    assert paired["paired"] and not unpaired["paired"]
+    assert paired["hi"] < 1 and paired["verdict"].startswith("fused is")
+    assert unpaired["hi"] - unpaired["lo"] > 3 * (paired["hi"] - paired["lo"])
+
+
+def test_only_the_rounds_both_ran_are_paired():
+    split = list(np.linspace(1.0, 2.0, 50))
+    fused = split + [100.0] * 30  # fused ran on alone after split was done: those rounds have no partner
+    (c,) = latency_comparisons(_results(fused, split), COMPARISON)
+    assert c["rounds"] == 50 and c["ratio"] == pytest.approx(1.0)
+
+
+def test_a_failed_variant_is_not_compared():
+    results = _results([1.0, 1.1], [1.0, 1.2])
+    results["split/x"] = {"error": "inference failed", "samples_ms": None}
+    (c,) = latency_comparisons(results, COMPARISON)
+    assert c["ratio"] is None and c["verdict"] == "not measured"
+
+
+def test_accuracy_verdict_needs_a_gap_beyond_the_seed_spread():
+    assert accuracy_verdict("fused", "split", [0.004], [0.0]).startswith("one seed")
+    overlapping = accuracy_verdict("fused", "split", [0.002, 0.006, 0.004], [0.0, 0.005, 0.003])
+    assert overlapping.startswith("no difference beyond the seed-to-seed spread")
+    apart = accuracy_verdict("fused", "split", [0.030, 0.034, 0.032], [0.002, 0.004, 0.003])
+    assert apart.startswith("split keeps int8 accuracy better: its drop is 2.90 pp smaller than fused's")
+
+
+def test_sessions_group_by_runtime_and_keys_follow_the_model_bytes():
+    variants = [{"id": f"{f}/{k}", "format": "onnx" if k == "onnx" else "tflite", "sha256": f"{f}{k}"}
+                for f in ("fused", "split") for k in KINDS]
+    groups = sessions(variants)
+    assert [fmt for fmt, _ in groups] == ["tflite", "onnx"]
+    assert [v["id"] for v in groups[0][1]] == ["fused/float32", "fused/int8", "split/float32", "split/int8"]
+    bench = BenchConfig(runs=5)
+    key = session_key("local", {}, bench, None, groups[0][1])
+    assert key == session_key("local", {"ssh_config": "other"}, bench, None, groups[0][1])
+    assert key != session_key("local", {}, BenchConfig(runs=6), None, groups[0][1])
+    changed = [dict(groups[0][1][0], sha256="new"), *groups[0][1][1:]]
+    assert key != session_key("local", {}, bench, None, changed)
+    assert [c["a"] for c in builtin_comparisons(KINDS)] == ["fused/float32", "fused/int8", "fused/onnx"]
