@@ -169,12 +169,12 @@ def latency_verdict(a: str, b: str, ratio: float, lo: float, hi: float) -> str:
 
 
 def _ratio_text(ratio: float, lo: float, hi: float) -> tuple[str, str, str]:
-    """Ratio and bounds with 2 decimals, or more (up to 4) until the bounds differ from each other and from 1."""
+    """Ratio and bounds with 2 decimals, or more (up to 4) while an interval that excludes 1 would print as 1.00."""
+    excludes_one = not lo <= 1.0 <= hi
     for digits in (2, 3, 4):
         texts = tuple(f"{v:.{digits}f}" for v in (ratio, lo, hi))
-        one = f"{1:.{digits}f}"
-        if texts[1] != texts[2] and one not in (texts[1], texts[2]) or (lo <= 1.0 <= hi and digits == 2):
-            return texts  # type: ignore[return-value]
+        if not excludes_one or f"{1:.{digits}f}" not in texts:
+            break
     return texts  # type: ignore[return-value]
 
 
