@@ -43,10 +43,6 @@ MIN_INPUT_SIZE = 8
 MAX_PAIRS = 10_000  # paired rounds resampled per ratio (more are thinned evenly)
 
 
-class CompareError(DeviceError):
-    """A compare input the user must fix (one line)."""
-
-
 def parse_blocks(spec: str) -> tuple[tuple[int, int], ...]:
     """Blocks from a preset name (``default``, ``small``, ``tiny``) or ``FILTERS[:STRIDE],...`` (e.g. ``32,64:2``).
 
@@ -143,7 +139,7 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def _dumps(doc: Any) -> str:
-    return json.dumps(doc, indent=1, allow_nan=False, default=_jsonable) + "\n"
+    return json.dumps(doc, allow_nan=False, default=_jsonable) + "\n"
 
 
 def _jsonable(value):
@@ -239,52 +235,66 @@ def _read_export(folder: Path, key: str) -> Optional[dict[str, Any]]:
     return doc
 
 
-def _train_and_export(config: CompareConfig, dataset, out: Path, resume: bool, store: ReportStore,
-                      progress: Progress) -> list[dict[str, dict[str, Any]]]:
-    """Per seed, per form: training info and the export document (``None`` when nothing is exported)."""
-    from edgesep.converters._quiet import import_tensorflow
+def _plan(config: CompareConfig, dataset, out: Path, resume: bool) -> list[dict[str, Any]]:
+    """One job per (seed, form): configs, training cache key, export folder, and a reusable export (resume)."""
     from edgesep.models import ModelConfig
-    from edgesep.train import TrainConfig, cache_key, train_builtin
+    from edgesep.train import TrainConfig, cache_key
 
-    import_tensorflow()
-    jobs = [(seed, form) for seed in range(config.seeds) for form in FORMS]
-    found: dict[tuple[int, str], dict[str, Any]] = {}
-    with Stage(store, progress, "train", len(jobs)):
-        for i, (seed, form) in enumerate(jobs):
+    jobs = []
+    for seed in range(config.seeds):
+        for form in FORMS:
             model_cfg = ModelConfig(form=form, input_shape=(config.input_size, config.input_size, 3),
                                     num_classes=max(dataset.num_classes, 2), width=config.width, blocks=config.blocks)
             train_cfg = TrainConfig(epochs=config.epochs, seed=seed, data=config.data)
-            key = cache_key(model_cfg, train_cfg, dataset)
             export_cfg = _export_config(config, seed)
+            key = _export_key(cache_key(model_cfg, train_cfg, dataset), export_cfg) if export_cfg else None
             folder = out / "artifacts" / f"seed{seed}" / form
-            done = _read_export(folder, _export_key(key, export_cfg)) if resume and export_cfg else None
-            job = {"seed": seed, "form": form, "train_key": key, "folder": folder, "export_config": export_cfg,
-                   "export": done, "model": None}
-            if done is None:
-                progress.update("train", i, note=f"{form} seed {seed}")
-                job["model"], info = train_builtin(model_cfg, train_cfg, dataset=dataset)
-                job["train"] = {k: info.get(k) for k in ("cached", "test_accuracy", "cache_path")}
+            jobs.append({"seed": seed, "form": form, "model_config": model_cfg, "train_config": train_cfg,
+                         "export_config": export_cfg, "export_key": key, "folder": folder, "model": None,
+                         "export": _read_export(folder, key) if resume and key else None})
+    return jobs
+
+
+def _train(jobs: list[dict[str, Any]], dataset, store: ReportStore, progress: Progress) -> None:
+    """Train (or take from the cache) every job's model, unless its export is reused."""
+    from edgesep.train import train_builtin
+
+    with Stage(store, progress, "train", len(jobs)):
+        for i, job in enumerate(jobs):
+            if job["export"] is not None:
+                job["train"] = {**job["export"]["compare"]["train"], "resumed": True}
             else:
-                job["train"] = {**done["compare"]["train"], "resumed": True}
-            found[(seed, form)] = job
+                progress.update("train", i, note=f"{job['form']} seed {job['seed']}")
+                job["model"], info = train_builtin(job["model_config"], job["train_config"], dataset=dataset)
+                job["train"] = {k: info.get(k) for k in ("cached", "test_accuracy", "cache_path")}
             progress.update("train", i + 1)
-    with Stage(store, progress, "export", len(jobs)):
-        for i, (seed, form) in enumerate(jobs):
-            job = found[(seed, form)]
-            progress.update("export", i, note=f"{form} seed {seed}")
-            if job["export"] is None and job["export_config"] is not None:
-                extra = {"compare": {"key": _export_key(job["train_key"], job["export_config"]),
-                                     "train": job["train"], "seed": seed, "form": form}}
-                job["export"] = _export(job, dataset, extra)
-            job["model"] = None  # free the Keras model
-            progress.update("export", i + 1)
-    return [{form: found[(seed, form)] for form in FORMS} for seed in range(config.seeds)]
 
 
-def _export(job: dict[str, Any], dataset, extra: dict[str, Any]) -> dict[str, Any]:
+def _export_all(jobs: list[dict[str, Any]], dataset, store: ReportStore, progress: Progress) -> None:
+    """Export every job that has an export config and no reused export; the Keras models are dropped after."""
     from edgesep.converters.export import export
 
-    return export(job["model"], job["folder"], job["export_config"], dataset, extra=extra)
+    with Stage(store, progress, "export", len(jobs)):
+        for i, job in enumerate(jobs):
+            progress.update("export", i, note=f"{job['form']} seed {job['seed']}")
+            if job["export"] is None and job["export_config"] is not None:
+                extra = {"compare": {"key": job["export_key"], "train": job["train"], "seed": job["seed"],
+                                     "form": job["form"]}}
+                job["export"] = export(job["model"], job["folder"], job["export_config"], dataset, extra=extra)
+            job["model"] = None
+            progress.update("export", i + 1)
+
+
+def _train_and_export(config: CompareConfig, dataset, out: Path, resume: bool, store: ReportStore,
+                      progress: Progress) -> list[dict[str, dict[str, Any]]]:
+    """Per seed, per form: the job with its training info and export document (``None``: nothing exported)."""
+    from edgesep.converters._quiet import import_tensorflow
+
+    import_tensorflow()
+    jobs = _plan(config, dataset, out, resume)
+    _train(jobs, dataset, store, progress)
+    _export_all(jobs, dataset, store, progress)
+    return [{job["form"]: job for job in jobs if job["seed"] == seed} for seed in range(config.seeds)]
 
 
 def _artifact(doc: dict[str, Any], kind: str) -> Optional[dict[str, Any]]:
@@ -693,7 +703,7 @@ def run_models(paths: Sequence[Path], targets: Sequence[str], bench: BenchConfig
     from edgesep.devices.harness import check_model_file
 
     if len(paths) < 2:
-        raise CompareError("compare needs two or more model files (or none, for the built-in experiment)")
+        raise ValueError("compare needs two or more model files (or none, for the built-in experiment)")
     for path in paths:
         check_model_file(Path(path))
     progress = progress or Progress()

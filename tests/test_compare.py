@@ -23,7 +23,8 @@ SMALL = ["--input-size", "16", "--blocks", "small", "--epochs", "2"]
 FAST = ["--runs", "5", "--warmup-secs", "0", "--min-secs", "0.2", "--max-secs", "1", "--threads", "1"]
 KINDS = ("float32", "int8", "onnx")
 VERDICT = re.compile(r"^(no significant difference \(fused/split = [\d.]+, 95% CI [\d.]+–[\d.]+\)"
-                     r"|(fused|split) is [\d.]+x faster than (split|fused) \([\d.]+–[\d.]+\))$")
+                     r"|(fused|split) is [\d.]+x faster than (split|fused) \([\d.]+–[\d.]+\)"
+                     r"(; under 2%, negligible)?)$")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -193,7 +194,8 @@ def test_two_devices_report_both_and_a_failing_device_sinks_neither(local_report
     for heading in ("## local: latency (done)", f"## {sshd.target}: latency (done)", f"## {dead}: latency (failed)"):
         assert heading in md
     assert f"- {dead}: failed (cannot reach" in md
-    assert {p["file"] for p in doc["plots"]} >= {"latency_local.png", f"latency_ssh_{sshd.user}_127.0.0.1_{sshd.port}.png"}
+    ssh_plot = f"latency_ssh_{sshd.user}_127.0.0.1_{sshd.port}.png"
+    assert {p["file"] for p in doc["plots"]} >= {"latency_local.png", ssh_plot}
     # edgesep's private dir is gone; onnxruntime itself writes $TMPDIR/.ses when imported (its pybind module
     # does, on any host), which the runner's session cannot prevent
     assert [p.name for p in sshd.device_tmp.iterdir() if p.name != ".ses"] == [], "compare left files on the device"
@@ -281,10 +283,13 @@ def test_verdict_no_significant_difference_when_the_interval_holds_one():
 
 
 def test_verdict_names_the_faster_form_with_the_inverted_interval():
-    assert latency_verdict("fused", "split", 1 / 1.08, 1 / 1.12, 1 / 1.03) == "fused is 1.08x faster than split (1.03–1.12)"
+    assert latency_verdict("fused", "split", 1 / 1.08, 1 / 1.12, 1 / 1.03) == \
+        "fused is 1.08x faster than split (1.03–1.12)"
     assert latency_verdict("fused", "split", 1.25, 1.2, 1.3) == "split is 1.25x faster than fused (1.20–1.30)"
-    # close to 1, more digits keep the bounds apart and away from 1.00
-    assert latency_verdict("fused", "split", 1.004, 1.002, 1.006) == "split is 1.004x faster than fused (1.002–1.006)"
+    # close to 1, more digits keep the interval from printing as 1.00; under 2% it is called negligible
+    assert latency_verdict("fused", "split", 1.004, 1.002, 1.006) == \
+        "split is 1.004x faster than fused (1.002–1.006); under 2%, negligible"
+    assert latency_verdict("fused", "split", 1.015, 1.01, 1.021).endswith("(1.01–1.02)")
     rng = np.random.default_rng(2)
     split = rng.lognormal(0.0, 0.1, 300)
     (c,) = latency_comparisons(_results(split * 0.8, split), COMPARISON)
