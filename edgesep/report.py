@@ -247,7 +247,7 @@ def _seed_rows(doc: dict[str, Any]) -> Optional[dict[str, Any]]:
         return None
 
     def ms(s: dict[str, Any]) -> str:
-        return _pct(s["mean"]) + (f" ± {s['std'] * 100:.2f}" if s["n"] > 1 else "")
+        return _pct(s["mean"]) + (f" ± {s['std'] * 100:.2f} pp" if s["n"] > 1 else "")
 
     rows = []
     for form, f in acc["forms"].items():

@@ -19,7 +19,7 @@ from edgesep.compare import (CompareConfig, latency_comparisons, parse_blocks, s
 from edgesep.devices import BenchConfig
 from edgesep.report import PLOT_DPI, PLOT_SIZES, accuracy_verdict, latency_verdict
 
-SMALL = ["--input-size", "16", "--blocks", "small", "--epochs", "2"]
+SMALL = ["--input-size", "16", "--blocks", "small", "--epochs", "2", "--seeds", "2"]
 FAST = ["--runs", "5", "--warmup-secs", "0", "--min-secs", "0.2", "--max-secs", "1", "--threads", "1"]
 KINDS = ("float32", "int8", "onnx")
 VERDICT = re.compile(r"^(no significant difference \(fused/split = [\d.]+, 95% CI [\d.]+–[\d.]+\)"
@@ -82,8 +82,17 @@ def test_report_json_holds_every_figure(local_report):
         elif c["hi"] < 1:
             assert c["verdict"].startswith("fused is")
     acc = doc["accuracy"]
-    assert acc["seeds"] == 1 and acc["verdict"].startswith("one seed")
-    assert acc["forms"]["fused"]["int8_drop"]["values"] == [pytest.approx(doc["variants"][1]["accuracy_drop"])]
+    assert acc["seeds"] == 2
+    assert acc["verdict"].startswith(("no difference beyond the seed-to-seed spread", "fused keeps", "split keeps"))
+    for form, int8_variant in (("fused", doc["variants"][1]), ("split", doc["variants"][4])):
+        seed1 = json.loads((out / "artifacts" / "seed1" / form / "export.json").read_text())
+        assert [a["path"] for a in seed1["artifacts"]] == ["model_int8.tflite"]  # other seeds: accuracy only
+        drops = acc["forms"][form]["int8_drop"]
+        assert drops["values"] == [pytest.approx(int8_variant["accuracy_drop"]),
+                                   pytest.approx(seed1["keras_accuracy"] - seed1["artifacts"][0]["accuracy"])]
+        assert drops["min"] <= drops["mean"] <= drops["max"] and drops["std"] >= 0
+    gap = abs(acc["forms"]["fused"]["int8_drop"]["mean"] - acc["forms"]["split"]["int8_drop"]["mean"])
+    assert acc["verdict"].startswith("no difference") == (gap <= acc["spread"])
     assert {k: s["status"] for k, s in doc["stages"].items()} == {
         "data": "done", "train": "done", "export": "done", "bench local": "done", "plots": "done"}
 
@@ -95,7 +104,7 @@ def test_markdown_and_terminal_show_the_tables_and_verdicts(local_report):
     for c in doc["devices"]["local"]["comparisons"]:
         line = f"local, {c['label']}: {c['verdict']}"
         assert f"- {line}" in md and line in stdout
-    for heading in ("## Verdicts", "## Variants", "## int8 accuracy over 1 seed(s)", "## local: latency (done)",
+    for heading in ("## Verdicts", "## Variants", "## int8 accuracy over 2 seed(s)", "## local: latency (done)",
                     "## local: latency ratio fused/split"):
         assert heading in md
     assert "| fused TFLite int8 |" in md and "| split ONNX float32 |" in md
