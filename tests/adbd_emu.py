@@ -608,5 +608,42 @@ def main(argv: Optional[list[str]] = None) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------------
+# the client side: a private adb server for tests
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AdbServer:
+    """A private adb server: own port, own HOME (so its RSA key lives in a temp folder)."""
+
+    def __init__(self, home: Path):
+        self.port = _free_port()
+        self.env = dict(os.environ, HOME=str(home), ANDROID_ADB_SERVER_PORT=str(self.port))
+        home.mkdir(parents=True, exist_ok=True)
+
+    def adb(self, *args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+        proc = subprocess.run(["adb", "-P", str(self.port), *args], capture_output=True, text=True,
+                              env=self.env, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"adb {args} failed: {proc.stderr}")
+        return proc
+
+    def states(self) -> dict[str, str]:
+        from edgesep.devices.adb import parse_devices_output
+
+        return {d.serial: d.state for d in parse_devices_output(self.adb("devices").stdout)}
+
+    def wait_state(self, serial: str, state: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.states().get(serial) != state:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{serial} never became {state}: {self.states()}")
+            time.sleep(0.05)
+
+
 if __name__ == "__main__":
     sys.exit(main())

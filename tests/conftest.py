@@ -124,3 +124,37 @@ def split_export(trained_split, digits, tmp_path_factory):
     out = tmp_path_factory.mktemp("export")
     doc = export(trained_split[0], out, ExportConfig(precisions=("float32", "float16", "int8")), digits)
     return doc, out
+
+
+# ---------------------------------------------------------------- adb: a private adb server and emulated phones
+
+@pytest.fixture(scope="session")
+def adb_server(tmp_path_factory):
+    """A private adb server (own port and HOME; the default 5037 one is never touched)."""
+    from adbd_emu import AdbServer
+
+    server = AdbServer(tmp_path_factory.mktemp("adbhome"))
+    server.adb("start-server")
+    yield server
+    server.adb("kill-server", check=False)
+
+
+@pytest.fixture
+def make_phone(adb_server, tmp_path):
+    """Starts emulated phones and connects them; all disconnected and stopped afterwards."""
+    from adbd_emu import AdbdEmulator
+
+    phones = []
+
+    def make(connect: bool = True, **kwargs) -> AdbdEmulator:
+        emu = AdbdEmulator(tmp_path / f"phone{len(phones)}", **kwargs).start()
+        phones.append(emu)
+        if connect:
+            adb_server.adb("connect", emu.serial, check=False)
+            adb_server.wait_state(emu.serial, {"device": "device", "unauthorized": "unauthorized"}[emu.mode])
+        return emu
+
+    yield make
+    for emu in phones:
+        adb_server.adb("disconnect", emu.serial, check=False)
+        emu.stop()

@@ -83,65 +83,6 @@ def test_bad_options():
 # ------------------------------------------------------------------------------------------------
 # the real adb client against the emulated phone
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class AdbServer:
-    """A private adb server: own port, own HOME (so its RSA key lives in a temp folder)."""
-
-    def __init__(self, home: Path):
-        self.port = _free_port()
-        self.env = dict(os.environ, HOME=str(home), ANDROID_ADB_SERVER_PORT=str(self.port))
-        home.mkdir(parents=True, exist_ok=True)
-
-    def adb(self, *args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
-        proc = subprocess.run(["adb", "-P", str(self.port), *args], capture_output=True, text=True,
-                              env=self.env, timeout=timeout)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"adb {args} failed: {proc.stderr}")
-        return proc
-
-    def states(self) -> dict[str, str]:
-        return {d.serial: d.state for d in parse_devices_output(self.adb("devices").stdout)}
-
-    def wait_state(self, serial: str, state: str, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.states().get(serial) != state:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{serial} never became {state}: {self.states()}")
-            time.sleep(0.05)
-
-
-@pytest.fixture(scope="module")
-def adb_server(tmp_path_factory):
-    server = AdbServer(tmp_path_factory.mktemp("adbhome"))
-    server.adb("start-server")
-    yield server
-    server.adb("kill-server", check=False)
-
-
-@pytest.fixture
-def make_phone(adb_server, tmp_path):
-    """Starts emulated phones and connects them; all disconnected and stopped afterwards."""
-    phones = []
-
-    def make(connect: bool = True, **kwargs) -> AdbdEmulator:
-        emu = AdbdEmulator(tmp_path / f"phone{len(phones)}", **kwargs).start()
-        phones.append(emu)
-        if connect:
-            adb_server.adb("connect", emu.serial, check=False)
-            adb_server.wait_state(emu.serial, {"device": "device", "unauthorized": "unauthorized"}[emu.mode])
-        return emu
-
-    yield make
-    for emu in phones:
-        adb_server.adb("disconnect", emu.serial, check=False)
-        emu.stop()
-
-
 def _device(adb_server, target: str = "adb", **options) -> AdbDevice:
     return parse_target(target, adb_server_port=adb_server.port, **options)
 

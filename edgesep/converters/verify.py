@@ -50,8 +50,10 @@ def predict_onnx(path: Path, x: np.ndarray, batch_size: int = 256) -> np.ndarray
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types
         raise ConversionError(f"cannot load {path}: {e}") from None
-    name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: x[i:i + batch_size]})[0]
+    inp = session.get_inputs()[0]
+    if isinstance(inp.shape[0], int):  # a static batch dimension: feed exactly that many
+        batch_size = inp.shape[0]
+    return np.concatenate([session.run(None, {inp.name: x[i:i + batch_size]})[0]
                            for i in range(0, len(x), batch_size)]).astype(np.float32)
 
 
