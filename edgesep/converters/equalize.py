@@ -361,7 +361,7 @@ def _judge_path(model, via: list[str]) -> tuple[Optional[str], Optional[float], 
                 return None, None, f"two activations between ('{act}', '{name}')"
             act, cap = name, layer_cap
         elif not _passthrough(layer):
-            return None, None, f"joined by {type(layer).__name__} '{name}', which is not scale-equivariant"
+            return None, None, f"joined by {type(layer).__name__} '{name}', which equalize does not pass through"
     return act, cap, ""
 
 
@@ -635,7 +635,7 @@ def _measure(original, new_model, calibration, eval_data) -> tuple[Optional[floa
 
 
 def equalize_with_report(model, *, relu6: str = "replace", absorb_bias: bool = True,
-                         calibration_data: Optional[np.ndarray] = None, eval_data=None, max_iter: int = 200,
+                         calibration_data: Optional[np.ndarray] = None, eval_data=None, max_iter: int = 1000,
                          tol: float = 1e-4) -> tuple[Any, EqualizeReport]:
     """Cross-layer equalization (and bias absorption) of a Keras model, with a report.
 
@@ -696,7 +696,7 @@ def _pair_result(link: _Link, before: tuple[np.ndarray, np.ndarray], weights: di
 
 
 def equalize(model, *, relu6: str = "replace", absorb_bias: bool = True,
-             calibration_data: Optional[np.ndarray] = None, max_iter: int = 200, tol: float = 1e-4):
+             calibration_data: Optional[np.ndarray] = None, max_iter: int = 1000, tol: float = 1e-4):
     """``model`` with cross-layer equalization and bias absorption applied (see ``equalize_with_report``).
 
     Args:
