@@ -634,11 +634,18 @@ def _recorded(store: ReportStore) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        store.update(lambda d: d.update(status="interrupted"))
+        store.update(_interrupted)
         raise
     except Exception as e:
         store.update(lambda d: d.update(status="failed", error=_one_line(str(e))))
         raise
+
+
+def _interrupted(doc: dict[str, Any]) -> None:
+    doc["status"] = "interrupted"
+    for part in (*doc["stages"].values(), *doc["devices"].values()):
+        if part.get("status") in ("running", "pending"):
+            part["status"] = "interrupted"
 
 
 def _builtin(config: CompareConfig, targets: Sequence[str], bench: BenchConfig, out: Path, store: ReportStore,

@@ -6,9 +6,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +171,35 @@ def test_resume_reuses_exports_and_device_sessions(local_report, tmp_path):
     assert {v["path"]: (copy / v["path"]).stat().st_mtime_ns for v in doc["variants"]} == mtimes  # not re-exported
     for vid, r in section["results"].items():  # the very same samples: reused, not measured again
         assert r["samples_ms"] == first["devices"]["local"]["results"][vid]["samples_ms"] and r["resumed"]
+
+
+@pytest.mark.slow
+def test_an_interrupted_compare_keeps_what_finished(local_report, tmp_path):
+    out, _, _ = local_report
+    folder = tmp_path / "interrupted"
+    shutil.copytree(out, folder, ignore=shutil.ignore_patterns("bench"))
+    report = folder / "report.json"
+    report.unlink()
+    proc = subprocess.Popen([sys.executable, "-m", "edgesep", "compare", "--device", "local", *SMALL, *FAST,
+                             "--min-secs", "30", "--max-secs", "30", "--out", folder, "--resume"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if report.exists() and json.loads(report.read_text())["devices"]["local"]["status"] == "running":
+                break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    doc = json.loads(report.read_text())  # still whole JSON: every write replaced the file atomically
+    assert doc["status"] == "interrupted" and doc["devices"]["local"]["status"] == "interrupted"
+    assert {k: s["status"] for k, s in doc["stages"].items()} == {
+        "data": "done", "train": "done", "export": "done", "bench local": "interrupted"}
+    assert len(doc["variants"]) == 6 and doc["accuracy"]["seeds"] == 2
+    assert "Status: **interrupted**" in (folder / "report.md").read_text()
 
 
 # ---------------------------------------------------------------- several devices: local + a real sshd
