@@ -175,11 +175,12 @@ def latency_verdict(a: str, b: str, ratio: float, lo: float, hi: float,
 
 
 def _ratio_text(ratio: float, lo: float, hi: float) -> tuple[str, str, str]:
-    """Ratio and bounds with 2 decimals, or more (up to 4) while an interval that excludes 1 would print as 1.00."""
+    """Ratio and bounds with 2 decimals, or more (up to 4) while an interval that excludes 1 would print as 1.00
+    or two different bounds would print alike."""
     excludes_one = not lo <= 1.0 <= hi
     for digits in (2, 3, 4):
         texts = tuple(f"{v:.{digits}f}" for v in (ratio, lo, hi))
-        if not excludes_one or f"{1:.{digits}f}" not in texts:
+        if not (excludes_one and f"{1:.{digits}f}" in texts) and not (texts[1] == texts[2] and lo != hi):
             break
     return texts  # type: ignore[return-value]
 
