@@ -204,7 +204,8 @@ def test_relu6_replace_changes_function_and_reports_it(relu6_model, x):
 
 
 def test_relu6_clip_is_exact_saves_and_converts(relu6_model, x, x_other, tmp_path):
-    new, report = equalize_with_report(relu6_model, relu6="clip", absorb_bias=False)
+    new, report = equalize_with_report(relu6_model, absorb_bias=False)  # clip is the default
+    assert report.relu6 == "clip"
     assert rel_err(new.predict(x_other, verbose=0), relu6_model.predict(x_other, verbose=0)) <= TOL
     clip_cls = channel_relu_class()
     clips = [layer for layer in new.layers if isinstance(layer, clip_cls)]

@@ -13,9 +13,9 @@ Links handled: ``Conv2D``, ``DepthwiseConv2D`` (any depth multiplier) and ``Sepa
 consumer, joined directly or through one ReLU-like activation (``ReLU``, ``LeakyReLU``,
 ``Activation('relu'|'relu6')``) and scale-equivariant pass-throughs (``ZeroPadding2D``, ``Dropout``,
 ``MaxPooling2D``, ``Identity``); the depthwise and pointwise kernels inside a ``SeparableConv2D`` form a
-link of their own. ReLU6 (any capped ReLU) is not scale-equivariant: ``relu6="replace"`` makes it a ReLU
-(changes the function), ``"clip"`` makes it a :func:`channel_relu_class` layer clipping channel ``i`` at
-``6 / s_i`` (exact), ``"keep"`` skips those links.
+link of their own. ReLU6 (any capped ReLU) is not scale-equivariant: ``relu6="clip"`` (the default) makes
+it a :func:`channel_relu_class` layer clipping channel ``i`` at ``6 / s_i`` (exact; TFLite adds one
+``MINIMUM`` per clip), ``"replace"`` makes it a ReLU (changes the function), ``"keep"`` skips those links.
 
 Bias absorption moves ``c_i >= 0`` out of a ReLU: when a pre-activation channel never falls below ``c_i``,
 ``relu(x - c) + c = relu(x)``, so the producer's bias drops by ``c`` and the consumer's bias rises by ``W c``.
@@ -634,15 +634,16 @@ def _measure(original, new_model, calibration, eval_data) -> tuple[Optional[floa
     return change, accuracy
 
 
-def equalize_with_report(model, *, relu6: str = "replace", absorb_bias: bool = True,
+def equalize_with_report(model, *, relu6: str = "clip", absorb_bias: bool = True,
                          calibration_data: Optional[np.ndarray] = None, eval_data=None, max_iter: int = 1000,
                          tol: float = 1e-4) -> tuple[Any, EqualizeReport]:
     """Cross-layer equalization (and bias absorption) of a Keras model, with a report.
 
     Args:
         model: a built functional or Sequential ``keras.Model``; BatchNorm is folded first. Not modified.
-        relu6: what to do with capped ReLUs (ReLU6) between two convolutions: ``replace`` them by ReLU,
-            ``clip`` per channel at ``6 / s`` (exact), or ``keep`` them and skip those links.
+        relu6: what to do with capped ReLUs (ReLU6) between two convolutions: ``clip`` each channel at
+            ``6 / s`` (exact; the default), ``replace`` them by ReLU (changes the function: a network trained
+            into ReLU6 saturation can lose most of its accuracy), or ``keep`` them and skip those links.
         absorb_bias: absorb bias across ReLUs into 1x1 (or valid-padded) consumers.
         calibration_data: float images; when given, bias absorption uses the per-channel minimum of each
             pre-activation over them, and the report gives the output change measured on them.
@@ -695,13 +696,13 @@ def _pair_result(link: _Link, before: tuple[np.ndarray, np.ndarray], weights: di
                       (_range_ratio(before[1]), _range_ratio(after[1])))
 
 
-def equalize(model, *, relu6: str = "replace", absorb_bias: bool = True,
+def equalize(model, *, relu6: str = "clip", absorb_bias: bool = True,
              calibration_data: Optional[np.ndarray] = None, max_iter: int = 1000, tol: float = 1e-4):
     """``model`` with cross-layer equalization and bias absorption applied (see ``equalize_with_report``).
 
     Args:
         model: a built functional or Sequential ``keras.Model``; not modified.
-        relu6: ``replace``, ``clip`` or ``keep`` (what to do with ReLU6 between two convolutions).
+        relu6: ``clip`` (exact), ``replace`` or ``keep`` (what to do with ReLU6 between two convolutions).
         absorb_bias: absorb bias across ReLUs into the following 1x1 conv.
         calibration_data: float images for the bias absorption amounts (else BN statistics are used).
         max_iter: most sweeps over all links.
