@@ -180,7 +180,7 @@ def _ratio_text(ratio: float, lo: float, hi: float) -> tuple[str, str, str]:
     excludes_one = not lo <= 1.0 <= hi
     for digits in (2, 3, 4):
         texts = tuple(f"{v:.{digits}f}" for v in (ratio, lo, hi))
-        if not (excludes_one and f"{1:.{digits}f}" in texts) and not (texts[1] == texts[2] and lo != hi):
+        if not (excludes_one and f"{1:.{digits}f}" in texts) and not (texts[1] == texts[2] and hi - lo > 1e-6):
             break
     return texts  # type: ignore[return-value]
 

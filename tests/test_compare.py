@@ -202,6 +202,34 @@ def test_an_interrupted_compare_keeps_what_finished(local_report, tmp_path):
     assert "Status: **interrupted**" in (folder / "report.md").read_text()
 
 
+@pytest.mark.slow
+def test_a_device_without_onnx_runtime_keeps_its_tflite_session(local_report, tmp_path):
+    """A device Python that cannot import onnxruntime: the ONNX session fails, the TFLite one stands."""
+    from edgesep.compare import DeviceBench
+
+    out, doc, _ = local_report
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import sys\nclass _NoOrt:\n    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'onnxruntime':\n"
+        "            raise ImportError('No module named onnxruntime')\n"
+        "sys.meta_path.insert(0, _NoOrt())\n")
+    python = tmp_path / "python-without-ort"
+    python.write_text(f"#!/bin/sh\nPYTHONPATH={hook} exec {sys.executable} \"$@\"\n")
+    python.chmod(0o755)
+    bench = BenchConfig(runs=5, warmup_secs=0.0, min_secs=0.0, max_secs=1.0, threads=1)
+    section = DeviceBench("local", {"python": str(python)}, doc["variants"], bench, None, tmp_path / "bench",
+                          False, lambda *_: None).run()
+    assert section["status"] == "partial" and "no ONNX Runtime" in section["error"]
+    assert [(s["format"], s["error"] is None) for s in section["sessions"]] == [("tflite", True), ("onnx", False)]
+    assert sorted(section["results"]) == ["fused/float32", "fused/int8", "split/float32", "split/int8"]
+    by_kind = {c["kind"]: c for c in latency_comparisons(section["results"], builtin_comparisons(KINDS))}
+    assert by_kind["onnx"]["verdict"] == "not measured" and by_kind["int8"]["ratio"] is not None
+    stored = json.loads((tmp_path / "bench" / "local.json").read_text())["sessions"]
+    assert list(stored) == [section["sessions"][0]["session"]]  # only the finished session is kept for --resume
+
+
 # ---------------------------------------------------------------- several devices: local + a real sshd
 
 @pytest.mark.slow
