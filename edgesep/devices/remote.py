@@ -133,7 +133,10 @@ class RemoteShellDevice(RunnerDevice):
         """The runner command; ``; exit $?`` keeps the shell in between, so a runner killed by a signal ends as
         exit 128+N from the shell instead of taking the session down with it (ssh would then exit 255)."""
         python = " ".join(_quote_home(w) for w in self.python_words)
-        return self._shell_argv(f"{python} {shlex.join([self._runner_remote, *args])}; exit $?")
+        # TMPDIR points into the private folder, so what the interpreter packages write there (onnxruntime
+        # leaves a .ses file in $TMPDIR on import) goes away with it
+        tmpdir = f"TMPDIR={shlex.quote(self.remote_dir)} " if self.remote_dir else ""
+        return self._shell_argv(f"{tmpdir}{python} {shlex.join([self._runner_remote, *args])}; exit $?")
 
     def _transport_error(self, output: RunnerOutput) -> Optional[str]:
         return self._connection_error(output) or self._python_missing(output)
