@@ -209,6 +209,7 @@ def bench(models: tuple[str, ...], target: str, threads: Optional[int], runs: in
     import tempfile
     from pathlib import Path
 
+    from edgesep.bench import accuracy_npz, edgetpu_models
     from edgesep.devices import parse_target
     from edgesep.devices.base import BenchConfig
     from edgesep.devices.harness import check_model_file
@@ -227,10 +228,10 @@ def bench(models: tuple[str, ...], target: str, threads: Optional[int], runs: in
     adb_options = {"benchmark_binary": benchmark_binary, "cpu_mask": cpu_mask, "op_profiling": op_profiling or None}
     device = parse_target(target, **_bench_device_options(target, ssh_config, remote_python, adb_options))
     with tempfile.TemporaryDirectory(prefix="edgesep-bench-") as tmp:
-        data_file = _bench_data(data, paths, Path(tmp)) if data else None
+        data_file = accuracy_npz(data, paths, Path(tmp)) if data else None
         if data_file is not None:
             config = BenchConfig.from_dict({**config.to_dict(), "data": str(data_file)})
-        run_paths, edgetpu_reports = _edgetpu_models(paths, Path(tmp), target, delegate)
+        run_paths, edgetpu_reports = edgetpu_models(paths, Path(tmp), target, delegate)
         results = _bench_run(device, run_paths, data_file, config)
         for result, path, report in zip(results, paths, edgetpu_reports):
             result.model = str(path)  # the user's file, also when a compiled copy ran
@@ -245,18 +246,6 @@ def bench(models: tuple[str, ...], target: str, threads: Optional[int], runs: in
     else:
         _bench_print(doc["results"])
     _bench_failures(results)
-
-
-def _edgetpu_models(paths: list[Path], tmp: Path, target: str, delegate: str) -> tuple[list[Path], list]:
-    """With ``--delegate edgetpu`` on local/ssh targets: models compiled for the Edge TPU (on this host, where
-    needed) and their compiler reports; otherwise the models as given."""
-    if delegate != "edgetpu" or target.strip().startswith("adb"):
-        return paths, [None] * len(paths)
-    from edgesep.devices.coral import prepare_models, require_runtime
-
-    if target.strip() == "local":
-        require_runtime()  # the runtime is the first thing missing on most machines: say so before compiling
-    return prepare_models(paths, tmp)
 
 
 def _bench_device_options(target: str, ssh_config: Optional[str], remote_python: Optional[str],
@@ -278,37 +267,6 @@ def _bench_device_options(target: str, ssh_config: Optional[str], remote_python:
             raise click.UsageError("--remote-python applies to remote targets only")
         options["remote_python"] = remote_python
     return options
-
-
-def _bench_data(spec: str, paths: list[Path], tmp: Path) -> Path:
-    """A .npz for the runner: ``y`` and one ``x_HxWxC`` per distinct model input shape (``x`` the first)."""
-    import numpy as np
-
-    from edgesep.data import DataError, load_dataset
-    from edgesep.devices import runner
-
-    try:
-        described = runner.describe([str(p) for p in paths], allowed_tflite=("ai_edge_litert", "tflite_runtime"))
-    except runner.FatalError as e:
-        raise DataError(f"cannot read the models' input shapes for --data: {e}") from None
-    shapes = []
-    for entry in described:
-        inputs = entry.get("inputs") or []
-        if len(inputs) == 1 and len(inputs[0]["shape"]) == 4 and tuple(inputs[0]["shape"][1:]) not in shapes:
-            shapes.append(tuple(inputs[0]["shape"][1:]))
-    if not shapes:
-        raise DataError("--data needs a model with one image input (N, H, W, C)")
-    arrays, labels = {}, None
-    for shape in shapes:
-        ds = load_dataset(spec, input_shape=shape)
-        if labels is not None and not np.array_equal(labels, ds.y_test):
-            raise DataError(f"{spec} gives different test labels for input shapes {shapes[0]} and {shape}")
-        labels = np.asarray(ds.y_test)
-        arrays["x_" + "x".join(str(v) for v in shape)] = np.asarray(ds.x_test, dtype=np.float32)
-    arrays["x"] = arrays["x_" + "x".join(str(v) for v in shapes[0])]
-    out = tmp / "data.npz"
-    np.savez(out, y=labels, **arrays)
-    return out
 
 
 def _bench_run(device: Device, paths: list[Path], data_file: Optional[Path],
@@ -525,9 +483,11 @@ def _compare_models_data(spec: str, paths: list[Path], out: Path) -> Path:
     import tempfile
     from pathlib import Path
 
+    from edgesep.bench import accuracy_npz
+
     (out / "data").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".edgesep-data-", dir=out / "data") as tmp:
-        made = _bench_data(spec, paths, Path(tmp))
+        made = accuracy_npz(spec, paths, Path(tmp))
         target = out / "data" / "models.npz"
         os.replace(made, target)
     return target

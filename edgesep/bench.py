@@ -1,0 +1,52 @@
+"""Bench sessions' inputs, shared by ``edgesep bench`` and ``edgesep compare``: the accuracy set the runner
+reads, and the models to give an Edge TPU. Sits on top of ``edgesep.devices`` and ``edgesep.data`` (like cli);
+never imports TensorFlow.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgesep.data import DataError
+
+
+def accuracy_npz(spec: str, paths: list[Path], tmp: Path) -> Path:
+    """A .npz for the runner: ``y`` and one ``x_HxWxC`` per distinct model input shape (``x`` the first)."""
+    import numpy as np
+
+    from edgesep.data import load_dataset
+    from edgesep.devices import runner
+
+    try:
+        described = runner.describe([str(p) for p in paths], allowed_tflite=("ai_edge_litert", "tflite_runtime"))
+    except runner.FatalError as e:
+        raise DataError(f"cannot read the models' input shapes for --data: {e}") from None
+    shapes = []
+    for entry in described:
+        inputs = entry.get("inputs") or []
+        if len(inputs) == 1 and len(inputs[0]["shape"]) == 4 and tuple(inputs[0]["shape"][1:]) not in shapes:
+            shapes.append(tuple(inputs[0]["shape"][1:]))
+    if not shapes:
+        raise DataError("--data needs a model with one image input (N, H, W, C)")
+    arrays, labels = {}, None
+    for shape in shapes:
+        ds = load_dataset(spec, input_shape=shape)
+        if labels is not None and not np.array_equal(labels, ds.y_test):
+            raise DataError(f"{spec} gives different test labels for input shapes {shapes[0]} and {shape}")
+        labels = np.asarray(ds.y_test)
+        arrays["x_" + "x".join(str(v) for v in shape)] = np.asarray(ds.x_test, dtype=np.float32)
+    arrays["x"] = arrays["x_" + "x".join(str(v) for v in shapes[0])]
+    out = tmp / "data.npz"
+    np.savez(out, y=labels, **arrays)
+    return out
+
+
+def edgetpu_models(paths: list[Path], tmp: Path, target: str, delegate: str) -> tuple[list[Path], list]:
+    """With ``--delegate edgetpu`` on local/ssh targets: models compiled for the Edge TPU (on this host, where
+    needed) and their compiler reports; otherwise the models as given."""
+    if delegate != "edgetpu" or target.strip().startswith("adb"):
+        return paths, [None] * len(paths)
+    from edgesep.devices.coral import prepare_models, require_runtime
+
+    if target.strip() == "local":
+        require_runtime()  # the runtime is the first thing missing on most machines: say so before compiling
+    return prepare_models(paths, tmp)
