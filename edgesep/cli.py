@@ -40,6 +40,26 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
+def _measure_options(command):
+    """The steady-state options bench and compare share (defaults follow TFLite's benchmark_model)."""
+    options = [
+        click.option("--threads", type=click.IntRange(min=1), help="Interpreter threads (default: the runtime's own)."),
+        click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True,
+                     help="Minimum steady-state runs per model."),
+        click.option("--min-secs", type=click.FloatRange(min=0), default=1.0, show_default=True,
+                     help="Minimum steady-state time per model, seconds."),
+        click.option("--max-secs", type=click.FloatRange(min=0, min_open=True), default=150.0, show_default=True,
+                     help="Maximum steady-state time per model, seconds."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+_ssh_config_option = click.option("--ssh-config", type=click.Path(dir_okay=False), metavar="FILE",
+                                  help="ssh_config for ssh:// targets (-F).")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgesep")
 def cli() -> None:
@@ -169,24 +189,18 @@ def inspect(model: str, as_json: bool, quant_error: bool, data: Optional[str], r
 @click.argument("models", nargs=-1, required=True, metavar="MODEL...")
 @click.option("--device", "target", default="local", show_default=True, metavar="TARGET",
               help="local, ssh://[user@]host[:port], adb or adb:SERIAL.")
-@click.option("--threads", type=click.IntRange(min=1), help="Interpreter threads (default: the runtime's own).")
-@click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True,
-              help="Minimum steady-state runs per model.")
+@_measure_options
 @click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True,
               help="Minimum warm-up runs per model.")
 @click.option("--warmup-secs", type=click.FloatRange(min=0), default=0.5, show_default=True,
               help="Minimum warm-up time (all models, interleaved), seconds.")
-@click.option("--min-secs", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="Minimum steady-state time per model, seconds.")
-@click.option("--max-secs", type=click.FloatRange(min=0, min_open=True), default=150.0, show_default=True,
-              help="Maximum steady-state time per model, seconds.")
 @click.option("--delegate", default="xnnpack", show_default=True, metavar="xnnpack|none|edgetpu|PATH",
               help="TFLite delegate: XNNPACK (default CPU path), none, the Edge TPU, or a delegate library.")
 @click.option("--delegate-option", "delegate_options", multiple=True, metavar="KEY=VALUE",
               help="Delegate option, repeatable (e.g. device=usb:0 for edgetpu).")
 @click.option("--data", metavar="digits|PATH.npz|DIR",
               help="Also measure top-1 accuracy on the test split of this labelled data (as export does).")
-@click.option("--ssh-config", type=click.Path(dir_okay=False), metavar="FILE", help="ssh_config for ssh:// (-F).")
+@_ssh_config_option
 @click.option("--remote-python", metavar="PATH", help="The device's Python (default: python3).")
 @click.option("--benchmark-binary", type=click.Path(dir_okay=False), metavar="PATH",
               help="adb: TFLite's benchmark_model built for the phone, pushed and used as the runner.")
@@ -387,16 +401,10 @@ def devices(as_json: bool, adb_path: Optional[str], adb_server_port: Optional[in
 @click.option("--epochs", type=click.IntRange(min=1), help="Training epochs, the same for both forms [8].")
 @click.option("--data", metavar="digits|DIR|FILE.npz",
               help="Built-in: training/test data [digits]. MODEL files: labelled data for on-device accuracy.")
-@click.option("--threads", type=click.IntRange(min=1), help="Interpreter threads (default: the runtime's own).")
-@click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True,
-              help="Minimum steady-state runs per model.")
+@_measure_options
 @click.option("--warmup-secs", type=click.FloatRange(min=0), default=0.5, show_default=True,
               help="Minimum warm-up time per session, seconds.")
-@click.option("--min-secs", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="Minimum steady-state time per model, seconds.")
-@click.option("--max-secs", type=click.FloatRange(min=0, min_open=True), default=150.0, show_default=True,
-              help="Maximum steady-state time per model, seconds.")
-@click.option("--ssh-config", type=click.Path(dir_okay=False), metavar="FILE", help="ssh_config for ssh:// (-F).")
+@_ssh_config_option
 @click.option("--remote-python", metavar="PATH", help="The Python of every remote device (default: python3).")
 @click.option("--out", "out_dir", default="report", show_default=True, metavar="DIR", help="Report folder.")
 @click.option("--resume", is_flag=True, help="Reuse exports and device sessions an earlier run in --out finished.")
