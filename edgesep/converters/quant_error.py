@@ -314,6 +314,7 @@ def quant_error_table(doc: dict[str, Any]):
                         f"{_pct(doc['output']['top1_agreement'])})")
     for column in ("layer", "op", "SQNR dB", "RMSE/scale", "max |err|", "weight SQNR dB", "dw range ratio"):
         table.add_column(column, justify="left" if column in ("layer", "op") else "right")
+    table.caption = "\n".join(doc["notes"])
     worst = set(doc["worst"])
     for r in doc["layers"]:
         table.add_row(("[bold red]" + r["layer"] + "[/]") if r["layer"] in worst else r["layer"], r["op"],
@@ -352,4 +353,18 @@ def quant_error_cli(model, inputs: list[dict[str, Any]], data: Optional[str], re
     dataset = load_dataset(data or BUILTIN, tuple(shape[1:]))
     doc = quant_error_report(reference or default_reference(model), model, dataset.x_test, max_samples=samples)
     doc["data"] = dataset.name
+    if reference is None and _was_equalized(model):
+        doc["notes"].insert(0, f"export.json says {Path(model).name} was equalized, so {FLOAT_REFERENCE_NAME} is not "
+                               f"its float model: layer errors include the equalization; give --reference")
     return doc, quant_error_table(doc)
+
+
+def _was_equalized(model) -> bool:
+    """Does the export.json beside ``model`` record an equalized int8 export?"""
+    import json
+
+    try:
+        doc = json.loads(Path(model).with_name("export.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and bool(doc.get("equalize"))
