@@ -234,6 +234,14 @@ def test_relu6_clip_is_exact_saves_and_converts(relu6_model, x, x_other, tmp_pat
     assert rel_err(got, relu6_model.predict(x[:8], verbose=0)) <= TOL
 
 
+def test_equalizing_twice_keeps_the_clips_exact(relu6_model, x_other):
+    once = equalize(relu6_model, absorb_bias=False)
+    twice, report = equalize_with_report(once, relu6="keep", absorb_bias=False)  # clips are exact: not skipped
+    assert len(report.pairs) == 4 and not report.skipped and not report.activations
+    assert report.iterations <= 2  # already at the fixed point
+    assert rel_err(twice.predict(x_other, verbose=0), relu6_model.predict(x_other, verbose=0)) <= TOL
+
+
 def test_relu6_keep_skips_those_pairs(relu6_model, x):
     new, report = equalize_with_report(relu6_model, relu6="keep")
     assert not report.pairs and not report.activations

@@ -382,14 +382,14 @@ def _find_links(model, graph: _Graph, relu6: str) -> tuple[list[_Link], list[tup
             reason = f"'{name}' is shared"
         act, cap, path_reason = _judge_path(model, via) if not reason else (None, None, "")
         reason = reason or path_reason
-        if not reason and cap is not None and relu6 == "keep" and not _is_channel_relu(model.get_layer(act)):
+        if not reason and cap is not None and relu6 == "keep":  # a ChannelReLU has cap None here: exact anyway
             reason = f"joined by capped ReLU '{act}' (relu6='keep')"
         if reason:
             skipped.append((producer, name, reason))
             continue
         out_kind = _conv_kind(model.get_layer(producer))
         if act and _is_channel_relu(model.get_layer(act)):
-            caps = _f64(act_layer.cap)  # an earlier equalization's per-channel clip scales with the link
+            caps = _f64(model.get_layer(act).cap)  # an earlier equalization's clip scales with the link
         else:
             caps = None if cap is None else np.array([cap])
         links.append(_Link(producer, name, out_kind, kind, tuple(via), act, caps))
