@@ -322,7 +322,9 @@ def test_op_counts(models):
 def test_cli_json(models, capsys):
     assert main(["inspect", str(models["int8"]), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
+    edgetpu = doc.pop("edgetpu")  # the CLI adds the Edge TPU readiness of a .tflite
     assert doc == inspect_model(models["int8"]).to_dict()
+    assert edgetpu["compiled"] is False and isinstance(edgetpu["problems"], list)
 
 
 def test_cli_table(models, capsys):

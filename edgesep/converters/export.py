@@ -22,6 +22,7 @@ from edgesep.converters._quiet import import_tensorflow
 
 PRECISIONS = ("float32", "float16", "int8")
 RANDOM_VERIFY_SAMPLES = 64
+QUANT_ERROR_SAMPLES = 100
 ARTIFACT_NAMES = {"float32": "model.tflite", "float16": "model_fp16.tflite", "int8": "model_int8.tflite",
                   "onnx": "model.onnx"}
 
@@ -211,6 +212,12 @@ def _export_into(model, folder: Path, config: ExportConfig, dataset, say) -> dic
     }
     if equalize_doc is not None:
         doc["equalize"] = equalize_doc
+    if "int8" in config.precisions:
+        say("quantization error per layer")
+        from edgesep.converters.quant_error import quant_error_report
+
+        doc["quant_error"] = quant_error_report(int8_model, folder / ARTIFACT_NAMES["int8"], x_test,
+                                                max_samples=QUANT_ERROR_SAMPLES)
     return doc
 
 
@@ -218,7 +225,8 @@ def _equalized(model, dataset, config: ExportConfig):
     from edgesep.converters.equalize import equalize_with_report
 
     calib = dataset.calibration(config.calib_samples, config.seed)
-    equalized, report = equalize_with_report(model, calibration_data=calib)
+    equalized, report = equalize_with_report(model, calibration_data=calib,
+                                             eval_data=(dataset.x_test, dataset.y_test))
     return equalized, report.to_dict()
 
 
