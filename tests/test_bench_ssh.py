@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from oneline import assert_one_error_line
 
 from edgesep.devices import BenchConfig, DeviceError, parse_target
 
@@ -30,15 +31,6 @@ def edgesep(*args, env=None):
     proc = subprocess.run([sys.executable, "-m", "edgesep", "bench", *map(str, args)], capture_output=True,
                           text=True, env=env, timeout=300)
     return proc.returncode, proc.stdout, proc.stderr
-
-
-def assert_one_error_line(code, stderr, *needles):
-    assert code != 0
-    lines = [ln for ln in stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("edgesep: error: ") and "Traceback" not in stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 @pytest.fixture()

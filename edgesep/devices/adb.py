@@ -37,7 +37,7 @@ from typing import Any, Optional, Sequence
 
 from edgesep.devices import benchmark_model as bm
 from edgesep.devices.base import BenchConfig, BenchResult, DeviceError, ProgressFn
-from edgesep.devices.harness import RunnerOutput, check_model_file
+from edgesep.devices.harness import RunnerOutput, check_inputs
 from edgesep.devices.remote import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, RemoteShellDevice
 
 REMOTE_BASE = "/data/local/tmp"
@@ -425,12 +425,7 @@ class AdbDevice(RemoteShellDevice):
 
     def prepare(self, models: Sequence[Path], data: Optional[Path] = None) -> None:
         """Pushes the models, the runner and the data into a fresh private folder on the device."""
-        if not models:
-            raise DeviceError("no model given")
-        for path in models:
-            check_model_file(Path(path))
-        if data is not None and not Path(data).is_file():
-            raise DeviceError(f"data file not found: {data}")
+        check_inputs(models, data)
         self.connect()
         self.chosen_runner = self._pick_runner(models, data)
         if self.cpu_mask and not self.facts.get("has_taskset"):

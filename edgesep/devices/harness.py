@@ -51,6 +51,16 @@ def check_model_file(path: Path) -> None:
         raise DeviceError(f"not a TFLite model (no TFL3 identifier): {path}")
 
 
+def check_inputs(models: Sequence[Path], data: Optional[Path]) -> None:
+    """Raise ``DeviceError`` before any device work when a model or the data file is unusable."""
+    if not models:
+        raise DeviceError("no model given")
+    for path in models:
+        check_model_file(Path(path))
+    if data is not None and not Path(data).is_file():
+        raise DeviceError(f"data file not found: {data}")
+
+
 def runner_args(config: BenchConfig, models: Sequence[str], data: Optional[str] = None) -> list[str]:
     """The ``runner.py`` arguments for ``config`` and device-side paths (progress and JSON errors on)."""
     args = ["--runs", str(config.runs), "--warmup", str(config.warmup), "--warmup-secs", repr(config.warmup_secs),
@@ -185,12 +195,7 @@ class RunnerDevice:
     # ---- the Device protocol
     def prepare(self, models: Sequence[Path], data: Optional[Path] = None) -> None:
         """Check the model files, then copy models, runner and data to the device (each once)."""
-        if not models:
-            raise DeviceError("no model given")
-        for path in models:
-            check_model_file(Path(path))
-        if data is not None and not Path(data).is_file():
-            raise DeviceError(f"data file not found: {data}")
+        check_inputs(models, data)
         self._models = [Path(m) for m in models]
         self._device_models, self._device_data = self._stage(self._models, Path(data) if data else None)
 
