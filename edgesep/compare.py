@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 from edgesep.devices.base import BenchConfig, DeviceError
+from edgesep.devices.remote import content_hash
 from edgesep.models import DEFAULT_BLOCKS
 
 REPORT_VERSION = 1
@@ -375,14 +376,6 @@ def device_slug(target: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "_", target).strip("_") or "device"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def sessions(variants: Sequence[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
     """Variants grouped by format (one device session per runtime), in the order the formats first appear."""
     groups: dict[str, list[dict[str, Any]]] = {}
@@ -436,7 +429,7 @@ class DeviceBench:
         self.target, self.options, self.variants = target, options, list(variants)
         self.bench = BenchConfig.from_dict({**bench.to_dict(), "data": str(data_file) if data_file else None})
         self.data_file = data_file
-        self.data_sha = _sha256(data_file) if data_file else None
+        self.data_sha = content_hash(data_file) if data_file else None
         self.store = SessionStore(store_dir, target)
         self.done = self.store.load() if resume else {}
         self.progress = progress

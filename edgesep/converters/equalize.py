@@ -36,7 +36,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from edgesep.converters import ConversionError
-from edgesep.converters.fold import FoldReport, _f64, _functional_graph, _Graph, _layer, _sequential_graph
+from edgesep.converters.fold import (FoldReport, _f64, _functional_graph, _Graph, _layer, _rebuild,
+                                     _sequential_graph)
 
 RELU6_MODES = ("replace", "clip", "keep")
 BN_SIGMAS = 3.0  # c = max(0, beta - BN_SIGMAS * |gamma|)
@@ -541,20 +542,6 @@ def _edit_config(config: dict, sequential: bool, links: list[_Link], relu6: str,
     return config, changes
 
 
-def _rebuild(model, config: dict, sequential: bool):
-    import keras
-
-    objects = {type(layer).__name__: type(layer) for layer in model._flatten_layers(include_self=False)}
-    objects.update(custom_objects())
-    cls = keras.Sequential if sequential else keras.Model
-    try:
-        with keras.saving.custom_object_scope(objects):
-            return cls.from_config(config)
-    except Exception as exc:  # any Keras failure becomes one line for the user
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConversionError(f"cannot rebuild model {model.name!r} for equalization: {detail}") from None
-
-
 def _assign(layer, values: Weights) -> None:
     by_name = {v.name: v for v in layer.weights}
     for name, var in by_name.items():
@@ -673,7 +660,7 @@ def equalize_with_report(model, *, relu6: str = "clip", absorb_bias: bool = True
     for link in links:  # caps follow their channels: relu6(x) / s = min(relu(x / s), 6 / s)
         if link.cap is not None:
             link.cap = np.broadcast_to(link.cap, link.scale.shape) / link.scale
-    new_model = _rebuild(folded, new_config, sequential)
+    new_model = _rebuild(folded, new_config, "equalization", custom_objects())
     _load_weights(new_model, folded, weights, links)
     absorbed, bias_skipped = [], []
     if absorb_bias:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections import Counter
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
@@ -292,16 +292,17 @@ def _custom_objects(model) -> dict[str, type]:
     return found
 
 
-def _rebuild(model, config: dict):
+def _rebuild(model, config: dict, purpose: str = "BatchNorm folding", extra_objects: Optional[dict] = None):
+    """``model``'s class rebuilt from an edited ``config``, with every layer class it uses in scope."""
     import keras
 
     cls = keras.Sequential if isinstance(model, keras.Sequential) else keras.Model
     try:
-        with keras.saving.custom_object_scope(_custom_objects(model)):
+        with keras.saving.custom_object_scope({**_custom_objects(model), **(extra_objects or {})}):
             return cls.from_config(config)
     except Exception as exc:  # any Keras failure becomes one line for the user
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConversionError(f"cannot rebuild model {model.name!r} for BatchNorm folding: {detail}") from None
+        raise ConversionError(f"cannot rebuild model {model.name!r} for {purpose}: {detail}") from None
 
 
 def _assign(layer, values: Weights) -> None:
