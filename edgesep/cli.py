@@ -73,6 +73,9 @@ def cli() -> None:
 @click.option("--fp16", is_flag=True, help="Also write a float16-weights model.")
 @click.option("--per-tensor", is_flag=True, help="int8 weights per tensor instead of per channel.")
 @click.option("--equalize", is_flag=True, help="Cross-layer equalization + bias absorption before int8.")
+@click.option("--relu6", type=click.Choice(["clip", "replace", "keep"]),
+              help="With --equalize: ReLU6 between convs gets per-channel caps (clip, exact), becomes ReLU "
+                   "(replace) or stops equalization there (keep) [clip].")
 @click.option("--io-dtype", type=click.Choice(["int8", "uint8", "float32"]), default="int8", show_default=True,
               help="Input/output type of the int8 model.")
 @click.option("--no-onnx", is_flag=True, help="Skip the ONNX export.")
@@ -83,13 +86,15 @@ def cli() -> None:
 @click.option("--edgetpu", is_flag=True, help="Also compile the int8 model with edgetpu_compiler (must be installed).")
 @click.option("--out", "out_dir", default="out", show_default=True, metavar="DIR", help="Output folder.")
 def export(model_path: Optional[str], form: Optional[str], int8: bool, fp16: bool, per_tensor: bool,
-           equalize: bool, io_dtype: str, no_onnx: bool, data: Optional[str], calib_samples: int,
-           edgetpu: bool, out_dir: str) -> None:
+           equalize: bool, relu6: Optional[str], io_dtype: str, no_onnx: bool, data: Optional[str],
+           calib_samples: int, edgetpu: bool, out_dir: str) -> None:
     """Fold BatchNorm, export TFLite (float32/fp16/int8) and ONNX, verify each against Keras."""
     if model_path and form:
         raise click.UsageError("--form builds the built-in network; it cannot be combined with --model")
     if (per_tensor or equalize or edgetpu) and not int8:
         raise click.UsageError("--per-tensor, --equalize and --edgetpu shape the int8 model; add --int8")
+    if relu6 and not equalize:
+        raise click.UsageError("--relu6 says how --equalize treats ReLU6; add --equalize")
     if edgetpu and io_dtype == "float32":
         raise click.UsageError("--edgetpu needs integer input/output: use --io-dtype int8 or uint8")
     if edgetpu:
@@ -105,7 +110,7 @@ def export(model_path: Optional[str], form: Optional[str], int8: bool, fp16: boo
 
     precisions = ("float32",) + (("float16",) if fp16 else ()) + (("int8",) if int8 else ())
     config = ExportConfig(precisions=precisions, onnx=not no_onnx, per_channel=not per_tensor, io_dtype=io_dtype,
-                          calib_samples=calib_samples, equalize=equalize)
+                          calib_samples=calib_samples, equalize=equalize, relu6=relu6 or "clip")
     err = Console(stderr=True)
     with err.status("starting") as status:
         step = lambda stage: status.update(f"[bold]{stage}")  # noqa: E731

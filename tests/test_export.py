@@ -182,3 +182,17 @@ def test_per_tensor_with_equalize_does_not_lose_accuracy(trained_split, digits, 
     assert cle["artifacts"][0]["accuracy"] >= plain["artifacts"][0]["accuracy"] - 2 / 540 - 1e-9
     ratios = cle["equalize"]["depthwise_range_ratio"]
     assert len(ratios) == 4 and all(r["after"] < r["before"] for r in ratios)
+
+
+def test_relu6_mode_of_equalize_is_the_users_choice(trained_split, digits, tmp_path):
+    from edgesep.converters.export import ExportConfig, export
+
+    config = dict(precisions=("int8",), onnx=False, per_channel=False, equalize=True, calib_samples=50)
+    clip = export(trained_split[0], tmp_path / "clip", ExportConfig(**config), digits)
+    replace = export(trained_split[0], tmp_path / "replace", ExportConfig(**config, relu6="replace"), digits)
+    # clip keeps the function with a per-channel MINIMUM after each equalized ReLU6; replace swaps in ReLU
+    assert clip["equalize"]["relu6"] == "clip" and clip["artifacts"][0]["ops"]["MINIMUM"] == 8
+    assert replace["equalize"]["relu6"] == "replace" and "MINIMUM" not in replace["artifacts"][0]["ops"]
+    assert replace["export_config"]["relu6"] == "replace"
+    with pytest.raises(ValueError, match="relu6"):
+        ExportConfig(relu6="gelu")

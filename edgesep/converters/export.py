@@ -38,6 +38,8 @@ class ExportConfig:
         io_dtype: int8 model input/output type (``int8``, ``uint8``, ``float32``).
         calib_samples: training images used to calibrate int8.
         equalize: cross-layer equalization + bias absorption before int8 export.
+        relu6: how equalization treats ReLU6 between two convolutions: ``clip`` (exact, per-channel caps),
+            ``replace`` (ReLU instead: no extra op, a slightly different function) or ``keep`` (skip).
         opset: ONNX opset.
         seed: seed for drawing calibration images.
     """
@@ -48,6 +50,7 @@ class ExportConfig:
     io_dtype: str = "int8"
     calib_samples: int = 200
     equalize: bool = False
+    relu6: str = "clip"
     opset: int = 17
     seed: int = 0
 
@@ -60,6 +63,8 @@ class ExportConfig:
             raise ValueError("nothing to export: no TFLite precision and no ONNX")
         if self.io_dtype not in ("int8", "uint8", "float32"):
             raise ValueError(f"unknown io_dtype {self.io_dtype!r}; valid: int8, uint8, float32")
+        if self.relu6 not in ("clip", "replace", "keep"):
+            raise ValueError(f"unknown relu6 mode {self.relu6!r}; valid: clip, replace, keep")
         if self.calib_samples < 1:
             raise ValueError(f"calib_samples must be >= 1, got {self.calib_samples}")
 
@@ -225,7 +230,7 @@ def _equalized(model, dataset, config: ExportConfig):
     from edgesep.converters.equalize import equalize_with_report
 
     calib = dataset.calibration(config.calib_samples, config.seed)
-    equalized, report = equalize_with_report(model, calibration_data=calib,
+    equalized, report = equalize_with_report(model, relu6=config.relu6, calibration_data=calib,
                                              eval_data=(dataset.x_test, dataset.y_test))
     return equalized, report.to_dict()
 
