@@ -128,3 +128,12 @@ def test_inspect_reports_edgetpu_readiness(split_export, capsys):
     assert main(["inspect", str(out / "model.tflite"), "--json"]) == 0
     problems = json.loads(capsys.readouterr().out)["edgetpu"]["problems"]
     assert any("FLOAT32" in p for p in problems)
+
+
+def test_every_public_name_resolves():
+    import edgesep
+
+    missing = [name for name in edgesep.__all__ if getattr(edgesep, name, None) is None]
+    assert missing == []
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        edgesep.nope  # noqa: B018
