@@ -188,17 +188,22 @@ class Connection:
             buf += chunk
         return buf
 
+    @staticmethod
+    def _end_stream(s) -> None:
+        """Mark a stream closed, wake its reader, and kill the command behind it (its process group)."""
+        s.closed.set()
+        s.incoming.put(None)
+        if s.proc and s.proc.poll() is None:
+            try:
+                os.killpg(s.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
     def drop(self) -> None:
         """Pulls the cable: closes the socket and kills every running command."""
         self.alive = False
         for s in list(self.streams.values()):
-            s.closed.set()
-            s.incoming.put(None)
-            if s.proc and s.proc.poll() is None:
-                try:
-                    os.killpg(s.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            self._end_stream(s)
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -251,13 +256,7 @@ class Connection:
         elif command == A_CLSE:
             s = self.streams.pop(arg1, None)
             if s:
-                s.closed.set()
-                s.incoming.put(None)
-                if s.proc and s.proc.poll() is None:
-                    try:
-                        os.killpg(s.proc.pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
+                self._end_stream(s)
 
     def open(self, remote_id: int, service: str) -> None:
         handler = self.emu.service_handler(service)

@@ -87,6 +87,13 @@ def _device(adb_server, target: str = "adb", **options) -> AdbDevice:
     return parse_target(target, adb_server_port=adb_server.port, **options)
 
 
+def _measure(dev: AdbDevice, models: list[Path], config: BenchConfig = FAST) -> list:
+    """prepare + run, with the device cleaned up whatever happens."""
+    with dev:
+        dev.prepare(models)
+        return dev.run(config)
+
+
 def _tmp_dirs(emu: AdbdEmulator) -> list[Path]:
     return sorted(emu.paths.host_path("/data/local/tmp").glob("edgesep.*"))
 
@@ -166,11 +173,8 @@ def test_gpu_delegate_op_profiling_and_binary_already_on_device(adb_server, make
     shutil.copy(STANDIN, on_device)
     on_device.chmod(0o755)
     dev = _device(adb_server, op_profiling=True)
-    dev.prepare([tiny_tflite])
-    try:
-        (r,) = dev.run(BenchConfig(runs=5, warmup=1, warmup_secs=0, min_secs=0, delegate="gpu"))
-    finally:
-        dev.cleanup()
+    (r,) = _measure(dev, [tiny_tflite],
+                    BenchConfig(runs=5, warmup=1, warmup_secs=0, min_secs=0, delegate="gpu"))
     assert r.error is None and dev.chosen_runner == "benchmark_model"
     assert r.extra["command"].startswith("/data/local/tmp/benchmark_model --graph=")
     report = r.extra["benchmark_model"]
@@ -186,11 +190,7 @@ def test_thermal_rise_warns_about_throttling(adb_server, make_phone, tiny_tflite
     heater = tmp_path / "hot_benchmark_model"
     heater.write_text(f"#!/bin/sh\necho 63500 > {emu.thermal_file(0)}\nexec sh {STANDIN} \"$@\"\n")
     dev = _device(adb_server, benchmark_binary=str(heater))
-    dev.prepare([tiny_tflite])
-    try:
-        (r,) = dev.run(FAST)
-    finally:
-        dev.cleanup()
+    (r,) = _measure(dev, [tiny_tflite])
     assert r.error is None and r.host["temp_c_before"] == 41.0 and r.host["temp_c"] == 63.5
     assert r.extra["warnings"] == ["temperature rose 22.5 °C during the run (cpu-0-0: 41.0 -> 63.5 °C); "
                                    "the phone may have throttled its clocks: let it cool and rerun"]
@@ -202,11 +202,7 @@ def test_benchmark_model_failure_is_a_per_model_error(adb_server, make_phone, ti
     broken = tmp_path / "broken_benchmark_model"
     broken.write_text(f"#!/bin/sh\nexec sh {STANDIN} --graph=/data/local/tmp/missing.tflite\n")
     dev = _device(adb_server, benchmark_binary=str(broken))
-    dev.prepare([tiny_tflite])
-    try:
-        (r,) = dev.run(FAST)
-    finally:
-        dev.cleanup()
+    (r,) = _measure(dev, [tiny_tflite])
     assert r.error == "benchmark_model failed (exit 1): Benchmarking failed."
     assert "Failed to mmap model /data/local/tmp/missing.tflite" in r.extra["benchmark_model"]["errors"]
     assert r.latency_ms is None and _tmp_dirs(emu) == []
@@ -218,11 +214,7 @@ def test_benchmark_binary_for_another_abi(adb_server, make_phone, tiny_tflite, t
     elf = tmp_path / "android_aarch64_benchmark_model"
     elf.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(9) + b"\x02\x00\xb7\x00" + bytes(200))  # an arm64 ELF header
     dev = _device(adb_server, benchmark_binary=str(elf))
-    dev.prepare([tiny_tflite])
-    try:
-        (r,) = dev.run(FAST)
-    finally:
-        dev.cleanup()
+    (r,) = _measure(dev, [tiny_tflite])
     assert r.error.startswith("benchmark_model failed (exit 126): /data/local/tmp/edgesep.")
     assert r.error.endswith("is it built for armeabi-v7a?") and "Exec format error" in r.error
     assert r.latency_ms is None and _tmp_dirs(emu) == []
@@ -233,11 +225,8 @@ def test_python_runner_end_to_end(adb_server, make_phone, bench_models):
     models = bench_models
     emu = make_phone(python=True)
     dev = _device(adb_server, cpu_mask="1")
-    dev.prepare([models["int8.tflite"], models["float.onnx"]])
-    try:
-        results = dev.run(BenchConfig(runs=20, warmup=2, warmup_secs=0, min_secs=0, threads=1))
-    finally:
-        dev.cleanup()
+    config = BenchConfig(runs=20, warmup=2, warmup_secs=0, min_secs=0, threads=1)
+    results = _measure(dev, [models["int8.tflite"], models["float.onnx"]], config)
     assert dev.chosen_runner == "python" and _tmp_dirs(emu) == []
     for r, name in zip(results, ("int8.tflite", "float.onnx")):
         assert r.error is None and Path(r.model).name == name and r.extra["runner"] == "python"
