@@ -129,23 +129,17 @@ def export(model_path: Optional[str], form: Optional[str], int8: bool, fp16: boo
 
 def _compile_for_edgetpu(doc: dict, out_dir: str) -> None:
     """Compile out_dir/model_int8.tflite for the Edge TPU; add the artifact and report to export.json."""
-    import hashlib
     import json
-    import os
     from pathlib import Path
 
+    from edgesep.converters.export import artifact_record
     from edgesep.devices.coral import compile_edgetpu
 
     out = Path(out_dir)
     compiled, report = compile_edgetpu(out / "model_int8.tflite", out)
-    data = compiled.read_bytes()
-    doc["artifacts"].append({"path": compiled.name, "format": "tflite", "precision": "int8", "bytes": len(data),
-                             "sha256": hashlib.sha256(data).hexdigest(), "ops": {}, "delegate": "edgetpu",
-                             "max_abs_error_vs_keras": None, "accuracy": None})
+    doc["artifacts"].append({**artifact_record(compiled, "tflite", "int8"), "delegate": "edgetpu"})
     doc["edgetpu"] = report.to_dict()
-    tmp = out / ".export.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, out / "export.json")
+    _write_atomic(out / "export.json", json.dumps(doc, indent=2) + "\n")
 
 
 @cli.command()

@@ -194,11 +194,11 @@ def _export_into(model, folder: Path, config: ExportConfig, dataset, say) -> dic
         export_tflite(int8_model if precision == "int8" else folded, path, precision=precision,
                       representative_data=calib, per_channel=config.per_channel, io_dtype=config.io_dtype,
                       fold=False)
-        artifacts.append(_artifact(path, "tflite", precision))
+        artifacts.append(artifact_record(path, "tflite", precision))
     if config.onnx:
         say("onnx")
         path = export_onnx(folded, folder / ARTIFACT_NAMES["onnx"], opset=config.opset, fold=False)
-        artifacts.append(_artifact(path, "onnx", "float32"))
+        artifacts.append(artifact_record(path, "onnx", "float32"))
     for art in artifacts:
         say(f"verify {art['path']}")
         check = verify_artifact(folder / art["path"], x_test, reference, y_test)
@@ -235,7 +235,8 @@ def _equalized(model, dataset, config: ExportConfig):
     return equalized, report.to_dict()
 
 
-def _artifact(path: Path, fmt: str, precision: str) -> dict[str, Any]:
+def artifact_record(path: Path, fmt: str, precision: str) -> dict[str, Any]:
+    """An export.json artifact entry for a written file (figures from verification left empty)."""
     from edgesep.converters.inspect import op_counts
 
     data = path.read_bytes()
