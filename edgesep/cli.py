@@ -76,6 +76,9 @@ def cli() -> None:
 @click.option("--relu6", type=click.Choice(["clip", "replace", "keep"]),
               help="With --equalize: ReLU6 between convs gets per-channel caps (clip, exact), becomes ReLU "
                    "(replace) or stops equalization there (keep) [clip].")
+@click.option("--no-guard", is_flag=True,
+              help="With --equalize: keep every equalized link even where the int8 model loses test accuracy "
+                   "against the same export without --equalize.")
 @click.option("--io-dtype", type=click.Choice(["int8", "uint8", "float32"]), default="int8", show_default=True,
               help="Input/output type of the int8 model.")
 @click.option("--no-onnx", is_flag=True, help="Skip the ONNX export.")
@@ -86,7 +89,7 @@ def cli() -> None:
 @click.option("--edgetpu", is_flag=True, help="Also compile the int8 model with edgetpu_compiler (must be installed).")
 @click.option("--out", "out_dir", default="out", show_default=True, metavar="DIR", help="Output folder.")
 def export(model_path: Optional[str], form: Optional[str], int8: bool, fp16: bool, per_tensor: bool,
-           equalize: bool, relu6: Optional[str], io_dtype: str, no_onnx: bool, data: Optional[str],
+           equalize: bool, relu6: Optional[str], no_guard: bool, io_dtype: str, no_onnx: bool, data: Optional[str],
            calib_samples: int, edgetpu: bool, out_dir: str) -> None:
     """Fold BatchNorm, export TFLite (float32/fp16/int8) and ONNX, verify each against Keras."""
     if model_path and form:
@@ -95,6 +98,8 @@ def export(model_path: Optional[str], form: Optional[str], int8: bool, fp16: boo
         raise click.UsageError("--per-tensor, --equalize and --edgetpu shape the int8 model; add --int8")
     if relu6 and not equalize:
         raise click.UsageError("--relu6 says how --equalize treats ReLU6; add --equalize")
+    if no_guard and not equalize:
+        raise click.UsageError("--no-guard switches off the accuracy guard of --equalize; add --equalize")
     if edgetpu and io_dtype == "float32":
         raise click.UsageError("--edgetpu needs integer input/output: use --io-dtype int8 or uint8")
     if edgetpu:
@@ -110,7 +115,8 @@ def export(model_path: Optional[str], form: Optional[str], int8: bool, fp16: boo
 
     precisions = ("float32",) + (("float16",) if fp16 else ()) + (("int8",) if int8 else ())
     config = ExportConfig(precisions=precisions, onnx=not no_onnx, per_channel=not per_tensor, io_dtype=io_dtype,
-                          calib_samples=calib_samples, equalize=equalize, relu6=relu6 or "clip")
+                          calib_samples=calib_samples, equalize=equalize, relu6=relu6 or "clip",
+                          equalize_guard=not no_guard)
     err = Console(stderr=True)
     with err.status("starting") as status:
         step = lambda stage: status.update(f"[bold]{stage}")  # noqa: E731

@@ -33,6 +33,11 @@ def export_table(doc: dict[str, Any]):
         err, acc = art.get("max_abs_error_vs_keras"), art.get("accuracy")
         table.add_row(art["path"], art["precision"], _size(art.get("bytes")), ops,
                       "-" if err is None else f"{err:.1e}", "-" if acc is None else f"{acc:.4f}")
+    guard = (doc.get("equalize") or {}).get("guard")
+    if guard:
+        table.caption = (f"equalize: {guard['outcome']} ({guard['links_kept']} of {guard['links']} links equalized); "
+                         f"int8 accuracy {guard['accuracy']:.4f}, without equalization "
+                         f"{guard['accuracy_without_equalize']:.4f}, every link equalized {guard['accuracy_every_link']:.4f}")
     return table
 
 

@@ -80,6 +80,7 @@ def _bad_inputs(tmp_path):
         "wrong extension": (["--model", str(tmp_path / "labels.npz")], 1, "expected a Keras model"),
         "unknown form": (["--form", "triple"], 2, "--form"),
         "per-tensor without int8": (["--per-tensor"], 2, "add --int8"),
+        "no-guard without equalize": (["--int8", "--no-guard"], 2, "add --equalize"),
         "empty data folder": (["--int8", "--data", str(tmp_path / "empty")], 1, "no class sub-folders"),
         "mixed sizes": (["--int8", "--data", str(mixed)], 1, "mixed sizes"),
         "labels out of range": (["--int8", "--data", str(tmp_path / "labels.npz"), "--form", "split"], None, None),

@@ -252,6 +252,27 @@ def test_relu6_keep_skips_those_pairs(relu6_model, x):
     assert [p.producer for p in fused_report.pairs] == ["block1_sep/depthwise", "block2_sep/depthwise"]
 
 
+def test_excluded_links_are_left_alone_and_the_rest_stays_exact(relu6_model, x_other):
+    _, full = equalize_with_report(relu6_model, absorb_bias=False)
+    new, report = equalize_with_report(relu6_model, absorb_bias=False, exclude=["block1_dw"])
+    assert [p.producer for p in report.pairs] == [p.producer for p in full.pairs if p.producer != "block1_dw"]
+    assert ("block1_dw", "block1_pw", "excluded") in report.skipped
+    assert isinstance(new.get_layer("block1_dw_relu"), layers.ReLU)  # no per-channel clip on the excluded link
+    assert new.get_layer("block1_dw_relu").max_value == 6.0
+    assert rel_err(new.predict(x_other, verbose=0), relu6_model.predict(x_other, verbose=0)) <= TOL
+    folded = fold_batchnorm(relu6_model)
+    untouched, none = equalize_with_report(relu6_model, absorb_bias=False, exclude=[p.producer for p in full.pairs])
+    assert not none.pairs and not none.activations
+    for a, b in zip(untouched.get_weights(), folded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_excluding_an_unknown_link_is_one_line(relu6_model):
+    with pytest.raises(ConversionError, match=r"cannot exclude 'pool': not a link producer .*links: block1_dw") as e:
+        equalize(relu6_model, exclude=["pool"])
+    assert "\n" not in str(e.value)
+
+
 # --- bias absorption ---
 
 def test_bias_absorption_from_calibration_is_exact_on_that_data(x):

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 
@@ -623,7 +623,7 @@ def _measure(original, new_model, calibration, eval_data) -> tuple[Optional[floa
 
 def equalize_with_report(model, *, relu6: str = "clip", absorb_bias: bool = True,
                          calibration_data: Optional[np.ndarray] = None, eval_data=None, max_iter: int = 1000,
-                         tol: float = 1e-4) -> tuple[Any, EqualizeReport]:
+                         tol: float = 1e-4, exclude: Iterable[str] = ()) -> tuple[Any, EqualizeReport]:
     """Cross-layer equalization (and bias absorption) of a Keras model, with a report.
 
     Args:
@@ -637,6 +637,8 @@ def equalize_with_report(model, *, relu6: str = "clip", absorb_bias: bool = True
         eval_data: ``(images, labels)``; when given, the report gives top-1 float accuracy before and after.
         max_iter: most sweeps over all links.
         tol: stop when no scale of a sweep differs from 1 by more than ``tol`` (in log).
+        exclude: links to leave alone, named by their producer as in ``PairResult.producer`` (``block1_dw``,
+            ``block1_sep/depthwise``); they are listed in ``skipped`` as excluded and absorb no bias.
 
     Returns:
         (new model, report). The new model is BN-folded and not compiled.
@@ -650,6 +652,7 @@ def equalize_with_report(model, *, relu6: str = "clip", absorb_bias: bool = True
     folded, fold_report = fold_with_report(model)
     config, sequential, graph = _graph_of(folded)
     links, skipped = _find_links(folded, graph, relu6)
+    links = _exclude(links, skipped, exclude)
     need_bias = {n for link in links if absorb_bias and link.act is not None for n in (link.producer, link.consumer)}
     weights = _read_weights(folded, links, need_bias)
     links = _check_lengths(links, weights, skipped)
@@ -675,6 +678,22 @@ def equalize_with_report(model, *, relu6: str = "clip", absorb_bias: bool = True
     return new_model, report
 
 
+def _exclude(links: list[_Link], skipped: list, names: Iterable[str]) -> list[_Link]:
+    names = [names] if isinstance(names, str) else list(names)
+    known = {link.label[0] for link in links} | {p for p, _, _ in skipped}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        valid = ", ".join(sorted(link.label[0] for link in links)) or "none"
+        raise ConversionError(f"cannot exclude {unknown[0]!r}: not a link producer of this model (links: {valid})")
+    kept = []
+    for link in links:
+        if link.label[0] in names:
+            skipped.append((*link.label, "excluded"))
+        else:
+            kept.append(link)
+    return kept
+
+
 def _pair_result(link: _Link, before: tuple[np.ndarray, np.ndarray], weights: dict[str, Weights]) -> PairResult:
     after = (_OUT[link.out_kind].range(weights[link.producer]), _IN[link.in_kind].range(weights[link.consumer]))
     kind = f"{link.out_kind} -> {link.in_kind}"
@@ -684,7 +703,8 @@ def _pair_result(link: _Link, before: tuple[np.ndarray, np.ndarray], weights: di
 
 
 def equalize(model, *, relu6: str = "clip", absorb_bias: bool = True,
-             calibration_data: Optional[np.ndarray] = None, max_iter: int = 1000, tol: float = 1e-4):
+             calibration_data: Optional[np.ndarray] = None, max_iter: int = 1000, tol: float = 1e-4,
+             exclude: Iterable[str] = ()):
     """``model`` with cross-layer equalization and bias absorption applied (see ``equalize_with_report``).
 
     Args:
@@ -694,9 +714,10 @@ def equalize(model, *, relu6: str = "clip", absorb_bias: bool = True,
         calibration_data: float images for the bias absorption amounts (else BN statistics are used).
         max_iter: most sweeps over all links.
         tol: convergence tolerance on the scales (log).
+        exclude: producers of links to leave alone (see ``equalize_with_report``).
 
     Returns:
         A new BN-folded ``keras.Model``.
     """
     return equalize_with_report(model, relu6=relu6, absorb_bias=absorb_bias, calibration_data=calibration_data,
-                                max_iter=max_iter, tol=tol)[0]
+                                max_iter=max_iter, tol=tol, exclude=exclude)[0]

@@ -40,6 +40,9 @@ class ExportConfig:
         equalize: cross-layer equalization + bias absorption before int8 export.
         relu6: how equalization treats ReLU6 between two convolutions: ``clip`` (exact, per-channel caps),
             ``replace`` (ReLU instead: no extra op, a slightly different function) or ``keep`` (skip).
+        equalize_guard: with ``equalize``, leave out links (or all of them) where the equalized int8 model is
+            less accurate on the evaluation data than the int8 model without equalization
+            (``edgesep.converters.guard``).
         opset: ONNX opset.
         seed: seed for drawing calibration images.
     """
@@ -51,6 +54,7 @@ class ExportConfig:
     calib_samples: int = 200
     equalize: bool = False
     relu6: str = "clip"
+    equalize_guard: bool = True
     opset: int = 17
     seed: int = 0
 
@@ -185,7 +189,7 @@ def _export_into(model, folder: Path, config: ExportConfig, dataset, say) -> dic
     int8_model, equalize_doc = folded, None
     if config.equalize and "int8" in config.precisions:
         say("equalize")
-        int8_model, equalize_doc = _equalized(model, dataset, config)
+        int8_model, equalize_doc = _equalized(model, folded, dataset, config, say)
     artifacts = []
     for precision in config.precisions:
         say(f"tflite {precision}")
@@ -226,10 +230,15 @@ def _export_into(model, folder: Path, config: ExportConfig, dataset, say) -> dic
     return doc
 
 
-def _equalized(model, dataset, config: ExportConfig):
+def _equalized(model, folded, dataset, config: ExportConfig, say):
     from edgesep.converters.equalize import equalize_with_report
 
     calib = dataset.calibration(config.calib_samples, config.seed)
+    if config.equalize_guard:
+        from edgesep.converters.guard import guarded_equalize
+
+        return guarded_equalize(model, folded, calib, dataset.x_test, dataset.y_test, relu6=config.relu6,
+                                per_channel=config.per_channel, io_dtype=config.io_dtype, say=say)
     equalized, report = equalize_with_report(model, relu6=config.relu6, calibration_data=calib,
                                              eval_data=(dataset.x_test, dataset.y_test))
     return equalized, report.to_dict()

@@ -360,11 +360,12 @@ def quant_error_cli(model, inputs: list[dict[str, Any]], data: Optional[str], re
 
 
 def _was_equalized(model) -> bool:
-    """Does the export.json beside ``model`` record an equalized int8 export?"""
+    """Does the export.json beside ``model`` record an equalized int8 export (not reverted by the guard)?"""
     import json
 
     try:
         doc = json.loads(Path(model).with_name("export.json").read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(doc, dict) and bool(doc.get("equalize"))
+    section = doc.get("equalize") if isinstance(doc, dict) else None
+    return bool(section) and (section.get("guard") or {}).get("outcome") != "reverted"

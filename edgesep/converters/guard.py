@@ -1,0 +1,110 @@
+"""The accuracy guard of ``export --equalize``: equalization may not cost int8 accuracy.
+
+Cross-layer equalization evens out per-tensor weight ranges and raises the int8 model's SQNR, but on a network
+whose per-tensor int8 model already matches its float model it changes which borderline images the rounding
+falls on, and can lose a few of them (docs/quantization.md). The guard compares, on the export's evaluation
+images, the int8 model of the equalized network with the int8 model of the same export without equalization
+(same calibration images, same per-channel / per-tensor setting):
+
+1. every link equalized: kept when its top-1 accuracy is at least the unequalized one;
+2. else links are left out (``equalize(..., exclude=...)``) greedily: each round tries leaving out one more
+   link, in order of how little the link needed equalizing (the producer's per-channel range ratio before
+   CLE, smallest first), takes the first trial that reaches the unequalized accuracy, or else the best one
+   and goes on;
+3. after ``max_trials`` int8 conversions without success, no link is kept: the int8 model is the unequalized
+   one, and export.json says so.
+
+So ``--equalize`` never loses accuracy against the same export without it on the data the export reports
+accuracy on. That data is also what the guard chose on, so its figure is the better of a few candidates: for
+an unbiased one evaluate on images the export never saw (``edgesep bench --accuracy-data``).
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+MAX_TRIALS = 8  # int8 conversions beyond the two the guard always makes
+
+
+def guarded_equalize(model, folded, calibration: np.ndarray, x: np.ndarray, y: np.ndarray, *, relu6: str,
+                     per_channel: bool, io_dtype: str, max_trials: int = MAX_TRIALS,
+                     say: Optional[Callable[[str], None]] = None) -> tuple[Any, dict[str, Any]]:
+    """The equalized network to quantize and the export.json ``equalize`` section (with a ``guard`` entry).
+
+    Args:
+        model: the Keras model being exported (with BatchNorm; not modified).
+        folded: its BN-folded form (the unequalized network the guard compares with).
+        calibration: int8 calibration images; also the bias absorption amounts.
+        x, y: evaluation images and labels (top-1 accuracy of each int8 candidate).
+        relu6, per_channel, io_dtype: as in ``ExportConfig``.
+        max_trials: most int8 conversions spent on leaving links out.
+        say: progress callback.
+
+    Returns:
+        (Keras model to quantize, equalize section). The model is ``folded`` itself when no link was kept.
+    """
+    from edgesep.converters.equalize import equalize_with_report
+
+    say = say or (lambda stage: None)
+    with tempfile.TemporaryDirectory(prefix="edgesep-guard-") as work:
+        accuracy = _Int8Accuracy(Path(work), calibration, x, y, per_channel, io_dtype)
+        baseline = accuracy(folded)
+        equalized, report = equalize_with_report(model, relu6=relu6, calibration_data=calibration, eval_data=(x, y))
+        all_links = accuracy(equalized)
+        order = [p.producer for p in sorted(report.pairs, key=lambda p: p.producer_ratio[0])]
+        trials: list[dict[str, Any]] = []
+        excluded: list[str] = []
+        chosen, chosen_report, final = equalized, report, all_links
+        while final < baseline and len(excluded) < len(order) and len(trials) < max_trials:
+            best = None
+            for name in order:
+                if name in excluded or len(trials) >= max_trials:
+                    continue
+                say(f"equalize guard: trial {len(trials) + 1}, leaving out {', '.join(excluded + [name])}")
+                candidate, candidate_report = equalize_with_report(model, relu6=relu6, calibration_data=calibration,
+                                                                   eval_data=(x, y), exclude=excluded + [name])
+                acc = accuracy(candidate)
+                trials.append({"excluded": excluded + [name], "accuracy": acc})
+                if best is None or acc > best[0]:
+                    best = (acc, name, candidate, candidate_report)
+                if acc >= baseline:
+                    break
+            if best is None:
+                break
+            final, name, chosen, chosen_report = best
+            excluded.append(name)
+        if final < baseline:
+            outcome, chosen, final, kept = "reverted", folded, baseline, 0
+        else:
+            kept = len(order) - len(excluded)
+            outcome = "kept every link" if not excluded else f"left out {len(excluded)} of {len(order)} links"
+    doc = chosen_report.to_dict() if outcome != "reverted" else report.to_dict()
+    doc["guard"] = {
+        "outcome": outcome, "links_kept": kept, "links": len(order),
+        "data": {"samples": int(len(x))},
+        "accuracy_without_equalize": baseline, "accuracy_every_link": all_links, "accuracy": final,
+        "excluded": [] if outcome == "reverted" else excluded, "trials": trials,
+    }
+    return chosen, doc
+
+
+class _Int8Accuracy:
+    """Top-1 accuracy of the int8 TFLite model of a Keras network, converted as export converts it."""
+
+    def __init__(self, work: Path, calibration: np.ndarray, x: np.ndarray, y: np.ndarray, per_channel: bool,
+                 io_dtype: str):
+        self.work, self.calibration, self.x, self.y = work, calibration, x, y
+        self.per_channel, self.io_dtype, self.count = per_channel, io_dtype, 0
+
+    def __call__(self, keras_model) -> float:
+        from edgesep.converters.tflite import export_tflite
+        from edgesep.converters.verify import predict_tflite, top1
+
+        self.count += 1
+        path = export_tflite(keras_model, self.work / f"candidate{self.count}.tflite", precision="int8",
+                             representative_data=self.calibration, per_channel=self.per_channel,
+                             io_dtype=self.io_dtype, fold=False)
+        return top1(predict_tflite(path, self.x), self.y)

@@ -1,0 +1,67 @@
+"""The accuracy guard of export --equalize, driven into its fallbacks on purpose.
+
+Labels are the plain per-tensor int8 model's own predictions on noise images, so the unequalized model scores
+100 % by construction and the equalized one (whose rounding falls elsewhere) loses some of these near-ties:
+the guard must then leave links out or revert, and never return a model that scores lower.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgesep.converters.guard import guarded_equalize
+
+
+@pytest.fixture(scope="module")
+def setup(trained_split, digits, tmp_path_factory):
+    from edgesep.converters.fold import fold_batchnorm
+    from edgesep.converters.tflite import export_tflite
+    from edgesep.converters.verify import predict_tflite
+
+    model = trained_split[0]
+    folded = fold_batchnorm(model)
+    calib = digits.calibration(100, 0)
+    noise = np.random.default_rng(0).random((300, *model.input_shape[1:]), dtype=np.float32)
+    path = export_tflite(folded, tmp_path_factory.mktemp("guard") / "plain.tflite", precision="int8",
+                         representative_data=calib, per_channel=False, fold=False)
+    labels = predict_tflite(path, noise).argmax(1)
+    return model, folded, calib, noise, labels
+
+
+def run(setup, max_trials):
+    model, folded, calib, noise, labels = setup
+    return guarded_equalize(model, folded, calib, noise, labels, relu6="clip", per_channel=False, io_dtype="int8",
+                            max_trials=max_trials)
+
+
+def test_guard_leaves_links_out_until_nothing_is_lost(setup, tmp_path):
+    from edgesep.converters.tflite import export_tflite
+    from edgesep.converters.verify import predict_keras, predict_tflite, top1
+
+    model, folded, calib, noise, labels = setup
+    chosen, doc = run(setup, max_trials=3)
+    guard = doc["guard"]
+    assert guard["accuracy_without_equalize"] == 1.0
+    assert guard["accuracy_every_link"] < 1.0, "noise near-ties should move under equalization"
+    assert guard["outcome"] != "kept every link" and 1 <= len(guard["trials"]) <= 3
+    assert guard["accuracy"] == 1.0  # never below the unequalized model
+    if guard["outcome"] == "reverted":
+        assert chosen is folded and guard["links_kept"] == 0
+    else:
+        assert guard["trials"][-1]["accuracy"] == 1.0 and guard["trials"][-1]["excluded"] == guard["excluded"]
+        assert {s["producer"] for s in doc["skipped"] if s["reason"] == "excluded"} == set(guard["excluded"])
+        path = export_tflite(chosen, tmp_path / "chosen.tflite", precision="int8", representative_data=calib,
+                             per_channel=False, fold=False)
+        assert top1(predict_tflite(path, noise), labels) == 1.0  # the verdict holds for a fresh conversion
+    # whatever it kept is the same function in float
+    want = predict_keras(model, noise)
+    assert np.max(np.abs(predict_keras(chosen, noise) - want)) <= 1e-4 * np.max(np.abs(want))
+
+
+def test_guard_without_trials_reverts(setup):
+    model, folded, *_ = setup
+    chosen, doc = run(setup, max_trials=0)
+    guard = doc["guard"]
+    assert guard["outcome"] == "reverted" and chosen is folded and guard["trials"] == []
+    assert guard["accuracy"] == guard["accuracy_without_equalize"] == 1.0
+    assert len(doc["pairs"]) == guard["links"] == 8  # the section still says what equalization would have done
