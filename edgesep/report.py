@@ -35,8 +35,8 @@ def export_table(doc: dict[str, Any]):
                       "-" if err is None else f"{err:.1e}", "-" if acc is None else f"{acc:.4f}")
     guard = (doc.get("equalize") or {}).get("guard")
     if guard:
-        table.caption = (f"equalize: {guard['outcome']} ({guard['links_kept']} of {guard['links']} links equalized); "
-                         f"int8 accuracy {guard['accuracy']:.4f}, without equalization "
+        table.caption = (f"equalize guard: {guard['outcome']} ({guard['links_kept']}/{guard['links']} links "
+                         f"equalized); int8 accuracy {guard['accuracy']:.4f}, without equalization "
                          f"{guard['accuracy_without_equalize']:.4f}, every link equalized {guard['accuracy_every_link']:.4f}")
     return table
 

@@ -10,7 +10,10 @@ from edgesep's training cache), exports int8 TFLite variants and measures on the
   lowest depthwise weight SQNR of each int8 model;
 * the float accuracy of every equalized network (CLE keeps ReLU6 exact with per-channel clips, the
   ``equalize`` default; the ``ReLU6 -> ReLU`` variant uses ``relu6="replace"``, which changes the network);
-* how many channels bias absorption moved (from the calibration images' per-channel minimum).
+* how many channels bias absorption moved (from the calibration images' per-channel minimum);
+* what ``edgesep export --int8 --per-tensor --equalize`` ships: CLE + BA behind the accuracy guard
+  (``edgesep.converters.guard``), which leaves links out where equalizing them costs test accuracy against
+  plain per-tensor, and how many links it kept.
 
 Usage::
 
@@ -38,7 +41,8 @@ import numpy as np  # noqa: E402
 
 # CLE keeps ReLU6 exact with per-channel clips (relu6="clip", the default); the last variant swaps ReLU6 for ReLU
 VARIANTS = ("int8 per-channel", "int8 per-tensor", "per-tensor + CLE", "per-tensor + CLE + BA",
-            "per-tensor + CLE, ReLU6 -> ReLU")
+            "per-tensor + CLE + BA, guarded", "per-tensor + CLE, ReLU6 -> ReLU")
+GUARDED = "per-tensor + CLE + BA, guarded"  # what `edgesep export --int8 --per-tensor --equalize` does
 CALIB_SAMPLES = 200
 SQNR_SAMPLES = 200  # test images for the per-layer report (accuracy uses the whole test split)
 
@@ -79,17 +83,28 @@ GROUPS = sorted({s.group for s in SETTINGS})
 
 # --- one run ---
 
-def _variant_model(variant: str, model, calib) -> tuple[Any, dict]:
+def _variant_model(variant: str, model, calib, ds) -> tuple[Any, dict]:
     """The float model the variant quantizes (equalized for CLE variants) and facts about the equalization."""
     from edgesep.converters.equalize import equalize_with_report
 
     if "CLE" not in variant:
         return model, {}
+    if variant == GUARDED:
+        from edgesep.converters.fold import fold_batchnorm
+        from edgesep.converters.guard import guarded_equalize
+
+        eq, doc = guarded_equalize(model, fold_batchnorm(model), calib, ds.x_test, ds.y_test, relu6="clip",
+                                   per_channel=False, io_dtype="int8")
+        guard = doc["guard"]
+        return eq, {"dw_range_ratio_after": max(r["after"] for r in doc["depthwise_range_ratio"])
+                    if guard["links_kept"] else None, "links": guard["links_kept"],
+                    "ba_channels": sum(b["channels"] for b in doc["bias_absorbed"]) if guard["links_kept"] else 0,
+                    "guard": guard["outcome"]}
     eq, report = equalize_with_report(model, relu6="replace" if "ReLU6 -> ReLU" in variant else "clip",
                                       absorb_bias=variant.endswith("BA"), calibration_data=calib)
     ratios = report.depthwise_range_ratio
     facts = {"dw_range_ratio_after": max(a for _, _, a in ratios) if ratios else None,
-             "cle_iterations": report.iterations}
+             "cle_iterations": report.iterations, "links": len(report.pairs)}
     if variant.endswith("BA"):
         facts["ba_channels"] = sum(b.channels for b in report.bias_absorbed)
     return eq, facts
@@ -141,7 +156,7 @@ def run_one(setting: Setting, seed: int, ds) -> dict[str, Any]:
         for variant in VARIANTS:
             if "ReLU6" in variant and setting.activation != "relu6":
                 continue  # without ReLU6 it is plain CLE
-            eq, facts = _variant_model(variant, model, calib)
+            eq, facts = _variant_model(variant, model, calib, ds)
             twin = next((f for m, f in equalized if _same_weights(m, eq)), None) if eq is not model else None
             if twin is not None:  # e.g. bias absorption that absorbed nothing: the very same network
                 facts = {**twin, **facts, "same_as": twin["variant"]}
@@ -193,12 +208,13 @@ def _db(v: float) -> str:
 def markdown(results: list[dict[str, Any]]) -> str:
     """One row per setting and variant, means over seeds with [min..max]."""
     lines = ["| setting | variant | top-1 % | logit SQNR dB | max dw range ratio | min dw weight SQNR dB | "
-             "float top-1 % of the quantized net | bias-absorbed channels |", "|---|---|---|---|---|---|---|---|"]
+             "float top-1 % of the quantized net | bias-absorbed channels | equalized links |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for setting in dict.fromkeys(r["setting"] for r in results):
         runs = [r for r in results if r["setting"] == setting]
         seeds = ",".join(str(r["seed"]) for r in runs)
         lines.append(f"| **{setting}** (seeds {seeds}) | float | {_stat([r['float_accuracy'] for r in runs], _pct)} | "
-                     f"- | {_stat([r['dw_range_ratio'] for r in runs], _ratio)} | - | - | - |")
+                     f"- | {_stat([r['dw_range_ratio'] for r in runs], _ratio)} | - | - | - | - |")
         for variant in VARIANTS:
             v = [r["variants"][variant] for r in runs if variant in r["variants"]]
             if not v:
@@ -209,7 +225,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
                 f"{_stat([x['logit_sqnr_db'] for x in v], _db)} | {_stat(after, _ratio)} | "
                 f"{_stat([x['dw_weight_sqnr_db_min'] for x in v], _db)} | "
                 f"{_stat([x.get('float_accuracy') for x in v], _pct)} | "
-                f"{_stat([x.get('ba_channels') for x in v], lambda c: f'{c:.0f}')} |")
+                f"{_stat([x.get('ba_channels') for x in v], lambda c: f'{c:.0f}')} | "
+                f"{_stat([x.get('links') for x in v], lambda c: f'{c:.1f}'.removesuffix('.0'))} |")
     return "\n".join(lines)
 
 

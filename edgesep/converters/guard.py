@@ -8,9 +8,10 @@ images, the int8 model of the equalized network with the int8 model of the same 
 
 1. every link equalized: kept when its top-1 accuracy is at least the unequalized one;
 2. else links are left out (``equalize(..., exclude=...)``) greedily: each round tries leaving out one more
-   link, in order of how little the link needed equalizing (the producer's per-channel range ratio before
-   CLE, smallest first), takes the first trial that reaches the unequalized accuracy, or else the best one
-   and goes on;
+   link, each remaining link in turn (in order of how little it needed equalizing: the producer's
+   per-channel range ratio before CLE, smallest first). Of the trials that reach the unequalized accuracy
+   the one with the highest output SQNR against the float model wins; if none does, the most accurate one
+   is kept and the next round starts from it;
 3. after ``max_trials`` int8 conversions without success, no link is kept: the int8 model is the unequalized
    one, and export.json says so.
 
@@ -20,6 +21,7 @@ an unbiased one evaluate on images the export never saw (``edgesep bench --accur
 """
 from __future__ import annotations
 
+import math
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -47,59 +49,64 @@ def guarded_equalize(model, folded, calibration: np.ndarray, x: np.ndarray, y: n
         (Keras model to quantize, equalize section). The model is ``folded`` itself when no link was kept.
     """
     from edgesep.converters.equalize import equalize_with_report
+    from edgesep.converters.verify import predict_keras
 
     say = say or (lambda stage: None)
     with tempfile.TemporaryDirectory(prefix="edgesep-guard-") as work:
-        accuracy = _Int8Accuracy(Path(work), calibration, x, y, per_channel, io_dtype)
-        baseline = accuracy(folded)
+        score = _Int8Score(Path(work), calibration, x, y, predict_keras(model, x), per_channel, io_dtype)
+        baseline = score(folded)
         equalized, report = equalize_with_report(model, relu6=relu6, calibration_data=calibration, eval_data=(x, y))
-        all_links = accuracy(equalized)
+        every = score(equalized)
         order = [p.producer for p in sorted(report.pairs, key=lambda p: p.producer_ratio[0])]
         trials: list[dict[str, Any]] = []
         excluded: list[str] = []
-        chosen, chosen_report, final = equalized, report, all_links
-        while final < baseline and len(excluded) < len(order) and len(trials) < max_trials:
-            best = None
-            for name in order:
-                if name in excluded or len(trials) >= max_trials:
-                    continue
+        best = (every, equalized, report)
+        while best[0][0] < baseline[0] and len(excluded) < len(order) and len(trials) < max_trials:
+            round_ = []
+            for name in [n for n in order if n not in excluded][:max_trials - len(trials)]:
                 say(f"equalize guard: trial {len(trials) + 1}, leaving out {', '.join(excluded + [name])}")
                 candidate, candidate_report = equalize_with_report(model, relu6=relu6, calibration_data=calibration,
                                                                    eval_data=(x, y), exclude=excluded + [name])
-                acc = accuracy(candidate)
-                trials.append({"excluded": excluded + [name], "accuracy": acc})
-                if best is None or acc > best[0]:
-                    best = (acc, name, candidate, candidate_report)
-                if acc >= baseline:
-                    break
-            if best is None:
-                break
-            final, name, chosen, chosen_report = best
+                result = score(candidate)
+                trials.append({"excluded": excluded + [name], "accuracy": result[0], "output_sqnr_db": result[1]})
+                round_.append((result, name, candidate, candidate_report))
+            # among trials as accurate as the unequalized model the highest output SQNR (accuracy beyond it on
+            # these images is noise the guard should not chase); failing that the most accurate, to go on from
+            passing = [r for r in round_ if r[0][0] >= baseline[0]]
+            result, name, candidate, candidate_report = (max(passing, key=lambda r: _sqnr(r[0])) if passing else
+                                                         max(round_, key=lambda r: (r[0][0], _sqnr(r[0]))))
             excluded.append(name)
-        if final < baseline:
-            outcome, chosen, final, kept = "reverted", folded, baseline, 0
+            best = (result, candidate, candidate_report)
+        (final, sqnr), chosen, chosen_report = best
+        if final < baseline[0]:
+            outcome, chosen, (final, sqnr), kept, excluded = "reverted", folded, baseline, 0, []
         else:
             kept = len(order) - len(excluded)
             outcome = "kept every link" if not excluded else f"left out {len(excluded)} of {len(order)} links"
     doc = chosen_report.to_dict() if outcome != "reverted" else report.to_dict()
     doc["guard"] = {
-        "outcome": outcome, "links_kept": kept, "links": len(order),
-        "data": {"samples": int(len(x))},
-        "accuracy_without_equalize": baseline, "accuracy_every_link": all_links, "accuracy": final,
-        "excluded": [] if outcome == "reverted" else excluded, "trials": trials,
+        "outcome": outcome, "links_kept": kept, "links": len(order), "data": {"samples": int(len(x))},
+        "accuracy_without_equalize": baseline[0], "accuracy_every_link": every[0], "accuracy": final,
+        "output_sqnr_db": {"without_equalize": baseline[1], "every_link": every[1], "chosen": sqnr},
+        "excluded": excluded, "trials": trials,
     }
     return chosen, doc
 
 
-class _Int8Accuracy:
-    """Top-1 accuracy of the int8 TFLite model of a Keras network, converted as export converts it."""
+def _sqnr(result: tuple[float, Optional[float]]) -> float:
+    return math.inf if result[1] is None else result[1]
 
-    def __init__(self, work: Path, calibration: np.ndarray, x: np.ndarray, y: np.ndarray, per_channel: bool,
-                 io_dtype: str):
-        self.work, self.calibration, self.x, self.y = work, calibration, x, y
+
+class _Int8Score:
+    """(top-1 accuracy, output SQNR in dB against the original float model) of a network's int8 TFLite model,
+    converted as export converts it."""
+
+    def __init__(self, work: Path, calibration: np.ndarray, x: np.ndarray, y: np.ndarray, reference: np.ndarray,
+                 per_channel: bool, io_dtype: str):
+        self.work, self.calibration, self.x, self.y, self.reference = work, calibration, x, y, reference
         self.per_channel, self.io_dtype, self.count = per_channel, io_dtype, 0
 
-    def __call__(self, keras_model) -> float:
+    def __call__(self, keras_model) -> tuple[float, Optional[float]]:
         from edgesep.converters.tflite import export_tflite
         from edgesep.converters.verify import predict_tflite, top1
 
@@ -107,4 +114,8 @@ class _Int8Accuracy:
         path = export_tflite(keras_model, self.work / f"candidate{self.count}.tflite", precision="int8",
                              representative_data=self.calibration, per_channel=self.per_channel,
                              io_dtype=self.io_dtype, fold=False)
-        return top1(predict_tflite(path, self.x), self.y)
+        out = predict_tflite(path, self.x)
+        noise = float(np.sum((out.astype(np.float64) - self.reference) ** 2))
+        signal = float(np.sum(self.reference.astype(np.float64) ** 2))
+        sqnr = None if noise == 0 or signal == 0 else 10 * np.log10(signal / noise)
+        return top1(out, self.y), (None if sqnr is None else float(sqnr))
