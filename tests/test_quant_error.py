@@ -153,3 +153,7 @@ def test_cli_inspect_quant_error(bundle, tmp_path, capsys):
     (tmp_path / "export.json").write_text(json.dumps({"equalize": {"relu6": "clip"}}))
     assert main(["inspect", str(lonely), "--quant-error", "--samples", "2", "--json"]) == 0
     assert "was equalized" in json.loads(capsys.readouterr().out)["quant_error"]["notes"][0]
+    # the accuracy guard reverted the equalization: model.tflite is the int8 model's float model again
+    (tmp_path / "export.json").write_text(json.dumps({"equalize": {"relu6": "clip", "guard": {"outcome": "reverted"}}}))
+    assert main(["inspect", str(lonely), "--quant-error", "--samples", "2", "--json"]) == 0
+    assert not any("equalized" in n for n in json.loads(capsys.readouterr().out)["quant_error"]["notes"])
