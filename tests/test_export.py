@@ -192,6 +192,13 @@ def test_per_tensor_with_equalize_does_not_lose_accuracy(trained_split, digits, 
         assert guard["links_kept"] == len(cle["equalize"]["pairs"]) == 8 - len(guard["excluded"])
     # one per-channel clip (MINIMUM) per equalized ReLU6 link of the int8 model
     assert cle["artifacts"][0]["ops"].get("MINIMUM", 0) == (0 if guard["outcome"] == "reverted" else guard["links_kept"])
+    from rich.console import Console
+
+    from edgesep.report import export_table
+
+    console = Console(width=200, record=True)
+    console.print(export_table(cle))
+    assert f"equalize guard: {guard['outcome']} ({guard['links_kept']}/8 links" in console.export_text()
     ratios = cle["equalize"]["depthwise_range_ratio"]
     assert len(ratios) == 4
     if guard["outcome"] in ("kept every link", "reverted"):

@@ -368,4 +368,7 @@ def _was_equalized(model) -> bool:
     except (OSError, ValueError):
         return False
     section = doc.get("equalize") if isinstance(doc, dict) else None
-    return bool(section) and (section.get("guard") or {}).get("outcome") != "reverted"
+    if not isinstance(section, dict) or not section:
+        return bool(section)
+    guard = section.get("guard")
+    return not (isinstance(guard, dict) and guard.get("outcome") == "reverted")
