@@ -34,7 +34,7 @@ def run(setup, max_trials):
                             max_trials=max_trials)
 
 
-def test_guard_leaves_links_out_until_nothing_is_lost(setup, tmp_path):
+def test_guard_never_ships_less_than_the_unequalized_model(setup, tmp_path):
     from edgesep.converters.tflite import export_tflite
     from edgesep.converters.verify import predict_keras, predict_tflite, top1
 
@@ -56,6 +56,7 @@ def test_guard_leaves_links_out_until_nothing_is_lost(setup, tmp_path):
         path = export_tflite(chosen, tmp_path / "chosen.tflite", precision="int8", representative_data=calib,
                              per_channel=False, fold=False)
         assert top1(predict_tflite(path, noise), labels) == 1.0  # the verdict holds for a fresh conversion
+        assert doc["float_accuracy"]["after"] == top1(predict_keras(chosen, noise), labels)  # of the shipped net
     # whatever it kept is the same function in float
     want = predict_keras(model, noise)
     assert np.max(np.abs(predict_keras(chosen, noise) - want)) <= 1e-4 * np.max(np.abs(want))
@@ -68,3 +69,46 @@ def test_guard_without_trials_reverts(setup):
     assert guard["outcome"] == "reverted" and chosen is folded and guard["trials"] == []
     assert guard["accuracy"] == guard["accuracy_without_equalize"] == 1.0
     assert len(doc["pairs"]) == guard["links"] == 8  # the section still says what equalization would have done
+
+
+def test_guard_leaves_out_a_link_that_restores_the_accuracy(setup, tmp_path):
+    """Images where equalizing every link flips the int8 prediction and leaving out one link flips it back."""
+    from edgesep.converters.equalize import equalize_with_report
+    from edgesep.converters.tflite import export_tflite
+    from edgesep.converters.verify import predict_tflite
+
+    model, folded, calib, noise, labels = setup
+
+    def int8_predictions(keras_model, name):
+        path = export_tflite(keras_model, tmp_path / f"{name}.tflite", precision="int8", representative_data=calib,
+                             per_channel=False, fold=False)
+        return predict_tflite(path, noise).argmax(1)
+
+    every, report = equalize_with_report(model, calibration_data=calib)
+    flipped = int8_predictions(every, "every") != labels
+    for pair in report.pairs:
+        without = int8_predictions(equalize_with_report(model, calibration_data=calib, exclude=[pair.producer])[0],
+                                   pair.producer)
+        restored = flipped & (without == labels)
+        if restored.any():
+            break
+    else:
+        pytest.fail("no single link restores any flipped noise image")
+    keep = restored | ((without == labels) & ~flipped)  # fixed by leaving the link out, or never flipped
+    x, y = noise[keep], labels[keep]
+    chosen, doc = guarded_equalize(model, folded, calib, x, y, relu6="clip", per_channel=False, io_dtype="int8",
+                                   max_trials=len(report.pairs))
+    guard = doc["guard"]
+    assert guard["accuracy_without_equalize"] == 1.0 and guard["accuracy_every_link"] < 1.0
+    assert guard["outcome"] == f"left out 1 of {len(report.pairs)} links" and guard["accuracy"] == 1.0
+    assert pair.producer in [t["excluded"][0] for t in guard["trials"] if t["accuracy"] == 1.0]
+    passing = [t for t in guard["trials"] if t["accuracy"] == 1.0]
+    assert guard["output_sqnr_db"]["chosen"] == max(t["output_sqnr_db"] for t in passing)
+    assert len(doc["pairs"]) == guard["links_kept"] == len(report.pairs) - 1
+    assert ({s["producer"] for s in doc["skipped"] if s["reason"] == "excluded"} == set(guard["excluded"]))
+    from edgesep.converters.verify import predict_keras, top1
+
+    path = export_tflite(chosen, tmp_path / "chosen.tflite", precision="int8", representative_data=calib,
+                         per_channel=False, fold=False)
+    assert top1(predict_tflite(path, x), y) == 1.0
+    assert doc["float_accuracy"]["after"] == top1(predict_keras(chosen, x), y)

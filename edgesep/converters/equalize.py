@@ -472,8 +472,7 @@ def _calibration_shifts(model, links: list[_Link], data: np.ndarray) -> list[np.
     import keras
 
     probe = keras.Model(model.inputs, [model.get_layer(link.producer).output for link in links])
-    outs = probe.predict(data, batch_size=64, verbose=0)
-    outs = outs if isinstance(outs, (list, tuple)) else [outs]
+    outs = _infer(probe, data)
     return [np.maximum(0.0, np.min(o.reshape(-1, o.shape[-1]), axis=0).astype(np.float64)) for o in outs]
 
 
@@ -608,15 +607,26 @@ def _depthwise_ratios(before, after) -> list[tuple[str, float, float]]:
     return rows
 
 
+def _infer(model, x: np.ndarray, batch: int = 256) -> list[np.ndarray]:
+    """Every output of ``model`` on ``x`` in inference mode, called eagerly (``predict`` would trace a new
+    function for every freshly built model, most of the time equalization spends on a small network)."""
+    x = np.asarray(x, np.float32)
+    parts = []
+    for i in range(0, len(x), batch):
+        out = model(x[i:i + batch], training=False)
+        parts.append([np.asarray(o) for o in (out if isinstance(out, (list, tuple)) else [out])])
+    return [np.concatenate(chunks) for chunks in zip(*parts)]
+
+
 def _measure(original, new_model, calibration, eval_data) -> tuple[Optional[float], Optional[dict]]:
     change = accuracy = None
     if calibration is not None:
-        a = np.asarray(original.predict(calibration, batch_size=64, verbose=0), np.float64)
-        b = np.asarray(new_model.predict(calibration, batch_size=64, verbose=0), np.float64)
+        a = _infer(original, calibration)[0].astype(np.float64)
+        b = _infer(new_model, calibration)[0].astype(np.float64)
         change = float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)), 1e-30))
     if eval_data is not None:
         x, y = np.asarray(eval_data[0], np.float32), np.asarray(eval_data[1]).reshape(-1)
-        accuracy = {tag: float(np.mean(np.argmax(m.predict(x, batch_size=64, verbose=0), -1) == y))
+        accuracy = {tag: float(np.mean(np.argmax(_infer(m, x)[0], -1) == y))
                     for tag, m in (("before", original), ("after", new_model))}
     return change, accuracy
 

@@ -66,7 +66,7 @@ def guarded_equalize(model, folded, calibration: np.ndarray, x: np.ndarray, y: n
             for name in [n for n in order if n not in excluded][:max_trials - len(trials)]:
                 say(f"equalize guard: trial {len(trials) + 1}, leaving out {', '.join(excluded + [name])}")
                 candidate, candidate_report = equalize_with_report(model, relu6=relu6, calibration_data=calibration,
-                                                                   eval_data=(x, y), exclude=excluded + [name])
+                                                                   exclude=excluded + [name])
                 result = score(candidate)
                 trials.append({"excluded": excluded + [name], "accuracy": result[0], "output_sqnr_db": result[1]})
                 round_.append((result, name, candidate, candidate_report))
@@ -84,6 +84,11 @@ def guarded_equalize(model, folded, calibration: np.ndarray, x: np.ndarray, y: n
             kept = len(order) - len(excluded)
             outcome = "kept every link" if not excluded else f"left out {len(excluded)} of {len(order)} links"
     doc = chosen_report.to_dict() if outcome != "reverted" else report.to_dict()
+    if chosen_report is not report and outcome != "reverted":  # trials skip the float accuracy: measure the winner
+        from edgesep.converters.verify import top1
+
+        doc["float_accuracy"] = {"before": report.float_accuracy["before"],
+                                 "after": top1(predict_keras(chosen, x), y)}
     doc["guard"] = {
         "outcome": outcome, "links_kept": kept, "links": len(order), "data": {"samples": int(len(x))},
         "accuracy_without_equalize": baseline[0], "accuracy_every_link": every[0], "accuracy": final,
