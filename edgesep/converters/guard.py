@@ -17,7 +17,7 @@ images, the int8 model of the equalized network with the int8 model of the same 
 
 So ``--equalize`` never loses accuracy against the same export without it on the data the export reports
 accuracy on. That data is also what the guard chose on, so its figure is the better of a few candidates: for
-an unbiased one evaluate on images the export never saw (``edgesep bench --accuracy-data``).
+an unbiased one evaluate on images the export never saw (``edgesep bench MODEL --data other.npz``).
 """
 from __future__ import annotations
 
