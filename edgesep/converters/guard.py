@@ -21,6 +21,7 @@ an unbiased one evaluate on images the export never saw (``edgesep bench MODEL -
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import tempfile
 from pathlib import Path
@@ -49,57 +50,65 @@ def guarded_equalize(model, folded, calibration: np.ndarray, x: np.ndarray, y: n
         (Keras model to quantize, equalize section). The model is ``folded`` itself when no link was kept.
     """
     from edgesep.converters.equalize import equalize_with_report
-    from edgesep.converters.verify import predict_keras
+    from edgesep.converters.verify import predict_keras, top1
 
     say = say or (lambda stage: None)
     with tempfile.TemporaryDirectory(prefix="edgesep-guard-") as work:
         score = _Int8Score(Path(work), calibration, x, y, predict_keras(model, x), per_channel, io_dtype)
-        baseline = score(folded)
+        baseline = _Candidate(folded, None, (), *score(folded))
         equalized, report = equalize_with_report(model, relu6=relu6, calibration_data=calibration, eval_data=(x, y))
-        every = score(equalized)
+        every = _Candidate(equalized, report, (), *score(equalized))
         order = [p.producer for p in sorted(report.pairs, key=lambda p: p.producer_ratio[0])]
-        trials: list[dict[str, Any]] = []
-        excluded: list[str] = []
-        best = (every, equalized, report)
-        while best[0][0] < baseline[0] and len(excluded) < len(order) and len(trials) < max_trials:
+        trials: list[_Candidate] = []
+        best = every
+        while best.accuracy < baseline.accuracy and len(best.excluded) < len(order) and len(trials) < max_trials:
             round_ = []
-            for name in [n for n in order if n not in excluded][:max_trials - len(trials)]:
-                say(f"equalize guard: trial {len(trials) + 1}, leaving out {', '.join(excluded + [name])}")
+            for name in [n for n in order if n not in best.excluded][:max_trials - len(trials)]:
+                excluded = (*best.excluded, name)
+                say(f"equalize guard: trial {len(trials) + 1}, leaving out {', '.join(excluded)}")
                 candidate, candidate_report = equalize_with_report(model, relu6=relu6, calibration_data=calibration,
-                                                                   exclude=excluded + [name])
-                result = score(candidate)
-                trials.append({"excluded": excluded + [name], "accuracy": result[0], "output_sqnr_db": result[1]})
-                round_.append((result, name, candidate, candidate_report))
+                                                                   exclude=excluded)
+                round_.append(_Candidate(candidate, candidate_report, excluded, *score(candidate)))
+            trials += round_
             # among trials as accurate as the unequalized model the highest output SQNR (accuracy beyond it on
             # these images is noise the guard should not chase); failing that the most accurate, to go on from
-            passing = [r for r in round_ if r[0][0] >= baseline[0]]
-            result, name, candidate, candidate_report = (max(passing, key=lambda r: _sqnr(r[0])) if passing else
-                                                         max(round_, key=lambda r: (r[0][0], _sqnr(r[0]))))
-            excluded.append(name)
-            best = (result, candidate, candidate_report)
-        (final, sqnr), chosen, chosen_report = best
-        if final < baseline[0]:
-            outcome, chosen, (final, sqnr), kept, excluded = "reverted", folded, baseline, 0, []
-        else:
-            kept = len(order) - len(excluded)
-            outcome = "kept every link" if not excluded else f"left out {len(excluded)} of {len(order)} links"
-    doc = chosen_report.to_dict() if outcome != "reverted" else report.to_dict()
-    if chosen_report is not report and outcome != "reverted":  # trials skip the float accuracy: measure the winner
-        from edgesep.converters.verify import top1
-
-        doc["float_accuracy"] = {"before": report.float_accuracy["before"],
-                                 "after": top1(predict_keras(chosen, x), y)}
+            passing = [c for c in round_ if c.accuracy >= baseline.accuracy]
+            best = max(passing, key=_Candidate.fidelity) if passing else max(round_, key=_Candidate.rank)
+    if best.accuracy < baseline.accuracy:
+        outcome, shipped, doc = "reverted", baseline, report.to_dict()
+    else:
+        shipped, doc = best, best.report.to_dict()
+        outcome = "kept every link" if not best.excluded else f"left out {len(best.excluded)} of {len(order)} links"
+        if best is not every:  # trials skip the float accuracy: measure the winner
+            doc["float_accuracy"] = {"before": report.float_accuracy["before"],
+                                     "after": top1(predict_keras(best.model, x), y)}
     doc["guard"] = {
-        "outcome": outcome, "links_kept": kept, "links": len(order), "data": {"samples": int(len(x))},
-        "accuracy_without_equalize": baseline[0], "accuracy_every_link": every[0], "accuracy": final,
-        "output_sqnr_db": {"without_equalize": baseline[1], "every_link": every[1], "chosen": sqnr},
-        "excluded": excluded, "trials": trials,
+        "outcome": outcome, "links_kept": 0 if shipped is baseline else len(order) - len(shipped.excluded),
+        "links": len(order), "data": {"samples": int(len(x))},
+        "accuracy_without_equalize": baseline.accuracy, "accuracy_every_link": every.accuracy,
+        "accuracy": shipped.accuracy,
+        "output_sqnr_db": {"without_equalize": baseline.sqnr, "every_link": every.sqnr, "chosen": shipped.sqnr},
+        "excluded": list(shipped.excluded),
+        "trials": [{"excluded": list(c.excluded), "accuracy": c.accuracy, "output_sqnr_db": c.sqnr} for c in trials],
     }
-    return chosen, doc
+    return shipped.model, doc
 
 
-def _sqnr(result: tuple[float, Optional[float]]) -> float:
-    return math.inf if result[1] is None else result[1]
+@dataclasses.dataclass(frozen=True)
+class _Candidate:
+    """One network the guard quantized: what was left out, and how its int8 model scored."""
+
+    model: Any
+    report: Any  # EqualizeReport, None for the unequalized network
+    excluded: tuple[str, ...]
+    accuracy: float
+    sqnr: Optional[float]  # output SQNR in dB against the float model; None when the error is zero
+
+    def fidelity(self) -> float:
+        return math.inf if self.sqnr is None else self.sqnr
+
+    def rank(self) -> tuple[float, float]:
+        return self.accuracy, self.fidelity()
 
 
 class _Int8Score:
