@@ -17,27 +17,11 @@ if TYPE_CHECKING:
 
     from edgesep.devices.base import BenchConfig, BenchResult, Device
 
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
+from edgesep.errors import EXIT_FAILURE, EXIT_USAGE, EdgesepError, one_line
 
 
-class UserError(click.ClickException):
-    """A failure the user can fix: printed as one line, exit code 1."""
-
-    exit_code = EXIT_FAILURE
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types whose message is a one-line answer for the user (imported lazily)."""
-    from edgesep.data import DataError
-    from edgesep.devices.base import DeviceError
-
-    types: list[type[BaseException]] = [DataError, DeviceError]
-    if "edgesep.converters" in sys.modules:
-        from edgesep.converters import ConversionError
-
-        types.append(ConversionError)
-    return tuple(types)
+class UserError(EdgesepError):
+    """A failure the user can fix, raised by the CLI itself: one line, exit code 1."""
 
 
 def _measure_options(command):
@@ -577,22 +561,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "edgesep edgesep", "edgesep"), err=True)
         return EXIT_USAGE
     except click.ClickException as e:
-        click.echo(f"edgesep: error: {_one_line(e.format_message())}", err=True)
+        click.echo(f"edgesep: error: {one_line(e.format_message())}", err=True)
         return e.exit_code
     except KeyboardInterrupt:
         click.echo("edgesep: interrupted", err=True)
         return 130
-    except Exception as e:  # noqa: BLE001 - the one place that turns errors into exit codes
-        if isinstance(e, _user_errors()):
-            click.echo(f"edgesep: error: {_one_line(str(e))}", err=True)
-            return EXIT_FAILURE
-        raise
+    except EdgesepError as e:  # the one place that turns errors into exit codes
+        click.echo(f"edgesep: error: {e}", err=True)
+        return e.exit_code
     return 0
-
-
-def _one_line(text: str) -> str:
-    lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
-    return " ".join(lines) if lines else "failed"
 
 
 if __name__ == "__main__":

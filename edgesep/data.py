@@ -16,8 +16,7 @@ SPLIT_SEED = 0
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
-class DataError(ValueError):
-    """A dataset could not be read or does not fit the model; the message is one line for the user."""
+from edgesep.errors import DataError  # noqa: E402  (re-exported: edgesep.data.DataError)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Keras -> folded Keras -> TFLite / ONNX, and checks of every artifact. Never imports edgesep.devices."""
 
+from edgesep.errors import ConversionError
 
-class ConversionError(RuntimeError):
-    """A model could not be loaded, converted or verified; the message is one line for the user."""
+__all__ = ["ConversionError"]

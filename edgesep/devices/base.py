@@ -13,8 +13,7 @@ from typing import Any, Callable, Optional, Protocol, Sequence
 DELEGATES = ("xnnpack", "none", "edgetpu", "gpu", "nnapi")  # or a path to an external delegate library
 
 
-class DeviceError(RuntimeError):
-    """A device could not be reached, prepared or run; the message is one line for the user."""
+from edgesep.errors import DeviceError  # noqa: E402  (re-exported: edgesep.devices.base.DeviceError)
 
 
 @dataclasses.dataclass(frozen=True)

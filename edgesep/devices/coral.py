@@ -64,8 +64,7 @@ TENSOR_TYPES = {0: "FLOAT32", 1: "FLOAT16", 2: "INT32", 3: "UINT8", 4: "INT64", 
 FLOAT_TYPES = {"FLOAT32", "FLOAT16", "FLOAT64"}
 
 
-class EdgeTpuError(DeviceError):
-    """The Edge TPU compiler or runtime is missing, or a model cannot be compiled; one line for the user."""
+from edgesep.errors import EdgeTpuError  # noqa: E402  (re-exported)
 
 
 # ------------------------------------------------------------------------------------------------
