@@ -45,7 +45,8 @@ def edgetpu_models(paths: list[Path], tmp: Path, target: str, delegate: str) -> 
     needed) and their compiler reports; otherwise the models as given."""
     if delegate != "edgetpu" or target.strip().startswith("adb"):
         return paths, [None] * len(paths)
-    from edgesep.devices.coral import prepare_models, require_runtime
+    from edgesep.converters.edgetpu import prepare_models
+    from edgesep.devices.coral import require_runtime
 
     if target.strip() == "local":
         require_runtime()  # the runtime is the first thing missing on most machines: say so before compiling

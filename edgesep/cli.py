@@ -87,7 +87,7 @@ def export(model_path: Optional[str], form: Optional[str], int8: bool, fp16: boo
     if edgetpu and io_dtype == "float32":
         raise click.UsageError("--edgetpu needs integer input/output: use --io-dtype int8 or uint8")
     if edgetpu:
-        from edgesep.devices.coral import COMPILER_MISSING, find_compiler
+        from edgesep.converters.edgetpu import COMPILER_MISSING, find_compiler
 
         if not find_compiler():  # fail before any work, so nothing is half done
             raise UserError(COMPILER_MISSING)
@@ -123,7 +123,7 @@ def _compile_for_edgetpu(doc: dict, out_dir: str) -> None:
     from pathlib import Path
 
     from edgesep.converters.export import artifact_record
-    from edgesep.devices.coral import compile_edgetpu
+    from edgesep.converters.edgetpu import compile_edgetpu
 
     out = Path(out_dir)
     compiled, report = compile_edgetpu(out / "model_int8.tflite", out)
@@ -152,7 +152,7 @@ def inspect(model: str, as_json: bool, quant_error: bool, data: Optional[str], r
     document = info.to_dict()  # further sections add their own keys to `document` ...
     sections = info_tables(info)  # ... and their rich renderables to `sections`
     if info.format == "tflite":
-        from edgesep.devices.coral import inspect_edgetpu
+        from edgesep.converters.edgetpu import inspect_edgetpu
         from edgesep.report import edgetpu_table
 
         document["edgetpu"] = inspect_edgetpu(model)

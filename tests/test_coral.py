@@ -1,5 +1,6 @@
-"""Coral Edge TPU: compiler-report parsing on logs in edgetpu_compiler's real format, the model checks on real
-TFLite files, and the one-line errors when the compiler or the runtime is missing."""
+"""Coral Edge TPU (``converters.edgetpu``: the compiler; ``devices.coral``: the runtime): compiler-report parsing
+on logs in edgetpu_compiler's real format, the model checks on real TFLite files, and the one-line errors when
+the compiler or the runtime is missing."""
 from __future__ import annotations
 
 import json
@@ -9,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from edgesep.converters import edgetpu
+from edgesep.converters.edgetpu import (compile_edgetpu, edgetpu_problems, is_edgetpu_compiled,
+                                        parse_compiler_output, parse_size)
 from edgesep.devices import coral
-from edgesep.devices.coral import (EdgeTpuError, compile_edgetpu, edgetpu_problems, is_edgetpu_compiled,
-                                   parse_compiler_output, parse_size)
+from edgesep.errors import EdgeTpuError
 
 DATA = Path(__file__).parent / "data"
 
@@ -76,9 +79,9 @@ def test_parse_size(text, expected):
 
 def test_read_compiler_log_beside_a_compiled_model(tmp_path):
     (tmp_path / "m_edgetpu.log").write_text((DATA / "edgetpu_op_log.log").read_text())
-    r = coral.read_compiler_log(tmp_path / "m_edgetpu.tflite")
+    r = edgetpu.read_compiler_log(tmp_path / "m_edgetpu.tflite")
     assert r.compiled and r.log_path.endswith("m_edgetpu.log") and len(r.operators) == 7
-    assert coral.read_compiler_log(tmp_path / "other_edgetpu.tflite") is None
+    assert edgetpu.read_compiler_log(tmp_path / "other_edgetpu.tflite") is None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -137,16 +140,16 @@ def test_compiled_model_is_recognised(models, tmp_path):
         code = schema.OperatorCodeT()
         code.builtinCode = schema.BuiltinOperator.CUSTOM
         code.deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM
-        code.customCode = coral.EDGETPU_CUSTOM_OP.encode()
+        code.customCode = edgetpu.EDGETPU_CUSTOM_OP.encode()
         model.operatorCodes.append(code)
 
     compiled = _edit(models["int8.tflite"], tmp_path / "model_edgetpu.tflite", as_compiled)
     assert is_edgetpu_compiled(compiled)
     assert edgetpu_problems(compiled) == ["the model is already compiled for the Edge TPU"]
-    path, report = coral.prepare_model(compiled, tmp_path / "work")
+    path, report = edgetpu.prepare_model(compiled, tmp_path / "work")
     assert path == compiled and report is None  # nothing to compile, no .log beside it
-    assert coral.inspect_edgetpu(compiled) == {"compiled": True, "report": None}
-    assert coral.inspect_edgetpu(models["int8.tflite"]) == {"compiled": False, "problems": []}
+    assert edgetpu.inspect_edgetpu(compiled) == {"compiled": True, "report": None}
+    assert edgetpu.inspect_edgetpu(models["int8.tflite"]) == {"compiled": False, "problems": []}
 
 
 def test_not_a_tflite_file(tmp_path):
@@ -161,7 +164,7 @@ def test_not_a_tflite_file(tmp_path):
 
 def test_missing_compiler_is_one_line_with_the_install_hint(models, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert coral.find_compiler() is None
+    assert edgetpu.find_compiler() is None
     with pytest.raises(EdgeTpuError) as e:
         compile_edgetpu(models["int8.tflite"], tmp_path / "out")
     msg = str(e.value)
@@ -195,8 +198,8 @@ def test_runner_without_the_edgetpu_runtime_says_how_to_install(models):
 def test_prepare_models_needs_the_compiler_for_uncompiled_models(models, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(EdgeTpuError, match="^edgetpu_compiler not found on this host"):
-        coral.prepare_models([models["int8.tflite"]], tmp_path / "work")
-    paths, reports = coral.prepare_models([models["float.onnx"]], tmp_path / "work")
+        edgetpu.prepare_models([models["int8.tflite"]], tmp_path / "work")
+    paths, reports = edgetpu.prepare_models([models["float.onnx"]], tmp_path / "work")
     assert paths == [models["float.onnx"]] and reports == [None]
 
 
@@ -210,9 +213,29 @@ def test_device_option(option, ok):
             coral.check_device_option(option)
 
 
-@pytest.mark.skipif(coral.find_compiler() is None, reason="edgetpu_compiler is not installed")
+@pytest.mark.skipif(edgetpu.find_compiler() is None, reason="edgetpu_compiler is not installed")
 def test_real_compiler_on_the_int8_model(models, tmp_path):
     path, report = compile_edgetpu(models["int8.tflite"], tmp_path)
     assert path.name == "int8_edgetpu.tflite" and is_edgetpu_compiled(path)
     assert report.compiled and report.total_ops and report.operators
     assert sorted(p.name for p in tmp_path.iterdir()) == ["int8_edgetpu.log", "int8_edgetpu.tflite"]
+
+
+def test_compiler_and_runtime_sit_on_their_own_side_of_the_layers():
+    """converters.edgetpu never imports devices; devices.coral never imports converters (nor TensorFlow)."""
+    import ast
+
+    import edgesep.converters.flatbuffer as flatbuffer
+
+    def imported(module) -> set:
+        names = set()
+        for node in ast.walk(ast.parse(Path(module.__file__).read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+            elif isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+        return names
+
+    for module in (edgetpu, flatbuffer):
+        assert not any(n.startswith(("edgesep.devices", "tensorflow", "keras")) for n in imported(module))
+    assert not any(n.startswith(("edgesep.converters", "tensorflow", "keras")) for n in imported(coral))

@@ -128,7 +128,7 @@ def bench_markdown(results: list[dict[str, Any]]) -> str:
 
 
 def edgetpu_table(facts: dict[str, Any]):
-    """A rich Table of a model's Edge TPU facts (``coral.inspect_edgetpu``): compiler report or problems."""
+    """A rich Table of a model's Edge TPU facts (``converters.edgetpu.inspect_edgetpu``): compiler report or problems."""
     from rich.table import Table
 
     table = Table(title="Edge TPU", show_header=False)
