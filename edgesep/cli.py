@@ -15,9 +15,12 @@ from edgesep import __version__
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from edgesep.devices.base import BenchConfig, BenchResult, Device
+    from edgesep.devices.base import BenchResult, Device
 
+from edgesep.devices.base import BenchConfig
 from edgesep.errors import EXIT_FAILURE, EXIT_USAGE, EdgesepError, one_line
+
+BENCH_DEFAULTS = BenchConfig()  # click defaults of bench/compare come from here, never repeated
 
 
 class UserError(EdgesepError):
@@ -28,11 +31,12 @@ def _measure_options(command):
     """The steady-state options bench and compare share (defaults follow TFLite's benchmark_model)."""
     options = [
         click.option("--threads", type=click.IntRange(min=1), help="Interpreter threads (default: the runtime's own)."),
-        click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True,
+        click.option("--runs", type=click.IntRange(min=1), default=BENCH_DEFAULTS.runs, show_default=True,
                      help="Minimum steady-state runs per model."),
-        click.option("--min-secs", type=click.FloatRange(min=0), default=1.0, show_default=True,
+        click.option("--min-secs", type=click.FloatRange(min=0), default=BENCH_DEFAULTS.min_secs, show_default=True,
                      help="Minimum steady-state time per model, seconds."),
-        click.option("--max-secs", type=click.FloatRange(min=0, min_open=True), default=150.0, show_default=True,
+        click.option("--max-secs", type=click.FloatRange(min=0, min_open=True), default=BENCH_DEFAULTS.max_secs,
+                     show_default=True,
                      help="Maximum steady-state time per model, seconds."),
     ]
     for option in reversed(options):
@@ -179,11 +183,11 @@ def inspect(model: str, as_json: bool, quant_error: bool, data: Optional[str], r
 @click.option("--device", "target", default="local", show_default=True, metavar="TARGET",
               help="local, ssh://[user@]host[:port], adb or adb:SERIAL.")
 @_measure_options
-@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True,
+@click.option("--warmup", type=click.IntRange(min=0), default=BENCH_DEFAULTS.warmup, show_default=True,
               help="Minimum warm-up runs per model.")
-@click.option("--warmup-secs", type=click.FloatRange(min=0), default=0.5, show_default=True,
+@click.option("--warmup-secs", type=click.FloatRange(min=0), default=BENCH_DEFAULTS.warmup_secs, show_default=True,
               help="Minimum warm-up time (all models, interleaved), seconds.")
-@click.option("--delegate", default="xnnpack", show_default=True, metavar="xnnpack|none|edgetpu|PATH",
+@click.option("--delegate", default=BENCH_DEFAULTS.delegate, show_default=True, metavar="xnnpack|none|edgetpu|PATH",
               help="TFLite delegate: XNNPACK (default CPU path), none, the Edge TPU, or a delegate library.")
 @click.option("--delegate-option", "delegate_options", multiple=True, metavar="KEY=VALUE",
               help="Delegate option, repeatable (e.g. device=usb:0 for edgetpu).")
@@ -195,7 +199,8 @@ def inspect(model: str, as_json: bool, quant_error: bool, data: Optional[str], r
               help="adb: TFLite's benchmark_model built for the phone, pushed and used as the runner.")
 @click.option("--cpu-mask", metavar="HEX", help="adb: taskset CPU mask for the runner (e.g. f0: big cores).")
 @click.option("--op-profiling", is_flag=True, help="adb with benchmark_model: per-op profile (--enable_op_profiling).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random latency input.")
+@click.option("--seed", type=int, default=BENCH_DEFAULTS.seed, show_default=True,
+              help="Seed of the random latency input.")
 @click.option("--json", "as_json", is_flag=True, help="Print only the JSON document on stdout.")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), metavar="FILE",
               help="Also write the JSON document to FILE.")
@@ -391,7 +396,7 @@ def devices(as_json: bool, adb_path: Optional[str], adb_server_port: Optional[in
 @click.option("--data", metavar="digits|DIR|FILE.npz",
               help="Built-in: training/test data [digits]. MODEL files: labelled data for on-device accuracy.")
 @_measure_options
-@click.option("--warmup-secs", type=click.FloatRange(min=0), default=0.5, show_default=True,
+@click.option("--warmup-secs", type=click.FloatRange(min=0), default=BENCH_DEFAULTS.warmup_secs, show_default=True,
               help="Minimum warm-up time per session, seconds.")
 @_ssh_config_option
 @click.option("--remote-python", metavar="PATH", help="The Python of every remote device (default: python3).")

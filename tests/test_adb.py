@@ -211,8 +211,10 @@ def test_benchmark_model_failure_is_a_per_model_error(adb_server, make_phone, ti
 @pytest.mark.adb
 def test_benchmark_binary_for_another_abi(adb_server, make_phone, tiny_tflite, tmp_path):
     emu = make_phone(python=False, props={"ro.product.cpu.abi": "armeabi-v7a"})
-    elf = tmp_path / "android_aarch64_benchmark_model"
-    elf.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(9) + b"\x02\x00\xb7\x00" + bytes(200))  # an arm64 ELF header
+    elf = tmp_path / "sparc64_benchmark_model"
+    # a SPARC ELF header: no phone (and no binfmt_misc/qemu-user handler on a test host) runs it; an arm64 header
+    # would run under qemu-user where binfmt_misc has registered it
+    elf.write_bytes(b"\x7fELF\x02\x02\x01" + bytes(9) + b"\x00\x02\x00\x2b" + bytes(200))
     dev = _device(adb_server, benchmark_binary=str(elf))
     (r,) = _measure(dev, [tiny_tflite])
     assert r.error.startswith("benchmark_model failed (exit 126): /data/local/tmp/edgesep.")

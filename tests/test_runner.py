@@ -228,3 +228,37 @@ def test_bad_arguments_exit_2(bench_models):
     assert proc.returncode == 2
     proc, _ = run_runner("--delegate", "warp-drive", bench_models["float.tflite"])
     assert proc.returncode == 2 and "unknown delegate" in proc.stderr
+    for value in ("inf", "nan"):
+        proc, _ = run_runner("--max-secs", value, bench_models["float.tflite"])
+        assert proc.returncode == 2 and "finite" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_run_config_is_the_one_bench_configuration():
+    """BenchConfig is the runner's RunConfig; its argv round-trips through the runner's parser; the CLI's
+    defaults are its defaults."""
+    import click
+
+    from edgesep.cli import cli
+    from edgesep.devices import BenchConfig
+    from edgesep.devices.harness import runner_args
+
+    assert BenchConfig is runner_mod.RunConfig
+    config = BenchConfig(threads=2, runs=7, warmup=3, warmup_secs=0.1, min_secs=0.2, max_secs=0.30000000000000004,
+                         delegate="edgetpu", delegate_options={"device": "usb:0", "a": "b=c"}, seed=5)
+    assert config.delegate_options == (("a", "b=c"), ("device", "usb:0"))
+    parsed, args = runner_mod.parse_args(runner_args(config, ["m.tflite"], "/dev/data.npz"))
+    assert parsed == BenchConfig.from_dict({**config.to_dict(), "data": "/dev/data.npz"})
+    assert args.models == ["m.tflite"] and args.progress and args.json_errors
+    assert BenchConfig.from_dict(config.to_dict()) == config
+    for bad in ({"max_secs": float("inf")}, {"min_secs": float("nan")}, {"warmup_secs": float("inf")},
+                {"threads": 0}, {"runs": 1.5}, {"min_secs": 2.0, "max_secs": 1.0}, {"delegate": "warp"}):
+        with pytest.raises(ValueError):
+            BenchConfig(**bad)
+    defaults = BenchConfig()
+    for command in ("bench", "compare"):
+        params = {p.name: p.default for p in cli.commands[command].params if isinstance(p, click.Option)}
+        for name in ("runs", "min_secs", "max_secs", "warmup_secs"):
+            assert params[name] == getattr(defaults, name), (command, name)
+    bench_params = {p.name: p.default for p in cli.commands["bench"].params}
+    assert (bench_params["warmup"], bench_params["delegate"], bench_params["seed"]) == (
+        defaults.warmup, defaults.delegate, defaults.seed)

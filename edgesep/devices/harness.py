@@ -17,16 +17,15 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from edgesep.devices import runner
 from edgesep.devices.base import BenchConfig, BenchResult, DeviceError, ProgressFn
+from edgesep.devices.runner import ERROR_PREFIX as RUNNER_ERROR_PREFIX
+from edgesep.devices.runner import MODEL_SUFFIXES, PROGRESS_PREFIX, TFLITE_IDENTIFIER
 from edgesep.devices.stats import summarize
 
-RUNNER_PATH = Path(__file__).with_name("runner.py")
-PROGRESS_PREFIX = "@edgesep-progress "
-RUNNER_ERROR_PREFIX = "edgesep-runner: error: "
-MODEL_SUFFIXES = (".tflite", ".onnx")
-TFLITE_IDENTIFIER = b"TFL3"
+RUNNER_PATH = Path(runner.__file__)
 STDERR_TAIL_LINES = 30
-RUNNER_EXIT_FATAL = (2, 3, 4)  # usage, missing package, other fatal (see runner.py)
+RUNNER_EXIT_FATAL = (runner.EXIT_USAGE, runner.EXIT_MISSING_PACKAGE, runner.EXIT_FATAL)
 _HEADLINE = re.compile(r"Fatal Python error|^[\w.]*(Error|Exception)\b|error:")
 
 
@@ -63,16 +62,8 @@ def check_inputs(models: Sequence[Path], data: Optional[Path]) -> None:
 
 def runner_args(config: BenchConfig, models: Sequence[str], data: Optional[str] = None) -> list[str]:
     """The ``runner.py`` arguments for ``config`` and device-side paths (progress and JSON errors on)."""
-    args = ["--runs", str(config.runs), "--warmup", str(config.warmup), "--warmup-secs", repr(config.warmup_secs),
-            "--min-secs", repr(config.min_secs), "--max-secs", repr(config.max_secs),
-            "--delegate", config.delegate, "--seed", str(config.seed), "--progress", "--json-errors"]
-    if config.threads is not None:
-        args += ["--threads", str(config.threads)]
-    for key, value in config.delegate_options:
-        args += ["--delegate-option", f"{key}={value}"]
-    if data is not None:
-        args += ["--data", data]
-    return args + ["--", *models]
+    device_config = dataclasses.replace(config, data=data)
+    return [*device_config.to_argv(), "--progress", "--json-errors", "--", *models]
 
 
 @dataclasses.dataclass

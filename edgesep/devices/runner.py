@@ -24,6 +24,11 @@ Command line::
     --json-errors          on a fatal error also print {"error": "...", "fatal": true} on stdout
     --describe             only load the models and print their inputs/outputs (no timing)
 
+The options are one ``RunConfig`` (``RunConfig.to_argv()`` writes them, ``parse_args`` reads them back); the host's
+``edgesep.devices.BenchConfig`` is that same class, so the configuration exists once. The protocol constants
+(``PROGRESS_PREFIX``, ``ERROR_PREFIX``, the ``EXIT_*`` codes, ``DELEGATE_NAMES``, ``MODEL_SUFFIXES``) are defined
+here and imported by the host side; this file imports nothing of edgesep.
+
 Measurement (per model, all models loaded in one process): load + allocate (``init_ms``), first inference
 (``first_ms``), warm-up until every model ran ``--warmup`` times and the warm-up phase lasted
 ``--warmup-secs`` of wall time (``warmup_runs``, ``warmup_total_ms``, and the first 100 samples in
@@ -83,12 +88,16 @@ data file is unreadable). Fatal errors print one line ``edgesep-runner: error: .
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import json
+import math
+import numbers
 import os
 import platform
 import sys
 import time
+from typing import Optional, Tuple
 
 RUNNER_VERSION = 1
 PROGRESS_PREFIX = "@edgesep-progress "
@@ -99,9 +108,113 @@ EXIT_FATAL = 4
 PROGRESS_INTERVAL_S = 0.1
 WARMUP_SAMPLES_KEPT = 100
 DELEGATE_NAMES = ("xnnpack", "none", "edgetpu", "gpu", "nnapi")
+MODEL_SUFFIXES = (".tflite", ".onnx")
+TFLITE_IDENTIFIER = b"TFL3"
 EDGETPU_LIBRARY = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
 EDGETPU_HINT = ("install libedgetpu1-std from Coral's apt repository (coral-edgetpu-stable) and a tflite_runtime "
                 "built for that libedgetpu (Coral's runtime needs a matching tflite_runtime version)")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """How to measure: THE bench configuration (the host's ``BenchConfig`` is this class, shipped as argv).
+
+    Defaults follow TFLite's benchmark_model (50 runs, >= 1 s, <= 150 s, 0.5 s warm-up).
+
+    Attributes:
+        threads: interpreter threads; None lets the runtime choose.
+        runs: minimum steady-state runs per model.
+        warmup: minimum warm-up runs per model.
+        warmup_secs: minimum warm-up time per model, seconds.
+        min_secs: minimum steady-state time per model, seconds.
+        max_secs: maximum steady-state time per model, seconds (stops early even if ``runs`` is not reached).
+        delegate: ``xnnpack`` (default), ``none``, ``edgetpu``, ``gpu``, ``nnapi`` or a delegate library path.
+        delegate_options: key/value options for the delegate (e.g. ``{"device": "usb:0"}`` for edgetpu); kept
+            as a sorted tuple of pairs.
+        data: an accuracy .npz (on the host: a local path; in the runner: the device-side path), or None.
+        seed: seed of the random input used for latency runs.
+
+    Raises:
+        ValueError: a value out of range or not finite, or an unknown delegate (the message says which).
+    """
+
+    threads: Optional[int] = None
+    runs: int = 50
+    warmup: int = 1
+    warmup_secs: float = 0.5
+    min_secs: float = 1.0
+    max_secs: float = 150.0
+    delegate: str = "xnnpack"
+    delegate_options: Tuple[Tuple[str, str], ...] = ()
+    data: Optional[str] = None
+    seed: int = 0
+
+    def __post_init__(self):
+        options = self.delegate_options
+        pairs = options.items() if isinstance(options, dict) else options
+        object.__setattr__(self, "delegate_options", tuple(sorted((str(k), str(v)) for k, v in pairs)))
+        problem = self.problem()
+        if problem:
+            raise ValueError(problem)
+
+    def problem(self):
+        """The first reason this configuration cannot run, or None."""
+        if self.threads is not None and (not _is_int(self.threads) or self.threads < 1):
+            return "threads must be >= 1, got %r" % (self.threads,)
+        if not _is_int(self.runs) or self.runs < 1:
+            return "runs must be >= 1, got %r" % (self.runs,)
+        if not _is_int(self.seed):
+            return "seed must be an integer, got %r" % (self.seed,)
+        numbers = (self.warmup_secs, self.min_secs, self.max_secs)
+        if not all(_is_number(v) and math.isfinite(v) for v in numbers):
+            return "warm-up, min and max seconds must be finite numbers, got %r, %r, %r" % numbers
+        if not _is_int(self.warmup) or self.warmup < 0 or self.warmup_secs < 0:
+            return "warm-up count and seconds must be >= 0"
+        if self.min_secs < 0 or self.max_secs <= 0 or self.min_secs > self.max_secs:
+            return "need 0 <= min_secs <= max_secs and max_secs > 0, got %r, %r" % (self.min_secs, self.max_secs)
+        if not is_delegate(self.delegate):
+            return ("unknown delegate %r; use one of %s or a path to a delegate library"
+                    % (self.delegate, ", ".join(DELEGATE_NAMES)))
+        return None
+
+    def to_dict(self):
+        """Plain JSON-ready values (``delegate_options`` as a dict)."""
+        d = dict((f.name, getattr(self, f.name)) for f in dataclasses.fields(self))
+        d["delegate_options"] = dict(self.delegate_options)
+        return d
+
+    @classmethod
+    def from_dict(cls, d):
+        """The configuration of a ``to_dict`` document (unknown keys are an error)."""
+        d = dict(d)
+        d["delegate_options"] = tuple(dict(d.get("delegate_options") or {}).items())
+        return cls(**d)
+
+    def to_argv(self):
+        """The runner's command-line options for this configuration (no models, no --progress)."""
+        args = ["--runs", str(self.runs), "--warmup", str(self.warmup), "--warmup-secs", repr(float(self.warmup_secs)),
+                "--min-secs", repr(float(self.min_secs)), "--max-secs", repr(float(self.max_secs)),
+                "--delegate", self.delegate, "--seed", str(self.seed)]
+        if self.threads is not None:
+            args += ["--threads", str(self.threads)]
+        for key, value in self.delegate_options:
+            args += ["--delegate-option", "%s=%s" % (key, value)]
+        if self.data is not None:
+            args += ["--data", self.data]
+        return args
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def is_delegate(name):
+    """Whether ``name`` is a known delegate name or looks like a delegate library path."""
+    return name in DELEGATE_NAMES or "/" in name or name.endswith(".so")
 
 
 class FatalError(Exception):
@@ -568,7 +681,7 @@ def _load_all(slots, backends, cfg, rng, progress):
         progress(slot.index, "load", 0, 1, force=True)
         try:
             t0 = time.perf_counter()
-            model = open_model(slot.path, backends, cfg.threads, cfg.delegate, cfg.delegate_options)
+            model = open_model(slot.path, backends, cfg.threads, cfg.delegate, dict(cfg.delegate_options))
             slot.entry["init_ms"] = round((time.perf_counter() - t0) * 1e3, 6)
             ops, nodes, full = model.delegation()
             slot.entry.update(runtime=model.runtime, threads=cfg.threads, delegate=model.delegate, ops=ops,
@@ -750,7 +863,7 @@ def _accuracy_all(slots, arrays, progress):
 # ---------------------------------------------------------------- main
 
 def measure(paths, cfg, progress=None):
-    """Measure every model (see the module docstring); returns the JSON-ready document."""
+    """Measure every model with ``cfg`` (a ``RunConfig``; see the module docstring); returns the JSON document."""
     numpy = _numpy()
     backends = load_backends(paths)
     arrays = load_data(cfg.data) if cfg.data else None
@@ -769,29 +882,22 @@ def measure(paths, cfg, progress=None):
             slot.entry["samples_ms"] = slot.entry["samples_ms"] or None
     return {"runner_version": RUNNER_VERSION,
             "runtimes": dict((k, b.label if b else None) for k, b in backends.items()),
-            "config": _config_dict(cfg), "host": host_facts_after(host),
+            "config": cfg.to_dict(), "host": host_facts_after(host),
             "overhead": {"timer_us": _timer_overhead_us(),
                          "loop_us": ((wall - timed) / runs * 1e6) if runs else None},
             "results": [s.entry for s in slots]}
 
 
-def _config_dict(cfg):
-    return dict((k, getattr(cfg, k)) for k in ("threads", "runs", "warmup", "warmup_secs", "min_secs",
-                                                "max_secs", "delegate", "delegate_options", "data", "seed"))
-
-
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
-
-
-def _non_negative(kind):
+def _number(kind, low=None, above=None):
+    """An argparse type: a finite ``kind`` number, >= ``low`` / > ``above`` when given."""
     def parse(text):
         value = kind(text)
-        if value < 0:
-            raise argparse.ArgumentTypeError("must be >= 0")
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError("must be a finite number")
+        if low is not None and value < low:
+            raise argparse.ArgumentTypeError("must be >= %s" % low)
+        if above is not None and value <= above:
+            raise argparse.ArgumentTypeError("must be > %s" % above)
         return value
     return parse
 
@@ -803,19 +909,20 @@ def _key_value(text):
 
 
 def build_parser():
-    """The runner's argument parser (see the module docstring)."""
+    """The runner's argument parser (see the module docstring); defaults are ``RunConfig``'s."""
+    d = RunConfig()
     p = argparse.ArgumentParser(prog="runner.py", description="edgesep on-device runner")
     p.add_argument("models", nargs="+", metavar="MODEL")
-    p.add_argument("--threads", type=_positive_int, default=None)
-    p.add_argument("--runs", type=_positive_int, default=50)
-    p.add_argument("--warmup", type=_non_negative(int), default=1)
-    p.add_argument("--warmup-secs", type=_non_negative(float), default=0.5)
-    p.add_argument("--min-secs", type=_non_negative(float), default=1.0)
-    p.add_argument("--max-secs", type=_non_negative(float), default=150.0)
-    p.add_argument("--delegate", default="xnnpack")
+    p.add_argument("--threads", type=_number(int, low=1), default=d.threads)
+    p.add_argument("--runs", type=_number(int, low=1), default=d.runs)
+    p.add_argument("--warmup", type=_number(int, low=0), default=d.warmup)
+    p.add_argument("--warmup-secs", type=_number(float, low=0), default=d.warmup_secs)
+    p.add_argument("--min-secs", type=_number(float, low=0), default=d.min_secs)
+    p.add_argument("--max-secs", type=_number(float, above=0), default=d.max_secs)
+    p.add_argument("--delegate", default=d.delegate)
     p.add_argument("--delegate-option", type=_key_value, action="append", default=[])
-    p.add_argument("--data", default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", default=d.data)
+    p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--out", default=None)
     p.add_argument("--progress", action="store_true")
     p.add_argument("--json-errors", action="store_true")
@@ -823,13 +930,17 @@ def build_parser():
     return p
 
 
-def _check_args(parser, args):
-    if args.max_secs <= 0 or args.min_secs > args.max_secs:
-        parser.error("need 0 <= --min-secs <= --max-secs and --max-secs > 0")
-    if args.delegate not in DELEGATE_NAMES and not ("/" in args.delegate or args.delegate.endswith(".so")):
-        parser.error("unknown delegate %r; use one of %s or a delegate library path"
-                     % (args.delegate, ", ".join(DELEGATE_NAMES)))
-    args.delegate_options = dict(args.delegate_option)
+def parse_args(argv=None):
+    """(RunConfig, argparse namespace) of a runner command line; bad arguments exit 2 with argparse's message."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = RunConfig(threads=args.threads, runs=args.runs, warmup=args.warmup, warmup_secs=args.warmup_secs,
+                        min_secs=args.min_secs, max_secs=args.max_secs, delegate=args.delegate,
+                        delegate_options=tuple(args.delegate_option), data=args.data, seed=args.seed)
+    except ValueError as e:
+        parser.error(str(e))
+    return cfg, args
 
 
 def _write(document, out, stream):
@@ -846,9 +957,7 @@ def _write(document, out, stream):
 
 def main(argv=None):
     """Run the runner; returns the exit code (see the module docstring)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _check_args(parser, args)
+    cfg, args = parse_args(argv)
     # Native libraries may print to stdout: keep the real stdout for the JSON and send the rest to stderr.
     sys.stdout.flush()
     json_stream = os.fdopen(os.dup(1), "w")
@@ -857,7 +966,7 @@ def main(argv=None):
         if args.describe:
             document = {"runner_version": RUNNER_VERSION, "results": describe(args.models)}
         else:
-            document = measure(args.models, args, Progress(args.progress, args.models))
+            document = measure(args.models, cfg, Progress(args.progress, args.models))
         _write(document, args.out, json_stream)
         return 0
     except FatalError as e:
