@@ -213,13 +213,11 @@ def bench(models: tuple[str, ...], target: str, threads: Optional[int], runs: in
 
     Several models are measured in one session, interleaved round by round, so drift and heat hit all alike.
     """
-    import json
     import tempfile
     from pathlib import Path
 
     from edgesep.bench import accuracy_npz, edgetpu_models
     from edgesep.devices import parse_target
-    from edgesep.devices.base import BenchConfig
     from edgesep.devices.harness import check_model_file
 
     paths = [Path(m) for m in models]
@@ -245,14 +243,16 @@ def bench(models: tuple[str, ...], target: str, threads: Optional[int], runs: in
             result.model = str(path)  # the user's file, also when a compiled copy ran
             if report is not None:
                 result.extra["edgetpu"] = report.to_dict()
+    from edgesep.io import dumps, write_text
+
     doc = {"results": [r.to_dict() for r in results]}
-    text = json.dumps(doc, allow_nan=False)
-    if out_file:
-        _write_atomic(Path(out_file), text + "\n")
+    text = dumps(doc, indent=None)
     if as_json:
         click.echo(text)
     else:
         _bench_print(doc["results"])
+    if out_file:  # after printing: a file that cannot be written never loses the measurement
+        write_text(Path(out_file), text + "\n")
     _bench_failures(results)
 
 

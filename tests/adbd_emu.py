@@ -632,7 +632,7 @@ class AdbServer:
         return proc
 
     def states(self) -> dict[str, str]:
-        from edgesep.devices.adb import parse_devices_output
+        from edgesep.devices.adb_client import parse_devices_output
 
         return {d.serial: d.state for d in parse_devices_output(self.adb("devices").stdout)}
 

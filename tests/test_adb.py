@@ -22,8 +22,8 @@ from adbd_emu import AdbdEmulator  # noqa: E402
 
 from edgesep.cli import main  # noqa: E402
 from edgesep.devices import parse_target  # noqa: E402
-from edgesep.devices.adb import (AdbDevice, AttachedDevice, _temps, choose_device,  # noqa: E402
-                                 parse_devices_output, throttle_warning)
+from edgesep.devices.adb import (AdbDevice, AttachedDevice, choose_device, parse_devices_output,  # noqa: E402
+                                 parse_temps, throttle_warning)
 from edgesep.devices.base import BenchConfig, DeviceError  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
@@ -64,7 +64,7 @@ def test_choose_device_errors_name_the_serials():
 
 
 def test_temps_and_throttle_warning():
-    t = _temps("cpu-0-0 41000\nbattery 30\nbogus -273000\nskin x\ncpu-0-0 43000\n")
+    t = parse_temps("cpu-0-0 41000\nbattery 30\nbogus -273000\nskin x\ncpu-0-0 43000\n")
     assert t == {"cpu-0-0": 41.0, "battery": 30.0, "cpu-0-0#2": 43.0}
     assert throttle_warning({"cpu": 40.0}, {"cpu": 49.9}) is None
     assert "rose 12.0 °C" in throttle_warning({"cpu": 40.0, "bat": 30.0}, {"cpu": 52.0, "bat": 31.0})

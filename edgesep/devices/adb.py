@@ -1,8 +1,9 @@
 """Android phones through the system ``adb`` client (Debian package ``adb`` or Android platform-tools).
 
-Targets: ``adb`` (the only attached device) and ``adb:SERIAL``. ``prepare()`` makes a private folder
-``/data/local/tmp/edgesep.XXXXXX`` (mode 700) and pushes the models and a runner; ``run()`` measures and
-pulls the results back; ``cleanup()`` removes the folder (also after a failed prepare or run).
+Targets: ``adb`` (the only attached device) and ``adb:SERIAL`` (running the client and choosing the device:
+``edgesep.devices.adb_client``). ``prepare()`` makes a private folder ``/data/local/tmp/edgesep.XXXXXX``
+(mode 700) and pushes the models and a runner; ``run()`` measures and pulls the results back; ``cleanup()``
+removes the folder (also after a failed prepare or run).
 
 Two runners:
 
@@ -25,208 +26,34 @@ Device facts go in each result's ``host``: ``ro.product.model``, ABI, Android ve
 """
 from __future__ import annotations
 
-import dataclasses
-import os
 import re
 import shlex
-import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from edgesep.devices import benchmark_model as bm
+from edgesep.devices.adb_client import (PROP_KEYS, AdbClient, AttachedDevice, adb_error, choose_device,
+                                        describe_devices, find_adb, parse_devices_output, parse_kv, props_script)
 from edgesep.devices.base import BenchConfig, BenchResult, DeviceError, ProgressFn
 from edgesep.devices.harness import RunnerOutput, check_inputs
 from edgesep.devices.remote import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, RemoteShellDevice
+from edgesep.errors import last_line
+
+__all__ = ["AdbDevice", "AttachedDevice", "choose_device", "describe_devices", "find_adb", "parse_devices_output",
+           "parse_temps", "throttle_warning"]
 
 REMOTE_BASE = "/data/local/tmp"
 RUNNERS = ("auto", "benchmark_model", "python")
 RC_MARK = "@edgesep-rc="
 THROTTLE_RISE_C = 10.0   # a rise this large during one bench suggests the SoC clocked down
 THROTTLE_HOT_C = 80.0    # or ending this hot
-ADB_MISSING = ("adb not found: install Debian's adb package (sudo apt-get install adb) or Android "
-               "platform-tools, or give its path with the adb_path option")
-STATE_HELP = {
-    "unauthorized": "unlock the phone and accept the 'Allow USB debugging?' prompt, then retry",
-    "offline": "reconnect the cable (or run 'adb reconnect'); the device is not answering",
-    "authorizing": "wait for the phone to finish authorizing this computer, then retry",
-    "connecting": "wait for the connection to complete, then retry",
-    "recovery": "the phone is in recovery mode; boot it normally",
-    "sideload": "the phone is in sideload mode; boot it normally",
-    "bootloader": "the phone is in the bootloader; boot it normally",
-    "rescue": "the phone is in rescue mode; boot it normally",
-}
-
-
-# ------------------------------------------------------------------------------------------------
-# the adb client
-
-def find_adb(adb_path: Optional[str] = None) -> str:
-    """The adb executable to use.
-
-    Raises:
-        DeviceError: no adb on PATH (or ``adb_path`` does not exist).
-    """
-    if adb_path:
-        if Path(adb_path).is_file() and os.access(adb_path, os.X_OK):
-            return str(adb_path)
-        raise DeviceError(f"adb not found at {adb_path}")
-    exe = shutil.which("adb")
-    if not exe:
-        raise DeviceError(ADB_MISSING)
-    return exe
-
-
-@dataclasses.dataclass(frozen=True)
-class AttachedDevice:
-    """One line of ``adb devices -l`` plus, for online devices, what ``getprop`` says."""
-
-    serial: str
-    state: str
-    model: Optional[str] = None
-    abi: Optional[str] = None
-    android: Optional[str] = None
-    product: Optional[str] = None
-    transport_id: Optional[str] = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-_DEVICE_KEYS = ("usb", "product", "model", "device", "transport_id")
-
-
-def parse_devices_output(text: str) -> list[AttachedDevice]:
-    """Devices from ``adb devices -l`` output (``SERIAL STATE [key:value ...]``, state may be several words)."""
-    found = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith(("List of devices", "*", "adb server")):
-            continue
-        parts = line.split()
-        serial, rest = parts[0], parts[1:]
-        state_words, info = [], {}
-        for tok in rest:
-            key, sep, value = tok.partition(":")
-            if sep and key in _DEVICE_KEYS and value:
-                info[key] = value
-            elif not info:
-                state_words.append(tok)
-        state = " ".join(state_words) or "unknown"
-        found.append(AttachedDevice(serial, state, model=info.get("model", "").replace("_", " ") or None,
-                                    product=info.get("product"), transport_id=info.get("transport_id")))
-    return found
-
-
-class AdbClient:
-    """Runs the adb client against one server (``server_port`` None: adb's default / ANDROID_ADB_SERVER_PORT)."""
-
-    def __init__(self, adb_path: Optional[str] = None, server_port: Optional[int] = None):
-        self.exe = find_adb(adb_path)
-        self.server_port = server_port
-
-    def command(self, *args: str, serial: Optional[str] = None) -> list[str]:
-        cmd = [self.exe]
-        if self.server_port:
-            cmd += ["-P", str(self.server_port)]
-        if serial:
-            cmd += ["-s", serial]
-        return cmd + list(args)
-
-    def run(self, *args: str, serial: Optional[str] = None, timeout: float = 60.0) -> subprocess.CompletedProcess:
-        """Runs one adb command; a hang past ``timeout`` or a missing executable is a ``DeviceError``."""
-        try:
-            return subprocess.run(self.command(*args, serial=serial), capture_output=True, text=True,
-                                  timeout=timeout, stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            raise DeviceError(f"adb {' '.join(args[:2])} did not answer within {timeout:g} s") from None
-        except OSError as e:
-            raise DeviceError(f"cannot run {self.exe}: {e.strerror}") from None
-
-    def devices(self) -> list[AttachedDevice]:
-        """Attached devices and their states (``adb devices -l``)."""
-        proc = self.run("devices", "-l", timeout=30)
-        if proc.returncode != 0:
-            raise DeviceError(f"adb devices failed: {_last_line(proc.stderr or proc.stdout)}")
-        return parse_devices_output(proc.stdout)
-
-
-def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
-    return lines[-1] if lines else ""
-
-
-def _adb_error(text: str) -> str:
-    """The line of adb's output that says what went wrong (its ``error:`` line, else the last line)."""
-    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
-    errors = [ln for ln in lines if "error:" in ln]
-    return (errors[-1] if errors else lines[-1] if lines else "").replace("adb: error: ", "")
-
-
-def _props_script(keys: Sequence[str]) -> str:
-    return "; ".join(f"echo \"{k}=$(getprop {k})\"" for k in keys)
-
-
-PROP_KEYS = ("ro.product.model", "ro.product.cpu.abi", "ro.build.version.release", "ro.build.version.sdk",
-             "ro.serialno", "ro.product.manufacturer", "ro.board.platform")
-
-
-def _parse_kv(text: str) -> dict[str, str]:
-    out = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            out[key.strip()] = value.strip()
-    return out
-
-
-def describe_devices(adb_path: Optional[str] = None, server_port: Optional[int] = None) -> list[AttachedDevice]:
-    """Attached devices; those online get model, ABI and Android version from ``getprop``."""
-    client = AdbClient(adb_path, server_port)
-    out = []
-    for dev in client.devices():
-        if dev.state == "device":
-            proc = client.run("shell", _props_script(PROP_KEYS[:3]), serial=dev.serial, timeout=30)
-            props = _parse_kv(proc.stdout) if proc.returncode == 0 else {}
-            dev = dataclasses.replace(dev, model=props.get("ro.product.model") or dev.model,
-                                      abi=props.get("ro.product.cpu.abi") or None,
-                                      android=props.get("ro.build.version.release") or None)
-        out.append(dev)
-    return out
-
-
-def choose_device(devices: Sequence[AttachedDevice], serial: Optional[str]) -> AttachedDevice:
-    """The device a target names (or the only one), ready to use.
-
-    Raises:
-        DeviceError: none attached, several without a serial, the serial unknown, or not in ``device`` state.
-    """
-    listing = ", ".join(f"{d.serial} ({d.state})" for d in devices)
-    if serial is None:
-        if not devices:
-            raise DeviceError("no adb devices attached: connect a phone with USB debugging on "
-                              "(or 'adb connect HOST:PORT'), then check 'edgesep devices'")
-        if len(devices) > 1:
-            raise DeviceError(f"{len(devices)} adb devices attached ({listing}); pick one with --device adb:SERIAL")
-        dev = devices[0]
-    else:
-        matches = [d for d in devices if d.serial == serial]
-        if not matches:
-            raise DeviceError(f"adb device {serial!r} not found; attached: {listing or 'none'}")
-        dev = matches[0]
-    if dev.state != "device":
-        help_ = STATE_HELP.get(dev.state.split()[0] if dev.state else "", "")
-        if dev.state.startswith("no permissions"):
-            help_ = "the USB device is not accessible to you: add a udev rule (Debian: android-sdk-platform-tools-common)"
-        raise DeviceError(f"adb device {dev.serial} is {dev.state.split(' (')[0]}" + (f": {help_}" if help_ else ""))
-    return dev
 
 
 # ------------------------------------------------------------------------------------------------
 # device facts
 
-def _temps(text: str) -> dict[str, float]:
+def parse_temps(text: str) -> dict[str, float]:
     """``{zone type: °C}`` from lines ``TYPE VALUE`` (millidegrees or degrees), skipping absurd readings."""
     temps: dict[str, float] = {}
     for line in text.splitlines():
@@ -334,7 +161,7 @@ class AdbDevice(RemoteShellDevice):
         state = self.client.run("get-state", serial=self.serial, timeout=15)
         if state.returncode == 0 and state.stdout.strip() == "device":
             return None
-        now = state.stdout.strip() or _adb_error(state.stderr).replace("error: ", "") or "gone"
+        now = state.stdout.strip() or adb_error(state.stderr).replace("error: ", "") or "gone"
         return f"lost adb device {self.serial} during the command (adb now says: {now})"
 
     # -- shell, push, pull -------------------------------------------------------------------------
@@ -352,7 +179,7 @@ class AdbDevice(RemoteShellDevice):
         idx = out.rfind(RC_MARK)
         if idx < 0:
             raise DeviceError(self._connection_error(RunnerOutput(proc.returncode, None, []))
-                              or f"adb shell on {self.serial} failed: {_adb_error(proc.stderr + out) or 'no output'}")
+                              or f"adb shell on {self.serial} failed: {adb_error(proc.stderr + out) or 'no output'}")
         rc = int(out[idx + len(RC_MARK):].split()[0])
         return rc, out[:idx], proc.stderr
 
@@ -360,20 +187,20 @@ class AdbDevice(RemoteShellDevice):
         """Runs ``command``; its stdout, or ``DeviceError`` naming ``what`` (also when the device vanished)."""
         rc, out, err = self.sh(command, timeout=timeout or self.command_timeout)
         if rc != 0:
-            raise DeviceError(f"{what} on {self.target} failed (exit {rc}): {_last_line(err or out)}")
+            raise DeviceError(f"{what} on {self.target} failed (exit {rc}): {last_line(err or out, default='')}")
         return out
 
     def push(self, local: Path, remote: str, timeout: float = 300.0) -> None:
         proc = self.client.run("push", str(local), remote, serial=self.serial, timeout=timeout)
         if proc.returncode != 0:
             raise DeviceError(f"adb push {Path(local).name} to {self.serial} failed: "
-                              f"{_adb_error(proc.stderr + proc.stdout)}")
+                              f"{adb_error(proc.stderr + proc.stdout)}")
 
     def pull(self, remote: str, local: Path, timeout: float = 300.0) -> None:
         proc = self.client.run("pull", remote, str(local), serial=self.serial, timeout=timeout)
         if proc.returncode != 0:
             raise DeviceError(f"adb pull {remote} from {self.serial} failed: "
-                              f"{_adb_error(proc.stderr + proc.stdout)}")
+                              f"{adb_error(proc.stderr + proc.stdout)}")
 
     # -- prepare -------------------------------------------------------------------------------
     def connect(self) -> AttachedDevice:
@@ -382,14 +209,14 @@ class AdbDevice(RemoteShellDevice):
         self.serial = dev.serial
         self.target = f"adb:{dev.serial}"
         py = shlex.quote(self.python_words[0])
-        out = self.shell(_props_script(PROP_KEYS) + f"; echo @freq; {FREQ_SCRIPT}; echo @tools; "
+        out = self.shell(props_script(PROP_KEYS) + f"; echo @freq; {FREQ_SCRIPT}; echo @tools; "
                          f"command -v {py} >/dev/null 2>&1 && echo python=yes; "
                          "command -v taskset >/dev/null 2>&1 && echo taskset=yes; "
                          f"[ -x {REMOTE_BASE}/benchmark_model ] && echo bm={REMOTE_BASE}/benchmark_model || "
                          "{ p=$(command -v benchmark_model) && echo bm=$p; }; true", "reading device facts")
         props_part, _, rest = out.partition("@freq")
         freq_part, _, tools_part = rest.partition("@tools")
-        props, tools = _parse_kv(props_part), _parse_kv(tools_part)
+        props, tools = parse_kv(props_part), parse_kv(tools_part)
         freqs = {}
         for line in freq_part.splitlines():
             parts = line.split()
@@ -463,7 +290,7 @@ class AdbDevice(RemoteShellDevice):
     # -- run -----------------------------------------------------------------------------------
     def _thermal(self) -> dict[str, float]:
         try:
-            return _temps(self.shell(THERMAL_SCRIPT + "; true", "reading thermal zones", timeout=30))
+            return parse_temps(self.shell(THERMAL_SCRIPT + "; true", "reading thermal zones", timeout=30))
         except DeviceError:
             return {}
 
@@ -531,7 +358,7 @@ class AdbDevice(RemoteShellDevice):
         base.extra.update({"runner": "benchmark_model", "benchmark_model": report.to_dict(),
                            "command": " ".join([self._bm_remote] + args), "notes": list(report.notes)})
         if rc != 0 or not report.complete:
-            why = report.errors[-1] if report.errors else (_last_line(text) or _last_line(err))
+            why = report.errors[-1] if report.errors else (last_line(text, default="") or last_line(err, default=""))
             if rc in (EXIT_NOT_FOUND, EXIT_NOT_EXECUTABLE):
                 why = f"{self._bm_remote} cannot run on this device ({why}); is it built for {self.facts.get('abi')}?"
             base.error = f"benchmark_model failed (exit {rc}): {why}" if why else f"benchmark_model failed (exit {rc})"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Protocol, Sequence
 
 from edgesep.devices import runner
-from edgesep.errors import DeviceError
+from edgesep.errors import DeviceError  # noqa: F401  (re-exported: edgesep.devices.base.DeviceError)
 
 DELEGATES = runner.DELEGATE_NAMES  # or a path to an external delegate library
 
