@@ -13,13 +13,15 @@ import sys
 import time
 from pathlib import Path
 
+import golden
 import numpy as np
 import pytest
 
-from edgesep.compare import (CompareConfig, latency_comparisons, parse_blocks, session_key, sessions,
-                             builtin_comparisons)
-from edgesep.devices import BenchConfig
-from edgesep.report import PLOT_DPI, PLOT_SIZES, accuracy_verdict, latency_verdict
+from edgesep.compare import (CompareConfig, ComparisonSpec, Measurement, Variant, accuracy_verdict,
+                             builtin_comparisons, latency_comparisons, latency_verdict, parse_blocks, session_key,
+                             sessions)
+from edgesep.devices import BenchConfig, BenchResult
+from edgesep.report import PLOT_DPI, PLOT_SIZES
 
 SMALL = ["--input-size", "16", "--blocks", "small", "--epochs", "2", "--seeds", "2"]
 FAST = ["--runs", "5", "--warmup-secs", "0", "--min-secs", "0.2", "--max-secs", "1", "--threads", "1"]
@@ -28,6 +30,7 @@ VERDICT = re.compile(r"^(no significant difference \(fused/split = [\d.]+, 95% C
                      r"|(fused|split) is [\d.]+x faster than (split|fused) \([\d.]+–[\d.]+\)"
                      r"(; under 2%, negligible)?)$")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+GOLDEN = json.loads((Path(__file__).parent / "data" / "compare_golden.json").read_text())
 
 
 def edgesep(*args, timeout=600):
@@ -97,6 +100,7 @@ def test_report_json_holds_every_figure(local_report):
     assert acc["verdict"].startswith("no difference") == (gap <= acc["spread"])
     assert {k: s["status"] for k, s in doc["stages"].items()} == {
         "data": "done", "train": "done", "export": "done", "bench local": "done", "plots": "done"}
+    golden.check(GOLDEN["builtin"], doc)  # the same keys and deterministic values as before the refactor
 
 
 @pytest.mark.slow
@@ -219,15 +223,16 @@ def test_a_device_without_onnx_runtime_keeps_its_tflite_session(local_report, tm
     python.write_text(f"#!/bin/sh\nPYTHONPATH={hook} exec {sys.executable} \"$@\"\n")
     python.chmod(0o755)
     bench = BenchConfig(runs=5, warmup_secs=0.0, min_secs=0.0, max_secs=1.0, threads=1)
-    section = DeviceBench("local", {"python": str(python)}, doc["variants"], bench, None, tmp_path / "bench",
+    variants = [Variant.from_dict(v) for v in doc["variants"]]
+    section = DeviceBench("local", {"python": str(python)}, variants, bench, None, tmp_path / "bench",
                           False, lambda *_: None).run()
-    assert section["status"] == "partial" and "no ONNX Runtime" in section["error"]
-    assert [(s["format"], s["error"] is None) for s in section["sessions"]] == [("tflite", True), ("onnx", False)]
-    assert sorted(section["results"]) == ["fused/float32", "fused/int8", "split/float32", "split/int8"]
-    by_kind = {c["kind"]: c for c in latency_comparisons(section["results"], builtin_comparisons(KINDS))}
-    assert by_kind["onnx"]["verdict"] == "not measured" and by_kind["int8"]["ratio"] is not None
+    assert section.status == "partial" and "no ONNX Runtime" in section.error
+    assert [(s.format, s.error is None) for s in section.sessions] == [("tflite", True), ("onnx", False)]
+    assert sorted(section.results) == ["fused/float32", "fused/int8", "split/float32", "split/int8"]
+    by_kind = {c.spec.kind: c for c in latency_comparisons(section.results, builtin_comparisons(KINDS))}
+    assert by_kind["onnx"].verdict == "not measured" and by_kind["int8"].ratio is not None
     stored = json.loads((tmp_path / "bench" / "local.json").read_text())["sessions"]
-    assert list(stored) == [section["sessions"][0]["session"]]  # only the finished session is kept for --resume
+    assert list(stored) == [section.sessions[0].session]  # only the finished session is kept for --resume
 
 
 # ---------------------------------------------------------------- several devices: local + a real sshd
@@ -292,6 +297,7 @@ def test_compare_two_given_tflite_files(bench_models, tmp_path):
     assert c["a"] == "int8.tflite" and c["b"] == "float.tflite" and c["paired"]
     assert c["lo"] <= c["ratio"] <= c["hi"] and ("float.tflite" in c["verdict"] or "no significant" in c["verdict"])
     assert {p["kind"] for p in doc["plots"]} == {"latency", "ratios"}  # no accuracy without --data
+    golden.check(GOLDEN["models"], doc)  # the same keys and deterministic values as before the refactor
     assert "int8.tflite vs float.tflite" in stdout and "int8.tflite" in (out / "report.md").read_text()
 
 
@@ -332,19 +338,25 @@ def test_config_checks_itself():
 
 # ---------------------------------------------------------------- verdicts on synthetic samples
 
+def _measured(vid, samples, session, error=None):
+    result = BenchResult(model=vid, device="local", samples_ms=None if samples is None else list(samples),
+                         error=error)
+    return Measurement(result=result, variant=vid, model=vid, session=session)
+
+
 def _results(a, b, same_session=True):
-    return {"fused/x": {"samples_ms": list(a), "session": "s1", "error": None},
-            "split/x": {"samples_ms": list(b), "session": "s1" if same_session else "s2", "error": None}}
+    return {"fused/x": _measured("fused/x", a, "s1"),
+            "split/x": _measured("split/x", b, "s1" if same_session else "s2")}
 
 
-COMPARISON = [{"label": "X", "kind": "x", "a": "fused/x", "b": "split/x", "a_name": "fused", "b_name": "split"}]
+COMPARISON = [ComparisonSpec(label="X", kind="x", a="fused/x", b="split/x", a_name="fused", b_name="split")]
 
 
 def test_verdict_no_significant_difference_when_the_interval_holds_one():
     rng = np.random.default_rng(1)
     same = rng.lognormal(0.0, 0.2, 400)
     (c,) = latency_comparisons(_results(same * rng.lognormal(0, 0.01, 400), same), COMPARISON)
-    assert c["lo"] <= 1.0 <= c["hi"] and c["verdict"].startswith("no significant difference")
+    assert c.lo <= 1.0 <= c.hi and c.verdict.startswith("no significant difference")
     assert latency_verdict("fused", "split", 1.01, 0.97, 1.05) == \
         "no significant difference (fused/split = 1.01, 95% CI 0.97–1.05)"
 
@@ -360,7 +372,7 @@ def test_verdict_names_the_faster_form_with_the_inverted_interval():
     rng = np.random.default_rng(2)
     split = rng.lognormal(0.0, 0.1, 300)
     (c,) = latency_comparisons(_results(split * 0.8, split), COMPARISON)
-    assert c["hi"] < 1 and c["verdict"].startswith("fused is 1.25x faster than split")
+    assert c.hi < 1 and c.verdict.startswith("fused is 1.25x faster than split")
 
 
 def test_paired_rounds_cancel_shared_drift():
@@ -371,23 +383,23 @@ def test_paired_rounds_cancel_shared_drift():
     fused = drift * 0.97 * rng.lognormal(0.0, 0.01, 600)
     (paired,) = latency_comparisons(_results(fused, split), COMPARISON)
     (unpaired,) = latency_comparisons(_results(fused, split, same_session=False), COMPARISON)
-    assert paired["paired"] and not unpaired["paired"]
-    assert paired["hi"] < 1 and paired["verdict"].startswith("fused is")
-    assert unpaired["hi"] - unpaired["lo"] > 3 * (paired["hi"] - paired["lo"])
+    assert paired.paired and not unpaired.paired
+    assert paired.hi < 1 and paired.verdict.startswith("fused is")
+    assert unpaired.hi - unpaired.lo > 3 * (paired.hi - paired.lo)
 
 
 def test_only_the_rounds_both_ran_are_paired():
     split = list(np.linspace(1.0, 2.0, 50))
     fused = split + [100.0] * 30  # fused ran on alone after split was done: those rounds have no partner
     (c,) = latency_comparisons(_results(fused, split), COMPARISON)
-    assert c["rounds"] == 50 and c["ratio"] == pytest.approx(1.0)
+    assert c.rounds == 50 and c.ratio == pytest.approx(1.0)
 
 
 def test_a_failed_variant_is_not_compared():
     results = _results([1.0, 1.1], [1.0, 1.2])
-    results["split/x"] = {"error": "inference failed", "samples_ms": None}
+    results["split/x"] = _measured("split/x", None, "s1", error="inference failed")
     (c,) = latency_comparisons(results, COMPARISON)
-    assert c["ratio"] is None and c["verdict"] == "not measured"
+    assert c.ratio is None and c.verdict == "not measured"
 
 
 def test_accuracy_verdict_needs_a_gap_beyond_the_seed_spread():
@@ -399,15 +411,16 @@ def test_accuracy_verdict_needs_a_gap_beyond_the_seed_spread():
 
 
 def test_sessions_group_by_runtime_and_keys_follow_the_model_bytes():
-    variants = [{"id": f"{f}/{k}", "format": "onnx" if k == "onnx" else "tflite", "sha256": f"{f}{k}"}
-                for f in ("fused", "split") for k in KINDS]
+    variants = [Variant(id=f"{f}/{k}", name=f, label=k, format="onnx" if k == "onnx" else "tflite",
+                        precision="float32", file="x", path="x", bytes=1, sha256=f"{f}{k}", ops={}, params=1,
+                        macs=1) for f in ("fused", "split") for k in KINDS]
     groups = sessions(variants)
     assert [fmt for fmt, _ in groups] == ["tflite", "onnx"]
-    assert [v["id"] for v in groups[0][1]] == ["fused/float32", "fused/int8", "split/float32", "split/int8"]
+    assert [v.id for v in groups[0][1]] == ["fused/float32", "fused/int8", "split/float32", "split/int8"]
     bench = BenchConfig(runs=5)
-    key = session_key("local", {}, bench, None, groups[0][1])
-    assert key == session_key("local", {"ssh_config": "other"}, bench, None, groups[0][1])
-    assert key != session_key("local", {}, BenchConfig(runs=6), None, groups[0][1])
-    changed = [dict(groups[0][1][0], sha256="new"), *groups[0][1][1:]]
-    assert key != session_key("local", {}, bench, None, changed)
-    assert [c["a"] for c in builtin_comparisons(KINDS)] == ["fused/float32", "fused/int8", "fused/onnx"]
+    shas = [v.sha256 for v in groups[0][1]]
+    key = session_key("local", {}, bench, None, shas)
+    assert key == session_key("local", {"ssh_config": "other"}, bench, None, shas)
+    assert key != session_key("local", {}, BenchConfig(runs=6), None, shas)
+    assert key != session_key("local", {}, bench, None, ["new", *shas[1:]])
+    assert [c.a for c in builtin_comparisons(KINDS)] == ["fused/float32", "fused/int8", "fused/onnx"]

@@ -1,0 +1,196 @@
+"""The built-in experiment's plan, training and export, and the variants (what is measured) of both kinds of
+run: seed 0's artifacts of the built-in network, or given model files.
+
+One ``Job`` per (seed, form): the model, training and export configs, the training cache key and the export
+folder. An export made earlier from the same trained model and export config is reused with ``--resume``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+from edgesep.compare.config import FORMS, KINDS, CompareConfig
+from edgesep.compare.records import ComparisonSpec, SeedForm, Variant
+from edgesep.compare.store import Progress, ReportStore, Stage
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One training and export of one form with one seed; ``train`` and ``export`` fill in as it runs.
+
+    ``export`` is the export.json document (None: nothing exported); ``train`` the training facts (cached,
+    test accuracy, cache path; ``resumed`` when the export was reused without training).
+    """
+
+    seed: int
+    form: str
+    model_config: Any
+    train_config: Any
+    export_config: Any
+    export_key: Optional[str]
+    folder: Path
+    train: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    export: Optional[Mapping[str, Any]] = None
+
+    def artifact(self, kind: str) -> Optional[Mapping[str, Any]]:
+        """The export.json entry of artifact ``kind`` (``float32``, ``int8``, ``onnx``), if exported."""
+        if self.export is None:
+            return None
+        fmt, precision = KINDS[kind][:2]
+        return next((a for a in self.export["artifacts"] if a["format"] == fmt and a["precision"] == precision),
+                    None)
+
+    @property
+    def keras_accuracy(self) -> Optional[float]:
+        """The Keras test accuracy (from the export, else from training)."""
+        if self.export is not None:
+            return self.export.get("keras_accuracy")
+        return self.train.get("test_accuracy")
+
+
+def _export_key(train_cache_key: str, export_config: Any) -> str:
+    blob = json.dumps({"train": train_cache_key, "export": export_config.to_dict()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _export_config(config: CompareConfig, seed: int) -> Any:
+    """Seed 0: every kind; other seeds: only int8 (they exist for the accuracy spread)."""
+    from edgesep.converters.export import ExportConfig
+
+    if seed == 0:
+        return ExportConfig(precisions=("float32", "int8") if config.int8 else ("float32",), onnx=True)
+    return ExportConfig(precisions=("int8",), onnx=False) if config.int8 else None
+
+
+def read_export(folder: Path, key: str) -> Optional[dict[str, Any]]:
+    """The export.json in ``folder`` if it was made from the same trained model and export config."""
+    try:
+        doc = json.loads((folder / "export.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if doc.get("compare", {}).get("key") != key:
+        return None
+    if not all((folder / a["path"]).is_file() for a in doc.get("artifacts", [])):
+        return None
+    return doc
+
+
+def plan(config: CompareConfig, dataset: Any, out: Path, resume: bool) -> list[Job]:
+    """One job per (seed, form), with a reusable export when resuming."""
+    from edgesep.models import ModelConfig
+    from edgesep.train import TrainConfig, cache_key
+
+    jobs = []
+    for seed in range(config.seeds):
+        for form in FORMS:
+            model_cfg = ModelConfig(form=form, input_shape=(config.input_size, config.input_size, 3),
+                                    num_classes=max(dataset.num_classes, 2), width=config.width, blocks=config.blocks)
+            train_cfg = TrainConfig(epochs=config.epochs, seed=seed, data=config.data)
+            export_cfg = _export_config(config, seed)
+            key = _export_key(cache_key(model_cfg, train_cfg, dataset), export_cfg) if export_cfg else None
+            folder = out / "artifacts" / f"seed{seed}" / form
+            reused = read_export(folder, key) if resume and key else None
+            train = {**reused["compare"]["train"], "resumed": True} if reused else {}
+            jobs.append(Job(seed, form, model_cfg, train_cfg, export_cfg, key, folder, train, reused))
+    return jobs
+
+
+def train_and_export(config: CompareConfig, dataset: Any, out: Path, resume: bool, store: ReportStore,
+                     progress: Progress) -> list[dict[str, Job]]:
+    """Per seed, per form: the finished job (trained, exported), stage by stage in the report.
+
+    Training happens in the ``train`` stage and export in the ``export`` stage; each Keras model is dropped
+    once exported so that at most one is held at a time.
+    """
+    from edgesep.converters.export import export
+    from edgesep.converters._quiet import import_tensorflow
+    from edgesep.train import train_builtin
+
+    import_tensorflow()
+    jobs = plan(config, dataset, out, resume)
+    models: dict[int, Any] = {}
+    with Stage(store, progress, "train", len(jobs)):
+        for i, job in enumerate(jobs):
+            if job.export is None:
+                progress.update("train", i, note=f"{job.form} seed {job.seed}")
+                models[i], info = train_builtin(job.model_config, job.train_config, dataset=dataset)
+                jobs[i] = dataclasses.replace(job, train={k: info.get(k) for k in ("cached", "test_accuracy",
+                                                                                   "cache_path")})
+            progress.update("train", i + 1)
+    with Stage(store, progress, "export", len(jobs)):
+        for i, job in enumerate(jobs):
+            progress.update("export", i, note=f"{job.form} seed {job.seed}")
+            if job.export is None and job.export_config is not None:
+                extra = {"compare": {"key": job.export_key, "train": dict(job.train), "seed": job.seed,
+                                     "form": job.form}}
+                jobs[i] = dataclasses.replace(job, export=export(models[i], job.folder, job.export_config,
+                                                                 dataset, extra=extra))
+            models.pop(i, None)
+            progress.update("export", i + 1)
+    return [{job.form: job for job in jobs if job.seed == seed} for seed in range(config.seeds)]
+
+
+def builtin_variants(seed0: Mapping[str, Job], kinds: Sequence[str], out: Path) -> list[Variant]:
+    """One variant per (form, kind) of seed 0: file, size, ops, params, MACs, Keras and artifact accuracy."""
+    variants = []
+    for form in FORMS:
+        job = seed0[form]
+        doc = job.export or {}
+        for kind in kinds:
+            art = job.artifact(kind) or {}
+            file = job.folder / art["path"]
+            variants.append(Variant(
+                id=f"{form}/{kind}", name=f"{form} {KINDS[kind][3]}", form=form, kind=kind, label=KINDS[kind][3],
+                format=art["format"], precision=art["precision"], file=str(file.resolve()),
+                path=str(file.relative_to(out)), bytes=art["bytes"], sha256=art["sha256"], ops=art["ops"],
+                params=doc["model"]["params"], macs=doc["model"]["macs"], keras_accuracy=doc.get("keras_accuracy"),
+                accuracy=art.get("accuracy"), max_abs_error_vs_keras=art.get("max_abs_error_vs_keras")))
+    return variants
+
+
+def builtin_comparisons(kinds: Sequence[str]) -> list[ComparisonSpec]:
+    """fused vs split, one pair per artifact kind."""
+    return [ComparisonSpec(label=KINDS[k][3], kind=k, a=f"fused/{k}", b=f"split/{k}", a_name="fused",
+                           b_name="split") for k in kinds]
+
+
+def seed_records(seeds: Sequence[Mapping[str, Job]], out: Path, int8: bool) -> tuple[dict[str, SeedForm], ...]:
+    """Per seed and form: the training facts, export folder and accuracies shown in the report."""
+    def record(job: Job) -> SeedForm:
+        art = job.artifact("int8") if int8 else None
+        return SeedForm(seed=job.seed, train=job.train,
+                        export=str(job.folder.relative_to(out)) if job.export is not None else None,
+                        keras_accuracy=(job.export or {}).get("keras_accuracy"),
+                        int8_accuracy=(art or {}).get("accuracy") if art is not None else None)
+
+    return tuple({form: record(s[form]) for form in FORMS} for s in seeds)
+
+
+def model_variants(paths: Sequence[Path]) -> list[Variant]:
+    """One variant per given model file: size, ops, params, MACs (read from the file)."""
+    from edgesep.converters.inspect import inspect_model
+
+    names = [Path(p).name for p in paths]
+    variants = []
+    for i, path in enumerate(paths):
+        info = inspect_model(path)
+        name = names[i] if names.count(names[i]) == 1 else f"{names[i]} ({i + 1})"
+        variants.append(Variant(id=name, name=name, label=name, format=info.format, precision=_precision(info),
+                                file=str(Path(path).resolve()), path=str(path), bytes=info.bytes,
+                                sha256=info.sha256, ops=info.ops, params=info.params, macs=info.macs))
+    return variants
+
+
+def model_comparisons(variants: Sequence[Variant]) -> list[ComparisonSpec]:
+    """Each given model against the first."""
+    base = variants[0]
+    return [ComparisonSpec(label=f"{v.name} vs {base.name}", a=v.id, b=base.id, a_name=v.name, b_name=base.name)
+            for v in variants[1:]]
+
+
+def _precision(info: Any) -> str:
+    dtypes = (info.quantization or {}).get("dtypes") or {}
+    return "int8" if any(d in ("int8", "uint8") for d in dtypes) else "float32"

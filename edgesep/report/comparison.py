@@ -1,0 +1,193 @@
+"""The compare report (report.json's document) as format-free sections, Markdown (report.md) and rich tables.
+
+Renders what ``edgesep.compare`` decided (the verdict sentences are in the document); decides nothing.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from edgesep.report.tables import bench_rows
+from edgesep.report.text import count_text, md_cell, ops_text, pct, pp, size_text
+
+
+def _variant_rows(doc: dict[str, Any]) -> dict[str, Any]:
+    variants = doc.get("variants") or []
+    with_keras = any(v.get("keras_accuracy") is not None for v in variants)
+    columns = [("variant", "left"), ("params", "right"), ("MACs", "right"), ("size", "right"), ("ops", "left")]
+    if with_keras:
+        columns += [("Keras acc", "right"), ("acc", "right"), ("drop", "right")]
+    rows = []
+    for v in variants:
+        row = [v["name"], count_text(v.get("params")), count_text(v.get("macs")), size_text(v.get("bytes")), ops_text(v["ops"])]
+        if with_keras:
+            drop = v.get("accuracy_drop")
+            row += [pct(v.get("keras_accuracy")), pct(v.get("accuracy")), "-" if drop is None else pp(drop)]
+        rows.append(row)
+    note = ["acc: top-1 of the artifact on the host (export verification); drop: Keras minus artifact"] \
+        if with_keras else []
+    return {"title": "Variants", "columns": columns, "rows": rows, "notes": note}
+
+
+def _seed_rows(doc: dict[str, Any]) -> Optional[dict[str, Any]]:
+    acc = doc.get("accuracy")
+    if not acc or not any("int8_drop" in f for f in acc["forms"].values()):
+        return None
+
+    def ms(s: dict[str, Any]) -> str:
+        return pct(s["mean"]) + (f" ± {s['std'] * 100:.2f} pp" if s["n"] > 1 else "")
+
+    rows = []
+    for form, f in acc["forms"].items():
+        d = f.get("int8_drop")
+        if d is None:
+            continue
+        rows.append([form, ms(f["keras_accuracy"]), ms(f["int8_accuracy"]), pp(d["mean"]),
+                     pp(d["std"]) if d["n"] > 1 else "-", f"{pp(d['min'])} .. {pp(d['max'])}"])
+    columns = [("form", "left"), ("Keras acc", "right"), ("int8 acc", "right"), ("drop mean", "right"),
+               ("drop std", "right"), ("drop min .. max", "right")]
+    return {"title": f"int8 accuracy over {acc['seeds']} seed(s)", "columns": columns, "rows": rows,
+            "notes": [f"verdict: {acc['verdict']}"]}
+
+
+def _device_rows(doc: dict[str, Any], target: str) -> list[dict[str, Any]]:
+    section = doc["devices"][target]
+    names = {v["id"]: v["name"] for v in doc.get("variants") or []}
+    status = section.get("status", "pending")
+    notes = []
+    if section.get("error"):
+        notes.append(f"error: {section['error']}")
+    if section.get("resumed"):
+        notes.append("results reused from an earlier run (--resume)")
+    host = section.get("host") or {}
+    if host:
+        temp = host.get("temp_c")
+        notes.append(f"host: {host.get('cpu') or '?'}, {host.get('cores') or '?'} cores, governor "
+                     f"{host.get('governor') or '-'}, temp {'-' if temp is None else f'{temp:.0f} C'}")
+    results = section.get("results") or {}
+    with_acc = any(r.get("accuracy") is not None for r in results.values())
+    columns = [("variant", "left"), ("p50 ms [95% CI]", "right"), ("p90 ms", "right"), ("runs", "right")]
+    columns += [("device acc", "right")] if with_acc else []
+    columns += [("runtime", "left")]
+    rows = []
+    for vid, name in names.items():
+        r = results.get(vid)
+        if r is None:
+            continue
+        cells = bench_rows([r])[0]
+        p50 = cells["p50"] if not r.get("error") else "failed: " + str(r["error"])[:120]
+        rows.append([name, p50, cells["p90"], cells["runs"]] + ([pct(r.get("accuracy"))] if with_acc else [])
+                    + [cells["runtime"]])
+    latency = {"title": f"{target}: latency ({status})", "columns": columns, "rows": rows, "notes": notes}
+    ratio_rows = []
+    for c in section.get("comparisons") or []:
+        ratio = "-" if c.get("ratio") is None else f"{c['ratio']:.3f} [{c['lo']:.3f}, {c['hi']:.3f}]"
+        pairs = "-" if c.get("ratio") is None else (
+            "unpaired" if not c.get("paired") else (
+                str(c["pairs"]) if c["pairs"] == c.get("rounds") else f"{c['pairs']} of {c['rounds']}"))
+        ratio_rows.append([c["label"], ratio, pairs, c.get("verdict") or "-"])
+    first = (section.get("comparisons") or [{}])[0]
+    ratio_name = f"{first.get('a_name')}/{first.get('b_name')}" if doc.get("kind") == "builtin" else "a/b"
+    ratios = {"title": f"{target}: latency ratio {ratio_name} (< 1: {ratio_name.split('/')[0]} is faster)",
+              "columns": [("comparison", "left"), ("ratio [95% CI]", "right"), ("paired rounds", "right"),
+                          ("verdict", "left")], "rows": ratio_rows,
+              "notes": ["ratio of median latencies; interval: bootstrap over the paired rounds of one session, or "
+                        "independent bootstraps when unpaired (it does not include session-to-session variation)"]
+              if ratio_rows else []}
+    return [latency, ratios] if ratio_rows else [latency]
+
+
+def compare_sections(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The compare report as format-free sections: ``title``, ``columns`` (header, justify), ``rows``, ``notes``."""
+    sections = [_variant_rows(doc)]
+    seeds = _seed_rows(doc)
+    if seeds:
+        sections.append(seeds)
+    for target in doc.get("devices") or {}:
+        sections.extend(_device_rows(doc, target))
+    return sections
+
+
+def compare_verdicts(doc: dict[str, Any]) -> list[str]:
+    """One line per device and comparison (``local, TFLite int8: fused is 1.08x faster than split (...)``),
+    then the int8 accuracy verdict."""
+    lines = []
+    for target, section in (doc.get("devices") or {}).items():
+        if section.get("status") == "failed":
+            lines.append(f"{target}: failed ({section.get('error')})")
+            continue
+        for c in section.get("comparisons") or []:
+            lines.append(f"{target}, {c['label']}: {c.get('verdict')}")
+    acc = doc.get("accuracy")
+    if acc:
+        lines.append(f"int8 accuracy: {acc['verdict']}")
+    return lines
+
+
+def _md_table(section: dict[str, Any]) -> list[str]:
+    cols = section["columns"]
+    lines = ["| " + " | ".join(h for h, _ in cols) + " |",
+             "|" + "|".join("---:" if j == "right" else "---" for _, j in cols) + "|"]
+    lines += ["| " + " | ".join(md_cell(c) for c in row) + " |" for row in section["rows"]]
+    return lines
+
+
+def _md_intro(doc: dict[str, Any]) -> list[str]:
+    if doc.get("kind") == "models":
+        return ["Given models, each compared with the first: " + ", ".join(f"`{m}`" for m in doc.get("models", []))]
+    cfg = doc.get("config") or {}
+    blocks = ", ".join(f"{f}/s{s}" for f, s in cfg.get("blocks", []))
+    ds = doc.get("dataset") or {}
+    return [f"Built-in network in both forms: input {cfg.get('input_size')}x{cfg.get('input_size')}x3, width "
+            f"{cfg.get('width')}, blocks {blocks}; both trained {cfg.get('epochs')} epochs on {ds.get('name', '?')} "
+            f"({ds.get('train_samples', '?')} train / {ds.get('test_samples', '?')} test images) with seed(s) "
+            f"0..{cfg.get('seeds', 1) - 1}, BatchNorm folded, exported and verified.",
+            "",
+            "Latency is measured on seed 0's artifacts; all TFLite artifacts of a device run interleaved round by "
+            "round in one session (ONNX in a second one), and each fused/split ratio is a paired bootstrap over "
+            "those rounds."]
+
+
+def compare_markdown(doc: dict[str, Any]) -> str:
+    """report.md: what was compared, the verdicts, the tables and the plots (GitHub Markdown)."""
+    title = "fused vs split" if doc.get("kind") == "builtin" else "model comparison"
+    lines = [f"# edgesep compare: {title}", "", *_md_intro(doc), ""]
+    if doc.get("status") != "done":
+        lines += [f"Status: **{doc.get('status')}**", ""]
+    verdicts = compare_verdicts(doc)
+    if verdicts:
+        lines += ["## Verdicts", "", *[f"- {v}" for v in verdicts], ""]
+    for section in compare_sections(doc):
+        lines += [f"## {section['title']}", ""]
+        if section["rows"]:
+            lines += [*_md_table(section), ""]
+        lines += [*[f"- {n}" for n in section["notes"]], ""] if section["notes"] else []
+    plots = doc.get("plots") or []
+    if plots:
+        lines += ["## Plots", ""] + [f"![{p['title']}]({p['file']})" for p in plots] + [""]
+    stages = doc.get("stages") or {}
+    if stages:
+        lines += ["## Stages", "", "| stage | status | seconds |", "|---|---|---:|"]
+        lines += [f"| {md_cell(k)} | {s.get('status')} | {s.get('seconds', '-')} |" for k, s in stages.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def compare_tables(doc: dict[str, Any]) -> list:
+    """The report's sections as rich renderables (tables, then notes), and the verdicts."""
+    from rich.table import Table
+    from rich.text import Text
+
+    out: list = []
+    for section in compare_sections(doc):
+        table = Table(title=section["title"], title_justify="left")
+        for header, justify in section["columns"]:
+            table.add_column(header, justify=justify, overflow="fold")
+        for row in section["rows"]:
+            table.add_row(*row)
+        out.append(table)
+        out += [Text("  " + n) for n in section["notes"]]
+    verdicts = compare_verdicts(doc)
+    if verdicts:
+        out.append(Text("Verdicts", style="bold"))
+        out += [Text("  " + v) for v in verdicts]
+    return out

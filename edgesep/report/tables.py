@@ -1,0 +1,132 @@
+"""Export and bench results as rich tables and Markdown; Edge TPU facts as a table."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from edgesep.report.text import format_ms, ops_text, short_model, size_text
+
+
+def export_table(doc: dict[str, Any]):
+    """A rich Table of export.json's artifacts: size, ops, max error vs Keras, accuracy."""
+    from rich.table import Table
+
+    keras_acc = doc.get("keras_accuracy")
+    title = f"{doc['model']['name']} ({doc['model'].get('form') or 'custom'})"
+    if keras_acc is not None:
+        title += f" - Keras accuracy {keras_acc:.4f}"
+    table = Table(title=title)
+    table.add_column("artifact", no_wrap=True)
+    table.add_column("precision", no_wrap=True)
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("ops", overflow="fold", ratio=1)
+    table.add_column("max |err|", justify="right", no_wrap=True)
+    table.add_column("accuracy", justify="right", no_wrap=True)
+    for art in doc["artifacts"]:
+        ops = ops_text(art.get("ops", {}))
+        err, acc = art.get("max_abs_error_vs_keras"), art.get("accuracy")
+        table.add_row(art["path"], art["precision"], size_text(art.get("bytes")), ops,
+                      "-" if err is None else f"{err:.1e}", "-" if acc is None else f"{acc:.4f}")
+    guard = (doc.get("equalize") or {}).get("guard")
+    if guard:
+        table.caption = (f"equalize guard: {guard['outcome']} ({guard['links_kept']}/{guard['links']} links "
+                         f"equalized); int8 accuracy {guard['accuracy']:.4f}, without equalization "
+                         f"{guard['accuracy_without_equalize']:.4f}, every link equalized {guard['accuracy_every_link']:.4f}")
+    return table
+
+
+def bench_rows(results: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """One dict of formatted cells per bench result (``BenchResult.to_dict()`` records), for any table format.
+
+    Keys: model, device, p50 (with its 95 % interval), p90, p99, init, first, runs, accuracy, runtime,
+    delegate, error.
+    """
+    rows = []
+    for r in results:
+        lat = r.get("latency_ms") or {}
+        ci = lat.get("ci95_p50")
+        p50 = format_ms(lat.get("p50"))
+        if ci:
+            p50 += f" [{format_ms(ci[0])}, {format_ms(ci[1])}]"
+        delegate = r.get("delegate") or "-"
+        if r.get("fully_delegated") is False and delegate not in ("none", "-"):
+            delegate += " (partial)"
+        acc = r.get("accuracy")
+        rows.append({"model": short_model(str(r.get("model", "?"))), "device": str(r.get("device") or "-"),
+                     "p50": p50 if lat else "-", "p90": format_ms(lat.get("p90")), "p99": format_ms(lat.get("p99")),
+                     "init": format_ms(r.get("init_ms")), "first": format_ms(r.get("first_ms")),
+                     "runs": str(lat.get("n", len(r.get("samples_ms") or []))) if lat else "-",
+                     "accuracy": "-" if acc is None else f"{acc:.4f}", "runtime": r.get("runtime") or "-",
+                     "delegate": delegate, "error": r.get("error") or ""})
+    return rows
+
+
+_BENCH_COLUMNS = (("model", "model", "left"), ("device", "device", "left"), ("p50", "p50 ms [95% CI]", "right"),
+                  ("p90", "p90 ms", "right"), ("p99", "p99 ms", "right"), ("init", "init ms", "right"),
+                  ("first", "first ms", "right"), ("runs", "runs", "right"), ("accuracy", "accuracy", "right"),
+                  ("runtime", "runtime", "left"), ("delegate", "delegate", "left"))
+
+
+def _bench_columns(results: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    devices = {r.get("device") for r in results}
+    with_acc = any(r.get("accuracy") is not None for r in results)
+    return [c for c in _BENCH_COLUMNS
+            if (c[0] != "device" or len(devices) > 1) and (c[0] != "accuracy" or with_acc)]
+
+
+def bench_table(results: list[dict[str, Any]], title: Optional[str] = None):
+    """A rich Table of bench results: p50 with its interval, p90, p99, init, first, runtime, delegate.
+
+    A failed model gets a row saying ``failed`` (its error is in the result and on the CLI's stderr).
+    """
+    from rich.table import Table
+
+    devices = sorted({str(r.get("device")) for r in results})
+    table = Table(title=title or f"latency on {', '.join(devices)}")
+    columns = _bench_columns(results)
+    for key, header, justify in columns:
+        table.add_column(header, justify=justify, no_wrap=key != "model", overflow="fold")
+    for row in bench_rows(results):
+        if row["error"]:
+            row = dict(row, p50="[red]failed[/red]")
+        table.add_row(*(row[key] for key, _, _ in columns))
+    return table
+
+
+def bench_markdown(results: list[dict[str, Any]]) -> str:
+    """The bench table as GitHub Markdown (errors in the p50 column)."""
+    columns = _bench_columns(results)
+    lines = ["| " + " | ".join(h for _, h, _ in columns) + " |",
+             "|" + "|".join("---:" if j == "right" else "---" for _, _, j in columns) + "|"]
+    for row in bench_rows(results):
+        if row["error"]:
+            row = dict(row, p50="error: " + row["error"].replace("|", "\\|"))
+        lines.append("| " + " | ".join(row[k] for k, _, _ in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def edgetpu_table(facts: dict[str, Any]):
+    """A rich Table of a model's Edge TPU facts (``converters.edgetpu.inspect_edgetpu``): compiler report or problems."""
+    from rich.table import Table
+
+    table = Table(title="Edge TPU", show_header=False)
+    table.add_column("what")
+    table.add_column("value", overflow="fold")
+    report = facts.get("report") or {}
+    if not facts.get("compiled"):
+        problems = facts.get("problems") or []
+        table.add_row("compiled", "no")
+        table.add_row("compilable", "yes" if not problems else "no: " + "; ".join(problems))
+        return table
+    table.add_row("compiled", "yes")
+    for key, label in (("on_chip_bytes", "on-chip memory"), ("off_chip_bytes", "off-chip memory")):
+        if report.get(key) is not None:
+            table.add_row(label, size_text(report[key]))
+    for key, label in (("subgraphs", "Edge TPU subgraphs"), ("total_ops", "operations"),
+                       ("ops_on_edgetpu", "mapped to Edge TPU"), ("ops_on_cpu", "run on the CPU")):
+        if report.get(key) is not None:
+            table.add_row(label, str(report[key]))
+    for op in report.get("operators") or []:
+        table.add_row(f"{op['operator']} x{op['count']}", op["status"])
+    if not report:
+        table.add_row("compiler report", "no log beside the model")
+    return table

@@ -1,0 +1,53 @@
+"""Text formatting shared by the renderers: sizes, milliseconds, percentages, counts, op lists."""
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+
+def size_text(n: Optional[int]) -> str:
+    """Bytes as KiB/MiB; ``-`` for None."""
+    if n is None:
+        return "-"
+    return f"{n / 1024:.1f} KiB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.2f} MiB"
+
+
+def format_ms(value: Optional[float]) -> str:
+    """Milliseconds with 3-4 significant digits and no exponent; ``-`` for None."""
+    if value is None:
+        return "-"
+    for limit, digits in ((100.0, 0), (10.0, 1), (1.0, 2), (0.1, 3)):
+        if abs(value) >= limit:
+            return f"{value:.{digits}f}"
+    return f"{value:.4f}"
+
+
+def short_model(path: str) -> str:
+    """The file name of a model path."""
+    return path.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def pct(value: Optional[float]) -> str:
+    """A fraction as a percentage with 2 decimals; ``-`` for None."""
+    return "-" if value is None else f"{value * 100:.2f}%"
+
+
+def pp(value: float) -> str:
+    """A fraction as percentage points with 2 decimals."""
+    return f"{value * 100:.2f} pp"
+
+
+def ops_text(ops: Mapping[str, int]) -> str:
+    """``OP×count`` pairs, most frequent first."""
+    return " ".join(f"{k}×{v}" for k, v in sorted(ops.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def count_text(n: Optional[int]) -> str:
+    """A count as ``1.23 M``, ``4.5 k`` or the number; ``-`` for None."""
+    if n is None:
+        return "-"
+    return f"{n / 1e6:.2f} M" if n >= 1e6 else (f"{n / 1e3:.1f} k" if n >= 1e3 else str(n))
+
+
+def md_cell(text: object) -> str:
+    """A Markdown table cell (pipes escaped, one line)."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
