@@ -109,3 +109,80 @@ def test_summary_is_ordered(samples):
     assert s.min <= s.p50 <= s.p90 <= s.p99 <= s.max
     assert s.min <= s.ci95_p50[0] <= s.ci95_p50[1] <= s.max
     assert 0 <= s.outliers < s.n
+
+
+# ---------------------------------------------------------------- several sessions, A/A control, bimodality
+
+def _bursty_sessions(rng, ratio, sessions=5, rounds=400, session_sd=0.1):
+    """Paired a/b rounds: a session-wide speed (mode flips), shared bursts over consecutive rounds, a/b = ratio."""
+    out_a, out_b = [], []
+    for _ in range(sessions):
+        level = np.exp(rng.normal(0.0, session_sd))
+        burst = np.ones(rounds)
+        for start in rng.integers(0, rounds, 6):
+            burst[start:start + 30] *= 1.6
+        # the bursts hit a and b alike only partly: they are interleaved, not simultaneous
+        a = level * burst * np.exp(rng.normal(0, 0.03, rounds)) * np.where(rng.random(rounds) < 0.5, burst, 1)
+        b = level * burst * np.exp(rng.normal(0, 0.03, rounds)) * np.where(rng.random(rounds) < 0.5, burst, 1)
+        out_a.append(a * ratio)
+        out_b.append(b)
+    return out_a, out_b
+
+
+def test_session_ratio_is_the_geometric_mean_of_session_ratios():
+    a = [[2.0, 2.0, 2.0], [6.0, 6.0, 6.0]]
+    b = [[1.0, 1.0, 1.0], [4.0, 4.0, 4.0]]
+    r = stats.session_ratio(a, b)
+    assert r.per_session == pytest.approx((2.0, 1.5))
+    assert r.ratio == pytest.approx(np.sqrt(3.0)) and r.sessions == 2 and r.rounds == (3, 3)
+    assert r.lo == pytest.approx(1.5) and r.hi == pytest.approx(2.0)  # sessions drawn both ways
+    assert set(r.to_dict()) >= {"ratio", "lo", "hi", "sessions", "rounds", "blocks", "per_session"}
+
+
+def test_session_ratio_covers_a_true_ratio_of_one_under_bursty_noise():
+    """95% intervals over bursty sessions hold the true ratio about 95% of the time (not 50%, as the
+    one-session paired bootstrap did)."""
+    rng = np.random.default_rng(7)
+    covers = []
+    for i in range(40):
+        r = stats.session_ratio(*_bursty_sessions(rng, 1.0), n_boot=400, seed=i)
+        covers.append(r.lo <= 1.0 <= r.hi)
+    assert sum(covers) >= 34, sum(covers)
+
+
+def test_session_ratio_finds_a_real_difference():
+    rng = np.random.default_rng(8)
+    r = stats.session_ratio(*_bursty_sessions(rng, 0.8))
+    assert r.hi < 1.0 and r.ratio == pytest.approx(0.8, rel=0.05)
+
+
+def test_one_session_is_a_block_bootstrap_over_its_rounds():
+    rng = np.random.default_rng(9)
+    a, b = _bursty_sessions(rng, 1.0, sessions=1, rounds=900)
+    r = stats.session_ratio(a, b)
+    assert r.sessions == 1 and r.blocks == (30,) and r.lo < r.ratio < r.hi
+
+
+def test_session_ratio_pairs_only_rounds_both_ran_and_checks_its_input():
+    r = stats.session_ratio([[1.0, 1.0, 50.0, 50.0]], [[1.0, 1.0]])
+    assert r.ratio == pytest.approx(1.0) and r.rounds == (2,)
+    with pytest.raises(ValueError, match="same number"):
+        stats.session_ratio([[1.0]], [[1.0], [1.0]])
+    with pytest.raises(ValueError, match="finite"):
+        stats.session_ratio([[1.0, float("nan")]], [[1.0, 1.0]])
+
+
+def test_noise_floor_is_the_largest_excursion_of_the_control():
+    control = stats.SessionRatio(ratio=1.0, lo=0.98, hi=1.01, confidence=0.95, sessions=3, rounds=(9,) * 3,
+                                 blocks=(3,) * 3, per_session=(1.0,) * 3)
+    assert stats.noise_floor(control) == pytest.approx(1 / 0.98 - 1)
+
+
+def test_bimodality_finds_two_speed_modes_but_not_one_skewed_mode():
+    rng = np.random.default_rng(4)
+    two = np.r_[rng.normal(1.0, 0.02, 300), rng.normal(1.5, 0.03, 200)]
+    found = stats.bimodality(two)
+    assert found is not None and found["fast_ms"] == pytest.approx(1.0, rel=0.02)
+    assert found["slow_ms"] == pytest.approx(1.5, rel=0.02) and found["slow_share"] == pytest.approx(0.4, abs=0.02)
+    assert stats.bimodality(rng.lognormal(0.0, 0.3, 2000)) is None
+    assert stats.bimodality(np.r_[rng.lognormal(0.0, 0.05, 970), np.full(30, 5.0)]) is None  # 3% outliers

@@ -13,6 +13,7 @@ which has the same distribution as resampling and summarizes 100,000 samples in 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -173,3 +174,131 @@ def ratio_of_medians(a: Sequence[float], b: Sequence[float], *, paired: Optional
         boots = _boot_medians(x, n_boot, rng) / _boot_medians(y, n_boot, rng)
     lo, hi = _interval(boots, confidence)
     return RatioCI(ratio=ratio, lo=lo, hi=hi, confidence=confidence, paired=bool(paired))
+
+
+# ---------------------------------------------------------------- ratios over several sessions
+
+MAX_SESSION_ROUNDS = 1000  # paired rounds per session resampled (more are thinned evenly)
+BIMODAL_D = 4.0  # Ashman's D above which two sample groups count as two modes
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionRatio:
+    """``a / b`` latency over several sessions, with a two-level (sessions, then blocks) bootstrap interval.
+
+    Attributes:
+        ratio: geometric mean over sessions of each session's ``median(a) / median(b)``.
+        lo, hi: percentile bootstrap interval of ``ratio``.
+        confidence: interval coverage.
+        sessions: sessions that measured both.
+        rounds: paired rounds used per session (after thinning).
+        blocks: block length (rounds) per session.
+        per_session: each session's ratio of medians.
+    """
+
+    ratio: float
+    lo: float
+    hi: float
+    confidence: float
+    sessions: int
+    rounds: tuple[int, ...]
+    blocks: tuple[int, ...]
+    per_session: tuple[float, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for key in ("rounds", "blocks", "per_session"):
+            d[key] = list(d[key])
+        return d
+
+
+def block_length(rounds: int) -> int:
+    """Rounds per resampled block: about the square root of the session's rounds (at least 1).
+
+    Noise comes in bursts that span many consecutive rounds; blocks this long keep a burst together, and a
+    session still has as many blocks as rounds per block.
+    """
+    return max(1, int(math.ceil(math.sqrt(rounds))))
+
+
+def _paired_session(a: Sequence[float], b: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    x, y = _samples(a, "a"), _samples(b, "b")
+    n = min(x.size, y.size)
+    step = -(-n // MAX_SESSION_ROUNDS)
+    return x[:n:step], y[:n:step]
+
+
+def _block_log_ratios(x: np.ndarray, y: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """``log(median(x*) / median(y*))`` for ``n_boot`` circular block resamples of the paired rounds."""
+    n = x.size
+    length = block_length(n)
+    starts = rng.integers(0, n, size=(n_boot, -(-n // length)))
+    idx = (starts[:, :, None] + np.arange(length)[None, None, :]).reshape(n_boot, -1)[:, :n] % n
+    return np.log(np.median(x[idx], axis=1)) - np.log(np.median(y[idx], axis=1))
+
+
+def session_ratio(a_sessions: Sequence[Sequence[float]], b_sessions: Sequence[Sequence[float]], *,
+                  confidence: float = 0.95, n_boot: int = N_BOOT, seed: int = 0) -> SessionRatio:
+    """The latency ratio ``a / b`` from paired rounds in several sessions, with a two-level bootstrap interval.
+
+    Session ``i`` of ``a`` and of ``b`` ran interleaved in one runner process, so their first ``min(n_a, n_b)``
+    rounds are pairs. Each session gives ``median(a) / median(b)``; the ratio is their geometric mean. The
+    interval resamples at both levels where variation enters: the sessions (with replacement), then inside
+    each drawn session blocks of consecutive rounds (circular block bootstrap, ``block_length``), keeping
+    the pairs together. With one session only the block level is left: the interval then says nothing about
+    session-to-session variation (thread placement, memory layout, frequency modes).
+
+    Raises:
+        ValueError: no session, different numbers of sessions, empty or non-finite samples.
+    """
+    _check(confidence, n_boot)
+    if not a_sessions or len(a_sessions) != len(b_sessions):
+        raise ValueError(f"need the same number (>= 1) of sessions, got {len(a_sessions)} and {len(b_sessions)}")
+    pairs = [_paired_session(a, b) for a, b in zip(a_sessions, b_sessions)]
+    if any(np.median(y) <= 0 or np.median(x) <= 0 for x, y in pairs):
+        raise ValueError("medians must be > 0 for a ratio")
+    rng = np.random.default_rng(seed)
+    logs = np.array([np.log(np.median(x) / np.median(y)) for x, y in pairs])
+    inner = np.stack([_block_log_ratios(x, y, n_boot, rng) for x, y in pairs])  # (sessions, n_boot)
+    k = len(pairs)
+    drawn = rng.integers(0, k, size=(n_boot, k)) if k > 1 else np.zeros((n_boot, 1), dtype=np.int64)
+    boots = inner[drawn, rng.integers(0, n_boot, size=drawn.shape)].mean(axis=1)  # independent inner draws
+    lo, hi = _interval(boots, confidence)
+    return SessionRatio(ratio=float(np.exp(logs.mean())), lo=float(np.exp(lo)), hi=float(np.exp(hi)),
+                        confidence=confidence, sessions=k, rounds=tuple(int(x.size) for x, _ in pairs),
+                        blocks=tuple(block_length(x.size) for x, _ in pairs),
+                        per_session=tuple(float(np.exp(v)) for v in logs))
+
+
+def noise_floor(control: SessionRatio) -> float:
+    """How far from 1 an A/A control (one artifact as two variants) strayed: ``max(hi, 1/lo) - 1`` (>= 0)."""
+    return max(0.0, control.hi - 1.0, 1.0 / control.lo - 1.0)
+
+
+def bimodality(samples: Sequence[float], min_share: float = 0.1, min_d: float = BIMODAL_D) -> Optional[dict[str, float]]:
+    """Two clearly separated modes in ``samples``, or None.
+
+    Splits the log samples at the point that minimizes the within-group variance (1-D two-means) and calls
+    them bimodal when each group holds at least ``min_share`` of the samples and Ashman's D
+    (``sqrt(2) * |m1 - m2| / sqrt(s1^2 + s2^2)``) exceeds ``min_d``. Split this way, one normal gives
+    D = 2.66, so the threshold is 4: two modes about four standard deviations apart. Returns both modes
+    (medians, ms), the share of the slower one and D.
+    """
+    x = np.sort(np.log(_samples(samples)))
+    n = x.size
+    lo_n = max(2, int(math.ceil(n * min_share)))
+    if n < 2 * lo_n:
+        return None
+    c1, c2 = np.cumsum(x), np.cumsum(x * x)
+    k = np.arange(lo_n, n - lo_n + 1)  # the first k samples form the fast group
+    m1, m2 = c1[k - 1] / k, (c1[-1] - c1[k - 1]) / (n - k)
+    v1 = c2[k - 1] / k - m1 ** 2
+    v2 = (c2[-1] - c2[k - 1]) / (n - k) - m2 ** 2
+    best = int(np.argmin(k * v1 + (n - k) * v2))
+    spread_ = math.sqrt(max(v1[best] + v2[best], 1e-300))
+    d = math.sqrt(2.0) * (m2[best] - m1[best]) / spread_
+    if d <= min_d:
+        return None
+    cut = int(k[best])
+    return {"fast_ms": float(np.exp(np.median(x[:cut]))), "slow_ms": float(np.exp(np.median(x[cut:]))),
+            "slow_share": (n - cut) / n, "ashman_d": float(d)}
