@@ -20,8 +20,11 @@ def accuracy_npz(spec: str, paths: list[Path], tmp: Path) -> Path:
         described = runner.describe([str(p) for p in paths], allowed_tflite=("ai_edge_litert", "tflite_runtime"))
     except runner.FatalError as e:
         raise DataError(f"cannot read the models' input shapes for --data: {e}") from None
-    shapes = []
+    shapes, classes = [], set()
     for entry in described:
+        outputs = entry.get("outputs") or []
+        if outputs and outputs[0].get("shape"):
+            classes.add(int(outputs[0]["shape"][-1]))
         inputs = entry.get("inputs") or []
         if len(inputs) == 1 and len(inputs[0]["shape"]) == 4 and tuple(inputs[0]["shape"][1:]) not in shapes:
             shapes.append(tuple(inputs[0]["shape"][1:]))
@@ -29,7 +32,7 @@ def accuracy_npz(spec: str, paths: list[Path], tmp: Path) -> Path:
         raise DataError("--data needs a model with one image input (N, H, W, C)")
     arrays, labels = {}, None
     for shape in shapes:
-        ds = load_dataset(spec, input_shape=shape)
+        ds = load_dataset(spec, input_shape=shape, num_classes=min(classes) if classes else None)
         if labels is not None and not np.array_equal(labels, ds.y_test):
             raise DataError(f"{spec} gives different test labels for input shapes {shapes[0]} and {shape}")
         labels = np.asarray(ds.y_test)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from edgesep.devices.base import BenchResult, Device
 
 from edgesep.devices.base import BenchConfig
-from edgesep.errors import EXIT_FAILURE, EXIT_USAGE, EdgesepError, one_line
+from edgesep.errors import EXIT_USAGE, EdgesepError, one_line
 
 BENCH_DEFAULTS = BenchConfig()  # click defaults of bench/compare come from here, never repeated
 
@@ -27,15 +27,31 @@ class UserError(EdgesepError):
     """A failure the user can fix, raised by the CLI itself: one line, exit code 1."""
 
 
+class FiniteFloat(click.FloatRange):
+    """A float option in a range that also refuses inf and nan (exit 2, one line)."""
+
+    name = "finite float range"
+
+    def convert(self, value, param, ctx):
+        import math
+
+        if isinstance(value, str) and value.strip().lower() in ("nan", "+nan", "-nan"):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        converted = super().convert(value, param, ctx)
+        if not math.isfinite(converted):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return converted
+
+
 def _measure_options(command):
     """The steady-state options bench and compare share (defaults follow TFLite's benchmark_model)."""
     options = [
         click.option("--threads", type=click.IntRange(min=1), help="Interpreter threads (default: the runtime's own)."),
         click.option("--runs", type=click.IntRange(min=1), default=BENCH_DEFAULTS.runs, show_default=True,
                      help="Minimum steady-state runs per model."),
-        click.option("--min-secs", type=click.FloatRange(min=0), default=BENCH_DEFAULTS.min_secs, show_default=True,
+        click.option("--min-secs", type=FiniteFloat(min=0), default=BENCH_DEFAULTS.min_secs, show_default=True,
                      help="Minimum steady-state time per model, seconds."),
-        click.option("--max-secs", type=click.FloatRange(min=0, min_open=True), default=BENCH_DEFAULTS.max_secs,
+        click.option("--max-secs", type=FiniteFloat(min=0, min_open=True), default=BENCH_DEFAULTS.max_secs,
                      show_default=True,
                      help="Maximum steady-state time per model, seconds."),
     ]
@@ -82,6 +98,7 @@ def export(model_path: Optional[str], form: Optional[str], int8: bool, fp16: boo
     """Fold BatchNorm, export TFLite (float32/fp16/int8) and ONNX, verify each against Keras."""
     if model_path and form:
         raise click.UsageError("--form builds the built-in network; it cannot be combined with --model")
+    _check_out_dir(out_dir)
     if (per_tensor or equalize or edgetpu) and not int8:
         raise click.UsageError("--per-tensor, --equalize and --edgetpu shape the int8 model; add --int8")
     if relu6 and not equalize:
@@ -123,17 +140,17 @@ def export(model_path: Optional[str], form: Optional[str], int8: bool, fp16: boo
 
 def _compile_for_edgetpu(doc: dict, out_dir: str) -> None:
     """Compile out_dir/model_int8.tflite for the Edge TPU; add the artifact and report to export.json."""
-    import json
     from pathlib import Path
 
     from edgesep.converters.export import artifact_record
     from edgesep.converters.edgetpu import compile_edgetpu
+    from edgesep.io import write_json
 
     out = Path(out_dir)
     compiled, report = compile_edgetpu(out / "model_int8.tflite", out)
     doc["artifacts"].append({**artifact_record(compiled, "tflite", "int8"), "delegate": "edgetpu"})
     doc["edgetpu"] = report.to_dict()
-    _write_atomic(out / "export.json", json.dumps(doc, indent=2) + "\n")
+    write_json(out / "export.json", doc)
 
 
 @cli.command()
@@ -150,6 +167,9 @@ def inspect(model: str, as_json: bool, quant_error: bool, data: Optional[str], r
     """Ops by type, params, MACs, size, inputs/outputs and quantization of a .tflite/.onnx/.keras model."""
     import json
 
+    from edgesep.io import require_regular_file
+
+    require_regular_file(model, "model file")
     from edgesep.converters.inspect import info_tables, inspect_model
 
     info = inspect_model(model)
@@ -185,7 +205,7 @@ def inspect(model: str, as_json: bool, quant_error: bool, data: Optional[str], r
 @_measure_options
 @click.option("--warmup", type=click.IntRange(min=0), default=BENCH_DEFAULTS.warmup, show_default=True,
               help="Minimum warm-up runs per model.")
-@click.option("--warmup-secs", type=click.FloatRange(min=0), default=BENCH_DEFAULTS.warmup_secs, show_default=True,
+@click.option("--warmup-secs", type=FiniteFloat(min=0), default=BENCH_DEFAULTS.warmup_secs, show_default=True,
               help="Minimum warm-up time (all models, interleaved), seconds.")
 @click.option("--delegate", default=BENCH_DEFAULTS.delegate, show_default=True, metavar="xnnpack|none|edgetpu|PATH",
               help="TFLite delegate: XNNPACK (default CPU path), none, the Edge TPU, or a delegate library.")
@@ -223,6 +243,9 @@ def bench(models: tuple[str, ...], target: str, threads: Optional[int], runs: in
     paths = [Path(m) for m in models]
     for path in paths:
         check_model_file(path)
+    target = target.strip()
+    if out_file:
+        _check_out_file(out_file)
     options = [tuple(o.split("=", 1)) for o in delegate_options]
     if any(len(o) != 2 or not o[0] for o in options):
         raise click.UsageError("--delegate-option takes KEY=VALUE")
@@ -254,6 +277,27 @@ def bench(models: tuple[str, ...], target: str, threads: Optional[int], runs: in
     if out_file:  # after printing: a file that cannot be written never loses the measurement
         write_text(Path(out_file), text + "\n")
     _bench_failures(results)
+
+
+def _check_out_dir(out_dir: str) -> "Path":
+    """--out as a Path, refused in one line before any work when it cannot become a writable folder."""
+    from edgesep.io import check_writable_dir
+
+    return check_writable_dir(out_dir)
+
+
+def _check_out_file(out_file: str) -> "Path":
+    """--out FILE as a Path, refused before any measurement when its folder cannot take a new file."""
+    from pathlib import Path
+
+    from edgesep.errors import OutputError
+    from edgesep.io import check_writable_dir
+
+    path = Path(out_file)
+    if path.is_dir():
+        raise OutputError(f"--out {path} is a folder; give a file name")
+    check_writable_dir(path.parent)
+    return path
 
 
 def _bench_device_options(target: str, ssh_config: Optional[str], remote_python: Optional[str],
@@ -336,22 +380,6 @@ def _bench_failures(results: list[BenchResult]) -> None:
     raise UserError(f"{len(failed)} of {len(results)} models failed; the others' results stand")
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same folder."""
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
 @click.option("--adb", "adb_path", metavar="PATH", help="The adb executable (default: adb on PATH).")
@@ -389,14 +417,14 @@ def devices(as_json: bool, adb_path: Optional[str], adb_server_port: Optional[in
               help="local, ssh://[user@]host[:port], adb or adb:SERIAL; repeat for several devices [local].")
 @click.option("--int8/--no-int8", default=None, help="Export and compare full-integer int8 models too [on].")
 @click.option("--seeds", type=click.IntRange(min=1), help="Trainings per form, seeds 0..N-1 [1].")
-@click.option("--width", type=click.FloatRange(min=0, min_open=True), help="Channel multiplier [1.0].")
+@click.option("--width", type=FiniteFloat(min=0, min_open=True), help="Channel multiplier [1.0].")
 @click.option("--input-size", type=click.IntRange(min=8), help="Input height and width, 3 channels [32].")
 @click.option("--blocks", metavar="SPEC", help="default, small, tiny or FILTERS[:STRIDE],... e.g. 32,64:2 [default].")
 @click.option("--epochs", type=click.IntRange(min=1), help="Training epochs, the same for both forms [8].")
 @click.option("--data", metavar="digits|DIR|FILE.npz",
               help="Built-in: training/test data [digits]. MODEL files: labelled data for on-device accuracy.")
 @_measure_options
-@click.option("--warmup-secs", type=click.FloatRange(min=0), default=BENCH_DEFAULTS.warmup_secs, show_default=True,
+@click.option("--warmup-secs", type=FiniteFloat(min=0), default=BENCH_DEFAULTS.warmup_secs, show_default=True,
               help="Minimum warm-up time per session, seconds.")
 @_ssh_config_option
 @click.option("--remote-python", metavar="PATH", help="The Python of every remote device (default: python3).")
@@ -439,8 +467,9 @@ def compare(models: tuple[str, ...], targets: tuple[str, ...], int8: Optional[bo
             blocks=cmp.parse_blocks(blocks) if blocks else cmp.BLOCK_PRESETS["default"])
     except ValueError as e:
         raise click.UsageError(str(e)) from None
+    targets = tuple(t.strip() for t in targets)
     options = _compare_device_options(targets, ssh_config, remote_python)
-    out = Path(out_dir)
+    out = _check_out_dir(out_dir)
     paths = [Path(m) for m in models]
     for path in paths:
         check_model_file(path)
@@ -551,14 +580,68 @@ def _compare_print(doc: dict, out: Path) -> None:
         raise UserError(f"{len(failed)} of {len(doc['devices'])} devices failed; the others' results are in {out}")
 
 
+class _Signalled(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread so cleanup runs exactly as for Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_signalled(signum: int, frame: object) -> None:
+    raise _Signalled(signum)
+
+
+def _report_signal(e: _Signalled) -> int:
+    import signal
+
+    click.echo(f"edgesep: interrupted by {signal.Signals(e.signum).name}", err=True)
+    return 128 + e.signum
+
+
+def _install_signal_handlers() -> dict[int, object]:
+    """Turn SIGTERM and SIGHUP into KeyboardInterrupt (main thread only); returns the previous handlers."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {}
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        previous[signum] = signal.signal(signum, _raise_signalled)
+    return previous
+
+
+def _restore_signal_handlers(previous: dict[int, object]) -> None:
+    import signal
+
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the CLI; returns the exit code (0 ok, 1 failure, 2 usage) and never lets a traceback out."""
+    """Run the CLI; returns the exit code (0 ok, 1 failure, 2 usage) and never lets a traceback out.
+
+    SIGTERM and SIGHUP are handled like Ctrl-C (staging folders, temp files and device folders are removed);
+    the exit code is then 128 + the signal number, 130 for Ctrl-C.
+    """
+    previous = _install_signal_handlers()
+    try:
+        return _run_cli(argv)
+    finally:
+        _restore_signal_handlers(previous)
+
+
+def _run_cli(argv: Optional[Sequence[str]]) -> int:
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="edgesep", standalone_mode=False)
     except click.exceptions.Exit as e:
         return e.exit_code
-    except click.Abort:
-        click.echo("edgesep: aborted", err=True)
+    except click.Abort as e:  # click turns KeyboardInterrupt (and our signals) into Abort
+        cause = e.__cause__ or e.__context__
+        if isinstance(cause, _Signalled):
+            return _report_signal(cause)
+        click.echo("edgesep: interrupted" if isinstance(cause, KeyboardInterrupt) else "edgesep: aborted", err=True)
         return 130
     except click.UsageError as e:
         msg = e.format_message().splitlines()[0] if e.format_message() else "usage error"
@@ -568,6 +651,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except click.ClickException as e:
         click.echo(f"edgesep: error: {one_line(e.format_message())}", err=True)
         return e.exit_code
+    except _Signalled as e:
+        return _report_signal(e)
     except KeyboardInterrupt:
         click.echo("edgesep: interrupted", err=True)
         return 130

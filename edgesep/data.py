@@ -13,6 +13,7 @@ import numpy as np
 BUILTIN = "digits"
 TEST_FRACTION = 0.3
 SPLIT_SEED = 0
+MAX_CLASSES = 100_000  # a label above this is a broken labels array, not a class (ImageNet-21k has 21,843)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
@@ -78,6 +79,9 @@ def load_dataset(spec: str = BUILTIN, input_shape: Sequence[int] = (32, 32, 3), 
             raise DataError(f"unsupported data {spec}: use 'digits', an image folder or a .npz file with x and y")
     if num_classes is not None:
         _check_labels(ds, num_classes)
+    for part in (ds.x_train, ds.x_test):
+        if part.size and not np.isfinite(part).all():
+            raise DataError(f"{ds.name}: images hold NaN or infinite values")
     return ds
 
 
@@ -150,6 +154,8 @@ def _load_npz(path: Path, shape: tuple[int, int, int]) -> Dataset:
         raise DataError(f"{path}: need x of shape (N, H, W[, C]) and y of shape (N,), got {x.shape} and {y.shape}")
     if not np.issubdtype(y.dtype, np.integer):
         raise DataError(f"{path}: labels y must be integers, got {y.dtype}")
+    if y.min() < 0 or y.max() >= MAX_CLASSES:
+        raise DataError(f"{path}: labels y must lie in 0..{MAX_CLASSES - 1}, found {int(y.min())}..{int(y.max())}")
     x = x.astype(np.float32)
     if x.max(initial=0.0) > 1.0:  # 0..255 pixels
         x = x / 255.0

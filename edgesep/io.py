@@ -98,6 +98,24 @@ def _unlink(path: PathLike) -> None:
         os.unlink(path)
 
 
+def require_regular_file(path: PathLike, what: str = "file") -> Path:
+    """``path`` if it is an existing regular file; else one line (a FIFO or device would block a reader)."""
+    import stat
+
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise OutputError(f"{what} not found: {path}", exit_code=1) from None
+    except OSError as e:
+        raise OutputError(f"cannot read {path}: {e.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise OutputError(f"{what} {path} is a folder, not a file")
+    if not stat.S_ISREG(mode):
+        raise OutputError(f"{what} {path} is not a regular file (a pipe or device would block)")
+    return path
+
+
 def check_writable_dir(path: PathLike) -> Path:
     """Fail early (one line) when ``path`` cannot become a writable output folder; creates nothing.
 

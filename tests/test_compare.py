@@ -311,7 +311,7 @@ def test_compare_two_given_tflite_files(bench_models, tmp_path):
     (["--device", "local", "--device", "local"], 2, "each --device may be given once"),
     (["--remote-python", "python3"], 2, "--remote-python applies to remote targets only"),
     (["--ssh-config", "x"], 2, "--ssh-config applies to ssh:// targets only"),
-    (["--device", "phone"], 1, "unknown device target 'phone'"),
+    (["--device", "phone"], 2, "unknown device target 'phone'"),
     (["--device", "ssh://pi@raspberrypi.local", "--ssh-config", "/nonexistent/ssh_config"], 1,
      "ssh config file not found"),
     (["missing-a.tflite", "missing-b.tflite"], 1, "model file not found: missing-a.tflite"),

@@ -8,6 +8,7 @@ import importlib
 from typing import Any
 
 from edgesep.devices.base import BenchConfig, BenchResult, Device, DeviceError
+from edgesep.errors import EXIT_USAGE
 
 TARGET_FORMS = ("local", "ssh://[user@]host[:port]", "adb", "adb:SERIAL")
 
@@ -28,9 +29,11 @@ def parse_target(target: str, **options: Any) -> Device:
     elif target == "adb" or target.startswith("adb:"):
         serial = target[4:] or None
         if target.startswith("adb:") and not serial:
-            raise DeviceError("adb target needs a serial after 'adb:' (or just 'adb' for the only device)")
+            raise DeviceError("adb target needs a serial after 'adb:' (or just 'adb' for the only device)",
+                              exit_code=EXIT_USAGE)
         module, cls, args = "adb", "AdbDevice", {"serial": serial}
     else:
-        raise DeviceError(f"unknown device target {target!r}; valid forms: {', '.join(TARGET_FORMS)}")
+        raise DeviceError(f"unknown device target {target!r}; valid forms: {', '.join(TARGET_FORMS)}",
+                          exit_code=EXIT_USAGE)
     device_cls = getattr(importlib.import_module(f"edgesep.devices.{module}"), cls)
     return device_cls(**args, **options)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from edgesep.devices.base import DeviceError
+from edgesep.errors import EXIT_USAGE
 from edgesep.devices.harness import RUNNER_PATH, RunnerDevice, RunnerOutput
 
 _SAFE_DIR = re.compile(r"^/[A-Za-z0-9._/+-]+$")
@@ -59,9 +60,12 @@ class RemoteShellDevice(RunnerDevice):
         super().__init__()
         self.target = target
         self.remote_python = remote_python or "python3"
-        self.python_words = shlex.split(self.remote_python)
+        try:
+            self.python_words = shlex.split(self.remote_python)
+        except ValueError as e:  # unbalanced quotes
+            raise DeviceError(f"--remote-python {self.remote_python!r}: {e}", exit_code=EXIT_USAGE) from None
         if not self.python_words:
-            raise DeviceError("remote Python must not be empty")
+            raise DeviceError("--remote-python must not be empty", exit_code=EXIT_USAGE)
         self.remote_dir: Optional[str] = None
         self._pushed: dict[str, str] = {}  # content hash -> device path
         self._runner_remote: Optional[str] = None

@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 from urllib.parse import urlsplit
 
 from edgesep.devices.base import DeviceError
+from edgesep.errors import EXIT_USAGE
 from edgesep.devices.harness import RunnerOutput
 from edgesep.devices.remote import RemoteShellDevice
 
@@ -46,8 +47,11 @@ def parse_ssh_url(url: str) -> tuple[Optional[str], str, Optional[int]]:
     Raises:
         DeviceError: the URL does not have that form (the message shows it).
     """
-    bad = DeviceError(f"bad ssh target {url!r}; use {SSH_FORM}")
-    parts = urlsplit(url)
+    bad = DeviceError(f"bad ssh target {url!r}; use {SSH_FORM}", exit_code=EXIT_USAGE)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        raise bad from None
     if parts.scheme != "ssh" or parts.query or parts.fragment or parts.path not in ("", "/") or parts.password:
         raise bad
     try:
