@@ -331,3 +331,23 @@ def test_bench_interrupted_exit_code(signame, tiny, tmp_path):
     assert outcome.code == 128 + SIGNALS[signame], outcome.stderr[-2000:]
     assert "Traceback" not in outcome.stderr and f"interrupted by {signame}" in outcome.stderr
     assert outcome.seconds < 30
+
+
+# ---------------------------------------------------------------- damaged state: measured again, never "failed"
+
+@pytest.mark.parametrize("damage", ["[]", '{"target": "local", "sessions": [1, 2]}',
+                                    '{"target": "local", "sessions": {"k": {"results": {"v": {"bad": 1}}}}}',
+                                    '{"target": "local", "sessions": {"k": 3}}', "{not json"])
+def test_compare_resume_with_damaged_session_file_measures_again(damage, tiny, tmp_path):
+    import json
+
+    out = tmp_path / "report"
+    (out / "bench").mkdir(parents=True)
+    (out / "bench" / "local.json").write_text(damage)
+    outcome = run_edgesep(["compare", tiny["float.tflite"], tiny["int8.tflite"], "--device", "local", "--runs", "3",
+                           "--min-secs", "0", "--warmup-secs", "0", "--out", out, "--resume"], tmp_path)
+    assert outcome.code == 0, outcome.stderr[-2000:]
+    section = json.loads((out / "report.json").read_text())["devices"]["local"]
+    assert section["status"] == "done" and not section["resumed"]
+    stored = json.loads((out / "bench" / "local.json").read_text())
+    assert stored["target"] == "local" and stored["sessions"], "the new sessions were stored for the next --resume"

@@ -94,7 +94,7 @@ class Stage:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        status = "done" if exc_type is None else ("interrupted" if exc_type is KeyboardInterrupt else "failed")
+        status = "done" if exc_type is None else ("interrupted" if issubclass(exc_type, KeyboardInterrupt) else "failed")
         seconds = round(time.monotonic() - self.t0, 3)
 
         def record(r: Report) -> Report:
@@ -124,6 +124,18 @@ def session_key(target: str, options: Mapping[str, Any], bench: BenchConfig, dat
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _readable_session(entry: Any) -> bool:
+    """Whether a stored session has the shape ``--resume`` reads (a damaged one is measured again)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("results"), dict) or not entry["results"]:
+        return False
+    try:
+        for record in entry["results"].values():
+            Measurement.from_dict(record, resumed=True)
+    except Exception:  # noqa: BLE001 - any malformed record means "not reusable"
+        return False
+    return True
+
+
 class SessionStore:
     """Finished sessions of one device in ``bench/<device>.json`` (session key -> results), for ``--resume``."""
 
@@ -138,7 +150,9 @@ class SessionStore:
             doc = json.loads(self.path.read_text())
         except (OSError, ValueError):
             return {}
-        return doc.get("sessions", {}) if doc.get("target") == self.target else {}
+        if not isinstance(doc, dict) or doc.get("target") != self.target or not isinstance(doc.get("sessions"), dict):
+            return {}  # damaged or another device's: measure again
+        return {key: entry for key, entry in doc["sessions"].items() if _readable_session(entry)}
 
     def save(self, sessions_done: Mapping[str, Any]) -> None:
         """Write every finished session (atomically)."""
