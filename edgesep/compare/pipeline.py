@@ -116,7 +116,11 @@ def train_and_export(config: CompareConfig, dataset: Any, out: Path, resume: boo
         for i, job in enumerate(jobs):
             if job.export is None:
                 progress.update("train", i, note=f"{job.form} seed {job.seed}")
-                models[i], info = train_builtin(job.model_config, job.train_config, dataset=dataset)
+                note = f"{job.form} seed {job.seed}"
+                models[i], info = train_builtin(
+                    job.model_config, job.train_config, dataset=dataset,
+                    on_progress=lambda p, i=i, note=note: progress.update(
+                        "train", i + (p.epoch - 1 + p.step / p.steps) / p.epochs, note=f"{note}: {p.describe()}"))
                 jobs[i] = dataclasses.replace(job, train={k: info.get(k) for k in ("cached", "test_accuracy",
                                                                                    "cache_path")})
             progress.update("train", i + 1)

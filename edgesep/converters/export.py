@@ -133,7 +133,7 @@ def model_and_data(model_path: Optional[str] = None, *, form: str = "split", dat
     dataset = load_dataset(data or BUILTIN, ModelConfig().input_shape)
     say("train built-in model")
     model, info = train_builtin(ModelConfig(form=form, num_classes=max(dataset.num_classes, 2)), train_cfg,
-                                dataset=dataset)
+                                dataset=dataset, on_progress=lambda p: say(f"train built-in model: {p.describe()}"))
     return model, dataset, {"source": {"builtin": form, "cached": info["cached"],
                                        "train_test_accuracy": info["test_accuracy"]}}
 
