@@ -47,6 +47,17 @@ def _probe_adb() -> Optional[str]:
 MARKER_PROBES["adb"] = _probe_adb
 
 
+# ---------------------------------------------------------------- ray: the fleet's engine (an optional extra)
+
+def _probe_ray() -> Optional[str]:
+    import importlib.util
+
+    return None if importlib.util.find_spec("ray") else "Ray is not installed (pip install 'edgesep[fleet]')"
+
+
+MARKER_PROBES["ray"] = _probe_ray
+
+
 @pytest.fixture(scope="session")
 def bench_models():
     """{name: Path} of tiny real models (float/int8/prelu .tflite, float .onnx), built once with TF and cached."""

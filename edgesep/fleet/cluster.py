@@ -1,0 +1,205 @@
+"""Ray for edgesep: the embedded loopback instance, joining a cluster, and ``edgesep worker`` nodes.
+
+A Ray cluster runs whatever code its clients submit and its ports have no authentication by default
+(ShadowRay, CVE-2023-48022). So the embedded default binds 127.0.0.1 with the dashboard off, and
+``edgesep worker`` (a worker node or, with ``--head``, the head) binds a network address only when the user
+names it with ``--listen ADDR``; then it says how to protect it. Ray is imported only inside functions.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from typing import Any, Callable, Optional, Sequence
+
+from edgesep.errors import DeviceError, EdgesepError, UsageError
+
+INSTALL_HINT = "pip install 'edgesep[fleet]'"
+# Ray's single-machine mode: every address it resolves for this machine is the loopback one
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+DEFAULT_PORT = 6379
+PROTECT_HINT = ("Ray has no authentication: anyone who reaches {addr} can run code on this machine. Keep it on "
+                "a private network or firewall it to the cluster's hosts, reach it through an SSH tunnel "
+                "(ssh -L), or turn on Ray's TLS on every node (RAY_USE_TLS=1, RAY_TLS_SERVER_CERT, "
+                "RAY_TLS_SERVER_KEY, RAY_TLS_CA_CERT).")
+
+
+class RayMissing(EdgesepError):
+    """Ray is not installed (the ``fleet`` extra)."""
+
+
+def require_ray(command: str = "edgesep sweep") -> None:
+    """Raise one line with the install command when Ray cannot be imported."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise RayMissing(f"{command} needs Ray, which is not installed: {INSTALL_HINT}") from None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an IP or a name) is this machine's loopback address."""
+    if host.strip("[]") in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``HOST[:PORT]`` -> (host, port); the port defaults to Ray's 6379."""
+    host, sep, port = address.strip().rpartition(":")
+    if not sep:
+        host, port = address.strip(), str(DEFAULT_PORT)
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--address {address!r}: expected auto or HOST:PORT")
+    return host, int(port)
+
+
+def _loopback_mode() -> None:
+    """Make Ray resolve this machine to 127.0.0.1 (must happen before Ray is imported in this process)."""
+    os.environ[LOOPBACK_ENV] = "0"
+
+
+def connect(address: Optional[str], resources: dict[str, float], num_cpus: Optional[int] = None) -> str:
+    """Start the embedded loopback Ray (``address`` None) or join a cluster; returns what was joined.
+
+    The embedded instance binds 127.0.0.1 only, has no dashboard, and offers ``resources`` (the plan's
+    devices attached to this machine). Joining a cluster at a loopback address stays on loopback too.
+    """
+    require_ray()
+    if address is None or is_loopback(split_address(address)[0]) or _auto_is_loopback(address):
+        _loopback_mode()
+    import ray
+
+    quiet = {"log_to_driver": False, "logging_level": "ERROR", "namespace": "edgesep", "configure_logging": True}
+    try:
+        if address is None:
+            ray.init(address="local", include_dashboard=False, num_cpus=num_cpus, resources=resources, **quiet)
+            return "embedded (127.0.0.1)"
+        ray.init(address=address, **quiet)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise EdgesepError(f"cannot join the Ray cluster at {address}: {_short(e)}") from None
+    return address
+
+
+def _auto_is_loopback(address: str) -> bool:
+    if address != "auto":
+        return False
+    recorded = os.environ.get("RAY_ADDRESS") or _recorded_address()
+    return bool(recorded) and is_loopback(recorded.rpartition(":")[0])
+
+
+def _recorded_address() -> Optional[str]:
+    """The address ``ray start`` recorded for ``ray.init(address="auto")`` on this machine."""
+    import tempfile
+
+    try:
+        with open(os.path.join(tempfile.gettempdir(), "ray", "ray_current_cluster")) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def _short(e: BaseException) -> str:
+    from edgesep.errors import last_line
+
+    return last_line(str(e) or type(e).__name__)
+
+
+def disconnect() -> None:
+    """Leave the cluster (stops the embedded instance)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def offered_resources() -> dict[str, float]:
+    """Custom ``edgesep/...`` resources the live nodes of the cluster offer (total, not free)."""
+    import ray
+
+    return {k: v for k, v in ray.cluster_resources().items() if k.startswith("edgesep/")}
+
+
+# ---------------------------------------------------------------- edgesep worker
+
+def check_device(target: str, options: dict[str, Any]) -> None:
+    """Raise a one-line ``DeviceError`` unless the device answers (adb: attached and online; ssh: logs in)."""
+    from edgesep.devices import parse_target
+
+    device = parse_target(target, **options)
+    if target.startswith("adb"):
+        from edgesep.devices.adb import AdbClient, choose_device
+
+        choose_device(AdbClient(options.get("adb_path"), options.get("adb_server_port")).devices(),
+                      getattr(device, "serial", None))
+    elif target.startswith("ssh://"):
+        argv = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={device.connect_timeout}"]
+        argv += (["-F", device.ssh_config] if device.ssh_config else []) + (["-p", str(device.port)] if device.port
+                                                                           else [])
+        proc = subprocess.run(argv + [device.destination, "true"], capture_output=True, text=True, timeout=60)
+        if proc.returncode != 0:
+            from edgesep.errors import last_line
+
+            raise DeviceError(f"{target} does not answer: {last_line(proc.stderr, default='ssh failed')}")
+
+
+def worker_command(address: Optional[str], listen: Optional[str], resources: dict[str, float], head: bool,
+                   port: int = DEFAULT_PORT, num_cpus: Optional[int] = None) -> list[str]:
+    """The ``ray start --block`` command of an edgesep worker (or head) node.
+
+    Raises:
+        UsageError: a network address would be bound without ``--listen``.
+    """
+    ray_exe = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
+    if ray_exe is None:
+        raise RayMissing(f"the ray command is not installed: {INSTALL_HINT}")
+    if head:
+        bind = listen or "127.0.0.1"
+        argv = [ray_exe, "start", "--head", f"--port={port}", "--include-dashboard=false"]
+    else:
+        if not address:
+            raise UsageError("edgesep worker needs --address HEAD:PORT (or --head to start the head)")
+        host, head_port = split_address(address)
+        if is_loopback(host):
+            raise UsageError("the head is on this machine: give the devices to the head itself "
+                             "(edgesep worker --head --device ...) instead of a second node here")
+        if listen is None:
+            raise UsageError(f"joining {host} binds this node's Ray ports on the network: add --listen ADDR "
+                             "(this host's address on a network you trust)")
+        bind = listen
+        argv = [ray_exe, "start", f"--address={host}:{head_port}"]
+    if listen is not None and not _is_local_address(listen):
+        raise UsageError(f"--listen {listen}: not an address of this machine")
+    argv += [f"--node-ip-address={bind}", f"--resources={json.dumps(resources)}", "--disable-usage-stats",
+             "--block"]
+    return argv + ([f"--num-cpus={num_cpus}"] if num_cpus is not None else [])
+
+
+def _is_local_address(addr: str) -> bool:
+    if is_loopback(addr):
+        return True
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET) as s:
+            s.bind((addr.strip("[]"), 0))
+        return True
+    except OSError:
+        return False
+
+
+def run_worker(argv: Sequence[str], listen: Optional[str], say: Callable[[str], None]) -> int:
+    """Run the node in the foreground until Ctrl-C; returns ray's exit code."""
+    env = dict(os.environ)
+    if listen is None or is_loopback(listen):
+        env[LOOPBACK_ENV] = "0"
+    else:
+        say("edgesep: warning: " + PROTECT_HINT.format(addr=listen))
+    try:
+        return subprocess.call(list(argv), env=env)
+    except KeyboardInterrupt:
+        return 130

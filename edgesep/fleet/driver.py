@@ -1,0 +1,243 @@
+"""The sweep driver: exports as Ray tasks, one actor per device, results into the database as they arrive.
+
+The driver is the only writer of ``sweep.db``. Each device has a queue of measure jobs and at most one job in
+flight. Jobs of a device whose resource is ``edgesep/local:*`` wait until no export runs, since an export
+would share the CPU being measured. A lost worker node (calls to its actors fail) fails or requeues only the
+jobs of its devices, as the plan's ``[faults]`` says; Ctrl-C records the running jobs as ``interrupted``.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import ray
+
+from edgesep.errors import describe, one_line
+from edgesep.fleet.jobs import (Artifact, ExportJob, MeasureJob, export_artifacts, export_jobs, file_artifacts,
+                                measure_jobs, read_export)
+from edgesep.fleet.plan import SweepPlan
+from edgesep.fleet.store import SweepStore, job_row, utc
+from edgesep.fleet.tasks import export_task, new_actor
+
+LOST = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
+POLL_SECS = 0.2
+
+
+@dataclasses.dataclass
+class DeviceState:
+    """One device's queue, its actor and what happened to its jobs so far."""
+
+    spec: Any
+    queue: collections.deque = dataclasses.field(default_factory=collections.deque)
+    actor: Any = None
+    running: Optional[tuple[MeasureJob, Any, float]] = None  # (job, object ref, dispatch time)
+    status: str = "ready"  # ready | lost | gone
+    lost_at: float = 0.0
+    gone_reason: str = ""
+    node: dict[str, Any] = dataclasses.field(default_factory=dict)
+    counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+
+    @property
+    def local_cpu(self) -> bool:
+        return self.spec.resource.startswith("edgesep/local:")
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"device": self.spec.target, "host": self.spec.host, "node": self.node.get("hostname"),
+                "status": self.status, "queued": len(self.queue), "running": int(self.running is not None),
+                **{k: self.counts[k] for k in ("ok", "failed", "interrupted", "requeued", "skipped")}}
+
+
+class Sweep:
+    """One run of a plan against a connected Ray cluster; ``run()`` returns the per-status counts."""
+
+    def __init__(self, plan: SweepPlan, out: Path, store: SweepStore, sweep_id: int, *, resume: bool,
+                 offered: dict[str, float], absent_hint: Callable[[Any], str],
+                 progress: Optional[Callable[[dict[str, Any]], None]] = None) -> None:
+        self.plan, self.out, self.store, self.sweep_id = plan, Path(out), store, sweep_id
+        self.done_keys = store.ok_keys() if resume else set()
+        self.progress = progress or (lambda snapshot: None)
+        self.devices = {d.resource: DeviceState(d) for d in plan.devices}
+        for state in self.devices.values():
+            if offered.get(state.spec.resource, 0) < 1:
+                state.status, state.gone_reason = "gone", absent_hint(state.spec)
+        self.exports: dict[Any, ExportJob] = {}
+        self.export_counts: collections.Counter = collections.Counter()
+        self.export_errors: list[str] = []
+        self.blobs: dict[str, Any] = {}
+        self.attempts: collections.Counter = collections.Counter()
+
+    # ---------------------------------------------------------------- the loop
+    def run(self) -> dict[str, int]:
+        """Export, measure, record; on Ctrl-C the running jobs are recorded ``interrupted`` and it re-raises."""
+        try:
+            self._start()
+            while self.exports or any(d.running or (d.queue and d.status != "gone") for d in self.devices.values()):
+                self._dispatch()
+                self._collect(self._wait())
+                self._check_lost()
+                self.progress(self.snapshot())
+        except KeyboardInterrupt:
+            self._interrupt()
+            raise
+        self.progress(self.snapshot())
+        return self.totals()
+
+    def totals(self) -> dict[str, int]:
+        total: collections.Counter = collections.Counter()
+        for state in self.devices.values():
+            total.update(state.counts)
+        return {**total, "exports_failed": self.export_counts["failed"]}
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"devices": [d.snapshot() for d in self.devices.values()],
+                "exports": {"running": len(self.exports), **self.export_counts}}
+
+    def _start(self) -> None:
+        for model in self.plan.models:
+            if not model.exported:
+                self._enqueue(file_artifacts(model))
+        for job in export_jobs(self.plan):
+            doc = read_export(self.out, job)
+            if doc is not None:
+                self.export_counts["reused"] += 1
+                self._enqueue(export_artifacts(job, doc, self.out))
+                continue
+            keras = ray.put(Path(job.model.path).read_bytes()) if job.model.path else None
+            self.exports[export_task.remote(job.to_dict(), keras)] = job
+
+    def _wait(self) -> list:
+        refs = list(self.exports) + [d.running[1] for d in self.devices.values() if d.running]
+        if not refs:
+            time.sleep(POLL_SECS)
+            return []
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=POLL_SECS)
+        return ready
+
+    def _enqueue(self, artifacts: list[Artifact]) -> None:
+        for job in measure_jobs(artifacts, self.plan):
+            state = self.devices[job.device.resource]
+            if job.key in self.done_keys:
+                state.counts["skipped"] += 1
+            elif state.status == "gone":
+                self._record(job, {}, "failed", state.gone_reason)
+            else:
+                state.queue.append(job)
+
+    def _dispatch(self) -> None:
+        for state in self.devices.values():
+            if state.status != "ready" or state.running or not state.queue:
+                continue
+            if state.local_cpu and self.exports:
+                continue  # an export would share the CPU this device measures
+            job = state.queue.popleft()
+            if state.actor is None:
+                state.actor = new_actor(state.spec.resource, state.spec.target, dict(state.spec.options))
+            self.attempts[job.key] += 1
+            art = job.artifact
+            ref = state.actor.measure.remote(Path(art.path).name, art.sha256, self._blob(art), job.bench)
+            state.running = (job, ref, time.time())
+
+    def _blob(self, art: Artifact):
+        if art.sha256 not in self.blobs:
+            self.blobs[art.sha256] = ray.put(Path(art.path).read_bytes())
+        return self.blobs[art.sha256]
+
+    # ---------------------------------------------------------------- results
+    def _collect(self, ready: list) -> None:
+        for ref in ready:
+            if ref in self.exports:
+                self._export_done(self.exports.pop(ref), ref)
+                continue
+            state = next(d for d in self.devices.values() if d.running and d.running[1] == ref)
+            job, _, dispatched = state.running
+            state.running = None
+            try:
+                outcome = ray.get(ref)
+            except LOST as e:
+                self._lost(state, job, dispatched, e)
+                continue
+            except ray.exceptions.RayError as e:
+                outcome = {"started": dispatched, "ended": time.time(), "error": describe(e)}
+            state.node = {k: outcome.get(k) for k in ("node_id", "hostname", "ip")} if "node_id" in outcome \
+                else state.node
+            error = outcome.get("error")
+            self._record(job, outcome, "failed" if error else "ok", one_line(error) if error else None)
+
+    def _record(self, job: MeasureJob, outcome: dict[str, Any], status: str, error: Optional[str]) -> None:
+        row = job_row(job, outcome, status, error, max(self.attempts[job.key], 1), self.sweep_id, self.plan.hash)
+        self.store.record_job(row)
+        self.devices[job.device.resource].counts[status] += 1
+
+    def _export_done(self, job: ExportJob, ref) -> None:
+        from edgesep.io import StagedDir, dumps, write_bytes, write_json
+
+        try:
+            outcome = ray.get(ref)
+        except ray.exceptions.RayError as e:
+            outcome = {"error": describe(e)}
+        error = outcome.get("error")
+        if not error:
+            with StagedDir(self.out / job.folder) as stage:
+                for name, data in outcome["files"].items():
+                    write_bytes(stage.path / name, data)
+                write_json(stage.path / "export.json", outcome["doc"])
+                stage.commit()
+        self.export_counts["failed" if error else "ok"] += 1
+        if error:
+            self.export_errors.append(f"{job.model.name}: {error}")
+        self.store.record_export({
+            "sweep_id": self.sweep_id, "key": job.key, "model": job.model.name, "status": "failed" if error else "ok",
+            "error": error, "node_id": outcome.get("node_id"), "node_host": outcome.get("hostname"),
+            "started": outcome.get("started"), "ended": outcome.get("ended"), "folder": job.folder,
+            "export_json": None if error else dumps(outcome["doc"], indent=None)})
+        if not error:
+            self._enqueue(export_artifacts(job, outcome["doc"], self.out))
+
+    # ---------------------------------------------------------------- faults
+    def _lost(self, state: DeviceState, job: MeasureJob, dispatched: float, e: BaseException) -> None:
+        """The device's node (or its actor) is gone: requeue the job once or fail it, as the plan says."""
+        state.actor, state.status, state.lost_at = None, "lost", time.time()
+        outcome = {**state.node, "started": dispatched, "ended": time.time()}
+        policy = self.plan.faults.lost_node
+        if policy == "requeue" and self.attempts[job.key] < 2:
+            self._record(job, outcome, "requeued", f"worker node lost ({type(e).__name__}); requeued")
+            state.queue.appendleft(job)
+            return
+        self._record(job, outcome, "failed", f"worker node lost ({type(e).__name__})")
+        if policy == "fail":
+            self._give_up(state, f"worker node of {state.spec.target} lost")
+
+    def _give_up(self, state: DeviceState, reason: str) -> None:
+        state.status, state.gone_reason = "gone", reason
+        while state.queue:
+            self._record(state.queue.popleft(), {}, "failed", reason)
+
+    def _check_lost(self) -> None:
+        lost = [d for d in self.devices.values() if d.status == "lost"]
+        if not lost:
+            return
+        from edgesep.fleet.cluster import offered_resources
+
+        offered = offered_resources()
+        timeout = self.plan.faults.requeue_timeout
+        for state in lost:
+            if offered.get(state.spec.resource, 0) >= 1:
+                state.status = "ready"
+            elif time.time() - state.lost_at > timeout:
+                self._give_up(state, f"worker node of {state.spec.target} lost and not back within {timeout:g} s")
+
+    def _interrupt(self) -> None:
+        """Ctrl-C: record every running job ``interrupted``, stop the exports and the actors."""
+        for ref in self.exports:
+            ray.cancel(ref, force=True)
+        for state in self.devices.values():
+            if state.running:
+                job, _, dispatched = state.running
+                state.running = None
+                self._record(job, {**state.node, "started": dispatched, "ended": time.time()}, "interrupted",
+                             "interrupted (Ctrl-C) at " + (utc(time.time()) or ""))
+            if state.actor is not None:
+                ray.kill(state.actor)

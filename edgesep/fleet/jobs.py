@@ -1,0 +1,191 @@
+"""A plan's work as typed records: export jobs (train + export), artifacts, and measure jobs (artifact, device).
+
+``run_export`` is the export work itself (plain Python; the sweep runs it as a Ray task on any node with a
+free CPU): it returns the export.json document and the artifact bytes, so the node doing the work needs no
+shared folder with the driver. Keys are content hashes: a measure job's key is what decides its result (the
+artifact's bytes, the device and its options, the bench settings), so ``--resume`` finds it again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from edgesep.fleet.plan import DeviceSpec, ExportSpec, ModelSpec, SweepPlan
+
+# connection details that do not change what a device measures
+NOT_IN_KEY = ("ssh_config", "adb_server_port")
+
+
+def _digest(doc: Any) -> str:
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def file_sha256(path) -> str:
+    """sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportJob:
+    """Train (built-in) or load (Keras file) one model and export it; ``folder`` is relative to the sweep DIR."""
+
+    key: str
+    model: ModelSpec
+    export: ExportSpec
+    folder: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "model": self.model.to_dict(), "export": self.export.to_dict(),
+                "folder": self.folder}
+
+
+@dataclasses.dataclass(frozen=True)
+class Artifact:
+    """One model file to measure: where it is on the driver, what it is, and the export's accuracy figures."""
+
+    model: str
+    model_hash: str
+    form: Optional[str]
+    seed: Optional[int]
+    path: str
+    format: str
+    precision: str
+    sha256: str
+    bytes: int
+    accuracy: Optional[float] = None
+    keras_accuracy: Optional[float] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class MeasureJob:
+    """One artifact on one device with one bench config; ``key`` decides whether ``--resume`` skips it."""
+
+    key: str
+    artifact: Artifact
+    device: DeviceSpec
+    bench: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "artifact": self.artifact.to_dict(), "device": self.device.to_dict(),
+                "bench": dict(self.bench)}
+
+
+def export_jobs(plan: SweepPlan) -> list[ExportJob]:
+    """One export job per built-in point and Keras file of the plan."""
+    jobs = []
+    for model in plan.models:
+        if not model.exported:
+            continue
+        blob = {"model": {**model.to_dict(), "name": None}, "export": plan.export.to_dict()}
+        if model.path:
+            blob["file"] = file_sha256(model.path)
+        key = _digest(blob)
+        jobs.append(ExportJob(key=key, model=model, export=plan.export, folder=f"artifacts/{model.name}-{key[:8]}"))
+    return jobs
+
+
+def file_artifacts(model: ModelSpec) -> list[Artifact]:
+    """A .tflite/.onnx model file of the plan as an artifact (format and precision read from the file)."""
+    from edgesep.converters.inspect import inspect_model
+
+    info = inspect_model(model.path)
+    dtypes = (info.quantization or {}).get("dtypes") or {}
+    precision = "int8" if any(d in ("int8", "uint8") for d in dtypes) else "float32"
+    return [Artifact(model=model.name, model_hash=info.sha256, form=model.form, seed=None, path=str(model.path),
+                     format=info.format, precision=precision, sha256=info.sha256, bytes=info.bytes)]
+
+
+def export_artifacts(job: ExportJob, doc: dict[str, Any], out: Path) -> list[Artifact]:
+    """The artifacts an export job wrote into ``out / job.folder`` (from its export.json ``doc``)."""
+    folder = Path(out) / job.folder
+    return [Artifact(model=job.model.name, model_hash=job.key, form=job.model.form or doc["model"].get("form"),
+                     seed=job.model.seed if job.model.path is None else None, path=str(folder / a["path"]),
+                     format=a["format"], precision=a["precision"], sha256=a["sha256"], bytes=a["bytes"],
+                     accuracy=a.get("accuracy"), keras_accuracy=doc.get("keras_accuracy"))
+            for a in doc["artifacts"]]
+
+
+def read_export(out: Path, job: ExportJob) -> Optional[dict[str, Any]]:
+    """The export.json of ``job`` left by an earlier run, if complete and made by the same job key."""
+    folder = Path(out) / job.folder
+    try:
+        doc = json.loads((folder / "export.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if doc.get("fleet", {}).get("key") != job.key:
+        return None
+    if not all((folder / a["path"]).is_file() and file_sha256(folder / a["path"]) == a["sha256"]
+               for a in doc.get("artifacts", [])):
+        return None
+    return doc
+
+
+def measure_key(artifact: Artifact, device: DeviceSpec, bench: dict[str, Any]) -> str:
+    """What decides a measurement: the artifact bytes, the device and its options, the bench settings."""
+    options = {k: v for k, v in device.options if k not in NOT_IN_KEY}
+    return _digest({"artifact": artifact.sha256, "target": device.target, "host": device.host,
+                    "options": options, "bench": bench})
+
+
+def measure_jobs(artifacts: Sequence[Artifact], plan: SweepPlan) -> list[MeasureJob]:
+    """Every (artifact, device) pair, devices outermost so each device's queue keeps the artifact order."""
+    jobs = []
+    for device in plan.devices:
+        bench = {**plan.bench, **({"delegate": device.delegate} if device.delegate else {})}
+        for artifact in artifacts:
+            jobs.append(MeasureJob(key=measure_key(artifact, device, bench), artifact=artifact, device=device,
+                                   bench=bench))
+    return jobs
+
+
+def run_export(job: dict[str, Any], keras_bytes: Optional[bytes] = None) -> dict[str, Any]:
+    """Do one export job (``ExportJob.to_dict()``): train or load, export, verify.
+
+    Returns:
+        ``{"doc": export.json document, "files": {artifact name: bytes}}``; export.json gets ``fleet.key``.
+    """
+    from edgesep.converters.export import ExportConfig, export
+
+    spec, exp = job["model"], job["export"]
+    config = ExportConfig(precisions=tuple(exp["precisions"]), onnx=exp["onnx"], calib_samples=exp["calib_samples"])
+    with tempfile.TemporaryDirectory(prefix="edgesep-fleet-export-") as tmp:
+        if spec["path"] is None:
+            model, dataset, info = _builtin_model(spec, exp["data"])
+        else:
+            from edgesep.converters.export import model_and_data
+
+            path = Path(tmp) / Path(spec["path"]).name
+            path.write_bytes(keras_bytes or b"")
+            data = exp["data"] if "int8" in config.precisions or exp["data"] != "digits" else None
+            model, dataset, info = model_and_data(str(path), data=data)
+            info = {"source": {"model": spec["path"]}}
+        out = Path(tmp) / "out"
+        doc = export(model, out, config, dataset, extra={**info, "fleet": {"key": job["key"], "model": spec}})
+        files = {a["path"]: (out / a["path"]).read_bytes() for a in doc["artifacts"]}
+    return {"doc": doc, "files": files}
+
+
+def _builtin_model(spec: dict[str, Any], data: str):
+    from edgesep.data import load_dataset
+    from edgesep.models import ModelConfig
+    from edgesep.train import TrainConfig, train_builtin
+
+    shape = (spec["input_size"], spec["input_size"], 3)
+    dataset = load_dataset(data, shape)
+    model_cfg = ModelConfig(form=spec["form"], input_shape=shape, num_classes=max(dataset.num_classes, 2),
+                            width=spec["width"], blocks=tuple(tuple(b) for b in spec["blocks"]))
+    model, info = train_builtin(model_cfg, TrainConfig(epochs=spec["epochs"], seed=spec["seed"], data=data),
+                                dataset=dataset)
+    return model, dataset, {"source": {"builtin": spec["form"], "cached": info["cached"],
+                                       "train_test_accuracy": info["test_accuracy"]}}

@@ -1,0 +1,165 @@
+"""The sweep database ``DIR/sweep.db`` (SQLite): written only by the driver, one transaction per finished job.
+
+Tables: ``sweeps`` (one row per run of a plan), ``exports`` (one row per finished export job) and ``jobs``
+(one row per finished measurement attempt, status ``ok``, ``failed``, ``interrupted`` or ``requeued``).
+A job that is running has no row: a driver killed with SIGKILL leaves only committed rows (SQLite's
+journal rolls back a half-written transaction), and ``--resume`` measures what has no ``ok`` row.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from edgesep.errors import OutputError
+from edgesep.io import dumps
+
+DB_NAME = "sweep.db"
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "failed", "interrupted", "requeued")
+JOB_COLUMNS = (
+    ("sweep_id", "INTEGER"), ("key", "TEXT NOT NULL"), ("plan_hash", "TEXT"), ("model", "TEXT"),
+    ("model_hash", "TEXT"), ("form", "TEXT"), ("seed", "INTEGER"), ("artifact", "TEXT"), ("artifact_hash", "TEXT"),
+    ("format", "TEXT"), ("precision", "TEXT"), ("accuracy", "REAL"), ("keras_accuracy", "REAL"),
+    ("device", "TEXT"), ("host", "TEXT"), ("node_id", "TEXT"), ("node_host", "TEXT"), ("node_ip", "TEXT"),
+    ("runtime", "TEXT"), ("runtime_version", "TEXT"), ("edgesep_version", "TEXT"), ("delegate", "TEXT"),
+    ("threads", "INTEGER"), ("p50_ms", "REAL"), ("mean_ms", "REAL"), ("status", "TEXT NOT NULL"),
+    ("error", "TEXT"), ("attempt", "INTEGER"), ("started", "REAL"), ("ended", "REAL"), ("started_utc", "TEXT"),
+    ("ended_utc", "TEXT"), ("result_json", "TEXT"), ("bench_json", "TEXT"))
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS sweeps (id INTEGER PRIMARY KEY, plan_hash TEXT, plan_file TEXT, plan_toml TEXT,
+    address TEXT, edgesep_version TEXT, started_utc TEXT, ended_utc TEXT, status TEXT);
+CREATE TABLE IF NOT EXISTS exports (id INTEGER PRIMARY KEY, sweep_id INTEGER, key TEXT NOT NULL, model TEXT,
+    status TEXT NOT NULL, error TEXT, node_id TEXT, node_host TEXT, started REAL, ended REAL, folder TEXT,
+    export_json TEXT);
+CREATE TABLE IF NOT EXISTS jobs (id INTEGER PRIMARY KEY,
+    {", ".join(f"{name} {kind}" for name, kind in JOB_COLUMNS)},
+    CHECK (status IN ({", ".join(repr(s) for s in STATUSES)})));
+CREATE INDEX IF NOT EXISTS jobs_key ON jobs (key, status);
+"""
+
+
+def utc(seconds: Optional[float]) -> Optional[str]:
+    """ISO 8601 UTC text of a Unix time (None stays None)."""
+    if seconds is None:
+        return None
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat(timespec="milliseconds")
+
+
+class SweepStore:
+    """The driver's connection to ``DIR/sweep.db``; every ``record_*`` call is one committed transaction."""
+
+    def __init__(self, out_dir, create: bool = True) -> None:
+        self.path = Path(out_dir) / DB_NAME
+        if not create and not self.path.is_file():
+            raise OutputError(f"no sweep database in {out_dir} ({DB_NAME} missing): run 'edgesep sweep PLAN "
+                              f"--out {out_dir}' first")
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            if create:
+                self.db.executescript(SCHEMA)
+                self._transaction("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        except sqlite3.Error as e:
+            raise OutputError(f"{self.path}: not a usable sweep database: {e}") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _transaction(self, sql: str, args: Iterable[Any] = ()) -> int:
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = self.db.execute(sql, tuple(args))
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as e:
+            raise OutputError(f"{self.path}: {e}") from None
+        return int(cursor.lastrowid or 0)
+
+    def begin_sweep(self, plan, address: str) -> int:
+        """A ``sweeps`` row for this run of ``plan``; returns its id."""
+        from edgesep import __version__
+
+        return self._transaction(
+            "INSERT INTO sweeps (plan_hash, plan_file, plan_toml, address, edgesep_version, started_utc, status) "
+            "VALUES (?, ?, ?, ?, ?, ?, 'running')",
+            (plan.hash, plan.file, plan.text, address, __version__, utc(_now())))
+
+    def end_sweep(self, sweep_id: int, status: str) -> None:
+        """Mark this run ``done``, ``failed`` or ``interrupted``."""
+        self._transaction("UPDATE sweeps SET status = ?, ended_utc = ? WHERE id = ?", (status, utc(_now()), sweep_id))
+
+    def ok_keys(self) -> set[str]:
+        """Keys of every job already recorded ``ok``."""
+        return {row[0] for row in self.db.execute("SELECT DISTINCT key FROM jobs WHERE status = 'ok'")}
+
+    def record_export(self, row: dict[str, Any]) -> None:
+        """One finished export job (``ok`` or ``failed``)."""
+        names = ("sweep_id", "key", "model", "status", "error", "node_id", "node_host", "started", "ended", "folder",
+                 "export_json")
+        self._transaction(f"INSERT INTO exports ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                          (row.get(n) for n in names))
+
+    def record_job(self, row: dict[str, Any]) -> int:
+        """One finished measurement attempt (``JOB_COLUMNS`` keys; missing ones are NULL)."""
+        if row.get("status") not in STATUSES:
+            raise ValueError(f"job status must be one of {STATUSES}, got {row.get('status')!r}")
+        names = [name for name, _ in JOB_COLUMNS]
+        return self._transaction(f"INSERT INTO jobs ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                                 (row.get(n) for n in names))
+
+    def failures(self, sweep_id: int) -> list[tuple[str, str, str]]:
+        """(device, artifact file name, error) of every job that failed in run ``sweep_id``."""
+        rows = self.db.execute("SELECT device, artifact, error FROM jobs WHERE sweep_id = ? AND status = 'failed' "
+                               "ORDER BY id", (sweep_id,))
+        return [(device, Path(artifact or "").name, error or "failed") for device, artifact, error in rows]
+
+    def rows(self, latest: bool = True) -> list[dict[str, Any]]:
+        """Job rows as dicts, oldest first; ``latest``: only the newest row per key (an ``ok`` one if any)."""
+        self.db.row_factory = sqlite3.Row
+        try:
+            rows = [dict(r) for r in self.db.execute("SELECT * FROM jobs ORDER BY id")]
+        finally:
+            self.db.row_factory = None
+        if not latest:
+            return rows
+        best: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            old = best.get(row["key"])
+            if old is None or old["status"] != "ok" or row["status"] == "ok":
+                best[row["key"]] = row
+        return sorted(best.values(), key=lambda r: r["id"])
+
+
+def _now() -> float:
+    import time
+
+    return time.time()
+
+
+def job_row(job, outcome: dict[str, Any], status: str, error: Optional[str], attempt: int, sweep_id: int,
+            plan_hash: str) -> dict[str, Any]:
+    """The ``jobs`` row of one finished attempt of ``job`` (a ``MeasureJob``) with the actor's ``outcome``."""
+    result = outcome.get("result") or {}
+    runtime = (result.get("runtime") or "").split(" ", 1)
+    latency = result.get("latency_ms") or {}
+    art = job.artifact
+    return {"sweep_id": sweep_id, "key": job.key, "plan_hash": plan_hash, "model": art.model,
+            "model_hash": art.model_hash, "form": art.form, "seed": art.seed, "artifact": art.path,
+            "artifact_hash": art.sha256, "format": art.format, "precision": art.precision, "accuracy": art.accuracy,
+            "keras_accuracy": art.keras_accuracy, "device": job.device.target, "host": job.device.host,
+            "node_id": outcome.get("node_id"), "node_host": outcome.get("hostname"), "node_ip": outcome.get("ip"),
+            "runtime": runtime[0] or None, "runtime_version": runtime[1] if len(runtime) > 1 else None,
+            "edgesep_version": outcome.get("edgesep_version"), "delegate": result.get("delegate"),
+            "threads": result.get("threads"), "p50_ms": latency.get("p50"), "mean_ms": latency.get("mean"),
+            "status": status, "error": error, "attempt": attempt, "started": outcome.get("started"),
+            "ended": outcome.get("ended"), "started_utc": utc(outcome.get("started")),
+            "ended_utc": utc(outcome.get("ended")), "result_json": dumps(result, indent=None) if result else None,
+            "bench_json": json.dumps(job.bench, sort_keys=True)}

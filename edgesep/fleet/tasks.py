@@ -1,0 +1,96 @@
+"""The Ray side of a sweep: one actor per device, and export work as tasks. Imports Ray (import it only then).
+
+A ``DeviceActor`` is created with ``resources={"edgesep/<scheme>:<id>": 1}``, which only the node owning the
+device offers, so it runs on that node; an actor runs one call at a time, so a device never runs two
+measurements at once. Model bytes travel through Ray's object store and are cached on the node by content
+hash, so no folder needs to be shared between hosts.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import ray
+
+from edgesep.errors import EdgesepError, describe
+
+
+def _node() -> dict[str, Any]:
+    from edgesep import __version__
+
+    return {"node_id": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname(),
+            "ip": ray.util.get_node_ip_address(), "edgesep_version": __version__, "pid": os.getpid()}
+
+
+@ray.remote(num_cpus=0, max_restarts=0)
+class DeviceActor:
+    """One device of the plan, living on the node that owns it."""
+
+    def __init__(self, target: str, options: dict[str, Any]) -> None:
+        self.target = target
+        self.options = dict(options)
+        self.cache = Path(tempfile.gettempdir()) / "edgesep-fleet" / "models"
+
+    def node(self) -> dict[str, Any]:
+        """Where this actor runs: node id, hostname, IP, edgesep version."""
+        return _node()
+
+    def measure(self, name: str, sha256: str, data: bytes, bench: dict[str, Any]) -> dict[str, Any]:
+        """prepare, run, cleanup for one model; never raises (errors come back as one line in ``error``)."""
+        from edgesep.devices import parse_target
+        from edgesep.devices.base import BenchConfig
+
+        outcome = {**_node(), "started": time.time(), "result": None, "error": None}
+        device = None
+        try:
+            path = self._cached(name, sha256, data)
+            device = parse_target(self.target, **self.options)
+            device.prepare([path])
+            result = device.run(BenchConfig.from_dict(bench))[0]
+            outcome["result"] = result.to_dict()
+            outcome["error"] = result.error
+        except EdgesepError as e:
+            outcome["error"] = str(e)
+        except Exception as e:  # a device implementation's bug must not kill the actor
+            outcome["error"] = describe(e)
+        finally:
+            if device is not None:
+                try:
+                    device.cleanup()
+                except EdgesepError:
+                    pass
+        outcome["ended"] = time.time()
+        return outcome
+
+    def _cached(self, name: str, sha256: str, data: bytes) -> Path:
+        from edgesep.io import write_bytes
+
+        path = self.cache / sha256[:16] / name
+        if not path.is_file():
+            write_bytes(path, data)
+        return path
+
+
+@ray.remote(num_cpus=1, max_retries=0)
+def export_task(job: dict[str, Any], keras_bytes: Optional[bytes] = None) -> dict[str, Any]:
+    """Run one export job on whichever node has a free CPU; errors come back as one line."""
+    from edgesep.fleet.jobs import run_export
+
+    outcome = {**_node(), "started": time.time(), "doc": None, "files": None, "error": None}
+    try:
+        outcome.update(run_export(job, keras_bytes))
+    except EdgesepError as e:
+        outcome["error"] = str(e)
+    except Exception as e:  # TensorFlow's own errors
+        outcome["error"] = describe(e)
+    outcome["ended"] = time.time()
+    return outcome
+
+
+def new_actor(resource: str, target: str, options: dict[str, Any]):
+    """A DeviceActor placed on the node offering ``resource``."""
+    return DeviceActor.options(resources={resource: 1}).remote(target, options)
