@@ -33,11 +33,15 @@ class RayMissing(EdgesepError):
 
 
 def require_ray(command: str = "edgesep sweep") -> None:
-    """Raise one line with the install command when Ray cannot be imported."""
+    """Raise one line with the install command when Ray cannot be imported (without importing it)."""
+    import importlib.util
+
     try:
-        import ray  # noqa: F401
-    except ImportError:
-        raise RayMissing(f"{command} needs Ray, which is not installed: {INSTALL_HINT}") from None
+        found = importlib.util.find_spec("ray") is not None
+    except ValueError:  # sys.modules["ray"] is None: blocked on purpose
+        found = False
+    if not found:
+        raise RayMissing(f"{command} needs Ray, which is not installed: {INSTALL_HINT}")
 
 
 def is_loopback(host: str) -> bool:
@@ -61,8 +65,12 @@ def split_address(address: str) -> tuple[str, int]:
 
 
 def _loopback_mode() -> None:
-    """Make Ray resolve this machine to 127.0.0.1 (must happen before Ray is imported in this process)."""
+    """Make Ray resolve this machine to 127.0.0.1 and bind there (read when Ray is imported)."""
     os.environ[LOOPBACK_ENV] = "0"
+    if "ray" in sys.modules:  # imported earlier in this process: Ray read the setting already
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def connect(address: Optional[str], resources: dict[str, float], num_cpus: Optional[int] = None) -> str:

@@ -252,7 +252,7 @@ def _models(entry: dict[str, Any], prefix: str, where: str, base: Path) -> list[
             raise PlanError(f"{where}: {prefix}.path: {raw}: expected one of {', '.join(MODEL_SUFFIXES)}")
         if not path.is_file():
             raise PlanError(f"{where}: {prefix}.path: model file not found: {raw}")
-        name = _typed(entry.get("name", path.stem), str, f"{prefix}.name", where)
+        name = _typed(entry.get("name", path.name), str, f"{prefix}.name", where)
         form = entry.get("form")
         if form is not None and form not in FORMS:
             raise PlanError(f"{where}: {prefix}.form: unknown form {form!r}; valid: {', '.join(FORMS)}")

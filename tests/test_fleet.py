@@ -1,0 +1,419 @@
+"""edgesep sweep / edgesep worker: plans, a real multi-node Ray cluster on 127.0.0.1, real devices, SQLite.
+
+The cluster is ``ray.cluster_utils.Cluster`` (real raylets and GCS, one machine): a head owning ``local`` and
+the real-sshd device, and two worker nodes owning one emulated adb phone each. Sweeps run as the real CLI in
+a subprocess joining that cluster with ``--address``, so Ctrl-C and kill -9 hit a real driver.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edgesep.fleet.plan import PlanError, device_resource, parse_plan
+
+BENCH = """
+[bench]
+runs = 5
+warmup = 1
+warmup_secs = 0.0
+min_secs = {min_secs}
+max_secs = {max_secs}
+threads = 1
+"""
+
+
+def _sweep(*args, timeout=300, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgesep", "sweep", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, **kwargs)
+
+
+def _rows(out: Path, where: str = "1") -> list[dict]:
+    db = sqlite3.connect(out / "sweep.db")
+    db.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in db.execute(f"SELECT * FROM jobs WHERE {where} ORDER BY id")]
+    finally:
+        db.close()
+
+
+# ---------------------------------------------------------------- plans (no Ray)
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "plan.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text, key", [
+    ("[[devices]]\ntarget='local'\n", "models"),
+    ("[[models]]\nform='fusd'\n[[devices]]\ntarget='local'\n", "models[1].form"),
+    ("[[models]]\nwidth='wide'\n[[devices]]\ntarget='local'\n", "models[1].width"),
+    ("[[models]]\npath='missing.tflite'\n[[devices]]\ntarget='local'\n", "models[1].path"),
+    ("[[models]]\nblocks='huge'\n[[devices]]\ntarget='local'\n", "models[1].blocks"),
+    ("[[models]]\n[[devices]]\ntarget='adbx:1'\n", "devices[1].target"),
+    ("[[models]]\n[[devices]]\nhost='a'\n", "devices[1].target"),
+    ("[[models]]\n[[devices]]\ntarget='local'\ncolour='red'\n", "devices[1].colour"),
+    ("[[models]]\n[[devices]]\ntarget='local'\n[[devices]]\ntarget='local'\n", "devices"),
+    ("[[models]]\n[[devices]]\ntarget='local'\n[bench]\nruns=0\n", "bench.runs"),
+    ("[[models]]\n[[devices]]\ntarget='local'\n[bench]\nmax_sec=1\n", "bench.max_sec"),
+    ("[[models]]\n[[devices]]\ntarget='local'\ndelegate='gpux'\n", "devices[1].delegate"),
+    ("[[models]]\n[[devices]]\ntarget='local'\n[faults]\nlost_node='retry'\n", "faults.lost_node"),
+    ("[[models]]\n[[devices]]\ntarget='local'\n[export]\nprecisions=['int4']\n", "export.precisions"),
+    ("[[models]\n", "not valid TOML"),
+])
+def test_bad_plan_is_one_line_naming_file_and_key(tmp_path, text, key):
+    with pytest.raises(PlanError) as info:
+        parse_plan(text, tmp_path / "plan.toml")
+    message = str(info.value)
+    assert message.startswith("plan.toml: ") and key in message and "\n" not in message
+
+
+def test_bad_plan_on_the_command_line(tmp_path):
+    plan = _write(tmp_path, "[[models]]\nform='fusd'\n[[devices]]\ntarget='local'\n")
+    proc = _sweep(plan, "--out", tmp_path / "out")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("edgesep: error: plan.toml: models[1].form: unknown form 'fusd'; valid: fused, "
+                                   "split")
+    assert not (tmp_path / "out").exists()
+
+
+def test_builtin_table_multiplies_and_devices_get_resources(tmp_path):
+    plan = parse_plan("[[models]]\nwidth=[0.5, 1.0]\ninput_size=16\nseeds=2\nblocks='tiny'\n"
+                      "[[devices]]\ntarget='adb:R58M'\nhost='usb-a'\n[[devices]]\ntarget='ssh://pi@pi4:2222'\n"
+                      "[[devices]]\ntarget='local'\nhost='lab'\n", tmp_path / "p.toml")
+    assert len(plan.models) == 2 * 2 * 2  # forms x widths x seeds
+    assert {m.form for m in plan.models} == {"fused", "split"} and {m.seed for m in plan.models} == {0, 1}
+    assert [d.resource for d in plan.devices] == ["edgesep/adb:R58M", "edgesep/ssh:pi@pi4:2222", "edgesep/local:lab"]
+    assert device_resource("local") == f"edgesep/local:{socket.gethostname()}"
+
+
+def test_sweep_without_ray_names_the_install_command(tmp_path):
+    plan = _write(tmp_path, "[[models]]\n[[devices]]\ntarget='local'\n")
+    code = ("import sys; sys.modules['ray'] = None\nfrom edgesep.cli import main\n"
+            f"sys.exit(main(['sweep', {str(plan)!r}, '--out', {str(tmp_path / 'out')!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == ("edgesep: error: edgesep sweep needs Ray, which is not installed: "
+                                   "pip install 'edgesep[fleet]'")
+
+
+def test_import_and_help_do_not_import_ray():
+    code = ("import sys, edgesep, edgesep.fleet\nfrom edgesep.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('ray' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip().splitlines()[-1] == "False", proc.stderr
+
+
+# ---------------------------------------------------------------- a real cluster
+
+@pytest.fixture(scope="module")
+def phones(adb_server, tmp_path_factory):
+    """Two emulated phones connected to the private adb server."""
+    from adbd_emu import AdbdEmulator
+
+    root = tmp_path_factory.mktemp("fleet-phones")
+    emus = [AdbdEmulator(root / f"phone{i}").start() for i in range(2)]
+    for emu in emus:
+        adb_server.adb("connect", emu.serial, check=False)
+        adb_server.wait_state(emu.serial, "device")
+    yield emus
+    for emu in emus:
+        adb_server.adb("disconnect", emu.serial, check=False)
+        emu.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(phones, sshd):
+    """Head (local + ssh device) and two worker nodes (one phone each), num_cpus=1 each, on 127.0.0.1."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray's loopback mode, before Ray is imported
+    from ray.cluster_utils import Cluster
+
+    local = device_resource("local")
+    head = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False,
+        "resources": {local: 1, device_resource(sshd.target): 1}})
+    workers = [head.add_node(num_cpus=1, node_ip_address="127.0.0.1",
+                             resources={device_resource(f"adb:{p.serial}"): 1}) for p in phones]
+    head.wait_for_nodes()
+    head.owner = {local: head.head_node.node_id, device_resource(sshd.target): head.head_node.node_id}
+    for phone, node in zip(phones, workers):
+        head.owner[device_resource(f"adb:{phone.serial}")] = node.node_id
+    head.workers = workers
+    yield head
+    head.shutdown()
+
+
+def _plan(tmp_path: Path, models, devices: list[str], min_secs: float = 0.0, faults: str = "") -> Path:
+    text = "".join(f"[[models]]\npath = {str(m)!r}\n" for m in models) + "".join(devices)
+    return _write(tmp_path, text + BENCH.format(min_secs=min_secs, max_secs=min_secs + 2.0) + faults)
+
+
+def _devices(sshd, phones, adb_server) -> list[str]:
+    local = f"[[devices]]\ntarget = 'local'\nhost = {socket.gethostname()!r}\n"
+    ssh = (f"[[devices]]\ntarget = {sshd.target!r}\nssh_config = {str(sshd.config)!r}\n"
+           f"remote_python = {sys.executable!r}\n")
+    adb = [f"[[devices]]\ntarget = 'adb:{p.serial}'\nadb_server_port = {adb_server.port}\nrunner = 'python'\n"
+           for p in phones]
+    return [local, ssh, *adb]
+
+
+def _assert_placed_and_serial(rows: list[dict], owner: dict) -> None:
+    by_device = collections.defaultdict(list)
+    for row in rows:
+        assert row["node_id"] == owner[device_resource(row["device"], row["host"])], row["device"]
+        by_device[row["device"]].append((row["started"], row["ended"]))
+    for device, spans in by_device.items():
+        spans.sort()
+        assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:])), device
+
+
+@pytest.mark.ray
+@pytest.mark.ssh
+@pytest.mark.adb
+def test_sweep_on_cluster_places_each_job_on_its_owner_and_resumes(cluster, sshd, phones, adb_server,
+                                                                  bench_models, tmp_path):
+    models = [bench_models["float.tflite"], bench_models["int8.tflite"]]
+    plan = _plan(tmp_path, models, _devices(sshd, phones, adb_server))
+    out = tmp_path / "out"
+    proc = _sweep(plan, "--out", out, "--address", cluster.address)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = _rows(out)
+    assert len(rows) == 8 and {r["status"] for r in rows} == {"ok"}
+    _assert_placed_and_serial(rows, cluster.owner)
+    assert all(r["runtime"] and r["p50_ms"] > 0 and r["artifact_hash"] and r["plan_hash"] for r in rows)
+    again = _sweep(plan, "--out", out, "--address", cluster.address, "--resume", "--report", "--csv")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert len(_rows(out)) == 8 and "8 already done" in again.stdout  # nothing measured twice
+    assert (out / "report.md").read_text().count("| float.tflite (tflite float32) |") == 1
+    assert (out / "latency_heatmap.png").stat().st_size > 1000
+    assert len((out / "sweep.csv").read_text().splitlines()) == 9
+
+
+@pytest.mark.ray
+def test_refused_without_resume_and_unowned_device_fails_its_jobs(cluster, bench_models, tmp_path):
+    plan = _plan(tmp_path, [bench_models["float.tflite"]],
+                 ["[[devices]]\ntarget = 'local'\n", "[[devices]]\ntarget = 'adb:NOWHERE'\nhost = 'usb-c'\n"])
+    out = tmp_path / "out"
+    proc = _sweep(plan, "--out", out, "--address", cluster.address)
+    assert proc.returncode == 1
+    assert "edgesep: error: adb:NOWHERE: float.tflite: no node of the cluster offers edgesep/adb:NOWHERE" \
+        in proc.stderr
+    assert sorted((r["device"], r["status"]) for r in _rows(out)) == [("adb:NOWHERE", "failed"), ("local", "ok")]
+    again = _sweep(plan, "--out", out, "--address", cluster.address)
+    assert again.returncode == 2 and "add --resume" in again.stderr
+
+
+def _start_sweep(plan: Path, out: Path, address: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "edgesep", "sweep", str(plan), "--out", str(out), "--address",
+                             address], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_rows(out: Path, where: str, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (out / "sweep.db").exists():
+            try:
+                if len(_rows(out, where)) >= n:
+                    return
+            except sqlite3.OperationalError:  # the driver is creating the tables
+                pass
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        time.sleep(0.05)
+    raise AssertionError(f"no {n} rows with {where} in {timeout} s")
+
+
+@pytest.mark.ray
+def test_ctrl_c_marks_running_jobs_interrupted_and_resume_finishes(cluster, bench_models, tmp_path):
+    models = [bench_models["float.tflite"], bench_models["int8.tflite"], bench_models["float.onnx"]]
+    plan = _plan(tmp_path, models, ["[[devices]]\ntarget = 'local'\n"], min_secs=1.0)
+    out = tmp_path / "out"
+    proc = _start_sweep(plan, out, cluster.address)
+    _wait_rows(out, "status = 'ok'", 1, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip().endswith(("edgesep: aborted", "edgesep: interrupted"))
+    rows = _rows(out)
+    assert [r["status"] for r in rows][:1] == ["ok"] and "interrupted" in {r["status"] for r in rows}
+    db = sqlite3.connect(out / "sweep.db")
+    assert db.execute("SELECT status FROM sweeps").fetchall() == [("interrupted",)]
+    db.close()
+    done = _sweep(plan, "--out", out, "--address", cluster.address, "--resume")
+    assert done.returncode == 0, done.stderr[-2000:]
+    ok = [r["key"] for r in _rows(out, "status = 'ok'")]
+    assert len(ok) == 3 == len(set(ok))
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_database_survives_kill_9_of_the_driver(cluster, bench_models, tmp_path):
+    models = [bench_models[n] for n in ("float.tflite", "int8.tflite", "prelu.tflite", "float.onnx")]
+    plan = _plan(tmp_path, models, ["[[devices]]\ntarget = 'local'\n"], min_secs=0.5)
+    out = tmp_path / "out"
+    proc = _start_sweep(plan, out, cluster.address)
+    _wait_rows(out, "status = 'ok'", 2, proc)
+    proc.kill()
+    proc.communicate()
+    db = sqlite3.connect(out / "sweep.db")
+    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    before = {r[0] for r in db.execute("SELECT key FROM jobs WHERE status = 'ok'")}
+    db.close()
+    assert 2 <= len(before) < 4
+    done = _sweep(plan, "--out", out, "--address", cluster.address, "--resume")
+    assert done.returncode == 0, done.stderr[-2000:]
+    ok = [r["key"] for r in _rows(out, "status = 'ok'")]
+    assert len(ok) == 4 == len(set(ok)) and before <= set(ok)
+
+
+def _lose_phone(cluster, phones, adb_server, bench_models, tmp_path, faults: str, index: int):
+    """Start a sweep (local + one phone, 4 models each), remove the phone's node after its first result."""
+    models = [bench_models[n] for n in ("float.tflite", "int8.tflite", "prelu.tflite", "float.onnx")]
+    devices = ["[[devices]]\ntarget = 'local'\n", _devices_adb(phones[index], adb_server)]
+    plan = _plan(tmp_path, models, devices, min_secs=0.5, faults=faults)
+    out = tmp_path / "out"
+    proc = _start_sweep(plan, out, cluster.address)
+    serial = phones[index].serial
+    _wait_rows(out, f"device = 'adb:{serial}' AND status = 'ok'", 1, proc)
+    node = cluster.workers[index]
+    cluster.remove_node(node)
+    return proc, out, serial, device_resource(f"adb:{serial}")
+
+
+def _devices_adb(phone, adb_server) -> str:
+    return f"[[devices]]\ntarget = 'adb:{phone.serial}'\nadb_server_port = {adb_server.port}\nrunner = 'python'\n"
+
+
+@pytest.mark.ray
+@pytest.mark.adb
+@pytest.mark.slow
+def test_lost_node_requeues_once_when_it_returns(cluster, phones, adb_server, bench_models, tmp_path):
+    faults = "[faults]\nlost_node = 'requeue'\nrequeue_timeout = 60\n"
+    proc, out, serial, resource = _lose_phone(cluster, phones, adb_server, bench_models, tmp_path, faults, 0)
+    time.sleep(1.0)
+    back = cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1", resources={resource: 1})
+    cluster.workers[0] = back
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err[-2000:]
+    rows = _rows(out)
+    local = [r for r in rows if r["device"] == "local"]
+    phone = [r for r in rows if r["device"] == f"adb:{serial}"]
+    assert len(local) == 4 and {r["status"] for r in local} == {"ok"}
+    assert [r["status"] for r in phone].count("ok") == 4 and "requeued" in [r["status"] for r in phone]
+    requeued = next(r for r in phone if r["status"] == "requeued")
+    assert next(r for r in phone if r["key"] == requeued["key"] and r["status"] == "ok")["node_id"] == back.node_id
+
+
+@pytest.mark.ray
+@pytest.mark.adb
+@pytest.mark.slow
+def test_lost_node_fails_only_its_devices_jobs(cluster, phones, adb_server, bench_models, tmp_path):
+    faults = "[faults]\nlost_node = 'fail'\n"
+    proc, out, serial, _ = _lose_phone(cluster, phones, adb_server, bench_models, tmp_path, faults, 1)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 1
+    rows = _rows(out)
+    local = [r for r in rows if r["device"] == "local"]
+    phone = [r for r in rows if r["device"] == f"adb:{serial}"]
+    assert len(local) == 4 and {r["status"] for r in local} == {"ok"}
+    assert len(phone) == 4 and {r["status"] for r in phone} == {"ok", "failed"}
+    assert all("worker node" in r["error"] for r in phone if r["status"] == "failed")
+    assert f"edgesep: error: adb:{serial}: " in err
+
+
+# ---------------------------------------------------------------- security
+
+def _descendants(pid: int) -> set[int]:
+    children = collections.defaultdict(set)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children[ppid].add(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children[todo.pop()] - found:
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _listening(pids: set[int]) -> list[str]:
+    """Local addresses of LISTEN TCP sockets owned by ``pids`` (from /proc/net/tcp and tcp6)."""
+    inodes = set()
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                link = os.readlink(fd)
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+        except OSError:
+            continue
+    found = []
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:
+                found.append(_address(fields[1]))
+    return found
+
+
+def _address(hex_addr: str) -> str:
+    import ipaddress
+
+    host, port = hex_addr.split(":")
+    raw = bytes.fromhex(host)
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    return f"{ipaddress.ip_address(words)}:{int(port, 16)}"
+
+
+def _is_loopback(addr: str) -> bool:
+    import ipaddress
+
+    ip = ipaddress.ip_address(addr.rsplit(":", 1)[0])
+    return ip.is_loopback or (ip.version == 6 and ip.ipv4_mapped is not None and ip.ipv4_mapped.is_loopback)
+
+
+@pytest.mark.ray
+def test_embedded_default_listens_on_loopback_only(bench_models, tmp_path):
+    plan = _plan(tmp_path, [bench_models["float.tflite"]], ["[[devices]]\ntarget = 'local'\n"], min_secs=3.0)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "edgesep", "sweep", str(plan), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: set[str] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            seen.update(_listening(_descendants(proc.pid) | {proc.pid}))
+            time.sleep(0.5)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    assert len(seen) >= 3, seen  # the GCS, the raylet and the driver's own ports were seen
+    assert all(_is_loopback(addr) for addr in seen), seen
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("args, message", [
+    (["--address", "10.1.2.3:6379", "--device", "local"], "add --listen ADDR"),
+    (["--address", "10.1.2.3:6379", "--device", "local", "--listen", "203.0.113.9"], "not an address of this"),
+    (["--address", "127.0.0.1:6379", "--device", "local"], "give the devices to the head itself"),
+    (["--device", "local"], "needs --address"),
+    (["--address", "10.1.2.3:6379"], "name the devices"),
+])
+def test_worker_refuses_to_bind_the_network_unless_told(args, message):
+    proc = subprocess.run([sys.executable, "-m", "edgesep", "worker", *args], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
