@@ -239,6 +239,7 @@ def test_ctrl_c_marks_running_jobs_interrupted_and_resume_finishes(cluster, benc
     out = tmp_path / "out"
     proc = _start_sweep(plan, out, cluster.address)
     _wait_rows(out, "status = 'ok'", 1, proc)
+    time.sleep(0.5)  # the next job (>= 1 s) is running now
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and err.strip().endswith(("edgesep: aborted", "edgesep: interrupted"))
