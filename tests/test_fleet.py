@@ -1,6 +1,7 @@
 """edgesep sweep / edgesep worker: plans, a real multi-node Ray cluster on 127.0.0.1, real devices, SQLite.
 
-The cluster is ``ray.cluster_utils.Cluster`` (real raylets and GCS, one machine): a head owning ``local`` and
+Every test that starts Ray is marked ``slow`` (a cluster takes ~15 s to start on 2 cores); the quick set checks
+plans, the CLI's one-line errors and the worker's refusals. The cluster is ``ray.cluster_utils.Cluster`` (real raylets and GCS, one machine): a head owning ``local`` and
 the real-sshd device, and two worker nodes owning one emulated adb phone each. Sweeps run as the real CLI in
 a subprocess joining that cluster with ``--address``, so Ctrl-C and kill -9 hit a real driver.
 """
@@ -178,6 +179,7 @@ def _assert_placed_and_serial(rows: list[dict], owner: dict) -> None:
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 @pytest.mark.ssh
 @pytest.mark.adb
 def test_sweep_on_cluster_places_each_job_on_its_owner_and_resumes(cluster, sshd, phones, adb_server,
@@ -200,6 +202,7 @@ def test_sweep_on_cluster_places_each_job_on_its_owner_and_resumes(cluster, sshd
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_refused_without_resume_and_unowned_device_fails_its_jobs(cluster, bench_models, tmp_path):
     plan = _plan(tmp_path, [bench_models["float.tflite"]],
                  ["[[devices]]\ntarget = 'local'\n", "[[devices]]\ntarget = 'adb:NOWHERE'\nhost = 'usb-c'\n"])
@@ -233,6 +236,7 @@ def _wait_rows(out: Path, where: str, n: int, proc: subprocess.Popen, timeout: f
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_ctrl_c_marks_running_jobs_interrupted_and_resume_finishes(cluster, bench_models, tmp_path):
     models = [bench_models["float.tflite"], bench_models["int8.tflite"], bench_models["float.onnx"]]
     plan = _plan(tmp_path, models, ["[[devices]]\ntarget = 'local'\n"], min_secs=1.0)
@@ -386,6 +390,7 @@ def _is_loopback(addr: str) -> bool:
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_embedded_default_listens_on_loopback_only(bench_models, tmp_path):
     plan = _plan(tmp_path, [bench_models["float.tflite"]], ["[[devices]]\ntarget = 'local'\n"], min_secs=3.0)
     out = tmp_path / "out"

@@ -142,7 +142,7 @@ def check_device(target: str, options: dict[str, Any]) -> None:
 
     device = parse_target(target, **options)
     if target.startswith("adb"):
-        from edgesep.devices.adb import AdbClient, choose_device
+        from edgesep.devices.adb_client import AdbClient, choose_device
 
         choose_device(AdbClient(options.get("adb_path"), options.get("adb_server_port")).devices(),
                       getattr(device, "serial", None))

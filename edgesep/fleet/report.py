@@ -85,7 +85,8 @@ def _md(header: list[str], body: list[list[str]]) -> list[str]:
 
 def report_markdown(rows: list[dict[str, Any]], plots: list[str]) -> str:
     """report.md of a sweep's rows."""
-    from edgesep.report import format_ms, latency_verdict
+    from edgesep.compare.analysis import latency_verdict
+    from edgesep.report import format_ms
 
     counts: dict[str, int] = {}
     for r in rows:
