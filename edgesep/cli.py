@@ -430,11 +430,13 @@ def devices(as_json: bool, adb_path: Optional[str], adb_server_port: Optional[in
 @click.option("--remote-python", metavar="PATH", help="The Python of every remote device (default: python3).")
 @click.option("--out", "out_dir", default="report", show_default=True, metavar="DIR", help="Report folder.")
 @click.option("--resume", is_flag=True, help="Reuse exports and device sessions an earlier run in --out finished.")
+@click.option("--sessions", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Independent sessions per device and runtime (a fresh runner each, shuffled order).")
 def compare(models: tuple[str, ...], targets: tuple[str, ...], int8: Optional[bool], seeds: Optional[int],
             width: Optional[float], input_size: Optional[int], blocks: Optional[str], epochs: Optional[int],
             data: Optional[str], threads: Optional[int], runs: int, warmup_secs: float, min_secs: float,
             max_secs: float, ssh_config: Optional[str], remote_python: Optional[str], out_dir: str,
-            resume: bool) -> None:
+            resume: bool, sessions: int) -> None:
     """Fused vs split: train both forms, export, benchmark on every device, write a report.
 
     Without MODEL: the built-in network in both forms, trained alike, exported (float32, int8, ONNX) and
@@ -478,10 +480,10 @@ def compare(models: tuple[str, ...], targets: tuple[str, ...], int8: Optional[bo
         if models:
             data_file = _compare_models_data(data, paths, out) if data else None
             doc = cmp.run_models(paths, targets, bench, out, data_file=data_file, device_options=options,
-                                 resume=resume, progress=progress)
+                                 resume=resume, progress=progress, sessions=sessions)
         else:
             doc = cmp.run_builtin(config, targets, bench, out, device_options=options, resume=resume,
-                                  progress=progress)
+                                  progress=progress, sessions=sessions)
     _compare_print(doc, out)
 
 
@@ -574,6 +576,8 @@ def _compare_print(doc: dict, out: Path) -> None:
     for target, section in doc["devices"].items():
         if section["status"] == "partial":  # e.g. no ONNX Runtime there: the TFLite session stands
             click.echo(f"edgesep: warning: {target}: {section['error']}", err=True)
+        for check in section.get("checks") or []:  # load, CPU time, temperature, speed modes, threads
+            click.echo(f"edgesep: warning: {target}: {check['message']}", err=True)
     for target, section in failed:
         click.echo(f"edgesep: error: {target}: {section['error']}", err=True)
     if failed:

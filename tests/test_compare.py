@@ -25,10 +25,12 @@ from edgesep.report import PLOT_DPI, PLOT_SIZES
 
 SMALL = ["--input-size", "16", "--blocks", "small", "--epochs", "2", "--seeds", "2"]
 FAST = ["--runs", "5", "--warmup-secs", "0", "--min-secs", "0.2", "--max-secs", "1", "--threads", "1"]
+FAST_COMPARE = [*FAST, "--sessions", "2"]  # two sessions keep the pairing, the control and the resampling real
 KINDS = ("float32", "int8", "onnx")
 VERDICT = re.compile(r"^(no significant difference \(fused/split = [\d.]+, 95% CI [\d.]+–[\d.]+\)"
-                     r"|(fused|split) is [\d.]+x faster than (split|fused) \([\d.]+–[\d.]+\)"
-                     r"(; under 2%, negligible)?)$")
+                     r"|no difference beyond the A/A noise floor \(fused/split = [\d.]+, 95% CI [\d.]+–[\d.]+; "
+                     r"A/A control ±[\d.]+%\)"
+                     r"|(fused|split) is [\d.]+x faster than (split|fused) \([\d.]+–[\d.]+\))$")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 GOLDEN = json.loads((Path(__file__).parent / "data" / "compare_golden.json").read_text())
 
@@ -48,7 +50,7 @@ def error_lines(stderr):
 def local_report(tmp_path_factory):
     """One built-in compare on the local CPU (small network, few epochs, short runs)."""
     out = tmp_path_factory.mktemp("compare") / "report"
-    code, stdout, stderr = edgesep("compare", "--device", "local", *SMALL, *FAST, "--out", out)
+    code, stdout, stderr = edgesep("compare", "--device", "local", *SMALL, *FAST_COMPARE, "--out", out)
     assert code == 0, stderr
     return out, json.loads((out / "report.json").read_text()), stdout
 
@@ -69,7 +71,12 @@ def test_report_json_holds_every_figure(local_report):
     assert fused_ops.get("DEPTHWISE_CONV_2D") == 2  # the fused form still runs depthwise + 1x1 in TFLite
     section = doc["devices"]["local"]
     assert section["status"] == "done" and section["error"] is None and not section["resumed"]
-    assert [s["format"] for s in section["sessions"]] == ["tflite", "onnx"]
+    assert [(s["format"], s["index"]) for s in section["sessions"]] == [
+        ("tflite", 0), ("tflite", 1), ("onnx", 0), ("onnx", 1)]  # two sessions per runtime, each a fresh runner
+    for s in section["sessions"]:  # every session also ran the A/A control: the baseline loaded a second time
+        assert sorted(s["order"]) == sorted([v["id"] for v in doc["variants"] if v["format"] == s["format"]]
+                                            + [f"control:split/{'onnx' if s['format'] == 'onnx' else 'float32'}"])
+    assert set(section["controls"]) == {"tflite", "onnx"}
     for v in doc["variants"]:
         r = section["results"][v["id"]]
         lat = r["latency_ms"]
@@ -80,7 +87,8 @@ def test_report_json_holds_every_figure(local_report):
     comparisons = section["comparisons"]
     assert [c["kind"] for c in comparisons] == list(KINDS)
     for c in comparisons:
-        assert c["paired"] and c["pairs"] >= 5 and c["lo"] <= c["ratio"] <= c["hi"]
+        assert c["paired"] and c["pairs"] >= 10 and c["lo"] <= c["ratio"] <= c["hi"] and c["sessions"] == 2
+        assert c["control"]["floor"] == c["noise_floor"] >= 0 and len(c["per_session"]) == 2
         assert VERDICT.match(c["verdict"]), c["verdict"]
         if c["lo"] > 1:
             assert c["verdict"].startswith("split is")
@@ -166,7 +174,7 @@ def test_resume_reuses_exports_and_device_sessions(local_report, tmp_path):
     copy = tmp_path / "again"
     shutil.copytree(out, copy)
     mtimes = {v["path"]: (copy / v["path"]).stat().st_mtime_ns for v in first["variants"]}
-    code, _, stderr = edgesep("compare", "--device", "local", *SMALL, *FAST, "--out", copy, "--resume")
+    code, _, stderr = edgesep("compare", "--device", "local", *SMALL, *FAST_COMPARE, "--out", copy, "--resume")
     assert code == 0, stderr
     doc = json.loads((copy / "report.json").read_text())
     section = doc["devices"]["local"]
@@ -184,8 +192,8 @@ def test_an_interrupted_compare_keeps_what_finished(local_report, tmp_path):
     shutil.copytree(out, folder, ignore=shutil.ignore_patterns("bench"))
     report = folder / "report.json"
     report.unlink()
-    proc = subprocess.Popen([sys.executable, "-m", "edgesep", "compare", "--device", "local", *SMALL, *FAST,
-                             "--min-secs", "30", "--max-secs", "30", "--out", folder, "--resume"],
+    proc = subprocess.Popen([sys.executable, "-m", "edgesep", "compare", "--device", "local", *SMALL,
+                             *FAST_COMPARE, "--min-secs", "30", "--max-secs", "30", "--out", folder, "--resume"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -247,7 +255,7 @@ def test_two_devices_report_both_and_a_failing_device_sinks_neither(local_report
     shutil.copytree(out, folder, ignore=shutil.ignore_patterns("bench"))  # keep the exports, measure afresh
     dead = f"ssh://127.0.0.1:{closed_port()}"
     devices = ["--device", "local", "--device", sshd.target, "--device", dead]
-    common = [*devices, *SMALL, *FAST, "--remote-python", sys.executable, "--out", folder, "--resume"]
+    common = [*devices, *SMALL, *FAST_COMPARE, "--remote-python", sys.executable, "--out", folder, "--resume"]
     code, stdout, stderr = edgesep("compare", *common, "--ssh-config", sshd.config)
     assert code == 1
     lines = error_lines(stderr)
@@ -288,7 +296,7 @@ def test_two_devices_report_both_and_a_failing_device_sinks_neither(local_report
 def test_compare_two_given_tflite_files(bench_models, tmp_path):
     a, b = bench_models["float.tflite"], bench_models["int8.tflite"]
     out = tmp_path / "given"
-    code, stdout, stderr = edgesep("compare", a, b, *FAST, "--out", out)
+    code, stdout, stderr = edgesep("compare", a, b, *FAST_COMPARE, "--out", out)
     assert code == 0, stderr
     doc = json.loads((out / "report.json").read_text())
     assert doc["kind"] == "models" and [v["id"] for v in doc["variants"]] == ["float.tflite", "int8.tflite"]
@@ -365,9 +373,8 @@ def test_verdict_names_the_faster_form_with_the_inverted_interval():
     assert latency_verdict("fused", "split", 1 / 1.08, 1 / 1.12, 1 / 1.03) == \
         "fused is 1.08x faster than split (1.03–1.12)"
     assert latency_verdict("fused", "split", 1.25, 1.2, 1.3) == "split is 1.25x faster than fused (1.20–1.30)"
-    # close to 1, more digits keep the interval from printing as 1.00; under 2% it is called negligible
-    assert latency_verdict("fused", "split", 1.004, 1.002, 1.006) == \
-        "split is 1.004x faster than fused (1.002–1.006); under 2%, negligible"
+    # close to 1, more digits keep the interval from printing as 1.00
+    assert latency_verdict("fused", "split", 1.004, 1.002, 1.006) == "split is 1.004x faster than fused (1.002–1.006)"
     assert latency_verdict("fused", "split", 1.015, 1.01, 1.021).endswith("(1.01–1.02)")
     rng = np.random.default_rng(2)
     split = rng.lognormal(0.0, 0.1, 300)
@@ -424,3 +431,39 @@ def test_sessions_group_by_runtime_and_keys_follow_the_model_bytes():
     assert key != session_key("local", {}, BenchConfig(runs=6), None, shas)
     assert key != session_key("local", {}, bench, None, ["new", *shas[1:]])
     assert [c.a for c in builtin_comparisons(KINDS)] == ["fused/float32", "fused/int8", "fused/onnx"]
+
+
+def _sessions(vid, sessions, key="g1"):
+    """A measurement pooled from several sessions (as DeviceBench pools them)."""
+    samples = [x for sess in sessions for x in sess]
+    result = BenchResult(model=vid, device="local", samples_ms=samples)
+    return Measurement(result=result, variant=vid, model=vid, session=key,
+                       session_rounds=tuple(len(x) for x in sessions), session_index=tuple(range(len(sessions))))
+
+
+def test_verdict_must_clear_the_aa_noise_floor_and_says_when_one_session_is_all():
+    assert latency_verdict("fused", "split", 1.01, 1.004, 1.016, floor=0.02) == \
+        "no difference beyond the A/A noise floor (fused/split = 1.010, 95% CI 1.004–1.016; A/A control ±2.0%)"
+    assert latency_verdict("fused", "split", 1.01, 1.004, 1.016, floor=0.001).startswith("split is 1.010x faster")
+    assert latency_verdict("fused", "split", 0.9, 0.85, 0.95, sessions=1).endswith(
+        "(1.05–1.18); one session only: the interval omits session-to-session variation")
+
+
+def test_sessions_and_the_control_decide_the_verdict():
+    """Per-session levels that differ (mode flips) cancel in the session-wise ratio; a control that strays as
+    far as the difference keeps it from being called."""
+    rng = np.random.default_rng(5)
+    levels = [1.0, 1.3, 0.9, 1.1, 1.2]
+    split = [list(lv * rng.lognormal(0, 0.02, 200)) for lv in levels]
+    fused = [list(np.array(s) * 0.97 * rng.lognormal(0, 0.005, 200)) for s in split]
+    steady = [list(np.array(s) * rng.lognormal(0, 0.005, 200)) for s in split]  # a control that stays at 1
+    wobbly = [list(np.array(s) * f) for s, f in zip(split, (1.04, 0.96, 1.05, 0.95, 1.0))]  # it strays 5%
+    results = {"fused/x": _sessions("fused/x", fused), "split/x": _sessions("split/x", split)}
+    (quiet,) = latency_comparisons(results, COMPARISON, {"x": _sessions("control:split/x", steady)})
+    (noisy,) = latency_comparisons(results, COMPARISON, {"x": _sessions("control:split/x", wobbly)})
+    assert quiet.ratio == pytest.approx(0.97, rel=0.01) and quiet.details["sessions"] == 5
+    assert quiet.verdict.startswith("fused is 1.03") and quiet.details["significant"]
+    assert quiet.details["control"]["variant"] == "control:split/x" and quiet.details["noise_floor"] < 0.02
+    assert noisy.hi < 1 and not noisy.details["significant"] and noisy.details["noise_floor"] > 0.03
+    assert noisy.verdict.startswith("no difference beyond the A/A noise floor")
+    assert quiet.to_dict()["noise_floor"] == quiet.details["noise_floor"]  # details land in report.json

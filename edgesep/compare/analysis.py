@@ -5,67 +5,126 @@ Rendering (tables, Markdown, plots) lives in ``edgesep.report``; this module dec
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
-from edgesep.compare.config import FORMS
+from edgesep.compare.config import CONTROL_PREFIX, FORMS
 from edgesep.compare.pipeline import Job
-from edgesep.compare.records import (AccuracySummary, ComparisonSpec, FormAccuracy, LatencyComparison, Measurement,
-                                     Spread)
+from edgesep.compare.records import (AccuracySummary, ComparisonSpec, DeviceSection, FormAccuracy,
+                                     LatencyComparison, Measurement, Spread)
 
-MAX_PAIRS = 10_000  # paired rounds resampled per ratio (more are thinned evenly)
-NEGLIGIBLE_RATIO = 0.02  # a speed-up whose whole interval is under 2% is called negligible
+MAX_PAIRS = 10_000  # unpaired samples resampled per ratio (more are thinned evenly)
+LOAD_BUSY = 0.75  # load average per core above which the CPU counts as shared
+THREADS_BUSY = 0.5  # ... above which default threads (all cores) compete with other processes
+CPU_SHARE_MIN = 0.8  # a runner with less CPU time per wall second waited for the CPU
+TEMP_RISE_C = 5.0  # temperature rise within one session worth a warning
 
 
 # ---------------------------------------------------------------- latency
 
-def latency_comparisons(results: Mapping[str, Measurement],
-                        comparisons: Sequence[ComparisonSpec]) -> tuple[LatencyComparison, ...]:
-    """The a/b ratio of median latencies per comparison, with its bootstrap interval and the verdict.
+def latency_comparisons(results: Mapping[str, Measurement], comparisons: Sequence[ComparisonSpec],
+                        controls: Optional[Mapping[str, Measurement]] = None) -> tuple[LatencyComparison, ...]:
+    """The a/b latency ratio per comparison, with its interval, the A/A noise floor and the verdict.
 
-    When both were measured in the same session the first ``min(n_a, n_b)`` samples are paired round by round
-    (the runner interleaves A B A B ... until each model is done) and resampled together; more than
-    ``MAX_PAIRS`` rounds are thinned to every k-th round (evenly over the session) to bound the bootstrap's
-    cost. Across sessions the medians are bootstrapped independently (``paired`` false). The interval covers
-    sampling noise within the session, not session-to-session variation.
+    Variants measured in the same session group (one runtime) are compared session by session:
+    ``edgesep.devices.stats.session_ratio`` (geometric mean of the per-session ratios of medians; interval
+    from resampling sessions, then blocks of consecutive paired rounds). The group's A/A control (its
+    baseline loaded twice) gives the noise floor a difference must clear (``noise_floor``). Variants of
+    different groups (e.g. a .tflite against an .onnx file) get independent bootstraps of the pooled medians
+    (``paired`` false) and no floor.
     """
-    return tuple(_compare(results.get(c.a), results.get(c.b), c) for c in comparisons)
+    floors = control_floors(results, controls or {})
+    return tuple(_compare(results.get(c.a), results.get(c.b), c, floors) for c in comparisons)
 
 
-def _compare(a: Measurement | None, b: Measurement | None, spec: ComparisonSpec) -> LatencyComparison:
-    from edgesep.devices.stats import ratio_of_medians
+def control_floors(results: Mapping[str, Measurement],
+                   controls: Mapping[str, Measurement]) -> dict[str, dict[str, Any]]:
+    """Per session group key: the A/A control's ratio against its original, its interval and the floor."""
+    from edgesep.devices.stats import noise_floor
 
+    floors = {}
+    for control in controls.values():
+        base = results.get(control.variant[len(CONTROL_PREFIX):])
+        ratio = _session_ratio(control, base) if base is not None else None
+        if ratio is not None:
+            floors[control.session] = {"variant": control.variant, "ratio": ratio.ratio, "lo": ratio.lo,
+                                       "hi": ratio.hi, "sessions": ratio.sessions, "floor": noise_floor(ratio)}
+    return floors
+
+
+def _session_ratio(a: Measurement, b: Measurement) -> Any:
+    """``session_ratio`` over the sessions both measured, or None."""
+    from edgesep.devices.stats import session_ratio
+
+    sa, sb = a.session_samples(), b.session_samples()
+    common = sorted(set(sa) & set(sb))
+    if not common:
+        return None
+    return session_ratio([sa[i] for i in common], [sb[i] for i in common])
+
+
+def _compare(a: Optional[Measurement], b: Optional[Measurement], spec: ComparisonSpec,
+             floors: Mapping[str, Mapping[str, Any]]) -> LatencyComparison:
     if a is None or b is None or not a.samples or not b.samples:
         return LatencyComparison(spec=spec, verdict="not measured")
-    xa, xb = a.samples, b.samples
     paired = a.session is not None and a.session == b.session
-    rounds = None
-    if paired:
-        rounds = min(len(xa), len(xb))
-        step = -(-rounds // MAX_PAIRS)
-        xa, xb = xa[:rounds:step], xb[:rounds:step]
-    ci = ratio_of_medians(xa, xb, paired=paired)
-    return LatencyComparison(spec=spec, ratio=ci.ratio, lo=ci.lo, hi=ci.hi, paired=ci.paired, rounds=rounds,
-                             pairs=len(xa) if paired else None, confidence=ci.confidence,
+    ci = _session_ratio(a, b) if paired else None
+    if ci is None:
+        return _unpaired(a, b, spec)
+    control = floors.get(a.session)
+    floor = control["floor"] if control else None
+    details = {"sessions": ci.sessions, "per_session": list(ci.per_session), "session_rounds": list(ci.rounds),
+               "blocks": list(ci.blocks), "control": dict(control) if control else None, "noise_floor": floor,
+               "significant": significant(ci.lo, ci.hi, floor)}
+    return LatencyComparison(spec=spec, ratio=ci.ratio, lo=ci.lo, hi=ci.hi, paired=True, rounds=sum(ci.rounds),
+                             pairs=sum(ci.rounds), confidence=ci.confidence, details=details,
+                             verdict=latency_verdict(spec.a_name, spec.b_name, ci.ratio, ci.lo, ci.hi, floor,
+                                                     ci.sessions))
+
+
+def _unpaired(a: Measurement, b: Measurement, spec: ComparisonSpec) -> LatencyComparison:
+    from edgesep.devices.stats import ratio_of_medians
+
+    xa, xb = a.samples, b.samples
+    xa, xb = xa[::-(-len(xa) // MAX_PAIRS)], xb[::-(-len(xb) // MAX_PAIRS)]
+    ci = ratio_of_medians(xa, xb, paired=False)
+    return LatencyComparison(spec=spec, ratio=ci.ratio, lo=ci.lo, hi=ci.hi, paired=False,
+                             confidence=ci.confidence,
+                             details={"sessions": None, "significant": significant(ci.lo, ci.hi, None)},
                              verdict=latency_verdict(spec.a_name, spec.b_name, ci.ratio, ci.lo, ci.hi))
 
 
-def latency_verdict(a: str, b: str, ratio: float, lo: float, hi: float,
-                    negligible: float = NEGLIGIBLE_RATIO) -> str:
+def significant(lo: float, hi: float, floor: Optional[float] = None) -> bool:
+    """Whether ``[lo, hi]`` excludes 1 and, given a noise floor, lies wholly beyond ``1 ± floor``."""
+    if lo <= 1.0 <= hi:
+        return False
+    if floor is None:
+        return True
+    return hi < 1.0 / (1.0 + floor) or lo > 1.0 + floor
+
+
+def latency_verdict(a: str, b: str, ratio: float, lo: float, hi: float, floor: Optional[float] = None,
+                    sessions: Optional[int] = None) -> str:
     """The verdict on the latency ratio ``median(a) / median(b)`` and its interval ``[lo, hi]``.
 
     ``fused is 1.08x faster than split (1.03–1.12)`` when the whole interval lies below 1 (the speed-up and its
-    interval are the inverted ratio), the mirror sentence above 1, ``no significant difference`` when it holds 1.
-    A significant speed-up whose interval stays within ``1 + negligible`` gets ``; under 2%, negligible``: the
-    interval covers one session's sampling noise only, and on a shared 2-core CPU separate runs moved the ratio
-    by about 1%.
+    interval are the inverted ratio) and beyond the A/A noise ``floor``, the mirror sentence above 1;
+    ``no significant difference`` when the interval holds 1; ``no difference beyond the A/A noise floor``
+    when it excludes 1 but not the control's spread. With ``sessions`` 1 the sentence says that the
+    interval cannot include session-to-session variation.
     """
-    if lo <= 1.0 <= hi:
+    if significant(lo, hi, floor):
+        faster, slower, speedup = (a, b, (1 / ratio, 1 / hi, 1 / lo)) if hi < 1.0 else (b, a, (ratio, lo, hi))
+        r, low, high = ratio_text(*speedup)
+        text = f"{faster} is {r}x faster than {slower} ({low}–{high})"
+    else:
         r, low, high = ratio_text(ratio, lo, hi)
-        return f"no significant difference ({a}/{b} = {r}, 95% CI {low}–{high})"
-    faster, slower, speedup = (a, b, (1.0 / ratio, 1.0 / hi, 1.0 / lo)) if hi < 1.0 else (b, a, (ratio, lo, hi))
-    r, low, high = ratio_text(*speedup)
-    small = f"; under {negligible:.0%}, negligible" if speedup[2] < 1.0 + negligible else ""
-    return f"{faster} is {r}x faster than {slower} ({low}–{high}){small}"
+        text = f"no significant difference ({a}/{b} = {r}, 95% CI {low}–{high})"
+        if not lo <= 1.0 <= hi:
+            text = (f"no difference beyond the A/A noise floor ({a}/{b} = {r}, 95% CI {low}–{high}; "
+                    f"A/A control ±{floor:.1%})")
+    if sessions == 1:
+        text += "; one session only: the interval omits session-to-session variation"
+    return text
 
 
 def ratio_text(ratio: float, lo: float, hi: float) -> tuple[str, str, str]:
@@ -135,3 +194,59 @@ def accuracy_verdict(a: str, b: str, drops_a: Sequence[float], drops_b: Sequence
     better, worse = (a, b) if gap < 0 else (b, a)
     return (f"{better} keeps int8 accuracy better: its drop is {_pp(abs(gap))} smaller than {worse}'s "
             f"({means}; seed-to-seed spread {_pp(width)})")
+
+
+# ---------------------------------------------------------------- stability of a device's sessions
+
+def _warning(check: str, message: str) -> dict[str, Any]:
+    return {"check": check, "level": "warning", "message": message}
+
+
+def _load_checks(hosts: Sequence[Mapping[str, Any]], cores: Optional[int],
+                 threads: Optional[int]) -> list[dict[str, Any]]:
+    loads = [h["loadavg_before"][0] for h in hosts if h.get("loadavg_before")]
+    if not loads or not cores:
+        return []
+    out = []
+    peak = max(loads)
+    if peak >= LOAD_BUSY * cores:
+        out.append(_warning("load", f"load average up to {peak:.1f} on {cores} cores before a session: other "
+                                    "processes shared the CPU (edgesep's own previous session counts too)"))
+    if threads is None and cores > 1 and peak >= THREADS_BUSY * cores:
+        out.append(_warning("threads", f"--threads left at its default (the runtime may use all {cores} cores) "
+                                       f"while the load average was up to {peak:.1f}: its threads compete with "
+                                       "other processes; --threads 1 measures more steadily"))
+    return out
+
+
+def _host_checks(hosts: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    shares = [(h["cpu_s"] / h["wall_s"], h) for h in hosts if h.get("cpu_s") is not None and h.get("wall_s")]
+    if shares and min(s for s, _ in shares) < CPU_SHARE_MIN:
+        share, h = min(shares, key=lambda sh: sh[0])
+        out.append(_warning("cpu_time", f"a runner got {h['cpu_s']:.1f} s of CPU in {h['wall_s']:.1f} s "
+                                        f"({share:.0%}): it waited for the CPU"))
+    rises = [(h["temp_c"] - h["temp_c_before"], h) for h in hosts
+             if h.get("temp_c") is not None and h.get("temp_c_before") is not None]
+    if rises and max(r for r, _ in rises) >= TEMP_RISE_C:
+        rise, h = max(rises, key=lambda rh: rh[0])
+        out.append(_warning("temperature", f"temperature rose {rise:.0f} C within a session ({h['temp_c_before']:.0f}"
+                                           f" to {h['temp_c']:.0f} C): later rounds may be throttled"))
+    return out
+
+
+def stability_checks(section: DeviceSection, threads: Optional[int]) -> tuple[dict[str, Any], ...]:
+    """Warnings on how steady a device's sessions were: load average, runner CPU time vs wall time,
+    temperature rise, two speed modes in a variant's samples, default threads on a busy machine."""
+    from edgesep.devices.stats import bimodality
+
+    hosts = [e.host for e in section.sessions if e.host] or ([section.host] if section.host else [])
+    cores = next((h.get("cores") for h in hosts if h.get("cores")), None) or section.host.get("cores")
+    out = _load_checks(hosts, cores, threads) + _host_checks(hosts)
+    for vid, m in section.results.items():
+        modes = bimodality(m.samples) if len(m.samples) >= 20 else None
+        if modes:
+            out.append(_warning("bimodal", f"{vid}: two speed modes ({modes['fast_ms']:.3g} ms and "
+                                           f"{modes['slow_ms']:.3g} ms, {modes['slow_share']:.0%} slow): the "
+                                           "machine switched speed or another process interfered"))
+    return tuple(out)

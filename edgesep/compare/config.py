@@ -16,7 +16,8 @@ KINDS = {"float32": ("tflite", "float32", "model.tflite", "TFLite float32"),
 BLOCK_PRESETS: dict[str, tuple[tuple[int, int], ...]] = {
     "default": DEFAULT_BLOCKS, "small": ((16, 1), (32, 2)), "tiny": ((8, 2),)}
 MIN_INPUT_SIZE = 8
-MAX_PAIRS = 10_000  # paired rounds resampled per ratio (more are thinned evenly)
+DEFAULT_SESSIONS = 5  # independent runner sessions per device and runtime (issue 12)
+CONTROL_PREFIX = "control:"  # id prefix of the A/A control variant (the baseline loaded a second time)
 
 
 def parse_blocks(spec: str) -> tuple[tuple[int, int], ...]:

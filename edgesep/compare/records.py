@@ -103,29 +103,51 @@ class LatencyComparison:
 
 @dataclasses.dataclass(frozen=True)
 class Measurement:
-    """One variant measured in one device session: the device's ``BenchResult`` and where it belongs."""
+    """One variant measured on one device: the device's ``BenchResult`` and where it belongs.
+
+    With several sessions the result pools them: ``samples_ms`` holds every session's samples in order,
+    ``session_rounds`` how many came from each and ``session_index`` which session they were (``latency_ms``
+    summarizes the pool). ``session`` is the key of the session group (one per runtime format).
+    """
 
     result: BenchResult
     variant: str
     model: str
     session: Optional[str]
     resumed: bool = False
+    session_rounds: tuple[int, ...] = ()
+    session_index: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = self.result.to_dict()
-        d.update(model=self.model, variant=self.variant, session=self.session, resumed=self.resumed)
+        d.update(model=self.model, variant=self.variant, session=self.session, resumed=self.resumed,
+                 session_rounds=list(self.session_rounds), session_index=list(self.session_index))
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], resumed: bool = False) -> "Measurement":
         """A stored record (``to_dict`` output), read back for ``--resume``."""
         return cls(result=BenchResult.from_dict(dict(d)), variant=d["variant"], model=d["model"],
-                   session=d.get("session"), resumed=resumed)
+                   session=d.get("session"), resumed=resumed, session_rounds=tuple(d.get("session_rounds") or ()),
+                   session_index=tuple(d.get("session_index") or ()))
 
     @property
     def samples(self) -> list[float]:
-        """The steady-state latency samples, ms (empty when the variant failed)."""
+        """The steady-state latency samples, ms, of every session in order (empty when the variant failed)."""
         return list(self.result.samples_ms or []) if not self.result.error else []
+
+    def session_samples(self) -> dict[int, list[float]]:
+        """The samples by session index (``session_rounds``, ``session_index``); one session 0 when unknown."""
+        samples = self.samples
+        if not samples:
+            return {}
+        if sum(self.session_rounds) != len(samples) or len(self.session_index) != len(self.session_rounds):
+            return {0: samples}
+        out, start = {}, 0
+        for index, n in zip(self.session_index, self.session_rounds):
+            out[index] = samples[start:start + n]
+            start += n
+        return {k: v for k, v in out.items() if v}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,14 +159,31 @@ class SessionEntry:
     resumed: bool = False
     error: Optional[str] = None
     finished: Optional[str] = None
+    index: Optional[int] = None
+    order: tuple[str, ...] = ()
+    host: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d.update(order=list(self.order), host=dict(self.host))
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], resumed: bool = False) -> "SessionEntry":
+        """A stored entry, read back for ``--resume``."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        fields = {k: v for k, v in d.items() if k in names}
+        fields.update(order=tuple(d.get("order") or ()), resumed=resumed)
+        return cls(**fields)
 
 
 @dataclasses.dataclass(frozen=True)
 class DeviceSection:
-    """Everything one device contributed: status, sessions, host facts, results and comparisons."""
+    """Everything one device contributed: status, sessions, host facts, results and comparisons.
+
+    ``controls`` holds, per runtime format, the A/A control's measurement (the group's baseline artifact
+    loaded a second time); ``checks`` the stability warnings (load, CPU time, temperature, speed modes).
+    """
 
     target: str
     status: str = "pending"
@@ -157,6 +196,7 @@ class DeviceSection:
     started: Optional[str] = None
     seconds: Optional[float] = None
     checks: tuple[Mapping[str, Any], ...] = ()
+    controls: Mapping[str, Measurement] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def failed(cls, target: str, error: str, comparisons: tuple[LatencyComparison, ...] = ()) -> "DeviceSection":
@@ -169,6 +209,7 @@ class DeviceSection:
                            "host": dict(self.host), "results": {k: m.to_dict() for k, m in self.results.items()},
                            "comparisons": [c.to_dict() for c in self.comparisons],
                            "checks": [dict(c) for c in self.checks],
+                           "controls": {k: m.to_dict() for k, m in self.controls.items()},
                            "started": self.started, "seconds": self.seconds}, "started", "seconds")
 
 
@@ -272,6 +313,7 @@ class Report:
     devices: Mapping[str, DeviceSection]
     config: Optional[Mapping[str, Any]] = None
     models: Optional[tuple[str, ...]] = None
+    sessions: Optional[int] = None
     status: str = "running"
     stages: Mapping[str, StageRecord] = dataclasses.field(default_factory=dict)
     variants: tuple[Variant, ...] = ()
@@ -298,6 +340,7 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         d = {"edgesep_version": self.edgesep_version, "report_version": self.report_version, "kind": self.kind,
              "created": self.created, "status": self.status, "bench_config": dict(self.bench_config),
+             "sessions": self.sessions,
              "config": None if self.config is None else dict(self.config),
              "models": None if self.models is None else list(self.models),
              "stages": {k: s.to_dict() for k, s in self.stages.items()},
@@ -310,4 +353,4 @@ class Report:
                                                        for seed in self.seeds],
              "accuracy": None if self.accuracy is None else self.accuracy.to_dict(),
              "error": self.error, "finished": self.finished}
-        return _drop_none(d, "config", "models", "dataset", "seeds", "accuracy", "error", "finished")
+        return _drop_none(d, "config", "models", "sessions", "dataset", "seeds", "accuracy", "error", "finished")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from edgesep.compare.analysis import accuracy_summary
-from edgesep.compare.config import CompareConfig
+from edgesep.compare.config import DEFAULT_SESSIONS, CompareConfig
 from edgesep.compare.pipeline import (builtin_comparisons, builtin_variants, model_comparisons, model_variants,
                                       seed_records, train_and_export)
 from edgesep.compare.records import DatasetInfo, Report
@@ -21,7 +21,7 @@ DeviceOptions = Mapping[str, Mapping[str, Any]]
 
 def run_builtin(config: CompareConfig, targets: Sequence[str], bench: BenchConfig, out_dir: Any, *,
                 device_options: Optional[DeviceOptions] = None, resume: bool = False,
-                progress: Optional[Progress] = None) -> dict[str, Any]:
+                progress: Optional[Progress] = None, sessions: int = DEFAULT_SESSIONS) -> dict[str, Any]:
     """Train, export and measure both forms of the built-in network; returns the report document.
 
     Args:
@@ -32,6 +32,7 @@ def run_builtin(config: CompareConfig, targets: Sequence[str], bench: BenchConfi
         device_options: per target, options for ``parse_target`` (``ssh_config``, ``remote_python``).
         resume: reuse exports and device sessions that an earlier run in ``out_dir`` finished.
         progress: stage callbacks.
+        sessions: independent sessions (runner processes) per device and runtime.
 
     Raises:
         DataError, ConversionError: the data or an export failed (nothing is measured then).
@@ -39,10 +40,16 @@ def run_builtin(config: CompareConfig, targets: Sequence[str], bench: BenchConfi
     progress = progress or Progress()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    store = ReportStore(out, new_report("builtin", targets, bench, config=config.to_dict()))
+    _check_sessions(sessions)
+    store = ReportStore(out, new_report("builtin", targets, bench, config=config.to_dict(), sessions=sessions))
     with _recorded(store):
-        plan = _builtin(config, bench, out, store, resume, progress)
+        plan = dataclasses.replace(_builtin(config, bench, out, store, resume, progress), sessions=sessions)
         return _finish(store, targets, device_options or {}, plan, progress)
+
+
+def _check_sessions(sessions: int) -> None:
+    if not isinstance(sessions, int) or sessions < 1:
+        raise UsageError(f"sessions must be a whole number >= 1, got {sessions!r}")
 
 
 def _builtin(config: CompareConfig, bench: BenchConfig, out: Path, store: ReportStore, resume: bool,
@@ -90,15 +97,18 @@ def _interrupted(report: Report) -> Report:
 
 def run_models(paths: Sequence[Path], targets: Sequence[str], bench: BenchConfig, out_dir: Any, *,
                data_file: Optional[Path] = None, device_options: Optional[DeviceOptions] = None,
-               resume: bool = False, progress: Optional[Progress] = None) -> dict[str, Any]:
+               resume: bool = False, progress: Optional[Progress] = None,
+               sessions: int = DEFAULT_SESSIONS) -> dict[str, Any]:
     """Measure given .tflite/.onnx files on every device and compare each with the first; returns the report.
 
-    ``data_file`` is a runner .npz (``y`` and ``x`` or ``x_HxWxC``) for on-device accuracy, or None.
+    ``data_file`` is a runner .npz (``y`` and ``x`` or ``x_HxWxC``) for on-device accuracy, or None;
+    ``sessions`` as for ``run_builtin``.
     """
     from edgesep.devices.harness import check_model_file
 
     if len(paths) < 2:
         raise UsageError("compare needs two or more model files (or none, for the built-in experiment)")
+    _check_sessions(sessions)
     for path in paths:
         check_model_file(Path(path))
     progress = progress or Progress()
@@ -106,10 +116,11 @@ def run_models(paths: Sequence[Path], targets: Sequence[str], bench: BenchConfig
     out.mkdir(parents=True, exist_ok=True)
     variants = tuple(model_variants(paths))
     comparisons = tuple(model_comparisons(variants))
-    store = ReportStore(out, new_report("models", targets, bench, models=tuple(str(p) for p in paths)))
+    store = ReportStore(out, new_report("models", targets, bench, models=tuple(str(p) for p in paths),
+                                        sessions=sessions))
     store.update(lambda r: r.replace(variants=variants, comparisons=comparisons))
     with _recorded(store):
-        plan = BenchPlan(variants, comparisons, bench, data_file, resume)
+        plan = BenchPlan(variants, comparisons, bench, data_file, resume, sessions)
         return _finish(store, targets, device_options or {}, plan, progress)
 
 

@@ -58,7 +58,7 @@ Output (stdout, or ``--out``)::
      "host": {"cpu": "...", "cores": 4, "machine": "aarch64", "os": "Linux 6.1", "python": "3.11.2",
               "numpy": "1.26.4", "governor": "ondemand", "temp_c_before": 45.2, "temp_c": 51.0,
               "temps_before": {"cpu-thermal": 45.2}, "temps_after": {...},
-              "loadavg_before": [0.1, 0.2, 0.3], "loadavg_after": [...]},
+              "loadavg_before": [0.1, 0.2, 0.3], "loadavg_after": [...], "cpu_s": 3.1, "wall_s": 3.4},
      "overhead": {"timer_us": 0.1, "loop_us": 1.5},
      "results": [{"model": "PATH", "format": "tflite", "runtime": "ai_edge_litert 2.3.0", "threads": null,
                   "delegate": "xnnpack", "fully_delegated": true, "delegate_nodes": 1, "ops": ["CONV_2D", ...],
@@ -98,6 +98,8 @@ import platform
 import sys
 import time
 from typing import Optional, Tuple
+
+_STARTED = time.monotonic()  # the runner's start, for host.wall_s
 
 RUNNER_VERSION = 1
 PROGRESS_PREFIX = "@edgesep-progress "
@@ -623,6 +625,8 @@ def host_facts_after(host):
     temps = _temperatures()
     host = dict(host)
     host.update(temp_c=max(temps.values()) if temps else None, temps_after=temps, loadavg_after=_loadavg())
+    cpu = os.times()  # this process's CPU time vs its wall time: well under 1 thread's worth = it waited
+    host.update(cpu_s=round(cpu.user + cpu.system, 3), wall_s=round(time.monotonic() - _STARTED, 3))
     return host
 
 

@@ -77,23 +77,34 @@ def _device_rows(doc: dict[str, Any], target: str) -> list[dict[str, Any]]:
         p50 = cells["p50"] if not r.get("error") else "failed: " + str(r["error"])[:120]
         rows.append([name, p50, cells["p90"], cells["runs"]] + ([pct(r.get("accuracy"))] if with_acc else [])
                     + [cells["runtime"]])
+    notes += [f"warning: {c['message']}" for c in section.get("checks") or []]
     latency = {"title": f"{target}: latency ({status})", "columns": columns, "rows": rows, "notes": notes}
-    ratio_rows = []
-    for c in section.get("comparisons") or []:
-        ratio = "-" if c.get("ratio") is None else f"{c['ratio']:.3f} [{c['lo']:.3f}, {c['hi']:.3f}]"
-        pairs = "-" if c.get("ratio") is None else (
-            "unpaired" if not c.get("paired") else (
-                str(c["pairs"]) if c["pairs"] == c.get("rounds") else f"{c['pairs']} of {c['rounds']}"))
-        ratio_rows.append([c["label"], ratio, pairs, c.get("verdict") or "-"])
-    first = (section.get("comparisons") or [{}])[0]
+    ratios = _ratio_rows(doc, target)
+    return [latency, ratios] if ratios["rows"] else [latency]
+
+
+RATIO_NOTE = ("ratio of median latencies (geometric mean over sessions); interval: bootstrap over the sessions, "
+              "then over blocks of consecutive paired rounds in each; A/A floor: how far the control (the "
+              "baseline loaded twice) strayed from 1 - a difference is called only beyond it and the interval")
+
+
+def _ratio_cells(c: dict[str, Any]) -> list[str]:
+    if c.get("ratio") is None:
+        return [c["label"], "-", "-", "-", c.get("verdict") or "-"]
+    ratio = f"{c['ratio']:.3f} [{c['lo']:.3f}, {c['hi']:.3f}]"
+    sessions = "unpaired" if not c.get("paired") else str(c.get("sessions") or 1)
+    floor = c.get("noise_floor")
+    return [c["label"], ratio, sessions, "-" if floor is None else f"±{floor:.1%}", c.get("verdict") or "-"]
+
+
+def _ratio_rows(doc: dict[str, Any], target: str) -> dict[str, Any]:
+    comparisons = doc["devices"][target].get("comparisons") or []
+    first = (comparisons or [{}])[0]
     ratio_name = f"{first.get('a_name')}/{first.get('b_name')}" if doc.get("kind") == "builtin" else "a/b"
-    ratios = {"title": f"{target}: latency ratio {ratio_name} (< 1: {ratio_name.split('/')[0]} is faster)",
-              "columns": [("comparison", "left"), ("ratio [95% CI]", "right"), ("paired rounds", "right"),
-                          ("verdict", "left")], "rows": ratio_rows,
-              "notes": ["ratio of median latencies; interval: bootstrap over the paired rounds of one session, or "
-                        "independent bootstraps when unpaired (it does not include session-to-session variation)"]
-              if ratio_rows else []}
-    return [latency, ratios] if ratio_rows else [latency]
+    return {"title": f"{target}: latency ratio {ratio_name} (< 1: {ratio_name.split('/')[0]} is faster)",
+            "columns": [("comparison", "left"), ("ratio [95% CI]", "right"), ("sessions", "right"),
+                        ("A/A floor", "right"), ("verdict", "left")],
+            "rows": [_ratio_cells(c) for c in comparisons], "notes": [RATIO_NOTE] if comparisons else []}
 
 
 def compare_sections(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -117,6 +128,7 @@ def compare_verdicts(doc: dict[str, Any]) -> list[str]:
             continue
         for c in section.get("comparisons") or []:
             lines.append(f"{target}, {c['label']}: {c.get('verdict')}")
+        lines += [f"{target}: warning: {c['message']}" for c in section.get("checks") or []]
     acc = doc.get("accuracy")
     if acc:
         lines.append(f"int8 accuracy: {acc['verdict']}")
@@ -142,9 +154,9 @@ def _md_intro(doc: dict[str, Any]) -> list[str]:
             f"({ds.get('train_samples', '?')} train / {ds.get('test_samples', '?')} test images) with seed(s) "
             f"0..{cfg.get('seeds', 1) - 1}, BatchNorm folded, exported and verified.",
             "",
-            "Latency is measured on seed 0's artifacts; all TFLite artifacts of a device run interleaved round by "
-            "round in one session (ONNX in a second one), and each fused/split ratio is a paired bootstrap over "
-            "those rounds."]
+            "Latency is measured on seed 0's artifacts in several sessions per device (a fresh runner process "
+            "each, artifacts in a shuffled order, interleaved round by round; TFLite and ONNX in separate "
+            "sessions), with an A/A control (one artifact loaded as two variants) in every session."]
 
 
 def compare_markdown(doc: dict[str, Any]) -> str:
