@@ -43,7 +43,7 @@ def edgesep(*args, timeout=600):
 
 
 def error_lines(stderr):
-    return [ln for ln in stderr.splitlines() if ln.startswith("edgesep: ")]
+    return [ln for ln in stderr.splitlines() if ln.startswith("edgesep: error: ")]
 
 
 @pytest.fixture(scope="session")
@@ -90,10 +90,12 @@ def test_report_json_holds_every_figure(local_report):
         assert c["paired"] and c["pairs"] >= 10 and c["lo"] <= c["ratio"] <= c["hi"] and c["sessions"] == 2
         assert c["control"]["floor"] == c["noise_floor"] >= 0 and len(c["per_session"]) == 2
         assert VERDICT.match(c["verdict"]), c["verdict"]
-        if c["lo"] > 1:
-            assert c["verdict"].startswith("split is")
-        elif c["hi"] < 1:
-            assert c["verdict"].startswith("fused is")
+        floor = 1 + c["noise_floor"]
+        assert c["significant"] == (c["lo"] > floor or c["hi"] < 1 / floor)  # beyond the interval and the floor
+        if c["significant"]:
+            assert c["verdict"].startswith("split is" if c["lo"] > 1 else "fused is")
+        else:
+            assert c["verdict"].startswith("no ")
     acc = doc["accuracy"]
     assert acc["seeds"] == 2
     assert acc["verdict"].startswith(("no difference beyond the seed-to-seed spread", "fused keeps", "split keeps"))
