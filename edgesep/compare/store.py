@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from edgesep.compare.config import REPORT_VERSION
-from edgesep.compare.records import DeviceSection, Measurement, Report, StageRecord
+from edgesep.compare.records import DeviceSection, Measurement, Report, SessionEntry, StageRecord
 from edgesep.devices.base import BenchConfig
 from edgesep.io import dumps, write_json, write_text
 
@@ -129,8 +129,10 @@ def _readable_session(entry: Any) -> bool:
     if not isinstance(entry, dict) or not isinstance(entry.get("results"), dict) or not entry["results"]:
         return False
     try:
-        for record in entry["results"].values():
+        for record in [*entry["results"].values(), *(entry.get("controls") or {}).values()]:
             Measurement.from_dict(record, resumed=True)
+        for stored in entry.get("entries") or []:
+            SessionEntry.from_dict(stored, resumed=True)
     except Exception:  # noqa: BLE001 - any malformed record means "not reusable"
         return False
     return True
