@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from edgesep.compare import (CompareConfig, ComparisonSpec, Measurement, Variant, accuracy_verdict,
-                             builtin_comparisons, latency_comparisons, latency_verdict, parse_blocks, session_key,
-                             sessions)
+                             builtin_comparisons, judge_sessions, latency_comparisons, latency_verdict, parse_blocks,
+                             session_key, sessions)
 from edgesep.devices import BenchConfig, BenchResult
 from edgesep.report import PLOT_DPI, PLOT_SIZES
 
@@ -469,3 +469,16 @@ def test_sessions_and_the_control_decide_the_verdict():
     assert noisy.hi < 1 and not noisy.details["significant"] and noisy.details["noise_floor"] > 0.03
     assert noisy.verdict.startswith("no difference beyond the A/A noise floor")
     assert quiet.to_dict()["noise_floor"] == quiet.details["noise_floor"]  # details land in report.json
+
+
+def test_judge_sessions_is_the_same_judgement_for_raw_samples():
+    rng = np.random.default_rng(6)
+    b = [list(lv * rng.lognormal(0, 0.02, 100)) for lv in (1.0, 1.2, 0.9)]
+    a = [list(np.array(s) * 1.1) for s in b]
+    same = [list(np.array(s) * rng.lognormal(0, 0.002, 100)) for s in b]
+    c = judge_sessions(COMPARISON[0], a, b, control=same)
+    assert c.ratio == pytest.approx(1.1) and c.details["sessions"] == 3 and c.details["noise_floor"] < 0.01
+    assert c.verdict.startswith("split is 1.10x faster than fused")
+    alone = judge_sessions(COMPARISON[0], a[:1], b[:1])
+    assert alone.details["control"] is None and alone.verdict.endswith("one session only: the interval omits "
+                                                                       "session-to-session variation")

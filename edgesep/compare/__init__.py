@@ -14,7 +14,9 @@ The package, bottom to top:
 - ``store``: the report on disk (report.json and report.md rewritten atomically after each change), stage
   timing, finished device sessions under ``bench/`` for ``--resume``.
 - ``pipeline``: plan, train and export the built-in network; the variants of both kinds of run.
-- ``analysis``: latency ratios with their intervals, the accuracy spread over seeds, the verdicts.
+- ``analysis``: latency ratios over sessions (two-level bootstrap) with the A/A noise floor, the stability
+  checks, the accuracy spread over seeds, the verdicts. ``judge_sessions`` is the same judgement for raw
+  per-session samples (``bench`` with several models, fleet sweeps).
 - ``sessions``: device sessions, one worker thread per device; a failing device gets its own section.
 - ``run``: the two front doors.
 
@@ -22,8 +24,8 @@ Rendering (tables, Markdown, plots) is ``edgesep.report``'s job.
 """
 from __future__ import annotations
 
-from edgesep.compare.analysis import (accuracy_summary, accuracy_verdict, latency_comparisons, latency_verdict,
-                                      spread)
+from edgesep.compare.analysis import (accuracy_summary, accuracy_verdict, judge_sessions, latency_comparisons,
+                                      latency_verdict, significant, spread, stability_checks)
 from edgesep.compare.config import BLOCK_PRESETS, FORMS, KINDS, CompareConfig, parse_blocks
 from edgesep.compare.pipeline import builtin_comparisons, builtin_variants, model_comparisons, model_variants
 from edgesep.compare.records import (AccuracySummary, ComparisonSpec, DeviceSection, LatencyComparison,
@@ -35,6 +37,6 @@ from edgesep.compare.store import Progress, ReportStore, SessionStore, device_sl
 __all__ = ["AccuracySummary", "BLOCK_PRESETS", "BenchPlan", "CompareConfig", "ComparisonSpec", "DeviceBench",
            "DeviceSection", "FORMS", "KINDS", "LatencyComparison", "Measurement", "Progress", "Report",
            "ReportStore", "SessionEntry", "SessionStore", "Variant", "accuracy_summary", "accuracy_verdict",
-           "bench_devices", "builtin_comparisons", "builtin_variants", "device_slug", "latency_comparisons",
-           "latency_verdict", "model_comparisons", "model_variants", "parse_blocks", "run_builtin", "run_models",
-           "session_key", "sessions", "spread"]
+           "bench_devices", "builtin_comparisons", "builtin_variants", "device_slug", "judge_sessions",
+           "latency_comparisons", "latency_verdict", "model_comparisons", "model_variants", "parse_blocks",
+           "run_builtin", "run_models", "session_key", "sessions", "significant", "spread", "stability_checks"]

@@ -36,6 +36,27 @@ def latency_comparisons(results: Mapping[str, Measurement], comparisons: Sequenc
     return tuple(_compare(results.get(c.a), results.get(c.b), c, floors) for c in comparisons)
 
 
+def judge_sessions(spec: ComparisonSpec, a: Sequence[Sequence[float]], b: Sequence[Sequence[float]],
+                   control: Optional[Sequence[Sequence[float]]] = None) -> LatencyComparison:
+    """The same judgement from raw samples (for ``bench`` with several models and fleet sweeps).
+
+    ``a[i]``, ``b[i]`` (and ``control[i]``, the A/A copy of ``b``) are the samples of session ``i``, whose
+    rounds ran interleaved in one runner process.
+    """
+    def measured(vid: str, sessions: Sequence[Sequence[float]]) -> Measurement:
+        from edgesep.devices.base import BenchResult
+
+        samples = [float(x) for s in sessions for x in s]
+        return Measurement(result=BenchResult(model=vid, device="-", samples_ms=samples), variant=vid, model=vid,
+                           session="s", session_rounds=tuple(len(s) for s in sessions),
+                           session_index=tuple(range(len(sessions))))
+
+    results = {spec.a: measured(spec.a, a), spec.b: measured(spec.b, b)}
+    controls = {"-": measured(CONTROL_PREFIX + spec.b, control)} if control is not None else {}
+    (comparison,) = latency_comparisons(results, [spec], controls)
+    return comparison
+
+
 def control_floors(results: Mapping[str, Measurement],
                    controls: Mapping[str, Measurement]) -> dict[str, dict[str, Any]]:
     """Per session group key: the A/A control's ratio against its original, its interval and the floor."""
