@@ -364,7 +364,8 @@ def _bench_print(results: list[dict]) -> None:
     if host:
         temp = host.get("temp_c")
         table.caption = (f"{host.get('cpu')}, {host.get('cores')} cores, governor {host.get('governor') or '-'}, "
-                         f"temp {'-' if temp is None else f'{temp:.0f} C'}")
+                         f"temp {'-' if temp is None else f'{temp:.0f} C'}"
+                         + (f"\n{table.caption}" if table.caption else ""))
     Console(width=max(160, shutil.get_terminal_size().columns)).print(table)
 
 

@@ -149,6 +149,11 @@ def test_benchmark_model_runner_push_taskset_pull_cleanup(adb_server, make_phone
     assert r.latency_ms["p50"] == pytest.approx(0.260) and r.latency_ms["mean"] == pytest.approx(0.259143)
     assert r.init_ms == pytest.approx(3.217) and r.first_ms == pytest.approx(1.204)
     assert r.fully_delegated is True  # the stand-in applied XNNPACK to the whole graph
+    mem, printed = r.memory_mb, r.extra["benchmark_model"]["memory_mb"]  # the tool's lines, mapped
+    assert mem["source"] == "benchmark_model" and mem["reason"] is None and mem["models_in_process"] == 1
+    assert mem["peak"] == printed["peak"] > 0 and mem["model"] == printed["init"]
+    assert mem["baseline"] == pytest.approx(printed["peak"] - printed["overall"], abs=1e-3)
+    assert mem["loaded"] == pytest.approx(mem["baseline"] + printed["init"], abs=1e-3)
     params = r.extra["benchmark_model"]["params"]
     assert params["Num threads"] == "2" and params["Min num runs"] == "7" and params["Min warmup runs"] == "2"
     # (the emulator maps device paths in commands and their output, not inside files the tool writes)

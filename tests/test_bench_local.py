@@ -63,6 +63,11 @@ def test_cli_json_is_exactly_the_design_document(bench_models, tmp_path):
         assert len(r["latency_ms"]["ci95_p50"]) == 2 and len(r["samples_ms"]) >= 5
     assert doc["results"][0]["runtime"].startswith("ai_edge_litert ")
     assert doc["results"][1]["runtime"].startswith("onnxruntime ")
+    for r in doc["results"]:  # memory for TFLite and ONNX alike; two models shared one runner process
+        mem = r["memory_mb"]
+        assert 0 < mem["baseline"] < mem["loaded"] <= mem["peak_startup"] and mem["peak"] > 0
+        assert mem["model"] == pytest.approx(mem["loaded"] - mem["baseline"], abs=2e-3)
+        assert mem["models_in_process"] == 2 and mem["reason"] is None
 
 
 def test_cli_table(bench_models):
@@ -70,6 +75,9 @@ def test_cli_table(bench_models):
     assert code == 0, stderr
     assert "float.tflite" in stdout and "prelu.tflite" in stdout and "p50 ms [95% CI]" in stdout
     assert "ai_edge_litert" in stdout and "xnnpack" in stdout
+    assert "peak MB (+model)" in stdout and "several models shared one process" in stdout
+    code, stdout, stderr = edgesep(bench_models["float.tflite"], *FAST)
+    assert code == 0 and "peak MB (+model)" in stdout and "shared one process" not in stdout
 
 
 def test_cli_accuracy_from_npz_and_digits(bench_models, tmp_path):

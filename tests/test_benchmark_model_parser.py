@@ -51,6 +51,20 @@ def test_scientific_notation_all_same_warmup_and_memory_lines():
     assert r.delegates == [] and r.fully_delegated is None
 
 
+def test_memory_lines_map_to_the_bench_memory_fields():
+    from edgesep.devices.adb_benchmark import NO_PEAK, memory_from_report
+
+    mem = memory_from_report(_log("bm_slow_cpu_scientific.log").memory_mb)
+    assert mem["peak"] == 67.9727 and mem["model"] == 34.2148  # init delta: what loading the model cost
+    assert mem["baseline"] == pytest.approx(67.9727 - 61.6406, abs=1e-3)
+    assert mem["loaded"] == pytest.approx(6.3321 + 34.2148, abs=1e-3)
+    assert mem["end_rss"] == 72.0 and mem["reason"] is None and mem["source"] == "benchmark_model"
+    old_tool = memory_from_report(_log("bm_android_xnnpack.log").memory_mb)  # deltas only, no periodic peak
+    assert old_tool["model"] == 3.08984 and old_tool["peak"] is old_tool["baseline"] is old_tool["loaded"] is None
+    assert old_tool["reason"] == NO_PEAK
+    assert memory_from_report({})["reason"] == "benchmark_model printed no memory lines"
+
+
 def test_logcat_threadtime_prefix_and_partial_gpu_delegation():
     r = _log("bm_gpu_logcat.log")
     assert r.complete and r.inference.count == 1229 and r.inference.avg_us == pytest.approx(813.77)

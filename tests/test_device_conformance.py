@@ -3,7 +3,8 @@
 Each device runs the same tiny models (float and int8 .tflite, .onnx where the device has onnxruntime) with
 the same accuracy set, and must give the same kind of result: the DESIGN.md bench fields, every sample,
 statistics that agree with those samples, the configured thread count, and predictions that agree with the
-host's own interpreter. What may differ between devices lives in one table, ``TOLERANCES``.
+host's own interpreter, and resident memory per model. What may differ between devices lives in one table,
+``TOLERANCES``.
 """
 from __future__ import annotations
 
@@ -110,3 +111,14 @@ def test_device_conformance(device, request, bench_models, accuracy_set):
         agreement = float(np.mean(np.asarray(r.predictions) == _host_predictions(model, x)))
         assert agreement >= tol.min_agreement[name], (name, agreement)
         assert r.accuracy == pytest.approx(float(np.mean(np.asarray(r.predictions) == np.load(data)["y"])))
+        _check_memory(r.memory_mb, len(models), name)
+
+
+def _check_memory(mem: dict, models_in_process: int, name: str) -> None:
+    """Every device reports resident memory (MB) per model, consistently (these devices all have /proc)."""
+    assert {"baseline", "loaded", "peak", "model"} <= set(mem), name
+    assert mem["reason"] is None and mem["source"] == "/proc/self/status", (name, mem)
+    assert 5 < mem["baseline"] < mem["loaded"] < 4096, (name, mem)  # a Python with numpy and a runtime
+    assert mem["model"] == pytest.approx(mem["loaded"] - mem["baseline"], abs=2e-3), name
+    assert mem["peak"] >= mem["baseline"] and mem["peak_startup"] >= mem["loaded"] - 1e-3, (name, mem)
+    assert mem["models_in_process"] == models_in_process and mem["peak_scope"] in ("steady", "process")

@@ -28,16 +28,15 @@ from __future__ import annotations
 
 import re
 import shlex
-import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from edgesep.devices import benchmark_model as bm
+from edgesep.devices.adb_benchmark import BenchmarkModelSession
 from edgesep.devices.adb_client import (PROP_KEYS, AdbClient, AttachedDevice, adb_error, choose_device,
                                         describe_devices, find_adb, parse_devices_output, parse_kv, props_script)
 from edgesep.devices.base import BenchConfig, BenchResult, DeviceError, ProgressFn
 from edgesep.devices.harness import RunnerOutput, check_inputs
-from edgesep.devices.remote import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, RemoteShellDevice
+from edgesep.devices.remote import RemoteShellDevice
 from edgesep.errors import last_line
 
 __all__ = ["AdbDevice", "AttachedDevice", "choose_device", "describe_devices", "find_adb", "parse_devices_output",
@@ -139,8 +138,7 @@ class AdbDevice(RemoteShellDevice):
         self.op_profiling = op_profiling
         self.facts: dict[str, Any] = {}
         self.chosen_runner: Optional[str] = None
-        self._bm_remote: Optional[str] = None
-        self._bm_models: list[tuple[Path, str]] = []
+        self.bm: Optional[BenchmarkModelSession] = None
 
     # -- RemoteShellDevice hooks ------------------------------------------------------------------
     def _shell_argv(self, command: str) -> list[str]:
@@ -152,7 +150,7 @@ class AdbDevice(RemoteShellDevice):
 
     def _runner_argv(self, args: Sequence[str]) -> list[str]:
         words = [*self.python_words, self._runner_remote, *args]
-        return self._shell_argv(f"cd {shlex.quote(self.remote_dir)} && {self._taskset()}{shlex.join(words)}")
+        return self._shell_argv(f"cd {shlex.quote(self.remote_dir)} && {self.taskset_prefix()}{shlex.join(words)}")
 
     def _connection_error(self, output: RunnerOutput) -> Optional[str]:
         """The adb client exits 0 with cut output when the device goes away: ask adb whether it is still there."""
@@ -253,6 +251,7 @@ class AdbDevice(RemoteShellDevice):
     def prepare(self, models: Sequence[Path], data: Optional[Path] = None) -> None:
         """Pushes the models, the runner and the data into a fresh private folder on the device."""
         check_inputs(models, data)
+        self.bm = None
         self.connect()
         self.chosen_runner = self._pick_runner(models, data)
         if self.cpu_mask and not self.facts.get("has_taskset"):
@@ -261,31 +260,16 @@ class AdbDevice(RemoteShellDevice):
             if self.chosen_runner == "python":
                 super().prepare(models, data)
             else:
-                self._stage_benchmark_model([Path(m) for m in models])
+                self._models = [Path(m) for m in models]
+                self.remote_dir = self._make_temp_dir()
+                self.bm = BenchmarkModelSession(self)
+                self.bm.stage(self._models, self.benchmark_binary)
         except BaseException:
             try:
                 self.cleanup()
             except DeviceError:
                 pass
             raise
-
-    def _stage_benchmark_model(self, models: Sequence[Path]) -> None:
-        self._models = list(models)
-        self.remote_dir = self._make_temp_dir()
-        names: set[str] = set()
-        self._bm_models = []
-        for i, m in enumerate(models):
-            name = m.name if m.name not in names else f"{i}_{m.name}"
-            names.add(name)
-            remote = f"{self.remote_dir}/{name}"
-            self.push(m, remote)
-            self._bm_models.append((m, remote))
-        if self.benchmark_binary:
-            self._bm_remote = f"{self.remote_dir}/benchmark_model"
-            self.push(self.benchmark_binary, self._bm_remote)
-            self.shell(f"chmod 755 {self._bm_remote}", "making benchmark_model executable")
-        else:
-            self._bm_remote = self.facts["benchmark_model_on_device"]
 
     # -- run -----------------------------------------------------------------------------------
     def _thermal(self) -> dict[str, float]:
@@ -294,7 +278,8 @@ class AdbDevice(RemoteShellDevice):
         except DeviceError:
             return {}
 
-    def _taskset(self) -> str:
+    def taskset_prefix(self) -> str:
+        """``taskset MASK `` when a CPU mask was asked for, else empty."""
         return f"taskset {self.cpu_mask} " if self.cpu_mask else ""
 
     def run(self, config: BenchConfig, progress: Optional[ProgressFn] = None) -> list[BenchResult]:
@@ -305,8 +290,8 @@ class AdbDevice(RemoteShellDevice):
             raise DeviceError("the edgetpu delegate runs on local or ssh:// targets (a Coral on a Linux host), "
                               "not through adb")
         before = self._thermal()
-        if self.chosen_runner == "benchmark_model":
-            results = self._run_benchmark_model(config, progress)
+        if self.bm is not None:
+            results = self.bm.run(config, progress)
         else:
             results = super().run(config, progress)
         after = self._thermal()
@@ -322,50 +307,8 @@ class AdbDevice(RemoteShellDevice):
                 r.extra.setdefault("warnings", []).append(warning)
         return results
 
-    def _run_benchmark_model(self, config: BenchConfig, progress: Optional[ProgressFn]) -> list[BenchResult]:
-        results = []
-        for i, (local, remote) in enumerate(self._bm_models):
-            if progress:
-                progress(str(local), 0, config.runs)
-            results.append(self._bench_one(local, remote, config, i))
-            if progress:
-                count = (results[-1].latency_ms or {}).get("n") or 0
-                progress(str(local), count, max(count, 1))
-        return results
-
-    def _bench_one(self, local: Path, remote: str, config: BenchConfig, index: int) -> BenchResult:
-        base = BenchResult(model=str(local), device=self.target, runtime="TFLite benchmark_model",
-                           threads=config.threads, delegate=config.delegate)
-        if local.suffix.lower() != ".tflite":
-            base.error = f"benchmark_model runs .tflite models only, not {local.suffix}; use the python runner"
-            return base
-        try:
-            args = bm.benchmark_args(remote, config, op_profiling=self.op_profiling)
-        except ValueError as e:
-            base.error = str(e)
-            return base
-        log_remote = f"{self.remote_dir}/benchmark_{index}.log"
-        script = (f"cd {self.remote_dir} && {self._taskset()}{shlex.quote(self._bm_remote)} "
-                  f"{' '.join(shlex.quote(a) for a in args)} > {log_remote} 2>&1")
-        rc, _, err = self.sh(script, timeout=config.max_secs * 2 + config.warmup_secs + 300)
-        with tempfile.TemporaryDirectory(prefix="edgesep-adb-") as tmp:
-            self.pull(log_remote, Path(tmp) / "benchmark.log")
-            text = (Path(tmp) / "benchmark.log").read_text(errors="replace")
-        report = bm.parse_benchmark_output(text)
-        base.init_ms, base.first_ms = report.init_ms, report.first_ms
-        base.latency_ms = report.latency_ms()
-        base.fully_delegated = report.fully_delegated
-        base.extra.update({"runner": "benchmark_model", "benchmark_model": report.to_dict(),
-                           "command": " ".join([self._bm_remote] + args), "notes": list(report.notes)})
-        if rc != 0 or not report.complete:
-            why = report.errors[-1] if report.errors else (last_line(text, default="") or last_line(err, default=""))
-            if rc in (EXIT_NOT_FOUND, EXIT_NOT_EXECUTABLE):
-                why = f"{self._bm_remote} cannot run on this device ({why}); is it built for {self.facts.get('abi')}?"
-            base.error = f"benchmark_model failed (exit {rc}): {why}" if why else f"benchmark_model failed (exit {rc})"
-        return base
-
     # -- cleanup -------------------------------------------------------------------------------
     def cleanup(self) -> None:
         """Removes the private folder (``rm -rf``); safe to call twice. Raises ``DeviceError`` if it fails."""
-        self._bm_models, self._bm_remote = [], None
+        self.bm = None
         super().cleanup()

@@ -27,6 +27,9 @@ class BenchResult:
     """One model measured on one device; ``to_dict`` gives the bench JSON record of DESIGN.md.
 
     ``error`` is set (and the figures left empty) when this model failed; other models' results stand.
+    ``memory_mb`` holds resident memory in MB: ``baseline`` (before loading), ``loaded`` (interpreter built,
+    tensors allocated), ``peak`` (during the timed runs), ``model`` (loaded - baseline), with ``source``,
+    ``peak_scope``, ``models_in_process`` and a ``reason`` where a figure is null (see runner.py).
     ``extra`` holds device-specific findings (benchmark_model memory lines, op profile, Edge TPU report).
     """
 
@@ -46,6 +49,7 @@ class BenchResult:
     host: dict[str, Any] = dataclasses.field(default_factory=dict)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     error: Optional[str] = None
+    memory_mb: Optional[dict[str, Any]] = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

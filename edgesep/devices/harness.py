@@ -269,4 +269,4 @@ class RunnerDevice:
             init_ms=entry.get("init_ms"), first_ms=entry.get("first_ms"), warmup_ms=entry.get("warmup_ms") or [],
             latency_ms=summarize(samples, seed=config.seed).to_dict() if samples else None, samples_ms=samples,
             accuracy=entry.get("accuracy"), predictions=entry.get("predictions"),
-            host=dict(document.get("host") or {}), extra=extra, error=error)
+            host=dict(document.get("host") or {}), extra=extra, error=error, memory_mb=entry.get("memory_mb"))

@@ -67,7 +67,22 @@ Output (stdout, or ``--out``)::
                   "outputs": [...],
                   "init_ms": 1.2, "first_ms": 0.5, "warmup_ms": [...], "warmup_runs": 12,
                   "warmup_total_ms": 6.1, "samples_ms": [...],
-                  "accuracy": null, "predictions": null, "error": null}]}
+                  "accuracy": null, "predictions": null,
+                  "memory_mb": {"baseline": 55.1, "loaded": 61.3, "peak": 62.0, "model": 6.2,
+                                "peak_startup": 63.5, "source": "/proc/self/status", "peak_scope": "steady",
+                                "models_in_process": 1, "reason": null},
+                  "error": null}]}
+
+``memory_mb`` (per model, MB of resident memory): ``baseline`` just before the model is loaded (the Python
+process with numpy and the runtime imported, plus any model loaded before it), ``loaded`` once its interpreter
+is built and its tensors allocated, ``model`` = loaded - baseline (what this model costs), ``peak`` the highest
+resident memory during the timed steady-state runs (``VmHWM``, reset through /proc/self/clear_refs just before
+them; ``peak_scope`` is ``steady`` then, ``process`` when the reset is not allowed and the peak counts from the
+process start), ``peak_startup`` the peak before the timed runs (load, first run, warm-up), ``source``
+(``/proc/self/status``, or ``ru_maxrss`` where there is no /proc: then only the peaks are known) and ``reason``
+when a figure is null. All models of one runner process share it: ``models_in_process`` > 1 means ``peak`` is
+the whole process's (every model interleaved), not one model's; measure one model per process for its own
+peak.
 
 ``temp_c`` is the hottest thermal zone after the runs (null without /sys/class/thermal). ``overhead.timer_us``
 is the cost of timing an empty call, ``overhead.loop_us`` the mean wall time per steady-state run spent outside
@@ -630,6 +645,85 @@ def host_facts_after(host):
     return host
 
 
+# ---------------------------------------------------------------- memory
+
+PROC_STATUS = "/proc/self/status"
+PROC_CLEAR_REFS = "/proc/self/clear_refs"
+CLEAR_PEAK_RSS = "5"  # proc(5): writing 5 to clear_refs resets VmHWM to the current RSS (Linux >= 4.0)
+
+
+def _status_kb(key, path=PROC_STATUS):
+    """A ``kB`` field of /proc/<pid>/status (``VmRSS``, ``VmHWM``), or None."""
+    text = _read(path)
+    for line in (text or "").splitlines():
+        if line.startswith(key + ":"):
+            parts = line.split()
+            if len(parts) >= 2 and parts[1].isdigit():
+                return int(parts[1])
+    return None
+
+
+def _mb(kb):
+    return None if kb is None else round(kb / 1024.0, 3)
+
+
+class MemoryProbe:
+    """Resident memory of this process in MB: ``VmRSS``/``VmHWM`` from /proc/self/status where there is one,
+    else only the process peak from ``getrusage`` (``ru_maxrss``), else nothing (with the reason)."""
+
+    def __init__(self):
+        self.proc = _status_kb("VmRSS") is not None
+        self.peak_scope = "process"
+        self.reason = None
+        if not self.proc:
+            self.reason = ("no /proc/self/status on %s: current resident memory is unknown, only the process "
+                           "peak (ru_maxrss)" % platform.system())
+            if self._ru_maxrss_kb() is None:
+                self.reason = "no /proc/self/status and no getrusage on %s: memory is unknown" % platform.system()
+
+    @property
+    def source(self):
+        return PROC_STATUS if self.proc else ("ru_maxrss" if self._ru_maxrss_kb() is not None else None)
+
+    def rss(self):
+        """Current resident memory (MB), or None."""
+        return _mb(_status_kb("VmRSS")) if self.proc else None
+
+    def peak(self):
+        """Peak resident memory (MB) since the process started or since ``reset_peak``, or None."""
+        if self.proc:
+            return _mb(_status_kb("VmHWM"))
+        return _mb(self._ru_maxrss_kb())
+
+    def reset_peak(self):
+        """Start a new peak (for the timed runs); ``peak_scope`` says whether that worked."""
+        self.peak_scope = "process"
+        if not self.proc:
+            return
+        try:
+            with open(PROC_CLEAR_REFS, "w") as f:
+                f.write(CLEAR_PEAK_RSS)
+        except OSError:
+            return
+        self.peak_scope = "steady"
+
+    @staticmethod
+    def _ru_maxrss_kb():
+        try:
+            import resource
+        except ImportError:  # Windows
+            return None
+        value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return value / 1024.0 if platform.system() == "Darwin" else float(value)  # bytes on macOS, kB elsewhere
+
+
+def memory_entry(baseline, loaded, peak, probe, models_in_process):
+    """The ``memory_mb`` record of one model (see the module docstring)."""
+    model = None if baseline is None or loaded is None else round(loaded - baseline, 3)
+    return {"baseline": baseline, "loaded": loaded, "peak": peak, "model": model, "source": probe.source,
+            "peak_scope": probe.peak_scope, "models_in_process": models_in_process, "reason": probe.reason}
+
+
 # ---------------------------------------------------------------- measuring
 
 class Progress:
@@ -667,7 +761,8 @@ class Slot:
                       "delegate_nodes": None, "ops": None, "inputs": None, "outputs": None, "init_ms": None,
                       "first_ms": None, "warmup_ms": [], "warmup_runs": 0, "warmup_total_ms": 0.0,
                       "samples_ms": [], "accuracy": None,
-                      "predictions": None, "error": None}
+                      "predictions": None, "memory_mb": None, "error": None}
+        self.rss = (None, None)  # MB before loading and once the interpreter is built and its tensors allocated
 
     def fail(self, error):
         self.entry["error"] = _one_line(error)
@@ -680,13 +775,15 @@ def _timed(fn):
     return time.perf_counter() - t0
 
 
-def _load_all(slots, backends, cfg, rng, progress):
+def _load_all(slots, backends, cfg, rng, progress, memory):
     for slot in slots:
         progress(slot.index, "load", 0, 1, force=True)
         try:
+            baseline = memory.rss()
             t0 = time.perf_counter()
             model = open_model(slot.path, backends, cfg.threads, cfg.delegate, dict(cfg.delegate_options))
             slot.entry["init_ms"] = round((time.perf_counter() - t0) * 1e3, 6)
+            slot.rss = (baseline, memory.rss())
             ops, nodes, full = model.delegation()
             slot.entry.update(runtime=model.runtime, threads=cfg.threads, delegate=model.delegate, ops=ops,
                               delegate_nodes=nodes, fully_delegated=full, inputs=model.input_info(),
@@ -875,10 +972,16 @@ def measure(paths, cfg, progress=None):
     host = host_facts_before()
     rng = numpy.random.default_rng(cfg.seed)
     slots = [Slot(i, p) for i, p in enumerate(paths)]
-    _load_all(slots, backends, cfg, rng, progress)
+    memory = MemoryProbe()
+    _load_all(slots, backends, cfg, rng, progress, memory)
     _first(slots, progress)
     _warmup(slots, cfg, progress)
+    startup_peak = memory.peak()
+    memory.reset_peak()
     wall, timed, runs = _steady(slots, cfg, progress)
+    peak = memory.peak()
+    for slot in slots:
+        slot.entry["memory_mb"] = dict(memory_entry(*slot.rss, peak, memory, len(paths)), peak_startup=startup_peak)
     if arrays is not None:
         _accuracy_all(slots, arrays, progress)
     for slot in slots:

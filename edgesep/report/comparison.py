@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from edgesep.report.tables import bench_rows
+from edgesep.report.tables import bench_rows, format_memory
 from edgesep.report.text import count_text, md_cell, ops_text, pct, pp, size_text
 
 
@@ -67,6 +67,8 @@ def _device_rows(doc: dict[str, Any], target: str) -> list[dict[str, Any]]:
     with_acc = any(r.get("accuracy") is not None for r in results.values())
     columns = [("variant", "left"), ("p50 ms [95% CI]", "right"), ("p90 ms", "right"), ("runs", "right")]
     columns += [("device acc", "right")] if with_acc else []
+    with_mem = any(format_memory(r.get("memory_mb")) != "-" for r in results.values())
+    columns += [("peak MB (+model)", "right")] if with_mem else []
     columns += [("runtime", "left")]
     rows = []
     for vid, name in names.items():
@@ -76,7 +78,7 @@ def _device_rows(doc: dict[str, Any], target: str) -> list[dict[str, Any]]:
         cells = bench_rows([r])[0]
         p50 = cells["p50"] if not r.get("error") else "failed: " + str(r["error"])[:120]
         rows.append([name, p50, cells["p90"], cells["runs"]] + ([pct(r.get("accuracy"))] if with_acc else [])
-                    + [cells["runtime"]])
+                    + ([cells["memory"]] if with_mem else []) + [cells["runtime"]])
     notes += [f"warning: {c['message']}" for c in section.get("checks") or []]
     latency = {"title": f"{target}: latency ({status})", "columns": columns, "rows": rows, "notes": notes}
     ratios = _ratio_rows(doc, target)

@@ -37,8 +37,8 @@ def export_table(doc: dict[str, Any]):
 def bench_rows(results: list[dict[str, Any]]) -> list[dict[str, str]]:
     """One dict of formatted cells per bench result (``BenchResult.to_dict()`` records), for any table format.
 
-    Keys: model, device, p50 (with its 95 % interval), p90, p99, init, first, runs, accuracy, runtime,
-    delegate, error.
+    Keys: model, device, p50 (with its 95 % interval), p90, p99, init, first, runs, accuracy, memory (peak MB
+    with the model's own increment), runtime, delegate, error.
     """
     rows = []
     for r in results:
@@ -56,21 +56,33 @@ def bench_rows(results: list[dict[str, Any]]) -> list[dict[str, str]]:
                      "init": format_ms(r.get("init_ms")), "first": format_ms(r.get("first_ms")),
                      "runs": str(lat.get("n", len(r.get("samples_ms") or []))) if lat else "-",
                      "accuracy": "-" if acc is None else f"{acc:.4f}", "runtime": r.get("runtime") or "-",
-                     "delegate": delegate, "error": r.get("error") or ""})
+                     "delegate": delegate, "memory": format_memory(r.get("memory_mb")), "error": r.get("error") or ""})
     return rows
+
+
+def format_memory(mem: Optional[dict[str, Any]]) -> str:
+    """``peak (+model)`` in MB from a result's ``memory_mb``; ``*`` when several models shared the process."""
+    if not mem or (mem.get("peak") is None and mem.get("model") is None):
+        return "-"
+    peak = "-" if mem.get("peak") is None else f"{mem['peak']:.1f}"
+    model = "" if mem.get("model") is None else f" (+{mem['model']:.1f})"
+    return peak + model + ("*" if (mem.get("models_in_process") or 1) > 1 else "")
 
 
 _BENCH_COLUMNS = (("model", "model", "left"), ("device", "device", "left"), ("p50", "p50 ms [95% CI]", "right"),
                   ("p90", "p90 ms", "right"), ("p99", "p99 ms", "right"), ("init", "init ms", "right"),
                   ("first", "first ms", "right"), ("runs", "runs", "right"), ("accuracy", "accuracy", "right"),
-                  ("runtime", "runtime", "left"), ("delegate", "delegate", "left"))
+                  ("memory", "peak MB (+model)", "right"), ("runtime", "runtime", "left"),
+                  ("delegate", "delegate", "left"))
+SHARED_MEMORY_NOTE = "* several models shared one process: its peak is the process's, not one model's"
 
 
 def _bench_columns(results: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     devices = {r.get("device") for r in results}
     with_acc = any(r.get("accuracy") is not None for r in results)
-    return [c for c in _BENCH_COLUMNS
-            if (c[0] != "device" or len(devices) > 1) and (c[0] != "accuracy" or with_acc)]
+    with_mem = any(format_memory(r.get("memory_mb")) != "-" for r in results)
+    return [c for c in _BENCH_COLUMNS if (c[0] != "device" or len(devices) > 1) and (c[0] != "accuracy" or with_acc)
+            and (c[0] != "memory" or with_mem)]
 
 
 def bench_table(results: list[dict[str, Any]], title: Optional[str] = None):
@@ -89,6 +101,8 @@ def bench_table(results: list[dict[str, Any]], title: Optional[str] = None):
         if row["error"]:
             row = dict(row, p50="[red]failed[/red]")
         table.add_row(*(row[key] for key, _, _ in columns))
+    if any(row["memory"].endswith("*") for row in bench_rows(results)):
+        table.caption = SHARED_MEMORY_NOTE
     return table
 
 
