@@ -20,7 +20,8 @@ _API = {
     "DataError": "edgesep.data",
     "train_builtin": "edgesep.train",
     "fold_batchnorm": "edgesep.converters.fold",
-    "fold_with_report": "edgesep.converters.fold",
+    "fold_batchnorm_with_report": "edgesep.converters.fold",
+    "fold_with_report": "edgesep.converters.fold",  # the earlier name of fold_batchnorm_with_report
     "FoldReport": "edgesep.converters.fold",
     "equalize": "edgesep.converters.equalize",
     "equalize_with_report": "edgesep.converters.equalize",
@@ -33,6 +34,7 @@ _API = {
     "ConversionError": "edgesep.converters",
     "verify_artifact": "edgesep.converters.verify",
     "inspect_model": "edgesep.converters.inspect",
+    "ModelInfo": "edgesep.converters.inspect",
     "parse_target": "edgesep.devices",
     "BenchConfig": "edgesep.devices.base",
     "DeviceError": "edgesep.devices.base",

@@ -170,11 +170,12 @@ def inspect(model: str, as_json: bool, quant_error: bool, data: Optional[str], r
     from edgesep.io import require_regular_file
 
     require_regular_file(model, "model file")
-    from edgesep.converters.inspect import info_tables, inspect_model
+    from edgesep.converters.inspect import inspect_model
+    from edgesep.report.inspect import info_tables, quant_error_table
 
     info = inspect_model(model)
     document = info.to_dict()  # further sections add their own keys to `document` ...
-    sections = info_tables(info)  # ... and their rich renderables to `sections`
+    sections = info_tables(document)  # ... and their rich renderables to `sections`
     if info.format == "tflite":
         from edgesep.converters.edgetpu import inspect_edgetpu
         from edgesep.report import edgetpu_table
@@ -184,8 +185,8 @@ def inspect(model: str, as_json: bool, quant_error: bool, data: Optional[str], r
     if quant_error:
         from edgesep.converters.quant_error import quant_error_cli
 
-        document["quant_error"], table = quant_error_cli(model, info.inputs, data, reference, samples)
-        sections.append(table)
+        document["quant_error"] = quant_error_cli(model, info.inputs, data, reference, samples)
+        sections.append(quant_error_table(document["quant_error"]))
     elif data or reference:
         raise click.UsageError("--data and --reference go with --quant-error")
     if as_json:

@@ -173,14 +173,14 @@ def run_one(setting: Setting, seed: int, ds) -> dict[str, Any]:
 
 
 def _dw_ratio(folded) -> float:
-    from edgesep.converters.equalize import _dw_out  # the kernel view CLE itself uses
+    from edgesep.converters.equalize.scaling import depthwise_out_view  # the kernel view CLE itself uses
 
     ratios = []
     for layer in folded.layers:
         kind = type(layer).__name__
         if kind in ("DepthwiseConv2D", "SeparableConv2D"):
             kernel = (layer.kernel if kind == "DepthwiseConv2D" else layer.depthwise_kernel).numpy()
-            r = np.max(np.abs(_dw_out(kernel)), axis=0)
+            r = np.max(np.abs(depthwise_out_view(kernel)), axis=0)
             r = r[r > 0]
             ratios.append(float(r.max() / r.min()))
     return max(ratios)

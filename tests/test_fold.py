@@ -364,6 +364,10 @@ def test_model_without_bn_comes_back_as_an_equal_copy():
 def test_fold_batchnorm_is_the_model_of_fold_with_report_and_public():
     assert edgesep.fold_batchnorm is fold_batchnorm
     assert edgesep.fold_with_report is fold_with_report and edgesep.FoldReport is FoldReport
+    # one naming pattern: x(model) -> model, x_with_report(model) -> (model, report); the old name stays
+    assert edgesep.fold_batchnorm_with_report is fold_with_report
+    assert edgesep.equalize.__name__ + "_with_report" == edgesep.equalize_with_report.__name__
+    assert fold_batchnorm.__name__ + "_with_report" == edgesep.fold_batchnorm_with_report.__name__
     inputs = keras.Input((5, 5, 2))
     model = keras.Model(inputs, layers.BatchNormalization(name="bn")(layers.Conv2D(2, 1, name="c")(inputs)))
     assert bn_names(fold_batchnorm(model)) == []

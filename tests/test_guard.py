@@ -11,6 +11,8 @@ import pytest
 
 from edgesep.converters.guard import guarded_equalize
 
+pytestmark = pytest.mark.slow  # every test converts the trained network to int8 TFLite several times
+
 
 @pytest.fixture(scope="module")
 def setup(trained_split, digits, tmp_path_factory):

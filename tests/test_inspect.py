@@ -10,9 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -115,37 +117,70 @@ def _onnx_qdq(src, dst, rng):
     return dst
 
 
+MODEL_FILES = {"keras": "split.keras", "fused_keras": "fused.keras", "nested_keras": "nested.keras",
+               "float32": "model.tflite", "float16": "model_fp16.tflite", "int8": "model_int8.tflite",
+               "int8_per_tensor": "model_int8_pt.tflite", "variables": "model_vars.tflite", "onnx": "model.onnx",
+               "onnx_qdq": "model_qdq.onnx"}
+CACHE = Path(os.environ.get("EDGESEP_TEST_CACHE", Path.home() / ".cache" / "edgesep-test"))
+
+
+def _cache_key() -> str:
+    """What the files depend on: this file, the network's code and the converters' versions."""
+    from importlib import metadata
+
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for path in (Path(__file__), root / "edgesep" / "blocks.py", root / "edgesep" / "models.py"):
+        digest.update(path.read_bytes())
+    for package in ("tensorflow", "tf2onnx", "onnxruntime", "onnx"):
+        digest.update(metadata.version(package).encode())
+    return digest.hexdigest()[:16]
+
+
 @pytest.fixture(scope="session")
-def models(tmp_path_factory):
-    """Paths of the test network as .keras (split and fused), 4 TFLite variants, ONNX and QDQ ONNX."""
+def models():
+    """Paths of the test network as .keras (split and fused), 4 TFLite variants, ONNX and QDQ ONNX.
+
+    Made with TensorFlow's converters once per content of their inputs (cached under ~/.cache/edgesep-test).
+    """
+    out = CACHE / "inspect" / _cache_key()
+    if not (out / "done").is_file():
+        tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        _build_models(tmp)
+        (tmp / "done").write_text("")
+        try:
+            os.replace(tmp, out)
+        except OSError:  # another session won the race
+            shutil.rmtree(tmp, ignore_errors=True)
+    return {key: out / name for key, name in MODEL_FILES.items()}
+
+
+def _build_models(d: Path) -> None:
     import keras
     import tensorflow as tf
     import tf2onnx
 
-    d = tmp_path_factory.mktemp("inspect")
     rng = np.random.default_rng(7)
     model = edgesep.build_model(form="split", input_shape=(H, W, CIN), blocks=BLOCKS, num_classes=CLASSES)
     _randomize_bn_and_bias(model, rng)
     fused = edgesep.build_model(form="fused", input_shape=(H, W, CIN), blocks=BLOCKS, num_classes=CLASSES)
-    paths = {"keras": d / "split.keras", "fused_keras": d / "fused.keras", "nested_keras": d / "nested.keras"}
+    paths = {key: d / name for key, name in MODEL_FILES.items()}
     model.save(paths["keras"])
     fused.save(paths["fused_keras"])
     keras.Sequential([keras.Input((H, W, CIN)), model], name="wrapper").save(paths["nested_keras"])
-    paths["float32"] = _tflite(model, d / "model.tflite", precision="float32")
-    paths["float16"] = _tflite(model, d / "model_fp16.tflite", precision="float16")
-    paths["int8"] = _tflite(model, d / "model_int8.tflite", precision="int8", rng=rng)
-    paths["int8_per_tensor"] = _tflite(model, d / "model_int8_pt.tflite", precision="int8", rng=rng,
-                                       per_channel=False)
+    _tflite(model, paths["float32"], precision="float32")
+    _tflite(model, paths["float16"], precision="float16")
+    _tflite(model, paths["int8"], precision="int8", rng=rng)
+    _tflite(model, paths["int8_per_tensor"], precision="int8", rng=rng, per_channel=False)
     # Converting a tf.function that reads the model's variables keeps them as resource variables (VAR_HANDLE)
     # and turns the Dense layer into BATCH_MATMUL: a real model whose weights params cannot see.
     fn = tf.function(lambda x: model(x)).get_concrete_function(tf.TensorSpec((1, H, W, CIN), tf.float32))
-    paths["variables"] = d / "model_vars.tflite"
     paths["variables"].write_bytes(tf.lite.TFLiteConverter.from_concrete_functions([fn], model).convert())
-    paths["onnx"] = d / "model.onnx"
     tf2onnx.convert.from_keras(model, input_signature=[tf.TensorSpec((None, H, W, CIN), tf.float32, name="input")],
                                opset=17, output_path=str(paths["onnx"]))
-    paths["onnx_qdq"] = _onnx_qdq(paths["onnx"], d / "model_qdq.onnx", rng)
-    return paths
+    _onnx_qdq(paths["onnx"], paths["onnx_qdq"], rng)
 
 
 # ------------------------------------------------------------------------------------------------ TFLite

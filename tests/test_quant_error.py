@@ -21,6 +21,8 @@ from edgesep.models import build_model  # noqa: E402
 
 from test_equalize import BLOCKS, SHAPE, dw_ratio, spread_bn  # noqa: E402
 
+pytestmark = pytest.mark.slow  # every test reads int8 models converted by TFLite's converter
+
 LAYERS = ["stem_conv", "block1_dw", "block1_pw", "block2_dw", "block2_pw", "pool", "classifier"]
 
 

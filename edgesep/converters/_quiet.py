@@ -7,7 +7,7 @@ import sys
 import tempfile
 from typing import Iterator
 
-from edgesep.converters import ConversionError
+from edgesep.errors import ConversionError, EdgesepError, last_line
 
 
 @contextlib.contextmanager
@@ -26,15 +26,14 @@ def quiet(what: str) -> Iterator[None]:
         try:
             with contextlib.redirect_stdout(sys.__stdout__), contextlib.redirect_stderr(sys.__stderr__):
                 yield
-        except ConversionError:
+        except EdgesepError:  # already one line
             raise
         except Exception as e:  # converter internals raise anything; the user gets one line
             sys.stdout.flush()
             sys.stderr.flush()
             log.seek(0)
-            err = ConversionError(f"{what} failed: {type(e).__name__}: {_first_line(str(e))}")
-            err.log = log.read()[-4000:].decode(errors="replace")  # type: ignore[attr-defined]
-            raise err from None
+            raise ConversionError(f"{what} failed: {type(e).__name__}: {last_line(e)}",
+                                  log=log.read()[-4000:].decode(errors="replace")) from None
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -42,11 +41,6 @@ def quiet(what: str) -> Iterator[None]:
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
-
-
-def _first_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1][:300] if lines else "no message"
 
 
 def import_tensorflow():

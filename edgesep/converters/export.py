@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from edgesep.converters import ConversionError
 from edgesep.converters._quiet import import_tensorflow
+from edgesep.converters.graph import load_model  # re-exported: edgesep.converters.export.load_model
 
 PRECISIONS = ("float32", "float16", "int8")
 RANDOM_VERIFY_SAMPLES = 64
@@ -80,27 +80,6 @@ class ExportConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ExportConfig":
         return cls(**{**d, "precisions": tuple(d.get("precisions", ("float32",)))})
-
-
-def load_model(path) -> Any:
-    """A Keras model from a ``.keras`` / ``.h5`` file, with one-line errors for missing or bad files."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConversionError(f"model file not found: {path}")
-    if path.suffix not in (".keras", ".h5"):
-        raise ConversionError(f"{path.name}: expected a Keras model file (.keras or .h5)")
-    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
-        raise ConversionError(f"{path.name} is not a Keras model file (a .keras file is a zip archive)")
-    import_tensorflow()
-    import keras
-
-    try:
-        model = keras.models.load_model(path, compile=False)
-    except Exception as e:  # zip/h5/config errors of a corrupt or foreign file
-        raise ConversionError(f"cannot load Keras model {path}: {type(e).__name__}: {_short(e)}") from None
-    if not isinstance(model, keras.Model) or len(model.inputs) != 1 or len(model.input_shape) != 4:
-        raise ConversionError(f"{path.name}: edgesep needs a model with one NHWC image input")
-    return model
 
 
 def model_and_data(model_path: Optional[str] = None, *, form: str = "split", data: Optional[str] = None,
@@ -275,8 +254,3 @@ def _jsonable(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
-
-
-def _short(e: Exception) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return lines[0][:200] if lines else "no message"

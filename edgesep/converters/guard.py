@@ -50,7 +50,7 @@ def guarded_equalize(model, folded, calibration: np.ndarray, x: np.ndarray, y: n
         (Keras model to quantize, equalize section). The model is ``folded`` itself when no link was kept.
     """
     from edgesep.converters.equalize import equalize_with_report
-    from edgesep.converters.verify import predict_keras, top1
+    from edgesep.converters.verify import predict_keras
 
     say = say or (lambda stage: None)
     with tempfile.TemporaryDirectory(prefix="edgesep-guard-") as work:
@@ -59,21 +59,40 @@ def guarded_equalize(model, folded, calibration: np.ndarray, x: np.ndarray, y: n
         equalized, report = equalize_with_report(model, relu6=relu6, calibration_data=calibration, eval_data=(x, y))
         every = _Candidate(equalized, report, (), *score(equalized))
         order = [p.producer for p in sorted(report.pairs, key=lambda p: p.producer_ratio[0])]
-        trials: list[_Candidate] = []
-        best = every
-        while best.accuracy < baseline.accuracy and len(best.excluded) < len(order) and len(trials) < max_trials:
-            round_ = []
-            for name in [n for n in order if n not in best.excluded][:max_trials - len(trials)]:
-                excluded = (*best.excluded, name)
-                say(f"equalize guard: trial {len(trials) + 1}, leaving out {', '.join(excluded)}")
-                candidate, candidate_report = equalize_with_report(model, relu6=relu6, calibration_data=calibration,
-                                                                   exclude=excluded)
-                round_.append(_Candidate(candidate, candidate_report, excluded, *score(candidate)))
-            trials += round_
-            # among trials as accurate as the unequalized model the highest output SQNR (accuracy beyond it on
-            # these images is noise the guard should not chase); failing that the most accurate, to go on from
-            passing = [c for c in round_ if c.accuracy >= baseline.accuracy]
-            best = max(passing, key=_Candidate.fidelity) if passing else max(round_, key=_Candidate.rank)
+
+        def trial(excluded: tuple[str, ...], number: int) -> _Candidate:
+            say(f"equalize guard: trial {number}, leaving out {', '.join(excluded)}")
+            candidate, candidate_report = equalize_with_report(model, relu6=relu6, calibration_data=calibration,
+                                                               exclude=excluded)
+            return _Candidate(candidate, candidate_report, excluded, *score(candidate))
+
+        best, trials = _search(baseline, every, order, trial, max_trials)
+    return _outcome(baseline, every, best, trials, order, x, y)
+
+
+def _search(baseline: "_Candidate", every: "_Candidate", order: list[str],
+            trial: Callable[[tuple[str, ...], int], "_Candidate"],
+            max_trials: int) -> tuple["_Candidate", list["_Candidate"]]:
+    """(best candidate, every trial) of the greedy rounds that leave links out until the accuracy holds."""
+    trials: list[_Candidate] = []
+    best = every
+    while best.accuracy < baseline.accuracy and len(best.excluded) < len(order) and len(trials) < max_trials:
+        names = [n for n in order if n not in best.excluded][:max_trials - len(trials)]
+        round_ = [trial((*best.excluded, name), len(trials) + i + 1) for i, name in enumerate(names)]
+        trials += round_
+        # among trials as accurate as the unequalized model the highest output SQNR (accuracy beyond it on
+        # these images is noise the guard should not chase); failing that the most accurate, to go on from
+        passing = [c for c in round_ if c.accuracy >= baseline.accuracy]
+        best = max(passing, key=_Candidate.fidelity) if passing else max(round_, key=_Candidate.rank)
+    return best, trials
+
+
+def _outcome(baseline: "_Candidate", every: "_Candidate", best: "_Candidate", trials: list["_Candidate"],
+             order: list[str], x: np.ndarray, y: np.ndarray) -> tuple[Any, dict[str, Any]]:
+    """(model to quantize, export.json ``equalize`` section with its ``guard`` entry)."""
+    from edgesep.converters.verify import predict_keras, top1
+
+    report = every.report
     if best.accuracy < baseline.accuracy:
         outcome, shipped, doc = "reverted", baseline, report.to_dict()
     else:

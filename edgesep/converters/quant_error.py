@@ -24,7 +24,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edgesep.converters import ConversionError
+from edgesep.errors import ConversionError, one_line
 
 WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 SKIPPED_OPS = ("QUANTIZE", "DEQUANTIZE")
@@ -46,7 +46,7 @@ class _Model:
                                   experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
             self.it.allocate_tensors()
         except Exception as e:  # a corrupt or foreign flatbuffer
-            raise ConversionError(f"cannot load TFLite model {path}: {_first_line(e)}") from None
+            raise ConversionError(f"cannot load TFLite model {path}: {one_line(e, 200, type(e).__name__)}") from None
         self.path = path
         self.tensors = {t["index"]: t for t in self.it.get_tensor_details()}
         self.ops = [op for op in self.it._get_ops_details() if op["op_name"] not in SKIPPED_OPS]
@@ -89,11 +89,6 @@ def _dequantize(raw: np.ndarray, t: dict[str, Any]) -> np.ndarray:
     return (raw.astype(np.float64) - zeros) * scales
 
 
-def _first_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return lines[0][:200] if lines else type(e).__name__
-
-
 def _float_reference(reference, workdir: Path) -> tuple[Path, list[str]]:
     """(float TFLite path, Keras layer names or []) for a Keras model, a .keras file or a float .tflite."""
     if isinstance(reference, (str, Path)):
@@ -104,7 +99,7 @@ def _float_reference(reference, workdir: Path) -> tuple[Path, list[str]]:
             return path, []
         if path.suffix not in (".keras", ".h5"):
             raise ConversionError(f"float reference {path.name}: expected a .tflite, .keras or .h5 file")
-        from edgesep.converters.export import load_model
+        from edgesep.converters.graph import load_model
 
         reference = load_model(path)
     from edgesep.converters.tflite import export_tflite
@@ -306,35 +301,9 @@ def default_reference(int8_tflite_path) -> Path:
     return path
 
 
-def quant_error_table(doc: dict[str, Any]):
-    """A rich Table of a ``quant_error_report`` document (worst layers marked)."""
-    from rich.table import Table
-
-    table = Table(title=f"Quantization error ({doc['samples']} images, output top-1 agreement "
-                        f"{_pct(doc['output']['top1_agreement'])})")
-    for column in ("layer", "op", "SQNR dB", "RMSE/scale", "max |err|", "weight SQNR dB", "dw range ratio"):
-        table.add_column(column, justify="left" if column in ("layer", "op") else "right")
-    table.caption = "\n".join(doc["notes"])
-    worst = set(doc["worst"])
-    for r in doc["layers"]:
-        table.add_row(("[bold red]" + r["layer"] + "[/]") if r["layer"] in worst else r["layer"], r["op"],
-                      _num(r["sqnr_db"], 1), _num(r["rmse_per_scale"], 2), _num(r["max_abs_error"], 4),
-                      _num(r.get("weight_sqnr_db"), 1), _num(r.get("range_ratio"), 1))
-    return table
-
-
-def _num(value: Optional[float], digits: int) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def _pct(value: Optional[float]) -> str:
-    return "-" if value is None else f"{100 * value:.1f} %"
-
-
-
 def quant_error_cli(model, inputs: list[dict[str, Any]], data: Optional[str], reference: Optional[str],
-                    samples: int) -> tuple[dict[str, Any], Any]:
-    """``edgesep inspect MODEL --quant-error``: (report document, rich table) on the test split of ``data``.
+                    samples: int) -> dict[str, Any]:
+    """``edgesep inspect MODEL --quant-error``: the report document on the test split of ``data``.
 
     Args:
         model: path of the int8 ``.tflite``.
@@ -356,7 +325,7 @@ def quant_error_cli(model, inputs: list[dict[str, Any]], data: Optional[str], re
     if reference is None and _was_equalized(model):
         doc["notes"].insert(0, f"export.json says {Path(model).name} was equalized, so {FLOAT_REFERENCE_NAME} is not "
                                f"its float model: layer errors include the equalization; give --reference")
-    return doc, quant_error_table(doc)
+    return doc
 
 
 def _was_equalized(model) -> bool:
