@@ -386,6 +386,7 @@ def _bad_inputs(models, d) -> dict[str, tuple]:
     }
     for name, data in files.items():
         (d / name).write_bytes(data)
+    os.mkfifo(d / "pipe.tflite")  # reading it would block forever
     with zipfile.ZipFile(d / "garbled.keras", "w") as z:  # a zip with Keras' member names but no model in them
         z.writestr("config.json", "{not json")
         z.writestr("metadata.json", "{}")
@@ -394,7 +395,8 @@ def _bad_inputs(models, d) -> dict[str, tuple]:
         z.writestr("metadata.json", json.dumps({"keras_version": "3.0.0"}))
     return {
         "missing": (d / "absent.tflite", "not found"),
-        "directory": (d, "directory"),
+        "directory": (d, "folder"),
+        "fifo": (d / "pipe.tflite", "not a regular file"),
         "empty": (d / "empty.tflite", "empty"),
         "truncated tflite": (d / "truncated.tflite", "not a valid TFLite"),
         "text tflite": (d / "text.tflite", "not a TFLite model"),
@@ -414,7 +416,7 @@ def bad_inputs(models, tmp_path_factory):
     return _bad_inputs(models, tmp_path_factory.mktemp("bad"))
 
 
-BAD = ["missing", "directory", "empty", "truncated tflite", "text tflite", "truncated onnx", "text onnx",
+BAD = ["missing", "directory", "fifo", "empty", "truncated tflite", "text tflite", "truncated onnx", "text onnx",
        "tflite named onnx", "truncated keras", "text keras", "garbled keras", "alien keras", "unknown extension"]
 
 

@@ -30,7 +30,9 @@ def inspect_model(path: str | os.PathLike) -> ModelInfo:
     if not p.exists():
         raise ConversionError(f"model file not found: {p}")
     if p.is_dir():
-        raise ConversionError(f"{p} is a directory, not a model file")
+        raise ConversionError(f"{p} is a folder, not a model file")
+    if not p.is_file():
+        raise ConversionError(f"{p} is not a regular file (a pipe or device would block)")
     fmt = _format_for(p)
     head = _read_head(p)
     if not fmt.sniff(head):
