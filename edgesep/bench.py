@@ -5,15 +5,42 @@ never imports TensorFlow.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable, Optional
 
-from edgesep.data import DataError
+from edgesep.errors import DataError, UsageError
 
 
-def accuracy_npz(spec: str, paths: list[Path], tmp: Path) -> Path:
-    """A .npz for the runner: ``y`` and one ``x_HxWxC`` per distinct model input shape (``x`` the first)."""
+def accuracy_npz(spec: str, paths: list[Path], tmp: Path, *, preprocess=None, resize: bool = False,
+                 note: Optional[Callable[[str], None]] = None) -> Path:
+    """A .npz for the runner: ``y`` and one ``x_HxWxC`` per distinct model input shape (``x`` the first).
+
+    A ``.npz`` is used as given (``resize`` to fit another input size). Images (a folder, digits) go through
+    ``preprocess``; without it, through the preprocessing the export.json beside the models records, else
+    ``unit`` (pixels / 255), said through ``note``.
+    """
     import numpy as np
 
     from edgesep.data import load_dataset
+
+    shapes, classes = _inputs_and_classes(paths)
+    if Path(spec).suffix != ".npz" and preprocess is None:
+        preprocess = _recorded_preprocess(paths, spec, note or (lambda text: None))
+    arrays, labels = {}, None
+    for shape in shapes:
+        ds = load_dataset(spec, input_shape=shape, num_classes=min(classes) if classes else None,
+                          preprocess=preprocess, resize=resize)
+        if labels is not None and not np.array_equal(labels, ds.y_test):
+            raise DataError(f"{spec} gives different test labels for input shapes {shapes[0]} and {shape}")
+        labels = np.asarray(ds.y_test)
+        arrays["x_" + "x".join(str(v) for v in shape)] = np.asarray(ds.x_test, dtype=np.float32)
+    arrays["x"] = arrays["x_" + "x".join(str(v) for v in shapes[0])]
+    out = tmp / "data.npz"
+    np.savez(out, y=labels, **arrays)
+    return out
+
+
+def _inputs_and_classes(paths: list[Path]) -> tuple[list[tuple[int, ...]], set[int]]:
+    """The distinct (H, W, C) image inputs of the models and their output widths (classes)."""
     from edgesep.devices import runner
 
     try:
@@ -30,17 +57,32 @@ def accuracy_npz(spec: str, paths: list[Path], tmp: Path) -> Path:
             shapes.append(tuple(inputs[0]["shape"][1:]))
     if not shapes:
         raise DataError("--data needs a model with one image input (N, H, W, C)")
-    arrays, labels = {}, None
-    for shape in shapes:
-        ds = load_dataset(spec, input_shape=shape, num_classes=min(classes) if classes else None)
-        if labels is not None and not np.array_equal(labels, ds.y_test):
-            raise DataError(f"{spec} gives different test labels for input shapes {shapes[0]} and {shape}")
-        labels = np.asarray(ds.y_test)
-        arrays["x_" + "x".join(str(v) for v in shape)] = np.asarray(ds.x_test, dtype=np.float32)
-    arrays["x"] = arrays["x_" + "x".join(str(v) for v in shapes[0])]
-    out = tmp / "data.npz"
-    np.savez(out, y=labels, **arrays)
-    return out
+    return shapes, classes
+
+
+def _recorded_preprocess(paths: list[Path], spec: str, note: Callable[[str], None]) -> str:
+    """The --preprocess the export.json files beside ``paths`` record (one for all), else ``unit`` with a note."""
+    import json
+
+    recorded = {}
+    for folder in {p.resolve().parent for p in paths}:
+        try:
+            doc = json.loads((folder / "export.json").read_text())
+            recipe = doc["dataset"]["input"]["preprocess"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(recipe, dict) and isinstance(recipe.get("spec"), str):
+            recorded[recipe["spec"]] = folder / "export.json"
+    if len(recorded) > 1:
+        raise UsageError(f"the models' export.json files record different preprocessing ({', '.join(recorded)}): "
+                         "give --preprocess")
+    if recorded:
+        (given, source), = recorded.items()
+        note(f"--data {spec}: images through --preprocess {given}, as {source} records")
+        return given
+    note(f"--data {spec}: images through --preprocess unit (pixels / 255; no export.json beside the models "
+         "says otherwise); give --preprocess for another input range")
+    return "unit"
 
 
 def edgetpu_models(paths: list[Path], tmp: Path, target: str, delegate: str) -> tuple[list[Path], list]:

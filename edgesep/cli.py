@@ -60,6 +60,21 @@ def _measure_options(command):
     return command
 
 
+def _input_options(command):
+    """How --data becomes model input: --preprocess for images, --resize for a .npz of another size."""
+    command = click.option("--resize", is_flag=True,
+                           help="Resize a .npz's x bilinearly (and fit its channels) to the model's input; "
+                                "without it a .npz must already match (it is used as given).")(command)
+    return click.option("--preprocess", metavar="unit|symmetric|raw|caffe|torch|scale=S,offset=O[,bgr]",
+                        help="How images (a folder, digits) become the model's input: unit [0,1]; symmetric "
+                             "[-1,1] (MobileNet/V2, Xception); raw [0,255] (EfficientNet, MobileNetV3); caffe "
+                             "(ResNet, VGG); torch (ImageNet mean/std); or pixel*S+O. A .npz is used as given.")(command)
+
+
+def _note(text: str) -> None:
+    click.echo(f"edgesep: note: {text}", err=True)
+
+
 _ssh_config_option = click.option("--ssh-config", type=click.Path(dir_okay=False), metavar="FILE",
                                   help="ssh_config for ssh:// targets (-F).")
 
@@ -88,13 +103,14 @@ def cli() -> None:
 @click.option("--no-onnx", is_flag=True, help="Skip the ONNX export.")
 @click.option("--data", metavar="digits|DIR|FILE.npz",
               help="Calibration/verification data: 'digits', an ImageFolder dir or a .npz with x, y.")
+@_input_options
 @click.option("--calib-samples", type=click.IntRange(min=1), default=200, show_default=True,
               help="Training images used to calibrate int8.")
 @click.option("--edgetpu", is_flag=True, help="Also compile the int8 model with edgetpu_compiler (must be installed).")
 @click.option("--out", "out_dir", default="out", show_default=True, metavar="DIR", help="Output folder.")
 def export(model_path: Optional[str], form: Optional[str], int8: bool, fp16: bool, per_tensor: bool,
            equalize: bool, relu6: Optional[str], no_guard: bool, io_dtype: str, no_onnx: bool, data: Optional[str],
-           calib_samples: int, edgetpu: bool, out_dir: str) -> None:
+           preprocess: Optional[str], resize: bool, calib_samples: int, edgetpu: bool, out_dir: str) -> None:
     """Fold BatchNorm, export TFLite (float32/fp16/int8) and ONNX, verify each against Keras."""
     if model_path and form:
         raise click.UsageError("--form builds the built-in network; it cannot be combined with --model")
@@ -114,6 +130,8 @@ def export(model_path: Optional[str], form: Optional[str], int8: bool, fp16: boo
             raise UserError(COMPILER_MISSING)
     if model_path and int8 and not data:
         raise click.UsageError("--int8 with --model needs --data to calibrate (a folder of images or a .npz)")
+    if resize and not data:
+        raise click.UsageError("--resize fits a .npz given with --data; add --data")
     from rich.console import Console
 
     from edgesep.converters.export import ExportConfig, export as run_export, model_and_data
@@ -125,14 +143,20 @@ def export(model_path: Optional[str], form: Optional[str], int8: bool, fp16: boo
     err = Console(stderr=True)
     with err.status("starting") as status:
         step = lambda stage: status.update(f"[bold]{stage}")  # noqa: E731
-        model, dataset, info = model_and_data(model_path, form=form or "split", data=data, progress=step)
-        doc = run_export(model, out_dir, config, dataset, progress=step, extra=info)
+        model, dataset, info = model_and_data(model_path, form=form or "split", data=data, progress=step,
+                                              preprocess=preprocess, resize=resize, note=_note)
+        doc = run_export(model, out_dir, config, dataset, progress=step, extra=info, preprocess=preprocess,
+                         note=_note)
         if edgetpu:
             step("edgetpu_compiler")
             _compile_for_edgetpu(doc, out_dir)
+    import shutil
+
     from edgesep.report import edgetpu_table, export_table
 
-    Console().print(export_table(doc))
+    Console(width=max(160, shutil.get_terminal_size().columns)).print(export_table(doc))
+    for warning in doc.get("warnings") or []:
+        click.echo(f"edgesep: warning: {warning}", err=True)
     if edgetpu:
         Console().print(edgetpu_table({"compiled": True, "report": doc["edgetpu"]}))
     click.echo(f"wrote {len(doc['artifacts'])} artifacts and export.json to {out_dir}")
@@ -214,6 +238,7 @@ def inspect(model: str, as_json: bool, quant_error: bool, data: Optional[str], r
               help="Delegate option, repeatable (e.g. device=usb:0 for edgetpu).")
 @click.option("--data", metavar="digits|PATH.npz|DIR",
               help="Also measure top-1 accuracy on the test split of this labelled data (as export does).")
+@_input_options
 @_ssh_config_option
 @click.option("--remote-python", metavar="PATH", help="The device's Python (default: python3).")
 @click.option("--benchmark-binary", type=click.Path(dir_okay=False), metavar="PATH",
@@ -227,9 +252,9 @@ def inspect(model: str, as_json: bool, quant_error: bool, data: Optional[str], r
               help="Also write the JSON document to FILE.")
 def bench(models: tuple[str, ...], target: str, threads: Optional[int], runs: int, warmup: int,
           warmup_secs: float, min_secs: float, max_secs: float, delegate: str, delegate_options: tuple[str, ...],
-          data: Optional[str], ssh_config: Optional[str], remote_python: Optional[str],
-          benchmark_binary: Optional[str], cpu_mask: Optional[str], op_profiling: bool, seed: int, as_json: bool,
-          out_file: Optional[str]) -> None:
+          data: Optional[str], preprocess: Optional[str], resize: bool, ssh_config: Optional[str],
+          remote_python: Optional[str], benchmark_binary: Optional[str], cpu_mask: Optional[str], op_profiling: bool,
+          seed: int, as_json: bool, out_file: Optional[str]) -> None:
     """Measure latency (and accuracy with --data) of .tflite/.onnx models on a device.
 
     Several models are measured in one session, interleaved round by round, so drift and heat hit all alike.
@@ -247,6 +272,8 @@ def bench(models: tuple[str, ...], target: str, threads: Optional[int], runs: in
     target = target.strip()
     if out_file:
         _check_out_file(out_file)
+    if (preprocess or resize) and not data:
+        raise click.UsageError("--preprocess and --resize say how --data becomes model input; add --data")
     options = [tuple(o.split("=", 1)) for o in delegate_options]
     if any(len(o) != 2 or not o[0] for o in options):
         raise click.UsageError("--delegate-option takes KEY=VALUE")
@@ -258,7 +285,8 @@ def bench(models: tuple[str, ...], target: str, threads: Optional[int], runs: in
     adb_options = {"benchmark_binary": benchmark_binary, "cpu_mask": cpu_mask, "op_profiling": op_profiling or None}
     device = parse_target(target, **_bench_device_options(target, ssh_config, remote_python, adb_options))
     with tempfile.TemporaryDirectory(prefix="edgesep-bench-") as tmp:
-        data_file = accuracy_npz(data, paths, Path(tmp)) if data else None
+        data_file = accuracy_npz(data, paths, Path(tmp), preprocess=preprocess, resize=resize,
+                                 note=_note) if data else None
         if data_file is not None:
             config = BenchConfig.from_dict({**config.to_dict(), "data": str(data_file)})
         run_paths, edgetpu_reports = edgetpu_models(paths, Path(tmp), target, delegate)
@@ -425,6 +453,7 @@ def devices(as_json: bool, adb_path: Optional[str], adb_server_port: Optional[in
 @click.option("--epochs", type=click.IntRange(min=1), help="Training epochs, the same for both forms [8].")
 @click.option("--data", metavar="digits|DIR|FILE.npz",
               help="Built-in: training/test data [digits]. MODEL files: labelled data for on-device accuracy.")
+@_input_options
 @_measure_options
 @click.option("--warmup-secs", type=FiniteFloat(min=0), default=BENCH_DEFAULTS.warmup_secs, show_default=True,
               help="Minimum warm-up time per session, seconds.")
@@ -436,9 +465,9 @@ def devices(as_json: bool, adb_path: Optional[str], adb_server_port: Optional[in
               help="Independent sessions per device and runtime (a fresh runner each, shuffled order).")
 def compare(models: tuple[str, ...], targets: tuple[str, ...], int8: Optional[bool], seeds: Optional[int],
             width: Optional[float], input_size: Optional[int], blocks: Optional[str], epochs: Optional[int],
-            data: Optional[str], threads: Optional[int], runs: int, warmup_secs: float, min_secs: float,
-            max_secs: float, ssh_config: Optional[str], remote_python: Optional[str], out_dir: str,
-            resume: bool, sessions: int) -> None:
+            data: Optional[str], preprocess: Optional[str], resize: bool, threads: Optional[int], runs: int,
+            warmup_secs: float, min_secs: float, max_secs: float, ssh_config: Optional[str],
+            remote_python: Optional[str], out_dir: str, resume: bool, sessions: int) -> None:
     """Fused vs split: train both forms, export, benchmark on every device, write a report.
 
     Without MODEL: the built-in network in both forms, trained alike, exported (float32, int8, ONNX) and
@@ -462,6 +491,11 @@ def compare(models: tuple[str, ...], targets: tuple[str, ...], int8: Optional[bo
                                    "MODEL files")
         if len(models) < 2:
             raise click.UsageError("compare needs two or more MODEL files (or none, for the built-in experiment)")
+        if (preprocess or resize) and not data:
+            raise click.UsageError("--preprocess and --resize say how --data becomes model input; add --data")
+    elif preprocess or resize:
+        raise click.UsageError("--preprocess and --resize apply to MODEL files; the built-in network is trained "
+                               "on images in [0, 1] at --input-size")
     try:
         bench = BenchConfig(threads=threads, runs=runs, warmup_secs=warmup_secs, min_secs=min_secs,
                             max_secs=max_secs)
@@ -480,7 +514,7 @@ def compare(models: tuple[str, ...], targets: tuple[str, ...], int8: Optional[bo
     progress = _CompareProgress()
     with progress:
         if models:
-            data_file = _compare_models_data(data, paths, out) if data else None
+            data_file = _compare_models_data(data, paths, out, preprocess, resize) if data else None
             doc = cmp.run_models(paths, targets, bench, out, data_file=data_file, device_options=options,
                                  resume=resume, progress=progress, sessions=sessions)
         else:
@@ -512,7 +546,8 @@ def _compare_device_options(targets: tuple[str, ...], ssh_config: Optional[str],
     return options
 
 
-def _compare_models_data(spec: str, paths: list[Path], out: Path) -> Path:
+def _compare_models_data(spec: str, paths: list[Path], out: Path, preprocess: Optional[str],
+                         resize: bool) -> Path:
     """The runner .npz for on-device accuracy of given models, in ``out/data`` (moved in when complete)."""
     import os
     import tempfile
@@ -522,7 +557,7 @@ def _compare_models_data(spec: str, paths: list[Path], out: Path) -> Path:
 
     (out / "data").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".edgesep-data-", dir=out / "data") as tmp:
-        made = accuracy_npz(spec, paths, Path(tmp))
+        made = accuracy_npz(spec, paths, Path(tmp), preprocess=preprocess, resize=resize, note=_note)
         target = out / "data" / "models.npz"
         os.replace(made, target)
     return target

@@ -1,28 +1,151 @@
 """Datasets: the built-in one (scikit-learn's digits), ImageFolder directories and .npz files.
 
-Every dataset comes out as float32 NHWC images in [0, 1] at the model's input size, with int labels.
+A ``.npz`` holds the model's input tensors: ``x`` is used as given (no scaling, no clipping) and is resized
+or has its channels fitted only when asked (``resize=True``). Images (a folder, or the built-in digits) become
+tensors through a stated :class:`Preprocess`, with presets named after the Keras application families, so
+that calibration and verification see the values the model was trained on. Every dataset comes out as
+float32 NHWC tensors at the model's input size, with int labels, and says how it was made (``input_doc``).
 """
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
+
+from edgesep.errors import DataError, UsageError
 
 BUILTIN = "digits"
 TEST_FRACTION = 0.3
 SPLIT_SEED = 0
 MAX_CLASSES = 100_000  # a label above this is a broken labels array, not a class (ImageNet-21k has 21,843)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+__all__ = ["BUILTIN", "DataError", "Dataset", "PRESETS", "Preprocess", "load_dataset", "parse_preprocess"]
 
 
-from edgesep.errors import DataError  # noqa: E402  (re-exported: edgesep.data.DataError)
+@dataclasses.dataclass(frozen=True)
+class Preprocess:
+    """How image pixels (0..255, RGB) become the model's input tensor.
+
+    Applied in this order, in float32 (the order of Keras' ``preprocess_input``, so presets match it exactly):
+    channels reversed (``bgr``), multiplied by ``multiply``, divided by ``divide``, ``subtract`` taken away
+    per channel, divided by ``std`` per channel.
+
+    Attributes:
+        name: a preset name (``unit``, ``symmetric``, ``raw``, ``caffe``, ``torch``) or ``custom``.
+        multiply: factor on the pixels.
+        divide: divisor of the pixels.
+        subtract: one value, or one per channel, subtracted after scaling.
+        std: empty, or one divisor per channel applied last.
+        bgr: reverse RGB to BGR first.
+        families: the Keras models that expect this input (for messages and export.json).
+    """
+
+    name: str
+    multiply: float = 1.0
+    divide: float = 1.0
+    subtract: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = ()
+    bgr: bool = False
+    families: str = ""
+
+    def apply(self, pixels: np.ndarray) -> np.ndarray:
+        """NHWC pixels in 0..255 (RGB, or grey) -> float32 model input."""
+        x = np.array(pixels, dtype=np.float32)
+        channels = x.shape[-1]
+        if (len(self.subtract) > 1 or self.std or self.bgr) and channels != 3:
+            raise DataError(f"--preprocess {self.name} works on RGB images; the model takes {channels} channel(s)")
+        if self.bgr:
+            x = np.ascontiguousarray(x[..., ::-1])
+        if self.multiply != 1.0:
+            x *= np.float32(self.multiply)
+        if self.divide != 1.0:
+            x /= np.float32(self.divide)
+        if any(self.subtract):
+            x -= np.asarray(self.subtract, np.float32)
+        if self.std:
+            x /= np.asarray(self.std, np.float32)
+        return x
+
+    def linear(self, channels: int = 3) -> tuple[list[float], list[float]]:
+        """Per output channel, ``(scale, offset)`` with ``input = pixel * scale + offset`` (after ``bgr``)."""
+        sub = np.broadcast_to(np.asarray(self.subtract, np.float64), (channels,))
+        std = np.broadcast_to(np.asarray(self.std or (1.0,), np.float64), (channels,))
+        scale = self.multiply / self.divide / std
+        return [float(v) for v in scale], [float(v) + 0.0 for v in -sub / std]
+
+    def to_dict(self) -> dict[str, Any]:
+        scale, offset = self.linear(3 if len(self.subtract) > 1 or self.std else 1)
+        return {"name": self.name, "spec": self.spec(), "scale": scale, "offset": offset, "bgr": self.bgr,
+                "families": self.families}
+
+    def spec(self) -> str:
+        """What to give ``--preprocess`` for this preprocessing."""
+        if self.name in PRESETS:
+            return self.name
+        scale, offset = self.linear(1)
+        return f"scale={scale[0]:.10g},offset={offset[0]:.10g}" + (",bgr" if self.bgr else "")
+
+
+PRESETS: dict[str, Preprocess] = {p.name: p for p in (
+    Preprocess("unit", divide=255.0, families="edgesep's built-in network; models trained on pixels/255"),
+    Preprocess("symmetric", divide=127.5, subtract=(1.0,),
+               families="MobileNet, MobileNetV2, Xception, InceptionV3, ResNetV2 (Keras 'tf' mode)"),
+    Preprocess("raw", families="EfficientNet, EfficientNetV2, MobileNetV3, ConvNeXt, RegNet "
+                               "(preprocessing inside the model)"),
+    Preprocess("caffe", subtract=IMAGENET_MEAN_BGR, bgr=True, families="ResNet, VGG (Keras 'caffe' mode)"),
+    Preprocess("torch", divide=255.0, subtract=IMAGENET_MEAN, std=IMAGENET_STD,
+               families="DenseNet, models trained with ImageNet mean/std (Keras 'torch' mode)"),
+)}
+PREPROCESS_HELP = f"{'|'.join(PRESETS)}|scale=S,offset=O[,bgr]"
+
+
+def parse_preprocess(spec: Union[str, Preprocess, None]) -> Optional[Preprocess]:
+    """A preset name or ``scale=S,offset=O[,bgr]`` (input = pixel * S + O) -> :class:`Preprocess`.
+
+    Raises:
+        UsageError: an unknown preset or a malformed explicit form (the valid forms are listed).
+    """
+    if spec is None or isinstance(spec, Preprocess):
+        return spec
+    text = spec.strip()
+    if text in PRESETS:
+        return PRESETS[text]
+    fields: dict[str, str] = {}
+    bgr = False
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        key, eq, value = part.partition("=")
+        if not eq and key == "bgr":
+            bgr = True
+        elif eq and key in ("scale", "offset") and key not in fields:
+            fields[key] = value
+        else:
+            fields = {}
+            break
+    try:
+        scale, offset = float(fields["scale"]), float(fields.get("offset", "0"))
+    except (KeyError, ValueError):
+        raise UsageError(f"unknown --preprocess {spec!r}; valid: {PREPROCESS_HELP}") from None
+    if not (np.isfinite(scale) and np.isfinite(offset)) or scale == 0:
+        raise UsageError(f"--preprocess {spec!r}: scale must be finite and non-zero, offset finite")
+    return Preprocess("custom", multiply=scale, subtract=(-offset,), bgr=bgr, families="given explicitly")
 
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """Labelled images split into train and test parts."""
+    """Labelled model-input tensors split into train and test parts, and how they were made.
+
+    Attributes:
+        kind: ``builtin`` (digits), ``images`` (an ImageFolder) or ``npz``.
+        preprocess: how images became tensors (None for a ``.npz``: its ``x`` is the tensor).
+        resized_from: the (height, width, channels) the data had before being brought to the model's input.
+        preprocess_source: why this preprocessing (given, the built-in default, read from the model).
+    """
 
     name: str
     x_train: np.ndarray
@@ -30,6 +153,10 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     class_names: tuple[str, ...]
+    kind: str = "builtin"
+    preprocess: Optional[Preprocess] = None
+    resized_from: Optional[tuple[int, ...]] = None
+    preprocess_source: str = ""
 
     @property
     def num_classes(self) -> int:
@@ -42,39 +169,70 @@ class Dataset:
         idx = np.random.default_rng(seed).permutation(len(self.x_train))[:n]
         return self.x_train[np.sort(idx)]
 
+    def input_doc(self) -> dict[str, Any]:
+        """How the tensors were made, for export.json: kind, preprocessing, resizing, value range."""
+        lo = min(float(self.x_train.min(initial=np.inf)), float(self.x_test.min(initial=np.inf)))
+        hi = max(float(self.x_train.max(initial=-np.inf)), float(self.x_test.max(initial=-np.inf)))
+        return {"kind": self.kind, "as_given": self.kind == "npz" and self.resized_from is None,
+                "preprocess": None if self.preprocess is None else self.preprocess.to_dict(),
+                "preprocess_source": self.preprocess_source or None,
+                "resized_from": None if self.resized_from is None else list(self.resized_from),
+                "range": [lo, hi]}
+
+    def describe(self) -> str:
+        """One line for tables: what the tensors are and what was done to them."""
+        if self.kind == "npz":
+            text = f"{self.name}: tensors used as given"
+        else:
+            text = f"{self.name}: images, --preprocess {self.preprocess.spec() if self.preprocess else 'unit'}"
+        if self.resized_from is not None:
+            text += f", resized from {'x'.join(map(str, self.resized_from))}"
+        return text
+
     def save_npz(self, path: Path, split: str = "test") -> None:
         """Write ``x`` and ``y`` of one split to ``path`` atomically."""
+        import io
+
+        from edgesep.io import write_bytes
+
         x, y = (self.x_test, self.y_test) if split == "test" else (self.x_train, self.y_train)
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, x=x, y=y)
-        tmp.replace(path)
+        buffer = io.BytesIO()
+        np.savez(buffer, x=x, y=y)
+        write_bytes(path, buffer.getvalue())
 
 
 def load_dataset(spec: str = BUILTIN, input_shape: Sequence[int] = (32, 32, 3), *,
-                 num_classes: Optional[int] = None) -> Dataset:
-    """Load ``digits``, an ImageFolder directory or an ``.npz`` with ``x`` and ``y``, resized to ``input_shape``.
+                 num_classes: Optional[int] = None, preprocess: Union[str, Preprocess, None] = None,
+                 resize: bool = False) -> Dataset:
+    """Load ``digits``, an ImageFolder directory or an ``.npz`` with ``x`` and ``y`` for a model input.
 
     Args:
         spec: ``digits``, a directory with one sub-folder of images per class, or a ``.npz`` file.
-        input_shape: (height, width, channels) the images are brought to.
+        input_shape: (height, width, channels) of the model's input.
         num_classes: when given, labels must lie in ``[0, num_classes)``.
+        preprocess: for images (a folder or digits): a preset name, ``scale=S,offset=O[,bgr]`` or a
+            :class:`Preprocess`; None means ``unit`` (pixels / 255). Not allowed with a ``.npz``.
+        resize: for a ``.npz`` whose ``x`` is not ``input_shape``: resize bilinearly and fit the channels
+            (without it such a file is refused). Images are always brought to the input size (recorded).
 
     Raises:
-        DataError: unreadable, empty or inconsistent data.
+        DataError: unreadable, empty or inconsistent data. UsageError: a bad ``preprocess``.
     """
     shape = _check_shape(input_shape)
+    recipe = parse_preprocess(preprocess)
     if spec == BUILTIN:
-        ds = _load_digits(shape)
+        ds = _load_digits(shape, recipe)
     else:
         path = Path(spec)
         if not path.exists():
             raise DataError(f"data not found: {spec} (use 'digits', an image folder or a .npz file)")
         if path.is_dir():
-            ds = _load_image_folder(path, shape)
+            ds = _load_image_folder(path, shape, recipe or PRESETS["unit"])
         elif path.suffix == ".npz":
-            ds = _load_npz(path, shape)
+            if recipe is not None:
+                raise UsageError(f"--preprocess is for images; {path.name} holds the model's input tensors, "
+                                 "used as given (scale them before saving, or pass an image folder)")
+            ds = _load_npz(path, shape, resize)
         else:
             raise DataError(f"unsupported data {spec}: use 'digits', an image folder or a .npz file with x and y")
     if num_classes is not None:
@@ -99,7 +257,7 @@ def _check_labels(ds: Dataset, num_classes: int) -> None:
                         f"found {int(labels.min())}..{int(labels.max())} in {ds.name}")
 
 
-def _split(name: str, x: np.ndarray, y: np.ndarray, class_names: Sequence[str]) -> Dataset:
+def _split(name: str, x: np.ndarray, y: np.ndarray, class_names: Sequence[str], **how: Any) -> Dataset:
     """A fixed stratified split (``TEST_FRACTION`` to test, seed ``SPLIT_SEED``)."""
     from sklearn.model_selection import train_test_split
 
@@ -110,11 +268,11 @@ def _split(name: str, x: np.ndarray, y: np.ndarray, class_names: Sequence[str]) 
                                               stratify=stratify)
     except ValueError as e:
         raise DataError(f"cannot split {name} into train and test: {e}") from None
-    return Dataset(name, xtr, ytr.astype(np.int64), xte, yte.astype(np.int64), tuple(class_names))
+    return Dataset(name, xtr, ytr.astype(np.int64), xte, yte.astype(np.int64), tuple(class_names), **how)
 
 
 def _resize(images: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """NHWC (or NHW) float images in [0, 1] -> ``shape`` with bilinear resizing and channel fitting."""
+    """NHWC (or NHW) float images -> ``shape``: bilinear resizing and channel fitting; values not clipped."""
     from PIL import Image
 
     h, w, c = shape
@@ -129,18 +287,22 @@ def _resize(images: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
         images = out
     if images.shape[3] != c:
         images = images.mean(axis=3, keepdims=True) if c == 1 else np.repeat(images[..., :1], c, axis=3)
-    return np.clip(images, 0.0, 1.0).astype(np.float32)
+    return images.astype(np.float32)
 
 
-def _load_digits(shape: tuple[int, int, int]) -> Dataset:
+def _load_digits(shape: tuple[int, int, int], recipe: Optional[Preprocess]) -> Dataset:
+    """Digits (8x8 grey, 17 levels) brought to ``shape`` in [0, 1]; another preprocessing maps 1.0 to pixel 255."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    x = _resize(digits.images.astype(np.float32) / 16.0, shape)
-    return _split(BUILTIN, x, digits.target.astype(np.int64), [str(i) for i in range(10)])
+    x = np.clip(_resize(digits.images.astype(np.float32) / 16.0, shape), 0.0, 1.0)
+    if recipe is not None and recipe != PRESETS["unit"]:
+        x = recipe.apply(x * np.float32(255.0))
+    return _split(BUILTIN, x, digits.target.astype(np.int64), [str(i) for i in range(10)],
+                  kind="builtin", preprocess=recipe or PRESETS["unit"])
 
 
-def _load_npz(path: Path, shape: tuple[int, int, int]) -> Dataset:
+def _load_npz(path: Path, shape: tuple[int, int, int], resize: bool) -> Dataset:
     try:
         with np.load(path, allow_pickle=False) as f:
             if "x" not in f or "y" not in f:
@@ -156,14 +318,26 @@ def _load_npz(path: Path, shape: tuple[int, int, int]) -> Dataset:
         raise DataError(f"{path}: labels y must be integers, got {y.dtype}")
     if y.min() < 0 or y.max() >= MAX_CLASSES:
         raise DataError(f"{path}: labels y must lie in 0..{MAX_CLASSES - 1}, found {int(y.min())}..{int(y.max())}")
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise DataError(f"{path}: x must hold numbers, got {x.dtype}")
     x = x.astype(np.float32)
-    if x.max(initial=0.0) > 1.0:  # 0..255 pixels
-        x = x / 255.0
+    if not np.isfinite(x).all():
+        raise DataError(f"{path}: x holds NaN or infinite values")
+    if x.ndim == 3 and shape[2] == 1:
+        x = x[..., None]  # (N, H, W) is the single-channel tensor; adding its axis changes no value
+    given = tuple(int(v) for v in x.shape[1:])
+    resized_from = None
+    if given != shape:
+        if not resize:
+            raise DataError(f"{path.name}: x is {'x'.join(map(str, given))} per sample but the model takes "
+                            f"{'x'.join(map(str, shape))}; a .npz is used as given: save it at that size, or pass "
+                            "--resize to resize bilinearly and fit the channels")
+        x, resized_from = _resize(x, shape), given
     names = [str(i) for i in range(int(y.max()) + 1)]
-    return _split(path.name, _resize(x, shape), y.astype(np.int64), names)
+    return _split(path.name, x, y.astype(np.int64), names, kind="npz", resized_from=resized_from)
 
 
-def _load_image_folder(root: Path, shape: tuple[int, int, int]) -> Dataset:
+def _load_image_folder(root: Path, shape: tuple[int, int, int], recipe: Preprocess) -> Dataset:
     from PIL import Image, UnidentifiedImageError
 
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -178,8 +352,10 @@ def _load_image_folder(root: Path, shape: tuple[int, int, int]) -> Dataset:
             try:
                 with Image.open(f) as img:
                     sizes.add(img.size)
-                    img = img.convert(mode).resize((shape[1], shape[0]), Image.BILINEAR)
-                    images.append(np.asarray(img, np.float32).reshape(shape) / 255.0)
+                    img = img.convert(mode)
+                    if img.size != (shape[1], shape[0]):
+                        img = img.resize((shape[1], shape[0]), Image.BILINEAR)
+                    images.append(np.asarray(img, np.uint8).reshape(shape))
             except (UnidentifiedImageError, OSError) as e:
                 raise DataError(f"cannot read image {f}: {e}") from None
             labels.append(label)
@@ -188,4 +364,7 @@ def _load_image_folder(root: Path, shape: tuple[int, int, int]) -> Dataset:
     if len(sizes) > 1:
         listed = ", ".join(f"{w}x{h}" for w, h in sorted(sizes)[:4])
         raise DataError(f"{root}: images have mixed sizes ({listed}); resize them to one size first")
-    return _split(root.name, np.stack(images), np.asarray(labels, np.int64), classes)
+    (w, h), = sizes
+    resized_from = None if (h, w) == shape[:2] else (h, w, shape[2])
+    return _split(root.name, recipe.apply(np.stack(images)), np.asarray(labels, np.int64), classes,
+                  kind="images", preprocess=recipe, resized_from=resized_from)

@@ -57,9 +57,11 @@ def test_export_user_model_with_image_folder(trained_split, tmp_path):
             Image.fromarray((rng.random((32, 32)) * 255).astype(np.uint8)).save(tmp_path / "imgs" / f"class{c}" / f"{i}.png")
     out = tmp_path / "out"
     assert main(["export", "--int8", "--model", str(model_path), "--data", str(tmp_path / "imgs"),
-                 "--calib-samples", "10", "--no-onnx", "--out", str(out)]) == 0
+                 "--preprocess", "unit", "--calib-samples", "10", "--no-onnx", "--out", str(out)]) == 0
     doc = json.loads((out / "export.json").read_text())
     assert doc["dataset"]["name"] == "imgs" and doc["source"]["model"] == str(model_path)
+    assert doc["dataset"]["input"]["preprocess"]["name"] == "unit"
+    assert doc["dataset"]["input"]["preprocess_source"] == "given (--preprocess)"
     assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.tflite", "model_int8.tflite"]
 
 

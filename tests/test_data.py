@@ -51,14 +51,74 @@ def test_image_folder(tmp_path):
     x = np.concatenate([ds.x_train, ds.x_test])
     y = np.concatenate([ds.y_train, ds.y_test])
     assert x[y == 1].mean() > x[y == 0].mean() + 0.3
+    assert ds.kind == "images" and ds.preprocess.name == "unit" and ds.resized_from == (20, 20, 3)
+    assert 0.0 <= x.min() and x.max() <= 1.0
 
 
-def test_npz_with_uint8_pixels(tmp_path):
+def _rows(x):
+    """The samples of ``x`` as a sorted list of bytes (a split reorders them)."""
+    return sorted(np.ascontiguousarray(r, dtype=np.float32).tobytes() for r in x)
+
+
+def test_npz_is_used_as_given(tmp_path):
+    """No division by 255, no clipping: x in [-1, 1] or 0..255 pixels reach the dataset unchanged."""
     rng = np.random.default_rng(0)
-    path = tmp_path / "d.npz"
-    np.savez(path, x=rng.integers(0, 256, (40, 10, 10), dtype=np.uint8), y=np.arange(40) % 4)
-    ds = load_dataset(str(path), (10, 10, 3))
-    assert ds.num_classes == 4 and ds.x_test.max() <= 1.0 and ds.x_test.shape[1:] == (10, 10, 3)
+    for name, x in (("sym.npz", rng.uniform(-1, 1, (40, 10, 10, 3)).astype(np.float32)),
+                    ("pix.npz", rng.integers(0, 256, (40, 10, 10, 3), dtype=np.uint8)),
+                    ("wide.npz", rng.normal(0, 3, (40, 10, 10, 3)).astype(np.float32))):
+        np.savez(tmp_path / name, x=x, y=np.arange(40) % 4)
+        ds = load_dataset(str(tmp_path / name), (10, 10, 3))
+        assert ds.num_classes == 4 and ds.kind == "npz" and ds.preprocess is None and ds.resized_from is None
+        assert _rows(np.concatenate([ds.x_train, ds.x_test])) == _rows(x)
+        doc = ds.input_doc()
+        assert doc["as_given"] is True and doc["range"] == [float(x.min()), float(x.max())]
+        assert "used as given" in ds.describe()
+
+
+def test_npz_shape_changes_only_when_asked(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (40, 12, 12)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(40) % 4)
+    with pytest.raises(DataError, match=r"x is 12x12 per sample but the model takes 10x10x3.*--resize"):
+        load_dataset(str(tmp_path / "d.npz"), (10, 10, 3))
+    ds = load_dataset(str(tmp_path / "d.npz"), (10, 10, 3), resize=True)
+    assert ds.x_train.shape[1:] == (10, 10, 3) and ds.resized_from == (12, 12)
+    assert ds.x_train.min() < -0.5 and ds.input_doc()["as_given"] is False  # resized, never clipped
+    assert "resized from 12x12" in ds.describe()
+    # (N, H, W) for a one-channel model is the same tensor: no --resize needed
+    assert load_dataset(str(tmp_path / "d.npz"), (12, 12, 1)).resized_from is None
+
+
+def test_preprocess_is_for_images_only(tmp_path):
+    from edgesep.errors import UsageError
+
+    np.savez(tmp_path / "d.npz", x=np.zeros((20, 8, 8, 3)), y=np.arange(20) % 2)
+    with pytest.raises(UsageError, match="--preprocess is for images; d.npz holds the model's input tensors"):
+        load_dataset(str(tmp_path / "d.npz"), (8, 8, 3), preprocess="symmetric")
+
+
+def test_parse_preprocess_forms():
+    from edgesep.data import PRESETS, parse_preprocess
+    from edgesep.errors import UsageError
+
+    assert parse_preprocess("caffe") is PRESETS["caffe"] and parse_preprocess(None) is None
+    custom = parse_preprocess("scale=0.5, offset=-3,bgr")
+    assert custom.name == "custom" and custom.bgr
+    pixels = np.arange(6, dtype=np.float32).reshape(1, 1, 2, 3)
+    np.testing.assert_allclose(custom.apply(pixels), pixels[..., ::-1] * 0.5 - 3)
+    assert parse_preprocess(custom.spec()).linear() == custom.linear()
+    assert PRESETS["symmetric"].linear(1) == ([1 / 127.5], [-1.0])
+    for bad in ("mobilenet", "scale=a", "offset=1", "scale=0", "scale=1,scale=2", "scale=1,rgb"):
+        with pytest.raises(UsageError, match="preprocess"):
+            parse_preprocess(bad)
+
+
+def test_digits_take_the_stated_preprocessing():
+    unit = load_dataset("digits", (8, 8, 1))
+    sym = load_dataset("digits", (8, 8, 1), preprocess="symmetric")
+    assert unit.preprocess.name == "unit" and sym.preprocess.name == "symmetric"
+    np.testing.assert_allclose(sym.x_test, unit.x_test * 2 - 1, atol=1e-6)
+    assert sym.x_test.min() == -1.0
 
 
 @pytest.mark.parametrize("make,match", [
@@ -89,6 +149,6 @@ def test_unreadable_image_and_npz_problems(tmp_path):
 
 
 def test_labels_out_of_range(tmp_path):
-    np.savez(tmp_path / "d.npz", x=np.zeros((20, 8, 8)), y=np.arange(20) % 12)
+    np.savez(tmp_path / "d.npz", x=np.zeros((20, 8, 8, 3)), y=np.arange(20) % 12)
     with pytest.raises(DataError, match="out of range for a 10-class model"):
         load_dataset(str(tmp_path / "d.npz"), (8, 8, 3), num_classes=10)

@@ -30,13 +30,19 @@ def test_export_json_follows_design_schema(split_export):
     assert on_disk == json.loads(json.dumps(doc))
     assert doc["model"]["form"] == "split" and doc["model"]["input_shape"] == [1, 32, 32, 3]
     assert doc["model"]["params"] > 0 and doc["model"]["macs"] > 0
-    assert doc["dataset"] == {"name": "digits", "test_samples": 540, "calibration_samples": 200}
+    dataset = dict(doc["dataset"])
+    assert dataset.pop("input")["preprocess"]["name"] == "unit"
+    assert dataset == {"name": "digits", "test_samples": 540, "calibration_samples": 200}
+    check = doc["int8_check"]
+    assert check["held_out_samples"] == 540 and check["top1_agreement"] >= 0.95 and check["output_sqnr_db"] > 20
+    assert check["int8_range"][0] <= 0.0 and check["int8_range"][1] >= 0.99 and doc["warnings"] == []
     assert {a["path"] for a in doc["artifacts"]} == {"model.tflite", "model_fp16.tflite", "model_int8.tflite",
                                                      "model.onnx"}
     for art in doc["artifacts"]:
         data = (out / art["path"]).read_bytes()
         assert art["bytes"] == len(data) and len(art["sha256"]) == 64
         assert art["ops"] and art["accuracy"] is not None
+        assert art["top1_agreement_vs_keras"] >= 0.95 and art["output_sqnr_db_vs_keras"] > 20
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "staging folder left behind"
     assert len(doc["fold"]["folded"]) == 9 and doc["fold"]["kept"] == []
 

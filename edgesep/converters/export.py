@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from edgesep.converters import ConversionError
+from edgesep.errors import UsageError
 from edgesep.converters._quiet import import_tensorflow
 from edgesep.converters.graph import load_model  # re-exported: edgesep.converters.export.load_model
 
@@ -83,19 +84,23 @@ class ExportConfig:
 
 
 def model_and_data(model_path: Optional[str] = None, *, form: str = "split", data: Optional[str] = None,
-                   train_cfg=None, progress: Optional[Callable[[str], None]] = None):
+                   train_cfg=None, progress: Optional[Callable[[str], None]] = None, preprocess=None,
+                   resize: bool = False, note: Optional[Callable[[str], None]] = None):
     """The model to export and the data to calibrate and verify it with.
 
     With ``model_path`` the user's Keras model is loaded and ``data`` (if any) is read at its input size with
-    labels checked against its outputs. Without it the built-in network of ``form`` is trained on ``data``
-    (default: the built-in digits), or taken from the cache.
+    labels checked against its outputs. Images (a folder, digits) need ``preprocess``; without it the model is
+    read (``input_domain.suggest_preprocess``) and the choice is passed to ``note``, or a UsageError asks for
+    it. A ``.npz`` is used as given (resized only with ``resize``). Without ``model_path`` the built-in network
+    of ``form`` is trained on ``data`` (default: the built-in digits, images in [0, 1]), or taken from the cache.
 
     Returns:
         ``(model, dataset_or_None, info)``; ``info`` describes where the model came from (for export.json).
     """
-    from edgesep.data import BUILTIN, load_dataset
+    from edgesep.data import BUILTIN, load_dataset, parse_preprocess
 
     say = progress or (lambda stage: None)
+    recipe = parse_preprocess(preprocess)
     import_tensorflow()
     if model_path is not None:
         say("load model")
@@ -103,13 +108,18 @@ def model_and_data(model_path: Optional[str] = None, *, form: str = "split", dat
         dataset = None
         if data is not None:
             say("load data")
-            dataset = load_dataset(data, model.input_shape[1:], num_classes=int(model.output_shape[-1]))
+            dataset = _user_data(model, data, recipe, resize, note or (lambda text: None))
         return model, dataset, {"source": {"model": str(model_path)}}
+    if recipe is not None and recipe.name != "unit":
+        raise UsageError("--preprocess is for --model: the built-in network is trained on images in [0, 1] "
+                         "(--preprocess unit)")
     from edgesep.models import ModelConfig
     from edgesep.train import train_builtin
 
     say("load data")
-    dataset = load_dataset(data or BUILTIN, ModelConfig().input_shape)
+    dataset = load_dataset(data or BUILTIN, ModelConfig().input_shape, resize=resize)
+    if dataset.preprocess is not None:
+        dataset = dataclasses.replace(dataset, preprocess_source="the built-in network takes images in [0, 1]")
     say("train built-in model")
     model, info = train_builtin(ModelConfig(form=form, num_classes=max(dataset.num_classes, 2)), train_cfg,
                                 dataset=dataset, on_progress=lambda p: say(f"train built-in model: {p.describe()}"))
@@ -117,8 +127,28 @@ def model_and_data(model_path: Optional[str] = None, *, form: str = "split", dat
                                        "train_test_accuracy": info["test_accuracy"]}}
 
 
+def _user_data(model, data: str, recipe, resize: bool, note: Callable[[str], None]):
+    """The user's data at the user's model's input: images through the given or model-read preprocessing."""
+    from edgesep.converters.input_domain import suggest_preprocess
+    from edgesep.data import PREPROCESS_HELP, load_dataset
+
+    shape, classes = model.input_shape[1:], int(model.output_shape[-1])
+    is_npz = Path(data).suffix == ".npz" and Path(data).is_file()
+    source = "given (--preprocess)"
+    if recipe is None and not is_npz:
+        recipe, reason = suggest_preprocess(model)
+        if recipe is None:
+            raise UsageError(f"--data {data} holds images: say how they become {model.name}'s input with "
+                             f"--preprocess {PREPROCESS_HELP} ({reason})")
+        source = f"read from the model: {reason}"
+        note(f"{reason}; using --preprocess {recipe.name} ({recipe.families}); give --preprocess to override")
+    dataset = load_dataset(data, shape, num_classes=classes, preprocess=recipe, resize=resize)
+    return dataset if is_npz else dataclasses.replace(dataset, preprocess_source=source)
+
+
 def export(model, out_dir, config: ExportConfig = ExportConfig(), dataset=None, *,
-           progress: Optional[Callable[[str], None]] = None, extra: Optional[dict] = None) -> dict[str, Any]:
+           progress: Optional[Callable[[str], None]] = None, extra: Optional[dict] = None, preprocess=None,
+           note: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
     """Fold, export and verify ``model`` into ``out_dir``; returns the export.json document (also written).
 
     Args:
@@ -128,6 +158,9 @@ def export(model, out_dir, config: ExportConfig = ExportConfig(), dataset=None, 
         dataset: an ``edgesep.data.Dataset`` for calibration, verification and accuracy; int8 needs it.
         progress: called with a short stage name before each stage.
         extra: more top-level fields for export.json (e.g. the model's training info).
+        preprocess: without ``dataset``: how the seeded random verification images are made (a preset name
+            or ``edgesep.data.Preprocess``); default: what the model tells (``suggest_preprocess``), else unit.
+        note: called with one line when export chooses something the user did not say.
     """
     say = progress or (lambda stage: None)
     if "int8" in config.precisions and dataset is None:
@@ -139,7 +172,8 @@ def export(model, out_dir, config: ExportConfig = ExportConfig(), dataset=None, 
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".edgesep-export-", dir=out_dir))
     try:
-        doc = _export_into(model, staging, config, dataset, say)
+        inputs = _inputs(model, dataset, config.seed, preprocess, note or (lambda text: None))
+        doc = _export_into(model, staging, config, dataset, inputs, say)
         doc.update(extra or {})
         _write_json(staging / "export.json", doc)
         for item in sorted(staging.iterdir()):
@@ -149,26 +183,81 @@ def export(model, out_dir, config: ExportConfig = ExportConfig(), dataset=None, 
     return doc
 
 
-def _export_into(model, folder: Path, config: ExportConfig, dataset, say) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class _Inputs:
+    """The held-out tensors every artifact is verified on, their labels and how they were made."""
+
+    x: np.ndarray
+    y: Optional[np.ndarray]
+    doc: dict[str, Any]
+
+
+def _inputs(model, dataset, seed: int, preprocess, note: Callable[[str], None]) -> _Inputs:
+    """The test split of ``dataset``, or seeded random images in the model's input domain (no labels)."""
+    if dataset is not None:
+        return _Inputs(dataset.x_test, dataset.y_test, dataset.input_doc())
+    from edgesep.converters.input_domain import suggest_preprocess
+    from edgesep.data import PRESETS, parse_preprocess
+
+    recipe, source = parse_preprocess(preprocess), "given (--preprocess)"
+    if recipe is None:
+        recipe, reason = suggest_preprocess(model)
+        source = f"read from the model: {reason}" if recipe else f"assumed: {reason}"
+        recipe = recipe or PRESETS["unit"]
+        note(f"no --data: verifying on random images through --preprocess {recipe.name} ({source})")
+    rng = np.random.default_rng(seed)
+    pixels = rng.random((RANDOM_VERIFY_SAMPLES, *model.input_shape[1:]), np.float32)
+    x = pixels if recipe == PRESETS["unit"] else recipe.apply(pixels * np.float32(255.0))
+    return _Inputs(x, None, {"kind": "random", "as_given": False, "preprocess": recipe.to_dict(),
+                             "preprocess_source": source, "resized_from": None,
+                             "range": [float(x.min()), float(x.max())]})
+
+
+def _export_into(model, folder: Path, config: ExportConfig, dataset, inputs: _Inputs, say) -> dict[str, Any]:
     from edgesep import __version__
     from edgesep.converters.fold import fold_with_report
-    from edgesep.converters.onnx import export_onnx
-    from edgesep.converters.tflite import export_tflite
-    from edgesep.converters.verify import predict_keras, top1, verify_artifact
+    from edgesep.converters.verify import predict_keras, top1
 
     say("fold")
     folded, fold_report = fold_with_report(model)
-    if dataset is not None:
-        x_test, y_test = dataset.x_test, dataset.y_test
-    else:  # no labelled data: parity on seeded random images in [0, 1], no accuracy
-        x_test = np.random.default_rng(config.seed).random((RANDOM_VERIFY_SAMPLES, *model.input_shape[1:]),
-                                                           np.float32)
-        y_test = None
-    reference = predict_keras(model, x_test)
+    reference = predict_keras(model, inputs.x)
     int8_model, equalize_doc = folded, None
     if config.equalize and "int8" in config.precisions:
         say("equalize")
         int8_model, equalize_doc = _equalized(model, folded, dataset, config, say)
+    artifacts = _write_artifacts(folder, folded, int8_model, dataset, config, say)
+    _verify(folder, artifacts, inputs, reference, say)
+    doc = {
+        "edgesep_version": __version__,
+        "model": _model_summary(model, folder, artifacts),
+        "dataset": {"name": "random", "test_samples": int(len(inputs.x))} if dataset is None else {
+            "name": dataset.name, "test_samples": int(len(inputs.x)),
+            "calibration_samples": min(config.calib_samples, len(dataset.x_train))},
+        "artifacts": artifacts,
+        "keras_accuracy": None if inputs.y is None else top1(reference, inputs.y),
+        "export_config": config.to_dict(),
+        "fold": fold_report.to_dict(),
+    }
+    doc["dataset"]["input"] = inputs.doc
+    if equalize_doc is not None:
+        doc["equalize"] = equalize_doc
+    if "int8" in config.precisions:
+        say("int8 input range")
+        doc["int8_check"] = _int8_check(folder, artifacts, dataset, config, inputs)
+        doc["warnings"] = list(doc["int8_check"]["warnings"])
+        say("quantization error per layer")
+        from edgesep.converters.quant_error import quant_error_report
+
+        doc["quant_error"] = quant_error_report(int8_model, folder / ARTIFACT_NAMES["int8"], inputs.x,
+                                                max_samples=QUANT_ERROR_SAMPLES)
+    return doc
+
+
+def _write_artifacts(folder: Path, folded, int8_model, dataset, config: ExportConfig, say) -> list[dict]:
+    """Convert to every requested format; the export.json records of the written files."""
+    from edgesep.converters.onnx import export_onnx
+    from edgesep.converters.tflite import export_tflite
+
     artifacts = []
     for precision in config.precisions:
         say(f"tflite {precision}")
@@ -182,31 +271,33 @@ def _export_into(model, folder: Path, config: ExportConfig, dataset, say) -> dic
         say("onnx")
         path = export_onnx(folded, folder / ARTIFACT_NAMES["onnx"], opset=config.opset, fold=False)
         artifacts.append(artifact_record(path, "onnx", "float32"))
+    return artifacts
+
+
+def _verify(folder: Path, artifacts: list[dict], inputs: _Inputs, reference: np.ndarray, say) -> None:
+    """Every artifact against the Keras outputs on the held-out inputs: max error, accuracy, agreement, SQNR."""
+    from edgesep.converters.verify import verify_artifact
+
     for art in artifacts:
         say(f"verify {art['path']}")
-        check = verify_artifact(folder / art["path"], x_test, reference, y_test)
+        check = verify_artifact(folder / art["path"], inputs.x, reference, inputs.y)
         art["max_abs_error_vs_keras"] = check.max_abs_error_vs_keras
         art["accuracy"] = check.accuracy
-    doc = {
-        "edgesep_version": __version__,
-        "model": _model_summary(model, folder, artifacts),
-        "dataset": {"name": "random", "test_samples": int(len(x_test))} if dataset is None else {
-            "name": dataset.name, "test_samples": int(len(x_test)),
-            "calibration_samples": min(config.calib_samples, len(dataset.x_train))},
-        "artifacts": artifacts,
-        "keras_accuracy": None if dataset is None else top1(reference, y_test),
-        "export_config": config.to_dict(),
-        "fold": fold_report.to_dict(),
-    }
-    if equalize_doc is not None:
-        doc["equalize"] = equalize_doc
-    if "int8" in config.precisions:
-        say("quantization error per layer")
-        from edgesep.converters.quant_error import quant_error_report
+        art["top1_agreement_vs_keras"] = check.agreement_top1
+        art["output_sqnr_db_vs_keras"] = check.sqnr_db
 
-        doc["quant_error"] = quant_error_report(int8_model, folder / ARTIFACT_NAMES["int8"], x_test,
-                                                max_samples=QUANT_ERROR_SAMPLES)
-    return doc
+
+def _int8_check(folder: Path, artifacts: list[dict], dataset, config: ExportConfig, inputs: _Inputs) -> dict:
+    """The int8 model on inputs it was not calibrated on: agreement with Keras, input range and saturation."""
+    from edgesep.converters.input_domain import int8_input_check
+
+    calib = dataset.calibration(config.calib_samples, config.seed)
+    art = next(a for a in artifacts if a["path"] == ARTIFACT_NAMES["int8"])
+    check = int8_input_check(folder / art["path"], calib, inputs.x)
+    return {"held_out_samples": int(len(inputs.x)), "calibration_samples": int(len(calib)),
+            "calibrated_on": "training split", "verified_on": "test split (not calibrated on)",
+            "top1_agreement": art["top1_agreement_vs_keras"], "output_sqnr_db": art["output_sqnr_db_vs_keras"],
+            **(check.to_dict() if check is not None else {"warnings": []})}
 
 
 def _equalized(model, folded, dataset, config: ExportConfig, say):

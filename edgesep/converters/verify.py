@@ -18,6 +18,8 @@ class Verification:
     max_abs_error_vs_keras: float
     accuracy: Optional[float]
     samples: int
+    agreement_top1: Optional[float] = None
+    sqnr_db: Optional[float] = None
 
 
 def predict_keras(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -70,7 +72,18 @@ def verify_artifact(path, x: np.ndarray, reference: np.ndarray, y: Optional[np.n
     if outputs.shape != reference.shape:
         raise ConversionError(f"{path.name} outputs {outputs.shape}, Keras model outputs {reference.shape}")
     accuracy = None if y is None else top1(outputs, y)
-    return Verification(float(np.max(np.abs(outputs - reference))), accuracy, len(x))
+    agree, sqnr = agreement(outputs, reference)
+    return Verification(float(np.max(np.abs(outputs - reference))), accuracy, len(x), agree, sqnr)
+
+
+def agreement(outputs: np.ndarray, reference: np.ndarray) -> tuple[float, Optional[float]]:
+    """Top-1 agreement of ``outputs`` with ``reference`` and the output SQNR in dB (None when identical)."""
+    agree = float(np.mean(np.argmax(outputs, axis=-1) == np.argmax(reference, axis=-1)))
+    noise = float(np.sum((outputs.astype(np.float64) - reference) ** 2))
+    signal = float(np.sum(reference.astype(np.float64) ** 2))
+    if noise == 0.0 or signal == 0.0:
+        return agree, None
+    return agree, float(10 * np.log10(signal / noise))
 
 
 def top1(outputs: np.ndarray, y: np.ndarray) -> float:

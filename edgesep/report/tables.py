@@ -7,7 +7,11 @@ from edgesep.report.text import format_ms, ops_text, short_model, size_text
 
 
 def export_table(doc: dict[str, Any]):
-    """A rich Table of export.json's artifacts: size, ops, max error vs Keras, accuracy."""
+    """A rich Table of export.json's artifacts: size, ops, max error, top-1 agreement and SQNR vs Keras, accuracy.
+
+    The caption says what the data were (used as given, preprocessing, resizing), the int8 input check and
+    any warnings.
+    """
     from rich.table import Table
 
     keras_acc = doc.get("keras_accuracy")
@@ -15,23 +19,58 @@ def export_table(doc: dict[str, Any]):
     if keras_acc is not None:
         title += f" - Keras accuracy {keras_acc:.4f}"
     table = Table(title=title)
-    table.add_column("artifact", no_wrap=True)
-    table.add_column("precision", no_wrap=True)
-    table.add_column("size", justify="right", no_wrap=True)
-    table.add_column("ops", overflow="fold", ratio=1)
-    table.add_column("max |err|", justify="right", no_wrap=True)
-    table.add_column("accuracy", justify="right", no_wrap=True)
+    for column in ("artifact", "precision", "size", "ops", "max |err|", "agree", "SQNR dB", "accuracy"):
+        table.add_column(column, **({"overflow": "fold", "ratio": 1} if column == "ops" else
+                                    {"no_wrap": True, "justify": "left" if column in ("artifact", "precision")
+                                     else "right"}))
     for art in doc["artifacts"]:
-        ops = ops_text(art.get("ops", {}))
         err, acc = art.get("max_abs_error_vs_keras"), art.get("accuracy")
-        table.add_row(art["path"], art["precision"], size_text(art.get("bytes")), ops,
-                      "-" if err is None else f"{err:.1e}", "-" if acc is None else f"{acc:.4f}")
+        agree, sqnr = art.get("top1_agreement_vs_keras"), art.get("output_sqnr_db_vs_keras")
+        table.add_row(art["path"], art["precision"], size_text(art.get("bytes")), ops_text(art.get("ops", {})),
+                      "-" if err is None else f"{err:.1e}", "-" if agree is None else f"{agree:.3f}",
+                      "-" if sqnr is None else f"{sqnr:.1f}", "-" if acc is None else f"{acc:.4f}")
+    caption = [line for line in (_input_line(doc), _int8_line(doc.get("int8_check"))) if line]
     guard = (doc.get("equalize") or {}).get("guard")
     if guard:
-        table.caption = (f"equalize guard: {guard['outcome']} ({guard['links_kept']}/{guard['links']} links "
-                         f"equalized); int8 accuracy {guard['accuracy']:.4f}, without equalization "
-                         f"{guard['accuracy_without_equalize']:.4f}, every link equalized {guard['accuracy_every_link']:.4f}")
+        caption.append(f"equalize guard: {guard['outcome']} ({guard['links_kept']}/{guard['links']} links "
+                       f"equalized); int8 accuracy {guard['accuracy']:.4f}, without equalization "
+                       f"{guard['accuracy_without_equalize']:.4f}, every link equalized {guard['accuracy_every_link']:.4f}")
+    caption += [f"warning: {w}" for w in doc.get("warnings") or []]
+    table.caption = "\n".join(caption) or None
     return table
+
+
+def _input_line(doc: dict[str, Any]) -> str:
+    """What the verification/calibration data were, from export.json's dataset.input."""
+    dataset = doc.get("dataset") or {}
+    info = dataset.get("input")
+    if not isinstance(info, dict):
+        return ""
+    name = dataset.get("name", "data")
+    if info.get("kind") == "npz":
+        line = f"data: {name}, tensors used as given"
+    else:
+        recipe = (info.get("preprocess") or {}).get("spec", "unit")
+        line = f"data: {name} ({info.get('kind')}), --preprocess {recipe}"
+    if info.get("resized_from"):
+        line += f", resized from {'x'.join(str(v) for v in info['resized_from'])}"
+    rng = info.get("range")
+    if rng and None not in rng:
+        line += f"; values in [{rng[0]:.4g}, {rng[1]:.4g}]"
+    return line
+
+
+def _int8_line(check: Optional[dict[str, Any]]) -> str:
+    """The int8 check of export.json in one line: agreement, SQNR, input range, saturation."""
+    if not check or check.get("int8_range") is None:
+        return ""
+    lo, hi = check["int8_range"]
+    agree, sqnr = check.get("top1_agreement"), check.get("output_sqnr_db")
+    agree_text = "-" if agree is None else f"{100 * agree:.1f} %"
+    sqnr_text = "-" if sqnr is None else f"{sqnr:.1f} dB"
+    return (f"int8 on {check.get('held_out_samples')} held-out inputs: top-1 agreement with Keras {agree_text}, "
+            f"output SQNR {sqnr_text}; input range [{lo:.4g}, {hi:.4g}], "
+            f"{100 * check.get('saturated_values', 0):.2f} % of values saturate")
 
 
 def bench_rows(results: list[dict[str, Any]]) -> list[dict[str, str]]:
