@@ -169,7 +169,6 @@ def test_bench_data_npz_without_x(tiny, tmp_path):
     check_refused(_bench_data(tiny, tmp_path, path), tmp_path, code=FAIL, needles=["bad.npz"])
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10: .npz images are used as given (no silent resize); lands with it")
 def test_bench_data_wrong_image_shape(tiny, tmp_path):
     path = _npz(tmp_path / "shape.npz", np.zeros((6, 5, 5, 7), np.float32), np.zeros(6, int))
     check_refused(_bench_data(tiny, tmp_path, path), tmp_path, code=FAIL, needles=["shape.npz"])
