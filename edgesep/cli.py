@@ -130,8 +130,6 @@ def export(model_path: Optional[str], form: Optional[str], int8: bool, fp16: boo
             raise UserError(COMPILER_MISSING)
     if model_path and int8 and not data:
         raise click.UsageError("--int8 with --model needs --data to calibrate (a folder of images or a .npz)")
-    if resize and not data:
-        raise click.UsageError("--resize fits a .npz given with --data; add --data")
     from rich.console import Console
 
     from edgesep.converters.export import ExportConfig, export as run_export, model_and_data

@@ -101,6 +101,8 @@ def model_and_data(model_path: Optional[str] = None, *, form: str = "split", dat
 
     say = progress or (lambda stage: None)
     recipe = parse_preprocess(preprocess)
+    if resize and data is None:
+        raise UsageError("--resize fits a .npz given with --data; add --data")
     import_tensorflow()
     if model_path is not None:
         say("load model")
