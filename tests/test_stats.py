@@ -135,8 +135,21 @@ def test_session_ratio_is_the_geometric_mean_of_session_ratios():
     r = stats.session_ratio(a, b)
     assert r.per_session == pytest.approx((2.0, 1.5))
     assert r.ratio == pytest.approx(np.sqrt(3.0)) and r.sessions == 2 and r.rounds == (3, 3)
-    assert r.lo == pytest.approx(1.5) and r.hi == pytest.approx(2.0)  # sessions drawn both ways
+    # the bootstrap's ends are the two sessions' ratios, then widened for having only two sessions
+    center, e = np.log(np.sqrt(3.0)), stats.expansion(2)
+    assert r.lo == pytest.approx(np.exp(center + (np.log(1.5) - center) * e))
+    assert r.hi == pytest.approx(np.exp(center + (np.log(2.0) - center) * e))
     assert set(r.to_dict()) >= {"ratio", "lo", "hi", "sessions", "rounds", "blocks", "per_session"}
+
+
+def test_expansion_follows_students_t_for_few_sessions():
+    assert stats.t_quantile(0.975, 1) == pytest.approx(12.706, abs=1e-3)
+    assert stats.t_quantile(0.975, 2) == pytest.approx(4.303, abs=1e-3)
+    assert stats.t_quantile(0.975, 4) == pytest.approx(2.776, rel=0.005)
+    assert stats.t_quantile(0.975, 30) == pytest.approx(2.042, rel=0.001)
+    assert stats.expansion(1) == 1.0
+    assert stats.expansion(5) == pytest.approx(2.776 / 1.95996 * np.sqrt(5 / 4), rel=0.005)
+    assert stats.expansion(3) > stats.expansion(5) > stats.expansion(20) > 1.0
 
 
 def test_session_ratio_covers_a_true_ratio_of_one_under_bursty_noise():

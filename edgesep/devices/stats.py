@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -248,8 +249,9 @@ def session_ratio(a_sessions: Sequence[Sequence[float]], b_sessions: Sequence[Se
     rounds are pairs. Each session gives ``median(a) / median(b)``; the ratio is their geometric mean. The
     interval resamples at both levels where variation enters: the sessions (with replacement), then inside
     each drawn session blocks of consecutive rounds (circular block bootstrap, ``block_length``), keeping
-    the pairs together. With one session only the block level is left: the interval then says nothing about
-    session-to-session variation (thread placement, memory layout, frequency modes).
+    the pairs together; with few sessions it is widened for their small number (``expansion``). With one
+    session only the block level is left: the interval then says nothing about session-to-session
+    variation (thread placement, memory layout, frequency modes).
 
     Raises:
         ValueError: no session, different numbers of sessions, empty or non-finite samples.
@@ -266,11 +268,39 @@ def session_ratio(a_sessions: Sequence[Sequence[float]], b_sessions: Sequence[Se
     k = len(pairs)
     drawn = rng.integers(0, k, size=(n_boot, k)) if k > 1 else np.zeros((n_boot, 1), dtype=np.int64)
     boots = inner[drawn, rng.integers(0, n_boot, size=drawn.shape)].mean(axis=1)  # independent inner draws
+    center = logs.mean()
+    boots = center + (boots - center) * expansion(k, confidence)
     lo, hi = _interval(boots, confidence)
     return SessionRatio(ratio=float(np.exp(logs.mean())), lo=float(np.exp(lo)), hi=float(np.exp(hi)),
                         confidence=confidence, sessions=k, rounds=tuple(int(x.size) for x, _ in pairs),
                         blocks=tuple(block_length(x.size) for x, _ in pairs),
                         per_session=tuple(float(np.exp(v)) for v in logs))
+
+
+def t_quantile(p: float, df: int) -> float:
+    """Student's t quantile (exact for 1 and 2 degrees of freedom, Cornish-Fisher beyond: within 1% at 3)."""
+    if df == 1:
+        return math.tan(math.pi * (p - 0.5))
+    if df == 2:
+        return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
+    z = statistics.NormalDist().inv_cdf(p)
+    return (z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+            + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * df ** 3))
+
+
+def expansion(sessions: int, confidence: float = 0.95) -> float:
+    """How much a bootstrap over ``sessions`` top-level units is widened (Hesterberg's expanded percentile).
+
+    Resampling k sessions underestimates the spread of their mean by ``sqrt((k-1)/k)`` and a percentile
+    interval from k values has the normal's tails where Student's t with k-1 degrees of freedom belongs;
+    the deviations from the point estimate are scaled by ``t / z * sqrt(k / (k-1))`` (3 sessions: 2.7x,
+    5 sessions: 1.6x, 20: 1.1x). One session has no session level to widen (1).
+    """
+    if sessions < 2:
+        return 1.0
+    p = 0.5 + confidence / 2.0
+    z = statistics.NormalDist().inv_cdf(p)
+    return t_quantile(p, sessions - 1) / z * math.sqrt(sessions / (sessions - 1))
 
 
 def noise_floor(control: SessionRatio) -> float:
