@@ -133,6 +133,7 @@ def export(model_path: Optional[str], form: Optional[str], int8: bool, fp16: boo
     from rich.console import Console
 
     from edgesep.converters.export import ExportConfig, export as run_export, model_and_data
+    from edgesep.interrupt import checked
 
     precisions = ("float32",) + (("float16",) if fp16 else ()) + (("int8",) if int8 else ())
     config = ExportConfig(precisions=precisions, onnx=not no_onnx, per_channel=not per_tensor, io_dtype=io_dtype,
@@ -140,7 +141,7 @@ def export(model_path: Optional[str], form: Optional[str], int8: bool, fp16: boo
                           equalize_guard=not no_guard)
     err = Console(stderr=True)
     with err.status("starting") as status:
-        step = lambda stage: status.update(f"[bold]{stage}")  # noqa: E731
+        step = checked(lambda stage: status.update(f"[bold]{stage}"))
         model, dataset, info = model_and_data(model_path, form=form or "split", data=data, progress=step,
                                               preprocess=preprocess, resize=resize, note=_note)
         doc = run_export(model, out_dir, config, dataset, progress=step, extra=info, preprocess=preprocess,
@@ -583,6 +584,9 @@ class _CompareProgress:
         self.tasks[stage] = self.bar.add_task(stage, total=max(total, 1), note="")
 
     def update(self, stage: str, completed: float, total: Optional[float] = None, note: str = "") -> None:
+        from edgesep.interrupt import checkpoint
+
+        checkpoint()  # a SIGTERM whose exception was swallowed (e.g. in a GC callback) is raised here again
         if stage in self.tasks:
             self.bar.update(self.tasks[stage], completed=completed, note=note,
                             **({"total": max(total, completed, 1)} if total is not None else {}))
@@ -655,43 +659,9 @@ def worker(address: Optional[str], head: bool, port: int, targets: tuple[str, ..
         raise click.exceptions.Exit(code)
 
 
-class _Signalled(KeyboardInterrupt):
-    """SIGTERM or SIGHUP, raised in the main thread so cleanup runs exactly as for Ctrl-C."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _raise_signalled(signum: int, frame: object) -> None:
-    raise _Signalled(signum)
-
-
-def _report_signal(e: _Signalled) -> int:
-    import signal
-
-    click.echo(f"edgesep: interrupted by {signal.Signals(e.signum).name}", err=True)
+def _report_signal(e) -> int:
+    click.echo("edgesep: interrupted" if e.name == "SIGINT" else f"edgesep: interrupted by {e.name}", err=True)
     return 128 + e.signum
-
-
-def _install_signal_handlers() -> dict[int, object]:
-    """Turn SIGTERM and SIGHUP into KeyboardInterrupt (main thread only); returns the previous handlers."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    previous = {}
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        previous[signum] = signal.signal(signum, _raise_signalled)
-    return previous
-
-
-def _restore_signal_handlers(previous: dict[int, object]) -> None:
-    import signal
-
-    for signum, handler in previous.items():
-        signal.signal(signum, handler)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -700,21 +670,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     SIGTERM and SIGHUP are handled like Ctrl-C (staging folders, temp files and device folders are removed);
     the exit code is then 128 + the signal number, 130 for Ctrl-C.
     """
-    previous = _install_signal_handlers()
+    from edgesep import interrupt
+
+    previous = interrupt.install()
     try:
         return _run_cli(argv)
     finally:
-        _restore_signal_handlers(previous)
+        interrupt.restore(previous)
 
 
 def _run_cli(argv: Optional[Sequence[str]]) -> int:
+    from edgesep.interrupt import Signalled
+
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="edgesep", standalone_mode=False)
     except click.exceptions.Exit as e:
         return e.exit_code
     except click.Abort as e:  # click turns KeyboardInterrupt (and our signals) into Abort
         cause = e.__cause__ or e.__context__
-        if isinstance(cause, _Signalled):
+        if isinstance(cause, Signalled):
             return _report_signal(cause)
         click.echo("edgesep: interrupted" if isinstance(cause, KeyboardInterrupt) else "edgesep: aborted", err=True)
         return 130
@@ -726,7 +700,7 @@ def _run_cli(argv: Optional[Sequence[str]]) -> int:
     except click.ClickException as e:
         click.echo(f"edgesep: error: {one_line(e.format_message())}", err=True)
         return e.exit_code
-    except _Signalled as e:
+    except Signalled as e:
         return _report_signal(e)
     except KeyboardInterrupt:
         click.echo("edgesep: interrupted", err=True)

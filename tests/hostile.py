@@ -41,6 +41,14 @@ class Outcome:
     new_tmp: list[str]
 
 
+# onnxruntime writes a session-id file ".ses" into $TMPDIR when imported and keeps it there on purpose: not ours.
+FOREIGN_TMP = {".ses"}
+
+
+def _new_entries(tmpdir: Path, before: set[str]) -> list[str]:
+    return sorted(set(os.listdir(tmpdir)) - before - FOREIGN_TMP)
+
+
 def run_edgesep(args: Sequence[str], tmp_root: Path, *, timeout: float = 120, cwd: Optional[Path] = None,
                 env: Optional[dict] = None) -> Outcome:
     """Run ``python -m edgesep ARGS`` with an isolated, initially empty $TMPDIR; report what it left there."""
@@ -53,7 +61,7 @@ def run_edgesep(args: Sequence[str], tmp_root: Path, *, timeout: float = 120, cw
     proc = subprocess.run([sys.executable, "-m", "edgesep", *map(str, args)], capture_output=True, text=True,
                           env=full_env, cwd=cwd, timeout=timeout, stdin=subprocess.DEVNULL)
     seconds = time.monotonic() - start
-    return Outcome(proc.returncode, proc.stdout, proc.stderr, seconds, sorted(set(os.listdir(tmpdir)) - before))
+    return Outcome(proc.returncode, proc.stdout, proc.stderr, seconds, _new_entries(tmpdir, before))
 
 
 def check_refused(args: Sequence[str], tmp_root: Path, *, code: int, needles: Sequence[str] = (),
@@ -70,9 +78,12 @@ def check_refused(args: Sequence[str], tmp_root: Path, *, code: int, needles: Se
     return outcome
 
 
-def interrupt_after(args: Sequence[str], tmp_root: Path, *, signum: int, when: str, timeout: float = 300,
+def interrupt_after(args: Sequence[str], tmp_root: Path, *, signum: int, when, timeout: float = 300,
                     env: Optional[dict] = None) -> Outcome:
-    """Start the CLI, send ``signum`` once ``when`` appears on stderr (or after 1 s if empty), wait for it."""
+    """Start the CLI, send ``signum`` once ``when`` holds, wait for it.
+
+    ``when``: a text that appears on stderr, a callable polled every 50 ms, or "" for "after 1 s".
+    """
     tmpdir = tmp_root / "isolated-tmp"
     tmpdir.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, "TMPDIR": str(tmpdir), "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
@@ -84,7 +95,11 @@ def interrupt_after(args: Sequence[str], tmp_root: Path, *, signum: int, when: s
     while proc.poll() is None and time.monotonic() - start < timeout:
         chunk = proc.stderr.read() or b""
         seen += chunk
-        if (when and when.encode() in seen) or (not when and time.monotonic() - start > 1.0):
+        if callable(when):
+            ready = when()
+        else:
+            ready = when.encode() in seen if when else time.monotonic() - start > 1.0
+        if ready:
             proc.send_signal(signum)
             break
         time.sleep(0.05)
@@ -95,7 +110,7 @@ def interrupt_after(args: Sequence[str], tmp_root: Path, *, signum: int, when: s
         out, err = proc.communicate()
     seconds = time.monotonic() - start
     return Outcome(proc.returncode, out.decode(errors="replace"), (seen + err).decode(errors="replace"), seconds,
-                   sorted(os.listdir(tmpdir)))
+                   _new_entries(tmpdir, set()))
 
 
 SIGNALS = {"SIGTERM": signal.SIGTERM, "SIGHUP": signal.SIGHUP, "SIGINT": signal.SIGINT}

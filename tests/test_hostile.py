@@ -316,7 +316,11 @@ def test_ssh_server_that_never_speaks(tiny, tmp_path):
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP", "SIGINT"])
 def test_export_interrupted_leaves_nothing(signame, trained_split, out, tmp_path):
     before = snapshot(out)
-    outcome = interrupt_after(["export", "--int8", "--out", out], tmp_path, signum=SIGNALS[signame], when="tflite")
+    def converting():  # the export's private staging folder exists and holds a first artifact
+        return any(p.name.startswith(".edgesep") and p.is_dir() and any(p.iterdir()) for p in out.iterdir())
+
+    outcome = interrupt_after(["export", "--int8", "--out", out], tmp_path, signum=SIGNALS[signame],
+                              when=converting)
     assert outcome.code != 0 and "Traceback" not in outcome.stderr, outcome.stderr[-2000:]
     assert "interrupted" in outcome.stderr
     assert snapshot(out) == before, "staging or artifacts left in --out"
@@ -350,3 +354,21 @@ def test_compare_resume_with_damaged_session_file_measures_again(damage, tiny, t
     assert section["status"] == "done" and not section["resumed"]
     stored = json.loads((out / "bench" / "local.json").read_text())
     assert stored["target"] == "local" and stored["sessions"], "the new sessions were stored for the next --resume"
+
+
+@pytest.mark.ssh
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+def test_ssh_bench_interrupted_leaves_the_device_empty(signame, sshd, bench_models, litert_python, tmp_path):
+    assert list(sshd.device_tmp.iterdir()) == []
+
+    def measuring():  # the private folder exists on the device: runner and model pushed
+        return any(sshd.device_tmp.iterdir())
+
+    outcome = interrupt_after(["bench", bench_models["float.tflite"], "--device", sshd.target, "--ssh-config",
+                               sshd.config, "--remote-python", litert_python, "--runs", "100000", "--min-secs",
+                               "60", "--max-secs", "60"], tmp_path, signum=SIGNALS[signame], when=measuring,
+                              timeout=120)
+    assert outcome.code == 128 + SIGNALS[signame], outcome.stderr[-2000:]
+    assert "Traceback" not in outcome.stderr
+    assert list(sshd.device_tmp.iterdir()) == [], "the device's private folder was left behind"
+    assert outcome.seconds < 60

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 import shlex
 import subprocess
 from pathlib import Path
@@ -67,6 +68,7 @@ class RemoteShellDevice(RunnerDevice):
         if not self.python_words:
             raise DeviceError("--remote-python must not be empty", exit_code=EXIT_USAGE)
         self.remote_dir: Optional[str] = None
+        self._creating: Optional[str] = None  # name of a temp dir being made, until its path is known
         self._pushed: dict[str, str] = {}  # content hash -> device path
         self._runner_remote: Optional[str] = None
 
@@ -102,12 +104,21 @@ class RemoteShellDevice(RunnerDevice):
         return proc.stdout.decode("utf-8", "replace")
 
     def _make_temp_dir(self) -> str:
-        command = (f"umask 077 && d=$(mktemp -d {self.temp_parent}/edgesep.XXXXXXXX) && chmod 700 \"$d\" "
+        # The name is chosen here, before the device makes it (mkdir fails if it exists, like mktemp), so an
+        # interruption between "made on the device" and "path received" still knows what to remove.
+        self._creating = f"edgesep.{secrets.token_hex(4)}"
+        command = (f"umask 077 && d={self.temp_parent}/{self._creating} && mkdir -m 700 \"$d\" "
                    f"&& printf '%s\\n' \"$d\"")
-        lines = [ln.strip() for ln in self.shell(command, "creating a temp dir").splitlines() if ln.strip()]
+        try:
+            made = self.shell(command, "creating a temp dir")
+        except DeviceError:  # the command failed: nothing was made (only an interruption leaves it unknown)
+            self._creating = None
+            raise
+        lines = [ln.strip() for ln in made.splitlines() if ln.strip()]
         path = lines[-1] if lines else ""
-        if not _SAFE_DIR.match(path) or "/edgesep." not in path or ".." in path.split("/"):
-            raise DeviceError(f"unexpected temp dir from mktemp on {self.target}: {path!r}")
+        if not _SAFE_DIR.match(path) or not path.endswith("/" + self._creating) or ".." in path.split("/"):
+            raise DeviceError(f"unexpected temp dir from mkdir on {self.target}: {path!r}")
+        self._creating = None
         return path
 
     # ---- RunnerDevice hooks
@@ -154,8 +165,12 @@ class RemoteShellDevice(RunnerDevice):
 
     def cleanup(self) -> None:
         """Remove the device temp dir (``rm -rf``); safe to call twice. Raises ``DeviceError`` if it fails."""
-        if self.remote_dir is None:
+        if self.remote_dir is not None:
+            path = shlex.quote(self.remote_dir)
+        elif self._creating:  # interrupted while the folder was being made: its name is ours, its parent a word
+            path = f"{self.temp_parent}/{self._creating}"
+        else:
             return
-        path, self.remote_dir = self.remote_dir, None
+        self.remote_dir = self._creating = None
         self._pushed.clear()
-        self.shell(f"rm -rf -- {shlex.quote(path)}", "removing the temp dir")
+        self.shell(f"rm -rf -- {path}", "removing the temp dir")
