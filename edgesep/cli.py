@@ -149,11 +149,10 @@ def export(model_path: Optional[str], form: Optional[str], int8: bool, fp16: boo
         if edgetpu:
             step("edgetpu_compiler")
             _compile_for_edgetpu(doc, out_dir)
-    import shutil
 
     from edgesep.report import edgetpu_table, export_table
 
-    Console(width=max(160, shutil.get_terminal_size().columns)).print(export_table(doc))
+    Console().print(export_table(doc))
     for warning in doc.get("warnings") or []:
         click.echo(f"edgesep: warning: {warning}", err=True)
     if edgetpu:

@@ -6,38 +6,90 @@ from typing import Any, Optional
 from edgesep.report.text import format_ms, ops_text, short_model, size_text
 
 
-def export_table(doc: dict[str, Any]):
-    """A rich Table of export.json's artifacts: size, ops, max error, top-1 agreement and SQNR vs Keras, accuracy.
+def export_table(doc: dict[str, Any]) -> "ExportTable":
+    """A rich renderable of export.json's artifacts: size, ops, max error, top-1 agreement and SQNR vs Keras,
+    accuracy; the caption says what the data were (used as given, preprocessing, resizing), the int8 input
+    check and any warnings.
 
-    The caption says what the data were (used as given, preprocessing, resizing), the int8 input check and
-    any warnings.
+    It fits the console it is printed on: where the op list has room, it is a column; on a narrow terminal
+    (80 columns) it goes below the table, one line per distinct op set, wrapped between ops, never inside one.
     """
-    from rich.table import Table
+    return ExportTable(doc)
 
-    keras_acc = doc.get("keras_accuracy")
-    title = f"{doc['model']['name']} ({doc['model'].get('form') or 'custom'})"
-    if keras_acc is not None:
-        title += f" - Keras accuracy {keras_acc:.4f}"
-    table = Table(title=title)
-    for column in ("artifact", "precision", "size", "ops", "max |err|", "agree", "SQNR dB", "accuracy"):
-        table.add_column(column, **({"overflow": "fold", "ratio": 1} if column == "ops" else
-                                    {"no_wrap": True, "justify": "left" if column in ("artifact", "precision")
-                                     else "right"}))
-    for art in doc["artifacts"]:
-        err, acc = art.get("max_abs_error_vs_keras"), art.get("accuracy")
-        agree, sqnr = art.get("top1_agreement_vs_keras"), art.get("output_sqnr_db_vs_keras")
-        table.add_row(art["path"], art["precision"], size_text(art.get("bytes")), ops_text(art.get("ops", {})),
-                      "-" if err is None else f"{err:.1e}", "-" if agree is None else f"{agree:.3f}",
-                      "-" if sqnr is None else f"{sqnr:.1f}", "-" if acc is None else f"{acc:.4f}")
+
+class ExportTable:
+    """The export table, laid out at render time for the console's width (see :func:`export_table`)."""
+
+    COLUMNS = ("artifact", "precision", "size", "max err", "agree", "SQNR dB", "accuracy")
+
+    def __init__(self, doc: dict[str, Any]):
+        self.doc = doc
+
+    def __rich_console__(self, console, options):
+        from rich.measure import Measurement
+
+        ops = [ops_text(a.get("ops", {})) for a in self.doc["artifacts"]]
+        longest_op = max((len(tok) for text in ops for tok in text.split()), default=0)
+        narrow = self._table(with_ops=False)
+        need = Measurement.get(console, options, narrow).maximum + longest_op + 2
+        if not any(ops) or need > options.max_width:
+            yield narrow
+            yield from self._ops_lines(ops)
+        else:
+            yield self._table(with_ops=True, ops_width=longest_op)
+
+    def _table(self, with_ops: bool, ops_width: int = 0):
+        from rich import box
+        from rich.table import Table
+
+        doc = self.doc
+        title = f"{doc['model']['name']} ({doc['model'].get('form') or 'custom'})"
+        if doc.get("keras_accuracy") is not None:
+            title += f" - Keras accuracy {doc['keras_accuracy']:.4f}"
+        table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,
+                      title_justify="left", caption_justify="left")
+        columns = list(self.COLUMNS)
+        if with_ops:
+            columns.insert(3, "ops")
+        for column in columns:
+            if column == "ops":
+                table.add_column(column, overflow="fold", ratio=1, min_width=ops_width)
+            else:
+                table.add_column(column, no_wrap=True, justify="left" if column in ("artifact", "precision")
+                                 else "right")
+        for art in doc["artifacts"]:
+            err, acc = art.get("max_abs_error_vs_keras"), art.get("accuracy")
+            agree, sqnr = art.get("top1_agreement_vs_keras"), art.get("output_sqnr_db_vs_keras")
+            cells = [art["path"], art["precision"], size_text(art.get("bytes")),
+                     "-" if err is None else f"{err:.1e}", "-" if agree is None else f"{agree:.3f}",
+                     "-" if sqnr is None else f"{sqnr:.1f}", "-" if acc is None else f"{acc:.4f}"]
+            if with_ops:
+                cells.insert(3, ops_text(art.get("ops", {})))
+            table.add_row(*cells)
+        table.caption = "\n".join(_export_caption(doc)) or None
+        return table
+
+    def _ops_lines(self, ops: list[str]):
+        """One paragraph per distinct op set, naming the artifacts that have it."""
+        from rich.text import Text
+
+        groups: dict[str, list[str]] = {}
+        for art, text in zip(self.doc["artifacts"], ops):
+            if text:
+                groups.setdefault(text, []).append(art["path"])
+        for text, paths in groups.items():
+            yield Text.assemble((f"ops of {', '.join(paths)}: ", "bold"), text)
+
+
+def _export_caption(doc: dict[str, Any]) -> list[str]:
+    """The lines under the export table: input data, int8 input check, equalize guard, warnings."""
     caption = [line for line in (_input_line(doc), _int8_line(doc.get("int8_check"))) if line]
     guard = (doc.get("equalize") or {}).get("guard")
     if guard:
         caption.append(f"equalize guard: {guard['outcome']} ({guard['links_kept']}/{guard['links']} links "
                        f"equalized); int8 accuracy {guard['accuracy']:.4f}, without equalization "
                        f"{guard['accuracy_without_equalize']:.4f}, every link equalized {guard['accuracy_every_link']:.4f}")
-    caption += [f"warning: {w}" for w in doc.get("warnings") or []]
-    table.caption = "\n".join(caption) or None
-    return table
+    return caption + [f"warning: {w}" for w in doc.get("warnings") or []]
 
 
 def _input_line(doc: dict[str, Any]) -> str:

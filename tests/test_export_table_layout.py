@@ -1,0 +1,56 @@
+"""The export table is the first thing a new user sees: readable at 80 columns, ops never split mid-name."""
+import re
+
+import pytest
+
+OPS_TFLITE = {"CONV_2D": 5, "DEPTHWISE_CONV_2D": 4, "FULLY_CONNECTED": 1, "MEAN": 1, "SOFTMAX": 1}
+OPS_INT8 = {**OPS_TFLITE, "QUANTIZE": 1, "DEQUANTIZE": 1}
+OPS_ONNX = {"Clip": 9, "Conv": 9, "Add": 1, "GlobalAveragePool": 1, "MatMul": 1, "Softmax": 1, "Squeeze": 1}
+
+
+def _doc():
+    def art(path, precision, ops, agree=None, sqnr=None):
+        return {"path": path, "format": path.rsplit(".", 1)[1], "precision": precision, "bytes": 134963,
+                "ops": ops, "max_abs_error_vs_keras": 1.4e-06, "accuracy": 0.9889,
+                "top1_agreement_vs_keras": agree, "output_sqnr_db_vs_keras": sqnr}
+
+    return {"model": {"name": "edgesep_split", "form": "split"}, "keras_accuracy": 0.9889,
+            "dataset": {"name": "digits", "input": {"kind": "builtin", "preprocess": {"spec": "unit"}}},
+            "artifacts": [art("model.tflite", "float32", OPS_TFLITE), art("model_fp16.tflite", "float16", OPS_TFLITE),
+                          art("model_int8.tflite", "int8", OPS_INT8, 0.998, 31.8),
+                          art("model.onnx", "float32", OPS_ONNX)]}
+
+
+def _render(width):
+    from rich.console import Console
+
+    from edgesep.report import export_table
+
+    console = Console(width=width, record=True, color_system=None)
+    console.print(export_table(_doc()))
+    return console.export_text()
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_export_table_fits_and_never_splits_an_op(width):
+    text = _render(width)
+    lines = text.splitlines()
+    assert max(len(line.rstrip()) for line in lines) <= width
+    words = text.split()
+    for ops in (OPS_TFLITE, OPS_INT8, OPS_ONNX):
+        for name, count in ops.items():
+            assert f"{name}×{count}" in words, f"{name}×{count} was split or lost at {width} columns"
+    for name in ("model.tflite", "model_fp16.tflite", "model_int8.tflite", "model.onnx"):
+        assert name in words
+    assert "…" not in text, "a cell was cut"
+    assert re.search(r"model_int8\.tflite\s+int8\s+131\.8 KiB\s+1\.4e-06\s+0\.998\s+31\.8\s+0\.9889", text) or \
+        re.search(r"model_int8\.tflite\s+int8\s+131\.8 KiB\s+CONV_2D", text)
+    assert len(lines) <= 16, f"{len(lines)} lines for 4 artifacts at {width} columns"
+
+
+def test_wide_terminal_keeps_ops_in_a_column_narrow_lists_them_once_per_op_set():
+    wide, narrow = _render(160), _render(80)
+    assert "ops of" not in wide and "ops" in wide.splitlines()[1].split()
+    # model.tflite and model_fp16.tflite have the same ops: one line names both
+    assert "ops of model.tflite, model_fp16.tflite:" in narrow
+    assert narrow.count("ops of ") == 3
