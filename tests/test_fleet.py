@@ -1,9 +1,10 @@
 """edgesep sweep / edgesep worker: plans, a real multi-node Ray cluster on 127.0.0.1, real devices, SQLite.
 
 Every test that starts Ray is marked ``slow`` (a cluster takes ~15 s to start on 2 cores); the quick set checks
-plans, the CLI's one-line errors and the worker's refusals. The cluster is ``ray.cluster_utils.Cluster`` (real raylets and GCS, one machine): a head owning ``local`` and
-the real-sshd device, and two worker nodes owning one emulated adb phone each. Sweeps run as the real CLI in
-a subprocess joining that cluster with ``--address``, so Ctrl-C and kill -9 hit a real driver.
+plans, the CLI's one-line errors and the worker's refusals. The cluster is ``ray.cluster_utils.Cluster``
+(real raylets and GCS, one machine): a head owning ``local`` and the real-sshd device, and two worker nodes
+owning one emulated adb phone each. Sweeps run as the real CLI in a subprocess joining that cluster with
+``--address``, so Ctrl-C and kill -9 hit a real driver.
 """
 from __future__ import annotations
 
@@ -199,6 +200,34 @@ def test_sweep_on_cluster_places_each_job_on_its_owner_and_resumes(cluster, sshd
     assert (out / "report.md").read_text().count("| float.tflite (tflite float32) |") == 1
     assert (out / "latency_heatmap.png").stat().st_size > 1000
     assert len((out / "sweep.csv").read_text().splitlines()) == 9
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_builtin_models_are_exported_as_ray_tasks_and_compared(cluster, tmp_path):
+    plan = _write(tmp_path, "[[models]]\nform = ['fused', 'split']\nblocks = 'tiny'\ninput_size = 16\nepochs = 1\n"
+                            "[export]\nprecisions = ['float32', 'int8']\n[[devices]]\ntarget = 'local'\n"
+                            + BENCH.format(min_secs=0.0, max_secs=2.0))
+    out = tmp_path / "out"
+    proc = _sweep(plan, "--out", out, "--address", cluster.address, "--report", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    db = sqlite3.connect(out / "sweep.db")
+    exports = db.execute("SELECT model, status, node_id, folder FROM exports").fetchall()
+    db.close()
+    nodes = {cluster.head_node.node_id, *(w.node_id for w in cluster.workers)}
+    assert len(exports) == 2 and all(status == "ok" and node in nodes for _, status, node, _ in exports)
+    assert all((out / folder / "export.json").is_file() for *_, folder in exports)
+    rows = _rows(out)
+    assert sorted((r["form"], r["precision"]) for r in rows) == [("fused", "float32"), ("fused", "int8"),
+                                                                ("split", "float32"), ("split", "int8")]
+    assert all(r["status"] == "ok" and 0 <= r["accuracy"] <= 1 and r["keras_accuracy"] for r in rows)
+    report = (out / "report.md").read_text()
+    assert report.count("| local | builtin-*-w1-i16-s0 |") == 2 and "fused_split_ratios.png" in report
+    again = _sweep(plan, "--out", out, "--address", cluster.address, "--resume")
+    assert again.returncode == 0 and "4 already done" in again.stdout
+    db = sqlite3.connect(out / "sweep.db")
+    assert db.execute("SELECT count(*) FROM exports").fetchone() == (2,)  # reused from DIR/artifacts
+    db.close()
 
 
 @pytest.mark.ray

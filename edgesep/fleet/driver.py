@@ -113,7 +113,9 @@ class Sweep:
         if not refs:
             time.sleep(POLL_SECS)
             return []
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=POLL_SECS)
+        ready, rest = ray.wait(refs, num_returns=1, timeout=POLL_SECS)  # returns as soon as one is done
+        if ready and rest:
+            ready += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
         return ready
 
     def _enqueue(self, artifacts: list[Artifact]) -> None:

@@ -247,7 +247,7 @@ def _models(entry: dict[str, Any], prefix: str, where: str, base: Path) -> list[
     if "path" in entry:
         _only(entry, ("path", "name", "form"), where, prefix + ".")
         raw = _typed(entry["path"], str, f"{prefix}.path", where)
-        path = (base / raw).resolve()
+        path = (base / Path(raw).expanduser()).resolve()
         if path.suffix not in MODEL_SUFFIXES:
             raise PlanError(f"{where}: {prefix}.path: {raw}: expected one of {', '.join(MODEL_SUFFIXES)}")
         if not path.is_file():
@@ -306,7 +306,8 @@ def _device(entry: dict[str, Any], prefix: str, where: str, base: Path) -> Devic
     options = {k: entry[k] for k in DEVICE_OPTIONS if k in entry}
     for key in DEVICE_PATH_OPTIONS:
         if key in options:
-            options[key] = str((base / _typed(options[key], str, f"{prefix}.{key}", where)).resolve())
+            given = Path(_typed(options[key], str, f"{prefix}.{key}", where)).expanduser()
+            options[key] = str((base / given).resolve())
     try:
         parse_target(target, **options)  # no connection: checks the target form and the options
     except (EdgesepError, TypeError, ValueError) as e:

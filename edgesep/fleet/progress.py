@@ -41,8 +41,9 @@ class SweepProgress:
         from rich.table import Table
 
         exports = snapshot.get("exports", {})
-        table = Table(title="sweep", caption=f"exports: {exports.get('running', 0)} running, {exports.get('ok', 0)} "
-                                             f"done, {exports.get('reused', 0)} reused, {exports.get('failed', 0)} failed")
+        caption = (f"exports: {exports.get('running', 0)} running, {exports.get('ok', 0)} done, "
+                   f"{exports.get('reused', 0)} reused, {exports.get('failed', 0)} failed")
+        table = Table(title="sweep", caption=caption)
         for column in ("device", "node", "state", "queued", "running", "ok", "failed", "requeued", "skipped"):
             table.add_column(column, justify="left" if column in ("device", "node", "state") else "right")
         for d in snapshot.get("devices", []):
