@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray's loopback mode, before Ray is imported
+os.environ["RAY_AUTH_MODE"] = "disabled"  # cluster_utils' nodes run without Ray's token authentication
 
 LOCAL = f"edgesep/local:{socket.gethostname()}"
 BENCH = "[bench]\nruns = 5\nwarmup = 1\nwarmup_secs = 0.0\nmin_secs = 0.0\nmax_secs = 2.0\nthreads = 1\n"

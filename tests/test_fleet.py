@@ -138,6 +138,7 @@ def phones(adb_server, tmp_path_factory):
 def cluster(phones, sshd):
     """Head (local + ssh device) and two worker nodes (one phone each), num_cpus=1 each, on 127.0.0.1."""
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray's loopback mode, before Ray is imported
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # cluster_utils' nodes run without Ray's token authentication
     from ray.cluster_utils import Cluster
 
     local = device_resource("local")
@@ -407,8 +408,8 @@ def _address(hex_addr: str) -> str:
 
     host, port = hex_addr.split(":")
     raw = bytes.fromhex(host)
-    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
-    return f"{ipaddress.ip_address(words)}:{int(port, 16)}"
+    ip = ipaddress.ip_address(b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4)))
+    return f"{getattr(ip, 'ipv4_mapped', None) or ip}:{int(port, 16)}"
 
 
 def _is_loopback(addr: str) -> bool:
@@ -423,8 +424,9 @@ def _is_loopback(addr: str) -> bool:
 def test_embedded_default_listens_on_loopback_only(bench_models, tmp_path):
     plan = _plan(tmp_path, [bench_models["float.tflite"]], ["[[devices]]\ntarget = 'local'\n"], min_secs=3.0)
     out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}  # Ray's defaults
     proc = subprocess.Popen([sys.executable, "-m", "edgesep", "sweep", str(plan), "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     seen: set[str] = set()
     try:
         deadline = time.monotonic() + 120
@@ -452,3 +454,34 @@ def test_worker_refuses_to_bind_the_network_unless_told(args, message):
     proc = subprocess.run([sys.executable, "-m", "edgesep", "worker", *args], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_worker_head_offers_its_device_on_loopback_with_token_auth(bench_models, tmp_path):
+    from sshd import _free_port
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    head = subprocess.Popen([sys.executable, "-m", "edgesep", "worker", "--head", "--port", str(port), "--device",
+                             "local", "--num-cpus", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    try:
+        plan = _plan(tmp_path, [bench_models["float.tflite"]], ["[[devices]]\ntarget = 'local'\n"])
+        deadline = time.monotonic() + 90
+        while True:  # the head is up when its GCS port accepts connections
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert head.poll() is None and time.monotonic() < deadline, head.communicate()[1][-2000:]
+            time.sleep(0.5)
+        listening = _listening(_descendants(head.pid))
+        proc = _sweep(plan, "--out", tmp_path / "out", "--address", f"127.0.0.1:{port}", env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert [r["status"] for r in _rows(tmp_path / "out")] == ["ok"]
+        assert f"127.0.0.1:{port}" in listening and all(_is_loopback(a) for a in listening), listening
+    finally:
+        head.terminate()  # passed on to ray start, which stops its processes
+        _, err = head.communicate(timeout=60)
+    assert "token authentication is on" in err
+    assert not _descendants(head.pid)

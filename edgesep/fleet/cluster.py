@@ -21,6 +21,8 @@ from edgesep.errors import DeviceError, EdgesepError, UsageError
 INSTALL_HINT = "pip install 'edgesep[fleet]'"
 # Ray's single-machine mode: every address it resolves for this machine is the loopback one
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+AUTH_ENV = "RAY_AUTH_MODE"  # Ray's token authentication: "token" or "disabled"
+TOKEN_FILE = os.path.join("~", ".ray", "auth_token")
 DEFAULT_PORT = 6379
 PROTECT_HINT = ("Ray has no authentication: anyone who reaches {addr} can run code on this machine. Keep it on "
                 "a private network or firewall it to the cluster's hosts, reach it through an SSH tunnel "
@@ -82,6 +84,8 @@ def connect(address: Optional[str], resources: dict[str, float], num_cpus: Optio
     require_ray()
     if address is None or is_loopback(split_address(address)[0]) or _auto_is_loopback(address):
         _loopback_mode()
+    if address is not None:
+        token_mode(os.environ)
     import ray
 
     quiet = {"log_to_driver": False, "logging_level": "ERROR", "namespace": "edgesep", "configure_logging": True}
@@ -93,6 +97,18 @@ def connect(address: Optional[str], resources: dict[str, float], num_cpus: Optio
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise EdgesepError(f"cannot join the Ray cluster at {address}: {_short(e)}") from None
     return address
+
+
+def token_mode(env: dict) -> None:
+    """Turn Ray's token authentication on in ``env`` when a token is at hand and the user set no mode.
+
+    Heads started by ``edgesep worker --head`` require the token (``~/.ray/auth_token``, copied to every
+    host); Ray itself only uses it for ``--address auto``. ``RAY_AUTH_MODE`` set by the user always wins.
+    """
+    if AUTH_ENV in env:
+        return
+    if env.get("RAY_AUTH_TOKEN") or env.get("RAY_AUTH_TOKEN_PATH") or os.path.isfile(os.path.expanduser(TOKEN_FILE)):
+        env[AUTH_ENV] = "token"
 
 
 def _auto_is_loopback(address: str) -> bool:
@@ -200,14 +216,30 @@ def _is_local_address(addr: str) -> bool:
         return False
 
 
-def run_worker(argv: Sequence[str], listen: Optional[str], say: Callable[[str], None]) -> int:
-    """Run the node in the foreground until Ctrl-C; returns ray's exit code."""
+def run_worker(argv: Sequence[str], listen: Optional[str], head: bool, say: Callable[[str], None]) -> int:
+    """Run the node in the foreground until Ctrl-C or SIGTERM (passed on to Ray); returns ray's exit code."""
+    import signal
+
     env = dict(os.environ)
     if listen is None or is_loopback(listen):
         env[LOOPBACK_ENV] = "0"
     else:
         say("edgesep: warning: " + PROTECT_HINT.format(addr=listen))
+    if head:
+        env.setdefault(AUTH_ENV, "token")
+        if env[AUTH_ENV] == "token" and not os.path.isfile(os.path.expanduser(TOKEN_FILE)):
+            subprocess.run([argv[0], "get-auth-token", "--generate"], capture_output=True, env=env, check=False)
+        say(f"edgesep: Ray token authentication is {'on' if env[AUTH_ENV] == 'token' else 'off'}; copy "
+            f"{TOKEN_FILE} to every host that joins (workers and sweeps use it when it is there)")
+    else:
+        token_mode(env)
+    child = subprocess.Popen(list(argv), env=env)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: child.terminate())
     try:
-        return subprocess.call(list(argv), env=env)
+        return child.wait()
     except KeyboardInterrupt:
+        child.send_signal(signal.SIGINT)
+        child.wait()
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -99,7 +99,7 @@ def worker_command(address: Optional[str], head: bool, port: int, targets: Seque
     for target in targets:
         check_device(target, {k: v for k, v in options.items() if v is not None and _applies(k, target)})
         echo(f"{target}: answers; offered as {device_resource(target)}")
-    return run_worker(argv, listen, lambda line: echo(line, err=True))
+    return run_worker(argv, listen, head, lambda line: echo(line, err=True))
 
 
 def _applies(option: str, target: str) -> bool:
