@@ -76,8 +76,8 @@ def scaling(tmp: Path, exports: int, epochs: int) -> dict[int, tuple[float, floa
         db.close()
         assert n == 2 * seeds, f"{n} exports"
         figures[workers] = (wall, end - start)
-        print(f"  {workers} worker node(s): sweep {wall:.1f} s, export phase {end - start:.1f} s ({n} exports)",
-              flush=True)
+        print(f"  {workers} worker node(s): sweep {wall:.1f} s, export phase {end - start:.1f} s ({n} exports; "
+              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)", flush=True)
     return figures
 
 
