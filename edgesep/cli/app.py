@@ -1,0 +1,154 @@
+"""The ``edgesep`` command group, its shared options and the one place errors become exit codes.
+
+Heavy modules (TensorFlow, the converters, the devices) are imported inside the subcommands, so
+``edgesep --help`` answers at once. Subcommands live beside this module, one module per family.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional, Sequence
+
+import click
+
+from edgesep import __version__
+from edgesep.devices.base import BenchConfig
+from edgesep.errors import EXIT_USAGE, EdgesepError, one_line
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+BENCH_DEFAULTS = BenchConfig()  # click defaults of bench/compare come from here, never repeated
+
+
+class UserError(EdgesepError):
+    """A failure the user can fix, raised by the CLI itself: one line, exit code 1."""
+
+
+class FiniteFloat(click.FloatRange):
+    """A float option in a range that also refuses inf and nan (exit 2, one line)."""
+
+    name = "finite float range"
+
+    def convert(self, value, param, ctx):
+        import math
+
+        if isinstance(value, str) and value.strip().lower() in ("nan", "+nan", "-nan"):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        converted = super().convert(value, param, ctx)
+        if not math.isfinite(converted):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return converted
+
+
+def measure_options(command):
+    """The steady-state options bench and compare share (defaults follow TFLite's benchmark_model)."""
+    options = [
+        click.option("--threads", type=click.IntRange(min=1), help="Interpreter threads (default: the runtime's own)."),
+        click.option("--runs", type=click.IntRange(min=1), default=BENCH_DEFAULTS.runs, show_default=True,
+                     help="Minimum steady-state runs per model."),
+        click.option("--min-secs", type=FiniteFloat(min=0), default=BENCH_DEFAULTS.min_secs, show_default=True,
+                     help="Minimum steady-state time per model, seconds."),
+        click.option("--max-secs", type=FiniteFloat(min=0, min_open=True), default=BENCH_DEFAULTS.max_secs,
+                     show_default=True,
+                     help="Maximum steady-state time per model, seconds."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def input_options(command):
+    """How --data becomes model input: --preprocess for images, --resize for a .npz of another size."""
+    command = click.option("--resize", is_flag=True,
+                           help="Resize a .npz's x bilinearly (and fit its channels) to the model's input; "
+                                "without it a .npz must already match (it is used as given).")(command)
+    return click.option("--preprocess", metavar="unit|symmetric|raw|caffe|torch|scale=S,offset=O[,bgr]",
+                        help="How images (a folder, digits) become the model's input: unit [0,1]; symmetric "
+                             "[-1,1] (MobileNet/V2, Xception); raw [0,255] (EfficientNet, MobileNetV3); caffe "
+                             "(ResNet, VGG); torch (ImageNet mean/std); or pixel*S+O. A .npz is used as given.")(command)
+
+
+def note(text: str) -> None:
+    click.echo(f"edgesep: note: {text}", err=True)
+
+
+ssh_config_option = click.option("--ssh-config", type=click.Path(dir_okay=False), metavar="FILE",
+                                  help="ssh_config for ssh:// targets (-F).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgesep")
+def cli() -> None:
+    """edgesep: SeparableConv2D vs MobileNet's split block, from Keras to a measured edge deployment."""
+
+
+def check_out_dir(out_dir: str) -> "Path":
+    """--out as a Path, refused in one line before any work when it cannot become a writable folder."""
+    from edgesep.io import check_writable_dir
+
+    return check_writable_dir(out_dir)
+
+
+def check_out_file(out_file: str) -> "Path":
+    """--out FILE as a Path, refused before any measurement when its folder cannot take a new file."""
+    from pathlib import Path
+
+    from edgesep.errors import OutputError
+    from edgesep.io import check_writable_dir
+
+    path = Path(out_file)
+    if path.is_dir():
+        raise OutputError(f"--out {path} is a folder; give a file name")
+    check_writable_dir(path.parent)
+    return path
+
+
+def _report_signal(e) -> int:
+    click.echo("edgesep: interrupted" if e.name == "SIGINT" else f"edgesep: interrupted by {e.name}", err=True)
+    return 128 + e.signum
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 1 failure, 2 usage) and never lets a traceback out.
+
+    SIGTERM and SIGHUP are handled like Ctrl-C (staging folders, temp files and device folders are removed);
+    the exit code is then 128 + the signal number, 130 for Ctrl-C.
+    """
+    from edgesep import interrupt
+
+    previous = interrupt.install()
+    try:
+        return _run_cli(argv)
+    finally:
+        interrupt.restore(previous)
+
+
+def _run_cli(argv: Optional[Sequence[str]]) -> int:
+    from edgesep.interrupt import Signalled
+
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="edgesep", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.Abort as e:  # click turns KeyboardInterrupt (and our signals) into Abort
+        cause = e.__cause__ or e.__context__
+        if isinstance(cause, Signalled):
+            return _report_signal(cause)
+        click.echo("edgesep: interrupted" if isinstance(cause, KeyboardInterrupt) else "edgesep: aborted", err=True)
+        return 130
+    except click.UsageError as e:
+        msg = e.format_message().splitlines()[0] if e.format_message() else "usage error"
+        click.echo(f"edgesep: error: {msg} (see 'edgesep {e.ctx.info_name if e.ctx else ''} --help')".replace(
+            "edgesep edgesep", "edgesep"), err=True)
+        return EXIT_USAGE
+    except click.ClickException as e:
+        click.echo(f"edgesep: error: {one_line(e.format_message())}", err=True)
+        return e.exit_code
+    except Signalled as e:
+        return _report_signal(e)
+    except KeyboardInterrupt:
+        click.echo("edgesep: interrupted", err=True)
+        return 130
+    except EdgesepError as e:  # the one place that turns errors into exit codes
+        click.echo(f"edgesep: error: {e}", err=True)
+        return e.exit_code
+    return 0

@@ -1,0 +1,233 @@
+"""``edgesep bench`` and ``edgesep devices``: measure models on one device; list attached phones."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
+import click
+
+from edgesep.cli.app import (
+    BENCH_DEFAULTS, FiniteFloat, UserError, check_out_file, cli, input_options, measure_options, note,
+    ssh_config_option)
+from edgesep.devices.base import BenchConfig
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from edgesep.devices.base import BenchResult, Device
+
+
+@cli.command()
+@click.argument("models", nargs=-1, required=True, metavar="MODEL...")
+@click.option("--device", "target", default="local", show_default=True, metavar="TARGET",
+              help="local, ssh://[user@]host[:port], adb or adb:SERIAL.")
+@measure_options
+@click.option("--warmup", type=click.IntRange(min=0), default=BENCH_DEFAULTS.warmup, show_default=True,
+              help="Minimum warm-up runs per model.")
+@click.option("--warmup-secs", type=FiniteFloat(min=0), default=BENCH_DEFAULTS.warmup_secs, show_default=True,
+              help="Minimum warm-up time (all models, interleaved), seconds.")
+@click.option("--delegate", default=BENCH_DEFAULTS.delegate, show_default=True, metavar="xnnpack|none|edgetpu|PATH",
+              help="TFLite delegate: XNNPACK (default CPU path), none, the Edge TPU, or a delegate library.")
+@click.option("--delegate-option", "delegate_options", multiple=True, metavar="KEY=VALUE",
+              help="Delegate option, repeatable (e.g. device=usb:0 for edgetpu).")
+@click.option("--data", metavar="digits|PATH.npz|DIR",
+              help="Also measure top-1 accuracy on the test split of this labelled data (as export does).")
+@input_options
+@ssh_config_option
+@click.option("--remote-python", metavar="PATH", help="The device's Python (default: python3).")
+@click.option("--benchmark-binary", type=click.Path(dir_okay=False), metavar="PATH",
+              help="adb: TFLite's benchmark_model built for the phone, pushed and used as the runner.")
+@click.option("--cpu-mask", metavar="HEX", help="adb: taskset CPU mask for the runner (e.g. f0: big cores).")
+@click.option("--op-profiling", is_flag=True, help="adb with benchmark_model: per-op profile (--enable_op_profiling).")
+@click.option("--seed", type=int, default=BENCH_DEFAULTS.seed, show_default=True,
+              help="Seed of the random latency input.")
+@click.option("--json", "as_json", is_flag=True, help="Print only the JSON document on stdout.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Also write the JSON document to FILE.")
+def bench(models: tuple[str, ...], target: str, threads: Optional[int], runs: int, warmup: int,
+          warmup_secs: float, min_secs: float, max_secs: float, delegate: str, delegate_options: tuple[str, ...],
+          data: Optional[str], preprocess: Optional[str], resize: bool, ssh_config: Optional[str],
+          remote_python: Optional[str], benchmark_binary: Optional[str], cpu_mask: Optional[str], op_profiling: bool,
+          seed: int, as_json: bool, out_file: Optional[str]) -> None:
+    """Measure latency (and accuracy with --data) of .tflite/.onnx models on a device.
+
+    Several models are measured in one session, interleaved round by round, so drift and heat hit all alike.
+    """
+    from pathlib import Path
+
+    from edgesep.devices import parse_target
+    from edgesep.devices.harness import check_model_file
+
+    paths = [Path(m) for m in models]
+    for path in paths:
+        check_model_file(path)
+    target = target.strip()
+    if out_file:
+        check_out_file(out_file)
+    if (preprocess or resize) and not data:
+        raise click.UsageError("--preprocess and --resize say how --data becomes model input; add --data")
+    config = _bench_config(delegate_options, threads=threads, runs=runs, warmup=warmup, warmup_secs=warmup_secs,
+                           min_secs=min_secs, max_secs=max_secs, delegate=delegate, seed=seed)
+    adb_options = {"benchmark_binary": benchmark_binary, "cpu_mask": cpu_mask, "op_profiling": op_profiling or None}
+    device = parse_target(target, **_bench_device_options(target, ssh_config, remote_python, adb_options))
+    results = _bench_measure(device, paths, target, config, data, preprocess, resize)
+    _bench_output(results, as_json, out_file)
+
+
+def _bench_config(delegate_options: tuple[str, ...], **fields) -> BenchConfig:
+    """The BenchConfig of the options (a bad value is a usage error)."""
+    options = [tuple(o.split("=", 1)) for o in delegate_options]
+    if any(len(o) != 2 or not o[0] for o in options):
+        raise click.UsageError("--delegate-option takes KEY=VALUE")
+    try:
+        return BenchConfig(delegate_options=tuple(options), **fields)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+
+
+def _bench_measure(device: Device, paths: list[Path], target: str, config: BenchConfig, data: Optional[str],
+                   preprocess: Optional[str], resize: bool) -> list[BenchResult]:
+    """Accuracy data and Edge TPU copies staged in a private temp folder, then the session."""
+    import tempfile
+    from pathlib import Path
+
+    from edgesep.bench import accuracy_npz, edgetpu_models
+
+    with tempfile.TemporaryDirectory(prefix="edgesep-bench-") as tmp:
+        data_file = accuracy_npz(data, paths, Path(tmp), preprocess=preprocess, resize=resize,
+                                 note=note) if data else None
+        if data_file is not None:
+            config = BenchConfig.from_dict({**config.to_dict(), "data": str(data_file)})
+        run_paths, edgetpu_reports = edgetpu_models(paths, Path(tmp), target, config.delegate)
+        results = _bench_run(device, run_paths, data_file, config)
+        for result, path, report in zip(results, paths, edgetpu_reports):
+            result.model = str(path)  # the user's file, also when a compiled copy ran
+            if report is not None:
+                result.extra["edgetpu"] = report.to_dict()
+    return results
+
+
+def _bench_output(results: list[BenchResult], as_json: bool, out_file: Optional[str]) -> None:
+    """Print the results (JSON or a table), then write --out: a file that cannot be written loses nothing."""
+    from edgesep.io import dumps, write_text
+
+    doc = {"results": [r.to_dict() for r in results]}
+    text = dumps(doc, indent=None)
+    if as_json:
+        click.echo(text)
+    else:
+        _bench_print(doc["results"])
+    if out_file:
+        write_text(out_file, text + "\n")
+    _bench_failures(results)
+
+
+def _bench_device_options(target: str, ssh_config: Optional[str], remote_python: Optional[str],
+                          adb_options: Optional[dict] = None) -> dict[str, str]:
+    """Device options the user gave, checked against the target kind."""
+    options = {}
+    given = {k: v for k, v in (adb_options or {}).items() if v is not None}
+    if given:
+        if not target.strip().startswith("adb"):
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise click.UsageError(f"{flags}: for adb targets only")
+        options.update(given)
+    if ssh_config is not None:
+        if not target.startswith("ssh://"):
+            raise click.UsageError("--ssh-config applies to ssh:// targets only")
+        options["ssh_config"] = ssh_config
+    if remote_python is not None:
+        if target.strip() == "local":
+            raise click.UsageError("--remote-python applies to remote targets only")
+        options["remote_python"] = remote_python
+    return options
+
+
+def _bench_run(device: Device, paths: list[Path], data_file: Optional[Path],
+               config: BenchConfig) -> list[BenchResult]:
+    """prepare + run with a progress bar on stderr; the device is cleaned up whatever happens."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from edgesep.devices.base import DeviceError
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=Console(stderr=True), transient=True)
+    tasks: dict = {}
+
+    def progress(model: str, done: int, total: int) -> None:
+        if model not in tasks:
+            tasks[model] = bar.add_task(model.replace("\\", "/").rsplit("/", 1)[-1], total=max(total, 1))
+        bar.update(tasks[model], completed=done, total=max(total, done, 1))
+
+    try:
+        with bar:
+            device.prepare(paths, data_file)
+            results = device.run(config, progress=progress)
+    except BaseException:
+        try:
+            device.cleanup()
+        except DeviceError as e:
+            click.echo(f"edgesep: warning: {e}", err=True)
+        raise
+    device.cleanup()
+    return results
+
+
+def _bench_print(results: list[dict]) -> None:
+    import shutil
+
+    from rich.console import Console
+
+    from edgesep.report import bench_table
+
+    table = bench_table(results)
+    host = next((r.get("host") for r in results if r.get("host")), None)
+    if host:
+        temp = host.get("temp_c")
+        table.caption = (f"{host.get('cpu')}, {host.get('cores')} cores, governor {host.get('governor') or '-'}, "
+                         f"temp {'-' if temp is None else f'{temp:.0f} C'}"
+                         + (f"\n{table.caption}" if table.caption else ""))
+    Console(width=max(160, shutil.get_terminal_size().columns)).print(table)
+
+
+def _bench_failures(results: list[BenchResult]) -> None:
+    """One error line per failed model and exit code 1 (the other models' results are already out)."""
+    failed = [r for r in results if r.error]
+    if not failed:
+        return
+    if len(results) == 1:
+        raise UserError(f"{failed[0].model}: {failed[0].error}")
+    for r in failed:
+        click.echo(f"edgesep: error: {r.model}: {r.error}", err=True)
+    raise UserError(f"{len(failed)} of {len(results)} models failed; the others' results stand")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.option("--adb", "adb_path", metavar="PATH", help="The adb executable (default: adb on PATH).")
+@click.option("--adb-server-port", type=click.IntRange(1, 65535), metavar="PORT",
+              help="The adb server's port (default: adb's own, 5037 or $ANDROID_ADB_SERVER_PORT).")
+def devices(as_json: bool, adb_path: Optional[str], adb_server_port: Optional[int]) -> None:
+    """List attached Android devices (serial, model, ABI, Android version)."""
+    import json
+
+    from edgesep.devices.adb import describe_devices
+
+    found = describe_devices(adb_path=adb_path, server_port=adb_server_port)
+    if as_json:
+        click.echo(json.dumps([d.to_dict() for d in found], indent=2))
+        return
+    if not found:
+        click.echo("no adb devices attached (connect a phone with USB debugging on, or 'adb connect HOST:PORT')")
+        return
+    import shutil
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="adb devices")
+    for column in ("serial", "state", "model", "ABI", "Android"):
+        table.add_column(column)
+    for d in found:
+        table.add_row(d.serial, d.state, d.model or "-", d.abi or "-", d.android or "-")
+    Console(width=max(100, shutil.get_terminal_size().columns)).print(table)

@@ -1,0 +1,212 @@
+"""``edgesep compare``: fused vs split (or any models) on every device, with a report."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
+import click
+
+from edgesep.cli.app import (
+    BENCH_DEFAULTS, FiniteFloat, UserError, check_out_dir, cli, input_options, measure_options, note,
+    ssh_config_option)
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+@cli.command()
+@click.argument("models", nargs=-1, metavar="[MODEL...]")
+@click.option("--device", "targets", multiple=True, metavar="TARGET",
+              help="local, ssh://[user@]host[:port], adb or adb:SERIAL; repeat for several devices [local].")
+@click.option("--int8/--no-int8", default=None, help="Export and compare full-integer int8 models too [on].")
+@click.option("--seeds", type=click.IntRange(min=1), help="Trainings per form, seeds 0..N-1 [1].")
+@click.option("--width", type=FiniteFloat(min=0, min_open=True), help="Channel multiplier [1.0].")
+@click.option("--input-size", type=click.IntRange(min=8), help="Input height and width, 3 channels [32].")
+@click.option("--blocks", metavar="SPEC", help="default, small, tiny or FILTERS[:STRIDE],... e.g. 32,64:2 [default].")
+@click.option("--epochs", type=click.IntRange(min=1), help="Training epochs, the same for both forms [8].")
+@click.option("--data", metavar="digits|DIR|FILE.npz",
+              help="Built-in: training/test data [digits]. MODEL files: labelled data for on-device accuracy.")
+@input_options
+@measure_options
+@click.option("--warmup-secs", type=FiniteFloat(min=0), default=BENCH_DEFAULTS.warmup_secs, show_default=True,
+              help="Minimum warm-up time per session, seconds.")
+@ssh_config_option
+@click.option("--remote-python", metavar="PATH", help="The Python of every remote device (default: python3).")
+@click.option("--out", "out_dir", default="report", show_default=True, metavar="DIR", help="Report folder.")
+@click.option("--resume", is_flag=True, help="Reuse exports and device sessions an earlier run in --out finished.")
+@click.option("--sessions", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Independent sessions per device and runtime (a fresh runner each, shuffled order).")
+def compare(models: tuple[str, ...], targets: tuple[str, ...], int8: Optional[bool], seeds: Optional[int],
+            width: Optional[float], input_size: Optional[int], blocks: Optional[str], epochs: Optional[int],
+            data: Optional[str], preprocess: Optional[str], resize: bool, threads: Optional[int], runs: int,
+            warmup_secs: float, min_secs: float, max_secs: float, ssh_config: Optional[str],
+            remote_python: Optional[str], out_dir: str, resume: bool, sessions: int) -> None:
+    """Fused vs split: train both forms, export, benchmark on every device, write a report.
+
+    Without MODEL: the built-in network in both forms, trained alike, exported (float32, int8, ONNX) and
+    measured on every --device (concurrently), with on-device int8 accuracy. With two or more MODEL files
+    (.tflite/.onnx): those are measured and each is compared with the first. The report (report.json,
+    report.md, PNG plots) goes to --out.
+    """
+    from pathlib import Path
+
+    from edgesep import compare as cmp
+    from edgesep.devices.harness import check_model_file
+
+    _check_compare_options(models, data, preprocess, resize, {
+        "--int8/--no-int8": int8, "--seeds": seeds, "--width": width, "--input-size": input_size, "--blocks": blocks,
+        "--epochs": epochs})
+    bench, config = _compare_configs(models, dict(threads=threads, runs=runs, warmup_secs=warmup_secs,
+                                                  min_secs=min_secs, max_secs=max_secs),
+                                     width, input_size, epochs, seeds, int8, data, blocks)
+    targets = tuple(t.strip() for t in targets or ("local",))
+    options = _compare_device_options(targets, ssh_config, remote_python)
+    out = check_out_dir(out_dir)
+    paths = [Path(m) for m in models]
+    for path in paths:
+        check_model_file(path)
+    progress = _CompareProgress()
+    with progress:
+        if models:
+            data_file = _compare_models_data(data, paths, out, preprocess, resize) if data else None
+            doc = cmp.run_models(paths, targets, bench, out, data_file=data_file, device_options=options,
+                                 resume=resume, progress=progress, sessions=sessions)
+        else:
+            doc = cmp.run_builtin(config, targets, bench, out, device_options=options, resume=resume,
+                                  progress=progress, sessions=sessions)
+    _compare_print(doc, out)
+
+
+def _check_compare_options(models: tuple[str, ...], data: Optional[str], preprocess: Optional[str], resize: bool,
+                           builtin: dict[str, object]) -> None:
+    """Usage errors: built-in-network options with MODEL files, one MODEL, input options without --data."""
+    if models:
+        given = [k for k, v in builtin.items() if v is not None]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} shape the built-in network; they cannot be combined with "
+                                   "MODEL files")
+        if len(models) < 2:
+            raise click.UsageError("compare needs two or more MODEL files (or none, for the built-in experiment)")
+        if (preprocess or resize) and not data:
+            raise click.UsageError("--preprocess and --resize say how --data becomes model input; add --data")
+    elif preprocess or resize:
+        raise click.UsageError("--preprocess and --resize apply to MODEL files; the built-in network is trained "
+                               "on images in [0, 1] at --input-size")
+
+
+def _compare_configs(models: tuple[str, ...], bench_fields: dict, width: Optional[float], input_size: Optional[int],
+                     epochs: Optional[int], seeds: Optional[int], int8: Optional[bool], data: Optional[str],
+                     blocks: Optional[str]):
+    """(BenchConfig, CompareConfig or None for MODEL files); a bad value is a usage error."""
+    from edgesep import compare as cmp
+    from edgesep.devices.base import BenchConfig
+
+    try:
+        bench = BenchConfig(**bench_fields)
+        config = None if models else cmp.CompareConfig(
+            width=width or 1.0, input_size=input_size or 32, epochs=epochs or 8, seeds=seeds or 1,
+            int8=int8 is not False, data=data or "digits",
+            blocks=cmp.parse_blocks(blocks) if blocks else cmp.BLOCK_PRESETS["default"])
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    return bench, config
+
+
+def _compare_device_options(targets: tuple[str, ...], ssh_config: Optional[str],
+                            remote_python: Optional[str]) -> dict[str, dict[str, str]]:
+    """Per target, the device options the user gave; every target is parsed once (no connection) to fail early."""
+    from edgesep.devices import parse_target
+
+    if len(set(targets)) != len(targets):
+        raise click.UsageError("each --device may be given once")
+    if ssh_config is not None and not any(t.startswith("ssh://") for t in targets):
+        raise click.UsageError("--ssh-config applies to ssh:// targets only")
+    if remote_python is not None and all(t.strip() == "local" for t in targets):
+        raise click.UsageError("--remote-python applies to remote targets only")
+    options = {}
+    for target in targets:
+        opts = {}
+        if ssh_config is not None and target.startswith("ssh://"):
+            opts["ssh_config"] = ssh_config
+        if remote_python is not None and target.strip() != "local":
+            opts["remote_python"] = remote_python
+        parse_target(target, **opts)
+        options[target] = opts
+    return options
+
+
+def _compare_models_data(spec: str, paths: list[Path], out: Path, preprocess: Optional[str],
+                         resize: bool) -> Path:
+    """The runner .npz for on-device accuracy of given models, in ``out/data`` (moved in when complete)."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from edgesep.bench import accuracy_npz
+
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".edgesep-data-", dir=out / "data") as tmp:
+        made = accuracy_npz(spec, paths, Path(tmp), preprocess=preprocess, resize=resize, note=note)
+        target = out / "data" / "models.npz"
+        os.replace(made, target)
+    return target
+
+
+class _CompareProgress:
+    """A rich progress bar on stderr, one row per stage (train, export, bench per device, plots)."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                            TimeElapsedColumn(), TextColumn("{task.fields[note]}"), console=Console(stderr=True))
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
+
+    def start(self, stage: str, total: float) -> None:
+        self.tasks[stage] = self.bar.add_task(stage, total=max(total, 1), note="")
+
+    def update(self, stage: str, completed: float, total: Optional[float] = None, note: str = "") -> None:
+        from edgesep.interrupt import checkpoint
+
+        checkpoint()  # a SIGTERM whose exception was swallowed (e.g. in a GC callback) is raised here again
+        if stage in self.tasks:
+            self.bar.update(self.tasks[stage], completed=completed, note=note,
+                            **({"total": max(total, completed, 1)} if total is not None else {}))
+
+    def finish(self, stage: str, ok: bool = True) -> None:
+        if stage in self.tasks:
+            self.bar.update(self.tasks[stage], completed=self._total(stage), note="done" if ok else "[red]failed")
+
+    def _total(self, stage: str) -> float:
+        return next(t.total for t in self.bar.tasks if t.id == self.tasks[stage]) or 1
+
+
+def _compare_print(doc: dict, out: Path) -> None:
+    """The report's tables on stdout; one error line per failed device and exit 1 if any failed."""
+    import shutil
+
+    from rich.console import Console
+
+    from edgesep.report import compare_tables
+
+    console = Console(width=max(140, shutil.get_terminal_size().columns))
+    for renderable in compare_tables(doc):
+        console.print(renderable)
+    click.echo(f"wrote report.json, report.md and {len(doc.get('plots') or [])} plots to {out}")
+    failed = [(t, s) for t, s in doc["devices"].items() if s["status"] == "failed"]
+    for target, section in doc["devices"].items():
+        if section["status"] == "partial":  # e.g. no ONNX Runtime there: the TFLite session stands
+            click.echo(f"edgesep: warning: {target}: {section['error']}", err=True)
+        for check in section.get("checks") or []:  # load, CPU time, temperature, speed modes, threads
+            click.echo(f"edgesep: warning: {target}: {check['message']}", err=True)
+    for target, section in failed:
+        click.echo(f"edgesep: error: {target}: {section['error']}", err=True)
+    if failed:
+        raise UserError(f"{len(failed)} of {len(doc['devices'])} devices failed; the others' results are in {out}")
