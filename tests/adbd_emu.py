@@ -27,6 +27,7 @@ import argparse
 import os
 import queue
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -319,7 +320,11 @@ class AdbdEmulator:
                 if not link.exists():
                     link.symlink_to(path)
         if python and not (self._bin / "python3").exists():
-            (self._bin / "python3").symlink_to(sys.executable)
+            # a wrapper that execs this very interpreter: a symlink to a virtualenv's python would lose the
+            # virtualenv (Python finds pyvenv.cfg next to the path it was started as) and with it the runtimes
+            wrapper = self._bin / "python3"
+            wrapper.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} \"$@\"\n")
+            wrapper.chmod(0o755)
         props_file = self.root / ".emu_props"
         props_file.write_text("".join(f"{k}={v}\n" for k, v in self.props.items()))
         getprop = self._bin / "getprop"

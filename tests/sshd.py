@@ -1,9 +1,9 @@
 """Test helpers for the ssh device: a real OpenSSH server on 127.0.0.1, and cached "device" virtualenvs.
 
 ``start_sshd(workdir)`` runs Debian's /usr/sbin/sshd on a free port with throw-away host and client keys, its
-own sshd_config (key auth only, no PAM, internal sftp, ``TMPDIR`` of every session set to ``workdir/device-tmp``
-so tests can see what the device side leaves behind) and a client ssh_config that keeps host-key checking on
-(``StrictHostKeyChecking yes`` with the real host key in its own known_hosts).
+own sshd_config (key auth only, no PAM, internal sftp unless ``sftp=False``, ``TMPDIR`` of every session set to
+``workdir/device-tmp`` so tests can see what the device side leaves behind) and a client ssh_config that keeps
+host-key checking on (``StrictHostKeyChecking yes`` with the real host key in its own known_hosts).
 
 ``device_venv(name, requirements)`` makes a virtualenv with exactly ``requirements`` under
 ~/.cache/edgesep-test/venvs (reused across runs; keyed by the requirements and this Python), and returns its
@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 SSHD = "/usr/sbin/sshd"
 ALIAS = "edgesep-device"
@@ -87,8 +88,12 @@ class SSHServer:
                 self.process.wait()
 
 
-def start_sshd(workdir: Path) -> SSHServer:
-    """Start sshd on 127.0.0.1 (see the module docstring); raises RuntimeError with its log if it fails."""
+def start_sshd(workdir: Path, *, sftp: bool = True, path: Optional[str] = None) -> SSHServer:
+    """Start sshd on 127.0.0.1 (see the module docstring); raises RuntimeError with its log if it fails.
+
+    ``sftp=False`` starts it without an SFTP subsystem (as dropbear and minimal images come); ``path`` sets
+    the sessions' PATH (e.g. one without scp).
+    """
     workdir = Path(workdir)
     workdir.chmod(0o700)
     host_pub = _keygen(workdir / "host_ed25519")
@@ -104,7 +109,8 @@ def start_sshd(workdir: Path) -> SSHServer:
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {workdir / 'host_ed25519'}\nPidFile {workdir / 'sshd.pid'}\n"
         f"AuthorizedKeysFile {workdir / 'authorized_keys'}\nPubkeyAuthentication yes\nPasswordAuthentication no\n"
         "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n"
-        f"Subsystem sftp internal-sftp\nSetEnv TMPDIR={device_tmp}\nMaxStartups 50\nMaxSessions 50\n"
+        + ("Subsystem sftp internal-sftp\n" if sftp else "")
+        + f"SetEnv TMPDIR={device_tmp}" + (f" PATH={path}" if path else "") + "\nMaxStartups 50\nMaxSessions 50\n"
         "LogLevel ERROR\n")
     known = workdir / "known_hosts"
     known.write_text(f"[127.0.0.1]:{port} {host_pub}\n")

@@ -228,6 +228,15 @@ def test_benchmark_binary_for_another_abi(adb_server, make_phone, tiny_tflite, t
 
 
 @pytest.mark.adb
+def test_phone_python_is_this_interpreter_with_its_environment(adb_server, make_phone):
+    """The Termux-like phone's python3 runs this very interpreter with its virtualenv (a symlink to a venv's
+    python would lose the venv, and with it the runtimes, when the suite runs inside a fresh venv)."""
+    emu = make_phone(python=True)
+    proc = adb_server.adb("-s", emu.serial, "shell", "python3 -c 'import sys; print(sys.prefix)'")
+    assert proc.stdout.strip() == sys.prefix
+
+
+@pytest.mark.adb
 def test_python_runner_end_to_end(adb_server, make_phone, bench_models):
     models = bench_models
     emu = make_phone(python=True)

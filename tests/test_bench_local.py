@@ -221,3 +221,48 @@ def test_tflite_runtime_on_numpy1_device_python(bench_models, tflite_runtime_pyt
     # tflite-runtime 2.14's default XNNPACK delegate does not take quantized ops: the int8 graph runs on
     # the builtin kernels, and the harness says so.
     assert results[1].fully_delegated is False and results[1].extra["delegate_nodes"] == 0
+
+
+def _hang_hook(tmp_path: Path) -> dict:
+    """An environment whose runner never answers when a model named hang-me is in its argv (real sleep)."""
+    hook = tmp_path / "hang-hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import sys\nif sys.argv[0].endswith('runner.py') and any('hang-me' in a for a in sys.argv):\n"
+        "    import time\n    time.sleep(3600)\n")
+    return dict(os.environ, PYTHONPATH=str(hook))
+
+
+def test_watchdog_kills_a_runner_that_stops_answering(bench_models, tmp_path, monkeypatch):
+    """warm-up + max-secs + grace without a sign of life: the runner is killed and the run ends in one line."""
+    import time
+
+    hung = tmp_path / "hang-me.tflite"
+    hung.write_bytes(bench_models["float.tflite"].read_bytes())
+    for key, value in _hang_hook(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    device = parse_target("local")
+    device.watchdog_grace_s = 1.0
+    config = BenchConfig(runs=5, warmup=1, warmup_secs=0.2, min_secs=0.0, max_secs=0.5)
+    device.prepare([hung])
+    t0 = time.monotonic()
+    with pytest.raises(DeviceError) as e:
+        device.run(config)
+    assert time.monotonic() - t0 < 1.7 + 5  # the limit, plus the 1 s polling and the kill
+    assert str(e.value) == ("local: the runner stopped answering: nothing from it for 1.7 s (warm-up 0.2 s + "
+                            "max-secs 0.5 s + grace 1 s), so it was killed")
+    device.cleanup()
+
+
+def test_runner_watchdog_ends_a_runner_blocked_before_any_progress(bench_models, tmp_path):
+    """The device-side backstop: --watchdog ends the process (SIGALRM) even while it blocks in a system call
+    (here: opening a FIFO as the accuracy data, which waits for a writer forever)."""
+    import time
+
+    fifo = tmp_path / "data.npz"
+    os.mkfifo(fifo)
+    runner = Path(__file__).parents[1] / "edgesep" / "devices" / "runner.py"
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, str(runner), "--watchdog", "1", "--data", str(fifo), "--progress",
+                           str(bench_models["float.tflite"])], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -14 and time.monotonic() - t0 < 30  # SIGALRM

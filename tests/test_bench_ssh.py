@@ -6,6 +6,7 @@ server's real host key).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -179,6 +180,7 @@ def test_missing_ssh_config_file(bench_models, tmp_path):
     code, _, stderr = edgesep(bench_models["float.tflite"], "--device", "ssh://pi@raspberrypi.local",
                               "--ssh-config", tmp_path / "nope", *FAST)
     assert_one_error_line(code, stderr, "ssh config file not found")
+    assert code == 2  # a usage error
 
 
 def test_device_errors_are_device_errors(sshd, bench_models):
@@ -186,3 +188,152 @@ def test_device_errors_are_device_errors(sshd, bench_models):
     with pytest.raises(DeviceError, match="authentication refused"):
         device.prepare([bench_models["float.tflite"]])
     device.cleanup()  # nothing was created: a no-op
+
+
+# ---------------------------------------------------------------- hosts without SFTP, servers that stall, signals
+
+@pytest.fixture(scope="module")
+def sshd_no_sftp(tmp_path_factory):
+    """A real sshd started without an SFTP subsystem (as dropbear and minimal images come)."""
+    from sshd import start_sshd
+
+    server = start_sshd(tmp_path_factory.mktemp("sshd-no-sftp"), sftp=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def sshd_no_sftp_no_scp(tmp_path_factory):
+    """Neither SFTP nor an scp binary on the sessions' PATH: only the ssh channel itself carries files."""
+    import shutil
+
+    from sshd import start_sshd
+
+    root = tmp_path_factory.mktemp("sshd-bare")
+    bin_dir = root / "bin"
+    bin_dir.mkdir()
+    for tool in ("sh", "mktemp", "chmod", "cat", "rm", "tr", "kill", "printf"):
+        if shutil.which(tool):
+            (bin_dir / tool).symlink_to(shutil.which(tool))
+    (root / "server").mkdir()
+    server = start_sshd(root / "server", sftp=False, path=str(bin_dir))
+    yield server
+    server.stop()
+
+
+def _bench_over(server, model):
+    device = parse_target(server.target, ssh_config=str(server.config), remote_python=sys.executable)
+    try:
+        device.prepare([model])
+        (result,) = device.run(FAST_CONFIG)
+    finally:
+        device.cleanup()
+    assert list(server.device_tmp.iterdir()) == [], "edgesep left files on the device"
+    return device, result
+
+
+def test_host_without_sftp_gets_the_legacy_scp_protocol(sshd_no_sftp, bench_models):
+    device, result = _bench_over(sshd_no_sftp, bench_models["float.tflite"])
+    assert result.error is None and len(result.samples_ms) >= FAST_CONFIG.runs
+    assert device.transfer == "scp -O"
+
+
+def test_host_without_sftp_or_scp_gets_the_files_over_the_ssh_channel(sshd_no_sftp_no_scp, bench_models):
+    device, result = _bench_over(sshd_no_sftp_no_scp, bench_models["float.onnx"])
+    assert result.error is None and result.runtime.startswith("onnxruntime")
+    assert device.transfer == "ssh stream"
+
+
+def test_server_that_stalls_after_its_banner_fails_near_the_connect_timeout(bench_models):
+    """OpenSSH's ConnectTimeout covers the TCP connect and the banner; a server that then says nothing would
+    keep ssh waiting forever: the first contact is bounded on the host (ConnectTimeout + max(5 s, itself))."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    accepted = []
+
+    def accept():
+        while True:
+            try:
+                conn = server.accept()[0]
+            except OSError:
+                return
+            conn.sendall(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n")  # the banner, then nothing
+            accepted.append(conn)
+
+    threading.Thread(target=accept, daemon=True).start()
+    target = f"ssh://pi@127.0.0.1:{server.getsockname()[1]}"
+    device = parse_target(target, connect_timeout=2)
+    started = time.monotonic()
+    try:
+        with pytest.raises(DeviceError) as e:
+            device.prepare([bench_models["float.tflite"]])
+    finally:
+        server.close()
+        for conn in accepted:
+            conn.close()
+    assert time.monotonic() - started < 2 + 5 + 3
+    assert str(e.value).startswith(f"cannot reach {target}: ")
+    assert "no SSH session within 7 s (ConnectTimeout 2 s + 5 s)" in str(e.value) and accepted
+
+
+def _runner_processes(private_root: Path) -> list[int]:
+    """PIDs of processes whose command line names a folder under ``private_root`` (the device's runners)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if str(private_root) + "/edgesep." in cmdline:
+                pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+def test_signal_mid_run_leaves_nothing_on_the_device(signame, sshd, device_tmp, bench_models, tmp_path):
+    """Like Ctrl-C: the private folder is removed and the runner still running there is ended."""
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "edgesep", "bench", str(bench_models["float.tflite"]), "--device",
+                             sshd.target, "--ssh-config", str(sshd.config), "--remote-python", sys.executable,
+                             "--runs", "1000000", "--warmup-secs", "0", "--min-secs", "60", "--max-secs", "60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not _runner_processes(device_tmp) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # into the steady state
+    proc.send_signal(getattr(signal, signame))
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + getattr(signal, signame), stderr[-2000:]
+    assert f"interrupted by {signame}" in stderr and "Traceback" not in stderr
+    deadline = time.monotonic() + 10
+    while _runner_processes(device_tmp) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _runner_processes(device_tmp) == [], "the runner still runs on the device"
+    assert list(device_tmp.iterdir()) == []  # (device_tmp checks it again on teardown)
+
+
+def test_runner_that_stops_answering_over_ssh_is_killed_there_too(sshd, device_tmp, bench_models, tmp_path):
+    """The watchdog ends the ssh session; cleanup ends the runner left on the device (its PID file)."""
+    python = tmp_path / "hanging-python"
+    python.write_text(f"#!/bin/sh\n# a device Python whose runner never answers\nexec {sys.executable} -c "
+                      "'import time; time.sleep(3600)' \"$@\"\n")
+    python.chmod(0o755)
+    device = parse_target(sshd.target, ssh_config=str(sshd.config), remote_python=str(python))
+    device.watchdog_grace_s = 1.0
+    device.prepare([bench_models["float.tflite"]])
+    assert _runner_processes(device_tmp) == []
+    started = time.monotonic()
+    with pytest.raises(DeviceError, match="the runner stopped answering: nothing from it for 1.5 s"):
+        device.run(dataclasses.replace(FAST_CONFIG, max_secs=0.5))
+    assert time.monotonic() - started < 10
+    device.cleanup()
+    deadline = time.monotonic() + 10
+    while _runner_processes(device_tmp) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _runner_processes(device_tmp) == []

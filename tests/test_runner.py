@@ -178,6 +178,22 @@ def test_accuracy_picks_the_array_for_the_input_shape(bench_models, tmp_path):
     assert "data does not fit the model input [1, 16, 16, 3]" in doc["results"][0]["error"]
 
 
+@pytest.mark.parametrize("labels, message", [
+    ([0, 1, 2, 10], "labels must lie in [0, 10) for this model's 10 classes; 'y' holds 0 to 10"),
+    ([0, -1, 2, 3], "labels must lie in [0, 10) for this model's 10 classes; 'y' holds -1 to 3"),
+    ([0, 1, 2, 30_000_000], "labels must lie in [0, 10) for this model's 10 classes; 'y' holds 0 to 30000000"),
+    ([0.5, 1, 2, 3], "labels must be whole class numbers; 'y' holds float64 values"),
+])
+def test_labels_are_checked_against_the_model_classes(bench_models, tmp_path, labels, message):
+    """Out of range, negative, huge or fractional labels: one clear per-model error, never a silent 0.0."""
+    data = tmp_path / "data.npz"
+    np.savez(data, x=np.random.default_rng(0).random((4, 16, 16, 3), dtype=np.float32), y=np.array(labels))
+    proc, doc = run_runner(*FAST, "--data", data, bench_models["float.tflite"], bench_models["float.onnx"])
+    assert proc.returncode == 0
+    for entry in doc["results"]:
+        assert entry["error"] == message and entry["accuracy"] is None
+
+
 def test_unreadable_data_is_fatal(bench_models, tmp_path):
     bad = tmp_path / "bad.npz"
     bad.write_text("nope")

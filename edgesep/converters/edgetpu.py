@@ -272,7 +272,8 @@ def compile_edgetpu(tflite_path: Path, out_dir: Path, compiler: Optional[str] = 
         report = parse_compiler_output(proc.stdout + "\n" + proc.stderr)
         produced = Path(tmp) / f"{tflite_path.stem}_edgetpu.tflite"
         if proc.returncode != 0 or not produced.is_file():
-            why = "; ".join(report.errors) or last_line(proc.stderr or proc.stdout, default="") or f"exit {proc.returncode}"
+            why = ("; ".join(report.errors) or last_line(proc.stderr or proc.stdout, default="")
+                   or f"exit {proc.returncode}")
             raise EdgeTpuError(f"{COMPILER} failed on {tflite_path.name}: {why}")
         final = out_dir / produced.name
         os.replace(produced, final)

@@ -11,8 +11,9 @@ Two runners:
   ``android_aarch64_benchmark_model``) or found on the device (``/data/local/tmp/benchmark_model`` or on
   PATH). edgesep's settings become its flags (``--num_threads``, ``--num_runs``, ``--warmup_runs``,
   ``--min_secs``, ``--max_secs``, ``--use_gpu``/``--use_nnapi``/``--use_xnnpack``,
-  ``--enable_op_profiling``); its log is parsed by ``edgesep.devices.benchmark_model``. It prints summary
-  statistics only, so those results have ``samples_ms=None`` and a note saying so.
+  ``--enable_op_profiling``); it runs once per model (``edgesep.devices.adb_benchmark``) and its log is parsed
+  by ``edgesep.devices.benchmark_model``, memory lines included. It prints summary statistics only, so those
+  results have ``samples_ms=None`` and a note saying so.
 * ``python``: edgesep's own ``runner.py`` where the device has ``python3`` (e.g. Termux), giving the same
   result fields as the SSH device.
 
@@ -37,7 +38,7 @@ from edgesep.devices.adb_client import (PROP_KEYS, AdbClient, AttachedDevice, ad
 from edgesep.devices.base import BenchConfig, BenchResult, DeviceError, ProgressFn
 from edgesep.devices.harness import RunnerOutput, check_inputs
 from edgesep.devices.remote import RemoteShellDevice
-from edgesep.errors import last_line
+from edgesep.errors import EXIT_USAGE, last_line
 
 __all__ = ["AdbDevice", "AttachedDevice", "choose_device", "describe_devices", "find_adb", "parse_devices_output",
            "parse_temps", "throttle_warning"]
@@ -119,16 +120,19 @@ class AdbDevice(RemoteShellDevice):
                  remote_python: Optional[str] = None, **unused: Any):
         extra = sorted(k for k, v in unused.items() if v not in (None, False, (), ""))
         if extra:
-            raise DeviceError(f"adb devices take no option {', '.join(extra)}")
+            raise DeviceError(f"adb devices take no option {', '.join(extra)}", exit_code=EXIT_USAGE)
         if runner not in RUNNERS:
-            raise DeviceError(f"unknown adb runner {runner!r}; use one of {', '.join(RUNNERS)}")
+            raise DeviceError(f"unknown adb runner {runner!r}; use one of {', '.join(RUNNERS)}",
+                              exit_code=EXIT_USAGE)
         mask = str(cpu_mask)[2:] if cpu_mask is not None and str(cpu_mask).startswith("0x") else cpu_mask
         if mask is not None and (not re.fullmatch(r"[0-9a-fA-F]+", str(mask)) or int(str(mask), 16) == 0):
-            raise DeviceError(f"cpu mask {cpu_mask!r} is not a non-zero hex mask (e.g. f0 for CPUs 4-7)")
+            raise DeviceError(f"cpu mask {cpu_mask!r} is not a non-zero hex mask (e.g. f0 for CPUs 4-7)",
+                              exit_code=EXIT_USAGE)
         if benchmark_binary is not None and not Path(benchmark_binary).is_file():
-            raise DeviceError(f"benchmark binary {benchmark_binary} not found")
+            raise DeviceError(f"benchmark binary {benchmark_binary} not found", exit_code=EXIT_USAGE)
         if runner == "python" and benchmark_binary:
-            raise DeviceError("a benchmark binary was given but the python runner was asked for")
+            raise DeviceError("a benchmark binary was given but the python runner was asked for",
+                              exit_code=EXIT_USAGE)
         super().__init__(f"adb:{serial}" if serial else "adb", remote_python)
         self.serial = serial
         self.benchmark_binary = Path(benchmark_binary) if benchmark_binary else None
@@ -150,7 +154,8 @@ class AdbDevice(RemoteShellDevice):
 
     def _runner_argv(self, args: Sequence[str]) -> list[str]:
         words = [*self.python_words, self._runner_remote, *args]
-        return self._shell_argv(f"cd {shlex.quote(self.remote_dir)} && {self.taskset_prefix()}{shlex.join(words)}")
+        return self._shell_argv(f"cd {shlex.quote(self.remote_dir)} || exit 1; "
+                                + self._tracked(f"{self.taskset_prefix()}{shlex.join(words)}"))
 
     def _connection_error(self, output: RunnerOutput) -> Optional[str]:
         """The adb client exits 0 with cut output when the device goes away: ask adb whether it is still there."""

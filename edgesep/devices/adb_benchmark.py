@@ -16,7 +16,8 @@ from edgesep.devices.base import BenchConfig, BenchResult, ProgressFn
 from edgesep.devices.remote import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND
 from edgesep.errors import last_line
 
-NO_PEAK = "benchmark_model printed no periodic peak-memory line (an older tool, or --memory_footprint_check_interval_ms=0)"
+NO_PEAK = ("benchmark_model printed no periodic peak-memory line (an older tool, or "
+           "--memory_footprint_check_interval_ms=0)")
 
 
 class BenchmarkModelHost(Protocol):

@@ -183,6 +183,7 @@ def choose_device(devices: Sequence[AttachedDevice], serial: Optional[str]) -> A
     if dev.state != "device":
         help_ = STATE_HELP.get(dev.state.split()[0] if dev.state else "", "")
         if dev.state.startswith("no permissions"):
-            help_ = "the USB device is not accessible to you: add a udev rule (Debian: android-sdk-platform-tools-common)"
+            help_ = ("the USB device is not accessible to you: add a udev rule "
+                     "(Debian: android-sdk-platform-tools-common)")
         raise DeviceError(f"adb device {dev.serial} is {dev.state.split(' (')[0]}" + (f": {help_}" if help_ else ""))
     return dev

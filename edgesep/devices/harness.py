@@ -10,10 +10,12 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import queue
 import re
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -25,6 +27,9 @@ from edgesep.devices.stats import summarize
 
 RUNNER_PATH = Path(runner.__file__)
 STDERR_TAIL_LINES = 30
+READER_JOIN_S = 10.0
+WATCHDOG_GRACE_S = 120.0  # on top of warm-up + max-secs: model loading, imports, one slow inference
+DEVICE_WATCHDOG_EXTRA_S = 30.0  # the runner's own backstop fires this much later than the host's watchdog
 RUNNER_EXIT_FATAL = (runner.EXIT_USAGE, runner.EXIT_MISSING_PACKAGE, runner.EXIT_FATAL)
 _HEADLINE = re.compile(r"Fatal Python error|^[\w.]*(Error|Exception)\b|error:")
 
@@ -60,10 +65,18 @@ def check_inputs(models: Sequence[Path], data: Optional[Path]) -> None:
         raise DeviceError(f"data file not found: {data}")
 
 
-def runner_args(config: BenchConfig, models: Sequence[str], data: Optional[str] = None) -> list[str]:
-    """The ``runner.py`` arguments for ``config`` and device-side paths (progress and JSON errors on)."""
+def runner_args(config: BenchConfig, models: Sequence[str], data: Optional[str] = None,
+                watchdog_s: Optional[float] = None) -> list[str]:
+    """The ``runner.py`` arguments for ``config`` and device-side paths (progress and JSON errors on; with
+    ``watchdog_s`` the runner ends itself after that long without a progress event)."""
     device_config = dataclasses.replace(config, data=data)
-    return [*device_config.to_argv(), "--progress", "--json-errors", "--", *models]
+    watchdog = ["--watchdog", repr(float(watchdog_s))] if watchdog_s else []
+    return [*device_config.to_argv(), "--progress", "--json-errors", *watchdog, "--", *models]
+
+
+def silence_limit(config: BenchConfig, grace_s: float = WATCHDOG_GRACE_S) -> float:
+    """Seconds without a sign of life after which a runner counts as hung: warm-up + max-secs + grace."""
+    return config.warmup_secs + config.max_secs + grace_s
 
 
 @dataclasses.dataclass
@@ -73,6 +86,7 @@ class RunnerOutput:
     returncode: int
     document: Optional[dict[str, Any]]
     stderr_tail: list[str]
+    hung_after: Optional[float] = None  # seconds of silence after which the watchdog killed it
 
     def fatal_message(self) -> Optional[str]:
         """The runner's own one-line fatal error, if it reported one."""
@@ -124,43 +138,82 @@ def _parse_document(raw: bytes) -> Optional[dict[str, Any]]:
     return None
 
 
-def stream_runner(argv: Sequence[str], on_progress: Callable[[dict[str, Any]], None]) -> RunnerOutput:
-    """Run ``argv`` (a runner process, maybe through ssh/adb), feeding its progress lines to ``on_progress``."""
+def stream_runner(argv: Sequence[str], on_progress: Callable[[dict[str, Any]], None],
+                  silence_s: Optional[float] = None) -> RunnerOutput:
+    """Run ``argv`` (a runner process, maybe through ssh/adb), feeding its progress lines to ``on_progress``.
+
+    With ``silence_s``, a process that writes no stderr line (progress or other) for that long is killed, and
+    the output says so (``hung_after``): the watchdog for a runner that stopped answering.
+    """
     try:
         proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
     except OSError as e:
         raise DeviceError(f"cannot start {argv[0]}: {e.strerror or e}") from None
     chunks: list[bytes] = []
-    reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()), daemon=True)
-    reader.start()
+    lines: queue.Queue = queue.Queue()
+    readers = [threading.Thread(target=lambda: chunks.append(proc.stdout.read()), daemon=True),
+               threading.Thread(target=_pump, args=(proc.stderr, lines), daemon=True)]
+    for reader in readers:
+        reader.start()
     tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
     try:
-        for raw in proc.stderr:
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            if line.startswith(PROGRESS_PREFIX):
-                try:
-                    on_progress(json.loads(line[len(PROGRESS_PREFIX):]))
-                except ValueError:
-                    tail.append(line)
-            else:
-                tail.append(line)
+        hung = _follow(lines, tail, on_progress, silence_s)
+        if hung:
+            proc.kill()
         proc.wait()
     except BaseException:
         proc.kill()
         proc.wait()
         raise
     finally:
-        reader.join()
+        for reader in readers:
+            reader.join(timeout=READER_JOIN_S)
         proc.stdout.close()
         proc.stderr.close()
-    return RunnerOutput(proc.returncode, _parse_document(b"".join(chunks)), list(tail))
+    return RunnerOutput(proc.returncode, _parse_document(b"".join(chunks)), list(tail),
+                        hung_after=silence_s if hung else None)
+
+
+def _pump(stream: Any, lines: queue.Queue) -> None:
+    """Every line of ``stream`` into ``lines``, then None at its end."""
+    try:
+        for raw in stream:
+            lines.put(raw)
+    except (OSError, ValueError):  # closed under us after a kill
+        pass
+    lines.put(None)
+
+
+def _follow(lines: queue.Queue, tail: collections.deque, on_progress: Callable[[dict[str, Any]], None],
+            silence_s: Optional[float]) -> bool:
+    """Handle stderr lines until their end; True when ``silence_s`` passed without any (the runner hangs)."""
+    last = time.monotonic()
+    while True:
+        try:
+            raw = lines.get(timeout=1.0)
+        except queue.Empty:
+            if silence_s is not None and time.monotonic() - last > silence_s:
+                return True
+            continue
+        if raw is None:
+            return False
+        last = time.monotonic()
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        if line.startswith(PROGRESS_PREFIX):
+            try:
+                on_progress(json.loads(line[len(PROGRESS_PREFIX):]))
+                continue
+            except ValueError:
+                pass
+        tail.append(line)
 
 
 class RunnerDevice:
     """A device that measures with ``runner.py``; see the module docstring for what subclasses provide."""
 
     target: str = "?"
+    watchdog_grace_s: float = WATCHDOG_GRACE_S
 
     def __init__(self) -> None:
         self._models: list[Path] = []
@@ -222,7 +275,9 @@ class RunnerDevice:
     # ---- helpers
     def _run_indices(self, indices: list[int], config: BenchConfig, progress: Optional[ProgressFn]) -> RunnerOutput:
         names = [str(self._models[i]) for i in indices]
-        args = runner_args(config, [self._device_models[i] for i in indices], self._device_data)
+        silence = silence_limit(config, self.watchdog_grace_s)
+        args = runner_args(config, [self._device_models[i] for i in indices], self._device_data,
+                           watchdog_s=silence + DEVICE_WATCHDOG_EXTRA_S)
 
         def on_progress(event: dict[str, Any]) -> None:
             if progress is None or not isinstance(event.get("index"), int) or event["index"] >= len(names):
@@ -233,7 +288,12 @@ class RunnerDevice:
                 done, total = 0, config.runs
             progress(names[event["index"]], done, total)
 
-        return stream_runner(self._runner_argv(args), on_progress)
+        output = stream_runner(self._runner_argv(args), on_progress, silence_s=silence)
+        if output.hung_after is not None:
+            raise DeviceError(f"{self.target}: the runner stopped answering: nothing from it for {silence:g} s "
+                              f"(warm-up {config.warmup_secs:g} s + max-secs {config.max_secs:g} s + grace "
+                              f"{self.watchdog_grace_s:g} s), so it was killed")
+        return output
 
     def _raise_if_fatal(self, output: RunnerOutput) -> None:
         message = self._transport_error(output)

@@ -25,6 +25,7 @@ from edgesep.devices.harness import RUNNER_PATH, RunnerDevice, RunnerOutput
 _SAFE_DIR = re.compile(r"^/[A-Za-z0-9._/+-]+$")
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 EXIT_NOT_FOUND = 127
+RUNNER_PID_FILE = ".runner.pid"
 EXIT_NOT_EXECUTABLE = 126
 
 
@@ -56,6 +57,9 @@ class RemoteShellDevice(RunnerDevice):
     # Word the shell expands to the parent of the temp dir; subclasses may use a fixed path instead.
     temp_parent = '"${TMPDIR:-/tmp}"'
     command_timeout = 120.0
+    # Bound of the first command (making the temp dir); None: command_timeout. ssh sets it near ConnectTimeout,
+    # since a server that accepts TCP and stalls after its banner would otherwise keep ssh waiting forever.
+    first_contact_timeout: Optional[float] = None
 
     def __init__(self, target: str, remote_python: Optional[str] = None) -> None:
         super().__init__()
@@ -89,19 +93,22 @@ class RemoteShellDevice(RunnerDevice):
     def shell(self, command: str, what: str, timeout: Optional[float] = None) -> str:
         """Run ``command`` on the device and return its stdout; ``DeviceError`` naming ``what`` on failure."""
         argv = self._shell_argv(command)
+        timeout = timeout or self.command_timeout
         try:
-            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
-                                  timeout=timeout or self.command_timeout)
+            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
         except FileNotFoundError:
             raise DeviceError(f"{argv[0]} not found on this machine: install it to reach {self.target}") from None
         except subprocess.TimeoutExpired:
-            raise DeviceError(f"{what} on {self.target} timed out after {timeout or self.command_timeout:.0f} s") \
-                from None
+            raise DeviceError(self._timeout_message(what, timeout)) from None
         if proc.returncode != 0:
             output = RunnerOutput(proc.returncode, None, proc.stderr.decode("utf-8", "replace").splitlines())
             raise DeviceError(self._connection_error(output)
                               or f"{what} on {self.target} failed ({proc.returncode}): {output.tail_text()}")
         return proc.stdout.decode("utf-8", "replace")
+
+    def _timeout_message(self, what: str, timeout: float) -> str:
+        """The one line for a command that did not end within ``timeout`` seconds."""
+        return f"{what} on {self.target} timed out after {timeout:.0f} s"
 
     def _make_temp_dir(self) -> str:
         # The name is chosen here, before the device makes it (mkdir fails if it exists, like mktemp), so an
@@ -110,7 +117,7 @@ class RemoteShellDevice(RunnerDevice):
         command = (f"umask 077 && d={self.temp_parent}/{self._creating} && mkdir -m 700 \"$d\" "
                    f"&& printf '%s\\n' \"$d\"")
         try:
-            made = self.shell(command, "creating a temp dir")
+            made = self.shell(command, "creating a temp dir", timeout=self.first_contact_timeout)
         except DeviceError:  # the command failed: nothing was made (only an interruption leaves it unknown)
             self._creating = None
             raise
@@ -145,13 +152,20 @@ class RemoteShellDevice(RunnerDevice):
         return remote[1:1 + len(models)], (remote[-1] if data else None)
 
     def _runner_argv(self, args: Sequence[str]) -> list[str]:
-        """The runner command; ``; exit $?`` keeps the shell in between, so a runner killed by a signal ends as
-        exit 128+N from the shell instead of taking the session down with it (ssh would then exit 255)."""
+        """The runner command, tracked (see ``_tracked``)."""
         python = " ".join(_quote_home(w) for w in self.python_words)
         # TMPDIR points into the private folder, so what the interpreter packages write there (onnxruntime
         # leaves a .ses file in $TMPDIR on import) goes away with it
         tmpdir = f"TMPDIR={shlex.quote(self.remote_dir)} " if self.remote_dir else ""
-        return self._shell_argv(f"{tmpdir}{python} {shlex.join([self._runner_remote, *args])}; exit $?")
+        return self._shell_argv(self._tracked(f"{tmpdir}{python} {shlex.join([self._runner_remote, *args])}"))
+
+    def _tracked(self, command: str) -> str:
+        """``command`` (one simple command) run in the background with its PID in the private folder, so that
+        ``cleanup`` can end it when the host went away mid-run (watchdog, Ctrl-C, SIGTERM); the shell stays in
+        between and waits, so a runner killed by a signal ends as exit 128+N from the shell instead of taking
+        the session down with it (ssh would then exit 255)."""
+        pidfile = shlex.quote(f"{self.remote_dir}/{RUNNER_PID_FILE}")
+        return f"{command} & echo $! > {pidfile}; wait $!; exit $?"
 
     def _transport_error(self, output: RunnerOutput) -> Optional[str]:
         return self._connection_error(output) or self._python_missing(output)
@@ -173,4 +187,11 @@ class RemoteShellDevice(RunnerDevice):
             return
         self.remote_dir = self._creating = None
         self._pushed.clear()
-        self.shell(f"rm -rf -- {path}", "removing the temp dir")
+        self.shell(cleanup_script(path), "removing the temp dir")
+
+
+def cleanup_script(quoted: str) -> str:
+    """Shell script ending a runner still running from the private folder ``quoted`` (a shell word: its PID
+    file, checked against the process's command line) and removing the folder."""
+    return (f"p=$(cat {quoted}/{RUNNER_PID_FILE} 2>/dev/null) && case \"$(tr '\\000' ' ' < /proc/$p/cmdline "
+            f"2>/dev/null)\" in *{quoted}/*) kill -9 \"$p\" 2>/dev/null;; esac; rm -rf -- {quoted}")

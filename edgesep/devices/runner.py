@@ -23,6 +23,8 @@ Command line::
     --progress             progress lines on stderr (see below)
     --json-errors          on a fatal error also print {"error": "...", "fatal": true} on stdout
     --describe             only load the models and print their inputs/outputs (no timing)
+    --watchdog S           end the process (SIGALRM) when S seconds pass without a progress event: the device-side
+                           backstop of the host's own watchdog, for a runner whose host went away
 
 The options are one ``RunConfig`` (``RunConfig.to_argv()`` writes them, ``parse_args`` reads them back); the host's
 ``edgesep.devices.BenchConfig`` is that same class, so the configuration exists once. The protocol constants
@@ -726,15 +728,27 @@ def memory_entry(baseline, loaded, peak, probe, models_in_process):
 
 # ---------------------------------------------------------------- measuring
 
-class Progress:
-    """Throttled progress lines on stderr (or nothing)."""
+def arm_watchdog(seconds):
+    """Device-side backstop for a runner nobody hears any more: SIGALRM (default action: terminate the process,
+    even inside native code) unless re-armed within ``seconds``; None or 0 disarms. No-op without SIGALRM."""
+    import signal
 
-    def __init__(self, enabled, paths):
+    if hasattr(signal, "alarm"):
+        signal.alarm(int(math.ceil(seconds)) if seconds else 0)
+
+
+class Progress:
+    """Throttled progress lines on stderr (or nothing); every call re-arms the ``--watchdog``, if any."""
+
+    def __init__(self, enabled, paths, watchdog=None):
         self.enabled = enabled
         self.paths = paths
         self.last = {}
+        self.watchdog = watchdog
 
     def __call__(self, index, phase, done, total, force=False):
+        if self.watchdog:
+            arm_watchdog(self.watchdog)
         if not self.enabled:
             return
         now = time.perf_counter()
@@ -933,7 +947,7 @@ def _accuracy(slot, arrays, progress):
         raise ModelError("accuracy needs a model with one input; this one has %d" % len(info))
     shape = info[0]["shape"]
     x = quantize_input(_pick_x(arrays, shape), info[0])
-    y = arrays["y"].astype(numpy.int64).reshape(-1)
+    y = _labels(arrays["y"], slot.entry["outputs"])
     batch = max(int(shape[0]), 1)
     preds = []
     for start in range(0, len(x), batch):
@@ -947,6 +961,24 @@ def _accuracy(slot, arrays, progress):
         progress(slot.index, "accuracy", len(preds), len(x), force=len(preds) == len(x))
     slot.entry["predictions"] = preds
     slot.entry["accuracy"] = float(numpy.mean(numpy.asarray(preds) == y)) if len(y) else None
+
+
+def _labels(y, outputs):
+    """The labels as int64, checked against the classes of the first output (its last dimension).
+
+    Raises:
+        ModelError: labels that are not whole numbers, negative, or not below the number of classes.
+    """
+    numpy = _numpy()
+    y = numpy.asarray(y).reshape(-1)
+    if y.dtype.kind not in "iub" and not (y.dtype.kind == "f" and numpy.all(numpy.isfinite(y))
+                                           and numpy.all(y == numpy.round(y))):
+        raise ModelError("labels must be whole class numbers; 'y' holds %s values" % y.dtype)
+    classes = int(outputs[0]["shape"][-1]) if outputs and outputs[0]["shape"] else 0
+    if len(y) and classes > 1 and (y.min() < 0 or y.max() >= classes):
+        raise ModelError("labels must lie in [0, %d) for this model's %d classes; 'y' holds %s to %s"
+                         % (classes, classes, y.min(), y.max()))
+    return y.astype(numpy.int64)
 
 
 def _accuracy_all(slots, arrays, progress):
@@ -1034,6 +1066,7 @@ def build_parser():
     p.add_argument("--progress", action="store_true")
     p.add_argument("--json-errors", action="store_true")
     p.add_argument("--describe", action="store_true")
+    p.add_argument("--watchdog", type=_number(float, above=0), default=None)
     return p
 
 
@@ -1073,7 +1106,9 @@ def main(argv=None):
         if args.describe:
             document = {"runner_version": RUNNER_VERSION, "results": describe(args.models)}
         else:
-            document = measure(args.models, cfg, Progress(args.progress, args.models))
+            arm_watchdog(args.watchdog)
+            document = measure(args.models, cfg, Progress(args.progress, args.models, args.watchdog))
+            arm_watchdog(None)
         _write(document, args.out, json_stream)
         return 0
     except FatalError as e:

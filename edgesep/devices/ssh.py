@@ -83,10 +83,12 @@ class SSHDevice(RemoteShellDevice):
         self.user, self.host, self.port = parse_ssh_url(url)
         super().__init__(url, remote_python)
         if ssh_config is not None and not Path(ssh_config).is_file():
-            raise DeviceError(f"ssh config file not found: {ssh_config}")
+            raise DeviceError(f"ssh config file not found: {ssh_config}", exit_code=EXIT_USAGE)
         self.ssh_config = str(Path(ssh_config).resolve()) if ssh_config else None
         self.connect_timeout = max(1, int(round(connect_timeout)))
+        self.first_contact_timeout = float(self.connect_timeout + max(5, self.connect_timeout))
         self.destination = f"{self.user}@{self.host}" if self.user else self.host
+        self.transfer: Optional[str] = None  # how files reached the device: scp, scp -O or ssh stream
 
     def _options(self) -> list[str]:
         options = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.connect_timeout}",
@@ -103,6 +105,26 @@ class SSHDevice(RemoteShellDevice):
         return f"{self.user}@{host}:{remote_dir}/" if self.user else f"{host}:{remote_dir}/"
 
     def _push(self, pairs: Sequence[tuple[Path, str]]) -> None:
+        """Copy the files with scp (SFTP protocol); where the host has no SFTP subsystem (dropbear, minimal
+        images: scp says "Connection closed") with the legacy scp protocol (``scp -O``), and where that fails
+        too, streamed over the ssh channel (``cat > file``). ``transfer`` records which one worked."""
+        failed = None
+        for legacy in (False, True):
+            proc = self._scp(pairs, legacy)
+            if proc.returncode == 0:
+                self.transfer = "scp -O" if legacy else "scp"
+                return
+            failed = RunnerOutput(proc.returncode, None, proc.stderr.decode("utf-8", "replace").splitlines())
+            if self._known_failure(failed):  # the host is unreachable or refuses us: no other way will work
+                raise DeviceError(self._known_failure(failed))
+        try:
+            self._stream(pairs)
+        except DeviceError as e:
+            raise DeviceError(f"copying files to {self.target} failed: {failed.tail_text(1)}; over the ssh "
+                              f"channel: {e}") from None
+        self.transfer = "ssh stream"
+
+    def _scp(self, pairs: Sequence[tuple[Path, str]], legacy: bool) -> subprocess.CompletedProcess:
         """One scp call: the files are linked under their device names in a private local dir first."""
         with tempfile.TemporaryDirectory(prefix="edgesep-push-") as staging:
             sources = []
@@ -111,30 +133,52 @@ class SSHDevice(RemoteShellDevice):
                 os.symlink(Path(local).resolve(), link)
                 sources.append(str(link))
             port = ["-P", str(self.port)] if self.port else []
-            argv = ["scp", "-q", *self._options(), *port, "--", *sources, self._scp_destination(self.remote_dir)]
+            argv = ["scp", "-q", *(["-O"] if legacy else []), *self._options(), *port, "--", *sources,
+                    self._scp_destination(self.remote_dir)]
             try:
-                proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
                                       timeout=self.command_timeout + 60 * len(pairs))
             except FileNotFoundError:
                 raise DeviceError("scp not found on this machine: install openssh-client") from None
             except subprocess.TimeoutExpired:
                 raise DeviceError(f"copying files to {self.target} timed out") from None
-        if proc.returncode != 0:
-            output = RunnerOutput(proc.returncode, None, proc.stderr.decode("utf-8", "replace").splitlines())
-            raise DeviceError(self._connection_error(output, any_exit=True)
-                              or f"copying files to {self.target} failed: {output.tail_text()}")
 
-    def _connection_error(self, output: RunnerOutput, any_exit: bool = False) -> Optional[str]:
-        """One line for ssh's own failures (exit 255: refused, timed out, auth, host key)."""
-        if output.returncode != SSH_EXIT_ERROR and not any_exit:
-            return None
+    def _stream(self, pairs: Sequence[tuple[Path, str]]) -> None:
+        """Each file through ``cat > PATH`` on the device, fed on ssh's stdin."""
+        for local, remote in pairs:
+            argv = self._shell_argv(f"cat > {shlex.quote(remote)}")
+            try:
+                with open(local, "rb") as source:
+                    proc = subprocess.run(argv, stdin=source, capture_output=True,
+                                          timeout=self.command_timeout + 60)
+            except subprocess.TimeoutExpired:
+                raise DeviceError(f"streaming {Path(local).name} timed out") from None
+            if proc.returncode != 0:
+                output = RunnerOutput(proc.returncode, None, proc.stderr.decode("utf-8", "replace").splitlines())
+                raise DeviceError(self._connection_error(output) or output.tail_text(1))
+
+    def _timeout_message(self, what: str, timeout: float) -> str:
+        if timeout == self.first_contact_timeout:
+            return (f"cannot reach {self.target}: no SSH session within {timeout:.0f} s (ConnectTimeout "
+                    f"{self.connect_timeout} s + {timeout - self.connect_timeout:.0f} s); the server accepted the "
+                    "connection but did not complete the SSH handshake")
+        return super()._timeout_message(what, timeout)
+
+    def _known_failure(self, output: RunnerOutput) -> Optional[str]:
+        """One line when ssh's stderr shows a known failure (host key, authentication, unreachable)."""
         lines = [ln.strip() for ln in output.stderr_tail if ln.strip() and not ln.startswith(("@", "INFO: "))]
         for signs, template in _FAILURES:
             for line in reversed(lines):
                 if any(sign.lower() in line.lower() for sign in signs):
-                    detail = line[:200]
-                    return template.format(dest=self.target, detail=detail)
-        if output.returncode == SSH_EXIT_ERROR:
-            detail = lines[-1][:200] if lines else "no message from ssh"
-            return f"ssh to {self.target} failed ({detail})"
+                    return template.format(dest=self.target, detail=line[:200])
         return None
+
+    def _connection_error(self, output: RunnerOutput) -> Optional[str]:
+        """One line for ssh's own failures (exit 255: refused, timed out, auth, host key)."""
+        if output.returncode != SSH_EXIT_ERROR:
+            return None
+        known = self._known_failure(output)
+        if known:
+            return known
+        lines = [ln.strip() for ln in output.stderr_tail if ln.strip() and not ln.startswith(("@", "INFO: "))]
+        return f"ssh to {self.target} failed ({lines[-1][:200] if lines else 'no message from ssh'})"
