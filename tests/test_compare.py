@@ -322,7 +322,7 @@ def test_compare_two_given_tflite_files(bench_models, tmp_path):
     (["--remote-python", "python3"], 2, "--remote-python applies to remote targets only"),
     (["--ssh-config", "x"], 2, "--ssh-config applies to ssh:// targets only"),
     (["--device", "phone"], 2, "unknown device target 'phone'"),
-    (["--device", "ssh://pi@raspberrypi.local", "--ssh-config", "/nonexistent/ssh_config"], 1,
+    (["--device", "ssh://pi@raspberrypi.local", "--ssh-config", "/nonexistent/ssh_config"], 2,
      "ssh config file not found"),
     (["missing-a.tflite", "missing-b.tflite"], 1, "model file not found: missing-a.tflite"),
 ])
