@@ -212,7 +212,7 @@ def sshd_no_sftp_no_scp(tmp_path_factory):
     root = tmp_path_factory.mktemp("sshd-bare")
     bin_dir = root / "bin"
     bin_dir.mkdir()
-    for tool in ("sh", "mktemp", "chmod", "cat", "rm", "tr", "kill", "printf"):
+    for tool in ("sh", "mkdir", "mktemp", "chmod", "cat", "rm", "tr", "kill", "printf", "bash", "env"):
         if shutil.which(tool):
             (bin_dir / tool).symlink_to(shutil.which(tool))
     (root / "server").mkdir()
