@@ -5,8 +5,12 @@ None); the one ``pytest_collection_modifyitems`` below applies them.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 from typing import Callable, Optional
 
 import pytest
@@ -56,6 +60,47 @@ def _probe_ray() -> Optional[str]:
 
 
 MARKER_PROBES["ray"] = _probe_ray
+
+
+# ---------------------------------------------------------------- pi64: the emulated aarch64 Pi (scripts/emulated_pi.py)
+
+EMULATED_PI = Path(__file__).resolve().parent.parent / "scripts" / "emulated_pi.py"
+
+
+def _pi64_status() -> dict:
+    """``emulated_pi.py status --json`` (state up/down/stale, target, ssh_config, pythons, rootfs)."""
+    proc = subprocess.run([sys.executable, str(EMULATED_PI), "status", "--json"], capture_output=True, text=True,
+                          timeout=60)
+    try:
+        return json.loads(proc.stdout)
+    except ValueError:
+        return {"state": f"unknown ({(proc.stderr.strip().splitlines() or ['no output'])[-1]})"}
+
+
+def _probe_pi64() -> Optional[str]:
+    if os.geteuid() != 0:
+        return "needs root (the emulated Pi is a chroot with its own mounts)"
+    if not os.path.exists("/usr/bin/qemu-aarch64-static"):
+        return "qemu-user-static not installed (apt-get install qemu-user-static binfmt-support mmdebstrap zstd)"
+    entry = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
+    if not entry.exists() or "enabled" not in entry.read_text():
+        return "qemu-aarch64 is not registered with binfmt_misc (python scripts/emulated_pi.py up does it)"
+    state = _pi64_status().get("state")
+    if state != "up":
+        return f"the emulated Pi is {state} (start it: python scripts/emulated_pi.py up; .ci/run does)"
+    return None
+
+
+MARKER_PROBES["pi64"] = _probe_pi64
+
+
+@pytest.fixture(scope="session")
+def pi64() -> dict:
+    """The running emulated Pi: target, ssh_config, pythons {runtime: path}, machine, rootfs (host path)."""
+    doc = _pi64_status()
+    if doc.get("state") != "up":
+        pytest.skip(f"pi64: the emulated Pi is {doc.get('state')}")
+    return doc
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,7 @@ class Tolerance:
     runtime: str
     onnx: bool
     min_agreement: dict  # model name -> fraction of predictions equal to the host's
+    emulated: bool = False  # host.emulated the runner must report
 
 
 TOLERANCES = {
@@ -40,6 +41,10 @@ TOLERANCES = {
     "ssh-tflite-runtime": Tolerance("tflite_runtime", False, {"float.tflite": 0.98, "int8.tflite": 0.9}),
     # the emulated phone runs commands on this machine, so its python3 is the host's
     "adb-python": Tolerance("ai_edge_litert", True, {"float.tflite": 1.0, "int8.tflite": 1.0, "float.onnx": 1.0}),
+    # the emulated aarch64 Pi (scripts/emulated_pi.py): ARM kernels of the same runtimes, under qemu-user
+    "pi64-litert": Tolerance("ai_edge_litert", False, {"float.tflite": 1.0, "int8.tflite": 1.0}, emulated=True),
+    "pi64-tflite-runtime": Tolerance("tflite_runtime", False, {"float.tflite": 0.98, "int8.tflite": 0.9},
+                                     emulated=True),
 }
 
 
@@ -70,13 +75,18 @@ def device(request):
         sshd = request.getfixturevalue("sshd")
         python = request.getfixturevalue("litert_python" if name == "ssh-litert" else "tflite_runtime_python")
         return parse_target(sshd.target, ssh_config=str(sshd.config), remote_python=str(python))
+    if name.startswith("pi64-"):
+        pi = request.getfixturevalue("pi64")
+        runtime = "ai-edge-litert" if name == "pi64-litert" else "tflite-runtime"
+        return parse_target(pi["target"], ssh_config=pi["ssh_config"], remote_python=pi["pythons"][runtime])
     server, make_phone = request.getfixturevalue("adb_server"), request.getfixturevalue("make_phone")
     phone = make_phone()
     return parse_target(f"adb:{phone.serial}", adb_server_port=server.port, runner="python")
 
 
 DEVICE_MARKS = {"local": [], "ssh-litert": [pytest.mark.ssh], "ssh-tflite-runtime": [pytest.mark.ssh],
-                "adb-python": [pytest.mark.adb]}
+                "adb-python": [pytest.mark.adb], "pi64-litert": [pytest.mark.pi64],
+                "pi64-tflite-runtime": [pytest.mark.pi64]}
 
 
 @pytest.mark.parametrize("device", [pytest.param(n, marks=DEVICE_MARKS[n], id=n) for n in TOLERANCES],
@@ -108,6 +118,7 @@ def test_device_conformance(device, request, bench_models, accuracy_set):
         lo, hi = lat["ci95_p50"]
         assert lo <= lat["p50"] <= hi and lat["p50"] <= lat["p90"] <= lat["p99"]
         assert r.host.get("cpu"), "host facts name the CPU"
+        assert r.host.get("emulated") is tol.emulated, r.host
         agreement = float(np.mean(np.asarray(r.predictions) == _host_predictions(model, x)))
         assert agreement >= tol.min_agreement[name], (name, agreement)
         assert r.accuracy == pytest.approx(float(np.mean(np.asarray(r.predictions) == np.load(data)["y"])))

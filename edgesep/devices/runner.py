@@ -57,7 +57,8 @@ Output (stdout, or ``--out``)::
     {"runner_version": 1,
      "runtimes": {"tflite": "ai_edge_litert 2.3.0", "onnx": null},
      "config": {"threads": null, "runs": 50, ...},
-     "host": {"cpu": "...", "cores": 4, "machine": "aarch64", "os": "Linux 6.1", "python": "3.11.2",
+     "host": {"cpu": "...", "cores": 4, "machine": "aarch64", "emulated": false, "emulator": null,
+              "os": "Linux 6.1", "python": "3.11.2",
               "numpy": "1.26.4", "governor": "ondemand", "temp_c_before": 45.2, "temp_c": 51.0,
               "temps_before": {"cpu-thermal": 45.2}, "temps_after": {...},
               "loadavg_before": [0.1, 0.2, 0.3], "loadavg_after": [...], "cpu_s": 3.1, "wall_s": 3.4},
@@ -113,6 +114,7 @@ import numbers
 import os
 import platform
 import sys
+import threading
 import time
 from typing import Optional, Tuple
 
@@ -626,11 +628,34 @@ def _loadavg():
         return None
 
 
+def _emulator():
+    """The user-mode emulator running this process (e.g. ``qemu-aarch64-static``), or None on real hardware.
+
+    qemu-user answers /proc/self/exe and /proc/self/maps with the emulated program's view, but not the
+    per-thread paths: /proc/thread-self/exe (and /proc/self/task/TID/exe) is the kernel's own record of the
+    executable, which is the emulator whenever binfmt_misc or a user started the program through one. The
+    QEMU_* variables qemu-user reads are a weaker hint, used when /proc gives no answer.
+    """
+    tid = getattr(threading, "get_native_id", lambda: None)()
+    links = ["/proc/thread-self/exe"] + (["/proc/self/task/%d/exe" % tid] if tid else [])
+    for link in links:
+        try:
+            name = os.path.basename(os.readlink(link))
+        except (OSError, ValueError):
+            continue
+        if name.startswith("qemu-") or "binfmt" in name:
+            return name
+    hints = sorted(k for k in os.environ if k in ("QEMU_CPU", "QEMU_LD_PREFIX", "QEMU_GUEST_BASE"))
+    return "qemu (%s set)" % hints[0] if hints else None
+
+
 def host_facts_before():
-    """Facts about the device taken before measuring."""
+    """Facts about the device taken before measuring (``emulated``: see ``_emulator``)."""
     temps = _temperatures()
     uname = platform.uname()
+    emulator = _emulator()
     return {"cpu": _cpu_name(), "cores": os.cpu_count(), "machine": uname.machine,
+            "emulated": emulator is not None, "emulator": emulator,
             "os": "%s %s" % (uname.system, uname.release), "python": platform.python_version(),
             "numpy": _numpy().__version__, "governor": _governors(),
             "temp_c_before": max(temps.values()) if temps else None, "temps_before": temps,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from edgesep.report.tables import bench_rows, format_memory
+from edgesep.report.tables import bench_rows, emulated_note, format_memory
 from edgesep.report.text import count_text, md_cell, ops_text, pct, pp, size_text
 
 
@@ -64,6 +64,8 @@ def _device_rows(doc: dict[str, Any], target: str) -> list[dict[str, Any]]:
         notes.append(f"host: {host.get('cpu') or '?'}, {host.get('cores') or '?'} cores, governor "
                      f"{host.get('governor') or '-'}, temp {'-' if temp is None else f'{temp:.0f} C'}")
     results = section.get("results") or {}
+    note = emulated_note([{"host": host}] + list(results.values()))
+    notes += [note] if note else []
     with_acc = any(r.get("accuracy") is not None for r in results.values())
     columns = [("variant", "left"), ("p50 ms [95% CI]", "right"), ("p90 ms", "right"), ("runs", "right")]
     columns += [("device acc", "right")] if with_acc else []
@@ -128,8 +130,9 @@ def compare_verdicts(doc: dict[str, Any]) -> list[str]:
         if section.get("status") == "failed":
             lines.append(f"{target}: failed ({section.get('error')})")
             continue
+        emulated = " (emulated device: not the hardware's speed)" if (section.get("host") or {}).get("emulated") else ""
         for c in section.get("comparisons") or []:
-            lines.append(f"{target}, {c['label']}: {c.get('verdict')}")
+            lines.append(f"{target}, {c['label']}: {c.get('verdict')}{emulated}")
         lines += [f"{target}: warning: {c['message']}" for c in section.get("checks") or []]
     acc = doc.get("accuracy")
     if acc:

@@ -125,11 +125,29 @@ def _int8_line(check: Optional[dict[str, Any]]) -> str:
             f"{100 * check.get('saturated_values', 0):.2f} % of values saturate")
 
 
+EMULATED_NOTE = ("* measured under emulation ({emulator}): the latency says nothing about the real hardware; "
+                 "accuracy and predictions do")
+
+
+def emulated_note(results: list[dict[str, Any]]) -> Optional[str]:
+    """The footnote for latency cells marked ``*`` (results whose ``host.emulated`` is true), or None."""
+    found = sorted({str((r.get("host") or {}).get("emulator") or "qemu") for r in results
+                    if (r.get("host") or {}).get("emulated")})
+    return EMULATED_NOTE.format(emulator=", ".join(found)) if found else None
+
+
+def _flag_emulated(row: dict[str, str], r: dict[str, Any]) -> dict[str, str]:
+    if not (r.get("host") or {}).get("emulated"):
+        return row
+    return {k: (v + "*" if k in ("p50", "p90", "p99", "init", "first") and v != "-" else v) for k, v in row.items()}
+
+
 def bench_rows(results: list[dict[str, Any]]) -> list[dict[str, str]]:
     """One dict of formatted cells per bench result (``BenchResult.to_dict()`` records), for any table format.
 
     Keys: model, device, p50 (with its 95 % interval), p90, p99, init, first, runs, accuracy, memory (peak MB
     with the model's own increment), runtime, delegate, error.
+    Latency cells of an emulated device (``host.emulated``) end in ``*`` (see ``emulated_note``).
     """
     rows = []
     for r in results:
@@ -148,6 +166,7 @@ def bench_rows(results: list[dict[str, Any]]) -> list[dict[str, str]]:
                      "runs": str(lat.get("n", len(r.get("samples_ms") or []))) if lat else "-",
                      "accuracy": "-" if acc is None else f"{acc:.4f}", "runtime": r.get("runtime") or "-",
                      "delegate": delegate, "memory": format_memory(r.get("memory_mb")), "error": r.get("error") or ""})
+        rows[-1] = _flag_emulated(rows[-1], r)
     return rows
 
 
@@ -184,7 +203,7 @@ def bench_table(results: list[dict[str, Any]], title: Optional[str] = None):
     from rich.table import Table
 
     devices = sorted({str(r.get("device")) for r in results})
-    table = Table(title=title or f"latency on {', '.join(devices)}")
+    table = Table(title=title or f"latency on {', '.join(devices)}", caption=emulated_note(results))
     columns = _bench_columns(results)
     for key, header, justify in columns:
         table.add_column(header, justify=justify, no_wrap=key != "model", overflow="fold")
@@ -206,7 +225,8 @@ def bench_markdown(results: list[dict[str, Any]]) -> str:
         if row["error"]:
             row = dict(row, p50="error: " + row["error"].replace("|", "\\|"))
         lines.append("| " + " | ".join(row[k] for k, _, _ in columns) + " |")
-    return "\n".join(lines) + "\n"
+    note = emulated_note(results)
+    return "\n".join(lines + ([f"\n{note}"] if note else [])) + "\n"
 
 
 def edgetpu_table(facts: dict[str, Any]):
