@@ -18,9 +18,11 @@ key-only login for user ``pi``, a fresh host key per ``up`` pinned in the client
 slower than a Pi): it proves the ssh path, the runner and the aarch64 runtimes, not timing.
 
 Needs root (chroot, mounts, binfmt_misc), Debian's qemu-user-static and binfmt-support, and for a build
-mmdebstrap and zstd. Everything it writes is under ``$EDGESEP_PI64_CACHE`` (default ~/.cache/edgesep/pi64):
-``rootfs-<recipe hash>.tar.zst`` (the cache), ``build-<hash>/`` while building (removed after a failure) and
-``live/`` (the running instance, removed by ``down``).
+mmdebstrap and zstd. Helpers: pi64_rootfs.py (the recipe, build and cache), pi64_host.py (progress,
+commands, binfmt_misc, mounts, processes). Everything it writes is under ``$EDGESEP_PI64_CACHE`` (default
+~/.cache/edgesep/pi64): ``rootfs-<recipe hash>.tar.zst`` (the cache), ``build-<hash>/`` while building
+(removed after a failure), ``live/`` (the running instance, removed by ``down``), and the logs of the last
+build and sshd start (``build.log``, ``sshd.log``).
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -38,8 +41,9 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import pi64_rootfs as fs  # noqa: E402  (the helper beside this script)
-from pi64_rootfs import PiError  # noqa: E402
+import pi64_host as host  # noqa: E402  (the helpers beside this script)
+import pi64_rootfs as fs  # noqa: E402
+from pi64_host import PiError  # noqa: E402
 
 SSHD_CONFIG = "/etc/ssh/edgesep_sshd_config"
 HOST_KEY = "/etc/ssh/edgesep_host_ed25519"
@@ -92,7 +96,7 @@ def listening(port: int) -> bool:
 
 def is_up(state: Optional[dict]) -> bool:
     """The recorded sshd still runs in our rootfs and accepts connections."""
-    return bool(state) and state["pid"] in fs.processes_in(rootfs()) and listening(state["port"])
+    return bool(state) and state["pid"] in host.processes_in(rootfs()) and listening(state["port"])
 
 
 def public(state: dict) -> dict:
@@ -111,7 +115,7 @@ def keygen(path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     for old in (path, Path(f"{path}.pub")):
         old.unlink(missing_ok=True)
-    fs.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "edgesep-pi64", "-f", str(path)], "ssh-keygen")
+    host.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "edgesep-pi64", "-f", str(path)], "ssh-keygen")
     return Path(f"{path}.pub").read_text().strip()
 
 
@@ -149,7 +153,7 @@ def write_sshd_config(port: int) -> None:
 
 def start_sshd(port: int, config: Path) -> int:
     """Start the chrooted arm64 sshd and wait until a real login answers ``uname -m``; returns its pid."""
-    log = open(live() / "sshd.log", "ab")
+    log = open(fs.home() / "sshd.log", "wb")  # outside live/: kept to read after a failed start
     proc = subprocess.Popen(["chroot", str(rootfs()), "/usr/sbin/sshd", "-D", "-e", "-f", SSHD_CONFIG],
                             stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=fs.chroot_env(),
                             start_new_session=True)
@@ -157,47 +161,54 @@ def start_sshd(port: int, config: Path) -> int:
     deadline = time.monotonic() + START_TIMEOUT
     while not listening(port):
         if proc.poll() is not None or time.monotonic() > deadline:
-            tail = (live() / "sshd.log").read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            tail = (fs.home() / "sshd.log").read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
             raise PiError(f"the emulated sshd did not start: {tail[0][:200]}")
         time.sleep(0.2)
-    probe = subprocess.run(["ssh", "-F", str(config), "-o", "BatchMode=yes", "-p", str(port),
-                            f"{fs.USER}@127.0.0.1", "uname -m"], capture_output=True, text=True,
-                           stdin=subprocess.DEVNULL, timeout=START_TIMEOUT)
+    try:
+        probe = subprocess.run(["ssh", "-F", str(config), "-o", "BatchMode=yes", "-p", str(port),
+                                f"{fs.USER}@127.0.0.1", "uname -m"], capture_output=True, text=True,
+                               stdin=subprocess.DEVNULL, timeout=START_TIMEOUT)
+    except FileNotFoundError:
+        raise PiError("ssh not found on this machine: apt-get install openssh-client") from None
+    except subprocess.TimeoutExpired:
+        raise PiError(f"the first login to the emulated Pi took over {START_TIMEOUT:.0f} s") from None
     if probe.returncode != 0 or probe.stdout.strip() != "aarch64":
         detail = (probe.stderr.strip().splitlines() or [probe.stdout.strip() or "no output"])[-1]
-        raise PiError(f"login to the emulated Pi failed: {detail[:200]}")
+        raise PiError(f"login to the emulated Pi failed: {detail[:200]} (sshd log: {fs.home() / 'sshd.log'})")
     return proc.pid
 
 
-def provide_rootfs(progress: fs.Progress) -> None:
+def provide_rootfs(progress: host.Progress) -> None:
     """``live/rootfs`` from the cached tarball, or built (and cached) first; a failed build leaves nothing."""
     live().mkdir(parents=True, exist_ok=True)
     cpuinfo = live() / "cpuinfo"
     cpuinfo.write_text(fs.aarch64_cpuinfo(os.cpu_count() or 1))
     if fs.tarball().is_file():
-        fs.check_space(fs.home(), "restore")
+        host.check_space(fs.home(), fs.NEEDED_FREE["restore"], "restoring the rootfs")
         fs.restore(rootfs(), progress)
         return
     for tool, package in (("mmdebstrap", "mmdebstrap"), ("zstd", "zstd"), ("ssh-keygen", "openssh-client")):
         if not shutil.which(tool):
             raise PiError(f"{tool} not found: apt-get install --no-install-recommends {package}")
-    fs.check_space(fs.home(), "build")
+    host.check_space(fs.home(), fs.NEEDED_FREE["build"], "building the rootfs")
     staging = fs.home() / f"build-{fs.recipe_key()}"
-    fs.remove_tree(staging)
+    host.remove_tree(staging)
     staging.mkdir(parents=True)
+    log = fs.home() / "build.log"  # kept (outside the staging folder) to read after a failure
+    log.write_text("")
     try:
-        built = fs.build(staging, cpuinfo, progress)
+        built = fs.build(staging, cpuinfo, progress, log)
         os.replace(built, rootfs())
     finally:
-        fs.remove_tree(staging)
+        host.remove_tree(staging)
 
 
-def start(progress: fs.Progress) -> dict:
+def start(progress: host.Progress) -> dict:
     """Mount, key, and start the device on a free port; returns its state (also written to live/state.json)."""
     port = free_port()
     config = write_keys(port)
     write_sshd_config(port)
-    fs.mount_all(rootfs(), live() / "cpuinfo")
+    host.mount_all(rootfs(), live() / "cpuinfo")
     progress.step(f"starting the arm64 sshd on 127.0.0.1:{port} and logging in once (emulated handshake)")
     pid = start_sshd(port, config)
     state = {"target": f"ssh://{fs.USER}@127.0.0.1:{port}", "ssh_config": str(config), "pythons": pythons(),
@@ -208,13 +219,13 @@ def start(progress: fs.Progress) -> dict:
 
 
 def up(as_json: bool) -> int:
-    fs.check_root()
-    fs.ensure_binfmt()
+    host.check_root()
+    host.ensure_binfmt()
     with locked():
         state = read_state()
         if not is_up(state):
             teardown()
-            progress = fs.Progress(total=2 if fs.tarball().is_file() else 7)
+            progress = host.Progress(total=2 if fs.tarball().is_file() else 7)
             try:
                 provide_rootfs(progress)
                 state = start(progress)
@@ -235,16 +246,16 @@ def teardown() -> list[str]:
     done = []
     for folder in [live(), *sorted(fs.home().glob("build-*"))]:
         if folder.exists():
-            pids = fs.processes_in(folder)
-            fs.kill_all(folder)
-            mounts = fs.mounts_under(folder)
-            fs.remove_tree(folder)
+            pids = host.processes_in(folder)
+            host.kill_all(folder)
+            mounts = host.mounts_under(folder)
+            host.remove_tree(folder)
             done.append(f"removed {folder} ({len(pids)} processes stopped, {len(mounts)} mounts undone)")
     return done
 
 
 def down() -> int:
-    fs.check_root()
+    host.check_root()
     with locked():
         for line in teardown() or ["already down"]:
             print(f"emulated_pi: {line}", file=sys.stderr)
@@ -255,7 +266,8 @@ def status(as_json: bool) -> int:
     state = read_state()
     up_now = is_up(state) if state else False
     doc = dict(public(state), rootfs=state["rootfs"], pid=state["pid"]) if up_now else {}
-    doc.update(state="up" if up_now else ("stale" if live().exists() else "down"),
+    building = any(fs.home().glob("build-*"))
+    doc.update(state="up" if up_now else "building" if building else "stale" if live().exists() else "down",
                cache=str(fs.tarball()), cached=fs.tarball().is_file())
     if as_json:
         print(json.dumps(doc))
@@ -274,6 +286,10 @@ def show(doc: dict, as_json: bool) -> None:
         print(f"  --remote-python {python}   # {name}")
 
 
+def _interrupted(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="emulated_pi.py", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -283,6 +299,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if name != "down":
             cmd.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupted)  # a killed `up` cleans up as after Ctrl-C
     try:
         if args.command == "up":
             return up(args.json)

@@ -1,7 +1,9 @@
 """Shared pytest setup: integration markers become skips by probing the environment (the reason is printed).
 
 Each section registers its probes in ``MARKER_PROBES`` (marker name -> function returning a skip reason or
-None); the one ``pytest_collection_modifyitems`` below applies them.
+None); the one ``pytest_collection_modifyitems`` below applies them. Markers named in
+``EDGESEP_REQUIRE_MARKERS`` (comma-separated; .ci/run sets it) must not be skipped: their probe's reason
+stops the session instead.
 """
 from __future__ import annotations
 
@@ -22,12 +24,16 @@ MARKER_PROBES: dict[str, Callable[[], Optional[str]]] = {}
 
 def pytest_collection_modifyitems(config, items):
     reasons: dict[str, Optional[str]] = {}
+    required = set(filter(None, os.environ.get("EDGESEP_REQUIRE_MARKERS", "").split(",")))  # set by .ci/run
     for item in items:
         for marker, probe in MARKER_PROBES.items():
             if item.get_closest_marker(marker) is None:
                 continue
             if marker not in reasons:
                 reasons[marker] = probe()
+                if reasons[marker] and marker in required:
+                    raise pytest.UsageError(f"{marker} tests are required (EDGESEP_REQUIRE_MARKERS) but would be "
+                                            f"skipped: {reasons[marker]}")
             if reasons[marker]:
                 item.add_marker(pytest.mark.skip(reason=f"{marker}: {reasons[marker]}"))
 
@@ -62,7 +68,7 @@ def _probe_ray() -> Optional[str]:
 MARKER_PROBES["ray"] = _probe_ray
 
 
-# ---------------------------------------------------------------- pi64: the emulated aarch64 Pi (scripts/emulated_pi.py)
+# ---------------------------------------------------------------- pi64: the emulated Pi (scripts/emulated_pi.py)
 
 EMULATED_PI = Path(__file__).resolve().parent.parent / "scripts" / "emulated_pi.py"
 

@@ -1,15 +1,17 @@
 """The Pi path on a real aarch64 userland: the emulated Pi of scripts/emulated_pi.py (arm64 Debian under
 qemu-user, its own arm64 sshd on 127.0.0.1), reached exactly like a Raspberry Pi.
 
-The Pi must be up (``python scripts/emulated_pi.py up``; .ci/run does it); otherwise these tests are skipped with
-the reason. Every emulated ssh connection costs seconds, so the tests are few and the runs short. Latency is
-never asserted here: under emulation it means nothing, which the reports must say. The predictions of the
-emulated Pi against this machine's are checked in tests/test_device_conformance.py (rows ``pi64-*``).
+The Pi must be up (``python scripts/emulated_pi.py up``; .ci/run does it); otherwise the ``pi64`` tests are
+skipped with the reason. Every emulated ssh connection costs seconds, so they are few and their runs short.
+Latency is never asserted: under emulation it means nothing, which the reports must say. The predictions of
+the emulated Pi against this machine's are checked in tests/test_device_conformance.py (rows ``pi64-*``).
+The last tests need no Pi: emulated_pi.py's one-line errors and the reports' emulation flags.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,8 +21,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from oneline import assert_one_error_line
-
-pytestmark = pytest.mark.pi64
 
 FAST = ["--runs", "5", "--warmup-secs", "0", "--min-secs", "0", "--max-secs", "2", "--threads", "1"]
 PACKAGES = {"ai-edge-litert": "ai_edge_litert", "tflite-runtime": "tflite_runtime"}
@@ -54,6 +54,7 @@ def pi_tmp(pi64):
     assert set(os.listdir(tmp)) - before == set(), "edgesep left files on the emulated Pi"
 
 
+@pytest.mark.pi64
 @pytest.mark.parametrize("runtime", list(PACKAGES))
 def test_bench_with_each_runtime_reports_aarch64_and_the_real_version(pi64, pi_tmp, bench_models, runtime):
     code, stdout, stderr = edgesep("bench", bench_models["float.tflite"], bench_models["int8.tflite"],
@@ -70,6 +71,7 @@ def test_bench_with_each_runtime_reports_aarch64_and_the_real_version(pi64, pi_t
         assert len(r["samples_ms"]) >= 5
 
 
+@pytest.mark.pi64
 @pytest.mark.slow
 def test_compare_local_and_the_emulated_pi(pi64, pi_tmp, tmp_path):
     """The small built-in config on both devices: TFLite measured on both, the same on-device accuracy, the
@@ -114,6 +116,7 @@ def _pi_processes(rootfs: str, needle: bytes) -> list[int]:
     return found
 
 
+@pytest.mark.pi64
 def test_a_dropped_connection_mid_run_is_one_line(pi64, pi_tmp, bench_models):
     argv = [sys.executable, "-m", "edgesep", "bench", str(bench_models["float.tflite"]), "--device", pi64["target"],
             *ssh_args(pi64), "--runs", "100000", "--min-secs", "120", "--max-secs", "150"]
@@ -131,3 +134,60 @@ def test_a_dropped_connection_mid_run_is_one_line(pi64, pi_tmp, bench_models):
         proc.kill()
     assert_one_error_line(proc.returncode, stderr, pi64["target"])
     assert "closed" in stderr or "lost" in stderr, stderr
+
+
+# ---------------------------------------------------------------- no Pi needed: errors and report flags
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+@pytest.fixture()
+def emulated_pi(monkeypatch, tmp_path):
+    """scripts/emulated_pi.py imported, with its folder in tmp_path."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    monkeypatch.setenv("EDGESEP_PI64_CACHE", str(tmp_path / "pi64"))
+    import emulated_pi
+
+    return emulated_pi
+
+
+def test_not_root_is_one_line(emulated_pi, monkeypatch, capsys):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    for command in (["up", "--json"], ["down"]):
+        assert emulated_pi.main(command) == 1
+        out, err = capsys.readouterr()
+        assert out == "" and err.startswith("emulated_pi: error: must run as root") and err.count("\n") == 1
+
+
+def test_no_space_is_one_line_and_leaves_nothing(emulated_pi, monkeypatch, capsys, tmp_path):
+    import pi64_host
+
+    if os.geteuid() != 0 or not Path("/usr/bin/qemu-aarch64-static").exists() or not shutil.which("mmdebstrap"):
+        pytest.skip("needs root, qemu-user-static and mmdebstrap (the checks before the space check)")
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(pi64_host.shutil, "disk_usage", lambda path: usage._replace(free=200 << 20))
+    assert emulated_pi.main(["up"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("emulated_pi: error: no space: 0.2 GiB free in ") and err.count("\n") == 1
+    assert sorted(p.name for p in (tmp_path / "pi64").iterdir()) == ["lock"]  # no live/, no build-*/
+
+
+def test_reports_flag_emulated_latency():
+    from edgesep.report import bench_markdown, compare_verdicts
+
+    def result(device, emulated):
+        return {"model": "m.tflite", "device": device, "runtime": "ai_edge_litert 2.3.0", "delegate": "xnnpack",
+                "init_ms": 2.0, "first_ms": 1.0, "samples_ms": [1.0, 2.0],
+                "latency_ms": {"p50": 1.5, "p90": 2.0, "p99": 2.0, "ci95_p50": [1.0, 2.0], "n": 2},
+                "host": {"emulated": emulated, "emulator": "qemu-aarch64-static" if emulated else None}}
+
+    real = bench_markdown([result("local", False)])
+    assert "*" not in real and "emulation" not in real
+    both = bench_markdown([result("local", False), result("ssh://pi@127.0.0.1:2222", True)]).splitlines()
+    local_row, pi_row = both[2], both[3]
+    assert "*" not in local_row and pi_row.count("*") == 5  # p50, p90, p99, init, first
+    assert both[-1].startswith("* measured under emulation (qemu-aarch64-static)")
+    doc = {"devices": {"ssh://pi@127.0.0.1:2222": {"status": "done", "host": {"emulated": True},
+                                                   "comparisons": [{"label": "TFLite int8", "verdict": "x"}]}}}
+    assert compare_verdicts(doc) == ["ssh://pi@127.0.0.1:2222, TFLite int8: x (emulated device: not the "
+                                     "hardware's speed)"]
