@@ -98,7 +98,7 @@ def test_compare_local_and_the_emulated_pi(pi64, pi_tmp, tmp_path):
             # 540 with a 2-epoch model; none with the default 8 epochs used here)
             assert agree >= 0.99 and abs(on_pi["accuracy"] - on_x86["accuracy"]) <= 0.01, (vid, agree)
     md = (out / "report.md").read_text()
-    assert "* measured under emulation (qemu" in md
+    assert "† measured under emulation (qemu" in md and "†" in md.split(f"## {target}: latency")[1]
     assert f"{target}, TFLite int8:" in md and "(emulated device: not the hardware's speed)" in md
     assert "local, TFLite int8:" in md and "local, TFLite int8: (emulated" not in md
 
@@ -182,11 +182,11 @@ def test_reports_flag_emulated_latency():
                 "host": {"emulated": emulated, "emulator": "qemu-aarch64-static" if emulated else None}}
 
     real = bench_markdown([result("local", False)])
-    assert "*" not in real and "emulation" not in real
+    assert "†" not in real and "emulation" not in real
     both = bench_markdown([result("local", False), result("ssh://pi@127.0.0.1:2222", True)]).splitlines()
     local_row, pi_row = both[2], both[3]
-    assert "*" not in local_row and pi_row.count("*") == 5  # p50, p90, p99, init, first
-    assert both[-1].startswith("* measured under emulation (qemu-aarch64-static)")
+    assert "†" not in local_row and pi_row.count("†") == 5  # p50, p90, p99, init, first
+    assert both[-1].startswith("† measured under emulation (qemu-aarch64-static)")
     doc = {"devices": {"ssh://pi@127.0.0.1:2222": {"status": "done", "host": {"emulated": True},
                                                    "comparisons": [{"label": "TFLite int8", "verdict": "x"}]}}}
     assert compare_verdicts(doc) == ["ssh://pi@127.0.0.1:2222, TFLite int8: x (emulated device: not the "

@@ -125,12 +125,13 @@ def _int8_line(check: Optional[dict[str, Any]]) -> str:
             f"{100 * check.get('saturated_values', 0):.2f} % of values saturate")
 
 
-EMULATED_NOTE = ("* measured under emulation ({emulator}): the latency says nothing about the real hardware; "
-                 "accuracy and predictions do")
+EMULATED_MARK = "†"  # a dagger: "*" already marks shared-process memory
+EMULATED_NOTE = (EMULATED_MARK + " measured under emulation ({emulator}): the latency says nothing about the real "
+                 "hardware; accuracy and predictions do")
 
 
 def emulated_note(results: list[dict[str, Any]]) -> Optional[str]:
-    """The footnote for latency cells marked ``*`` (results whose ``host.emulated`` is true), or None."""
+    """The footnote for latency cells marked with a dagger (results whose ``host.emulated`` is true), or None."""
     found = sorted({str((r.get("host") or {}).get("emulator") or "qemu") for r in results
                     if (r.get("host") or {}).get("emulated")})
     return EMULATED_NOTE.format(emulator=", ".join(found)) if found else None
@@ -139,7 +140,8 @@ def emulated_note(results: list[dict[str, Any]]) -> Optional[str]:
 def _flag_emulated(row: dict[str, str], r: dict[str, Any]) -> dict[str, str]:
     if not (r.get("host") or {}).get("emulated"):
         return row
-    return {k: (v + "*" if k in ("p50", "p90", "p99", "init", "first") and v != "-" else v) for k, v in row.items()}
+    return {k: (v + EMULATED_MARK if k in ("p50", "p90", "p99", "init", "first") and v != "-" else v)
+            for k, v in row.items()}
 
 
 def bench_rows(results: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -147,7 +149,7 @@ def bench_rows(results: list[dict[str, Any]]) -> list[dict[str, str]]:
 
     Keys: model, device, p50 (with its 95 % interval), p90, p99, init, first, runs, accuracy, memory (peak MB
     with the model's own increment), runtime, delegate, error.
-    Latency cells of an emulated device (``host.emulated``) end in ``*`` (see ``emulated_note``).
+    Latency cells of an emulated device (``host.emulated``) end in a dagger (see ``emulated_note``).
     """
     rows = []
     for r in results:
@@ -203,7 +205,7 @@ def bench_table(results: list[dict[str, Any]], title: Optional[str] = None):
     from rich.table import Table
 
     devices = sorted({str(r.get("device")) for r in results})
-    table = Table(title=title or f"latency on {', '.join(devices)}", caption=emulated_note(results))
+    table = Table(title=title or f"latency on {', '.join(devices)}")
     columns = _bench_columns(results)
     for key, header, justify in columns:
         table.add_column(header, justify=justify, no_wrap=key != "model", overflow="fold")
@@ -211,8 +213,8 @@ def bench_table(results: list[dict[str, Any]], title: Optional[str] = None):
         if row["error"]:
             row = dict(row, p50="[red]failed[/red]")
         table.add_row(*(row[key] for key, _, _ in columns))
-    if any(row["memory"].endswith("*") for row in bench_rows(results)):
-        table.caption = SHARED_MEMORY_NOTE
+    shared = any(row["memory"].endswith("*") for row in bench_rows(results))
+    table.caption = "\n".join(filter(None, [SHARED_MEMORY_NOTE if shared else None, emulated_note(results)])) or None
     return table
 
 
