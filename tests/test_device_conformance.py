@@ -122,14 +122,21 @@ def test_device_conformance(device, request, bench_models, accuracy_set):
         agreement = float(np.mean(np.asarray(r.predictions) == _host_predictions(model, x)))
         assert agreement >= tol.min_agreement[name], (name, agreement)
         assert r.accuracy == pytest.approx(float(np.mean(np.asarray(r.predictions) == np.load(data)["y"])))
-        _check_memory(r.memory_mb, len(models), name)
+        _check_memory(r.memory_mb, len(models), name, tol.emulated)
 
 
-def _check_memory(mem: dict, models_in_process: int, name: str) -> None:
-    """Every device reports resident memory (MB) per model, consistently (these devices all have /proc)."""
+def _check_memory(mem: dict, models_in_process: int, name: str, emulated: bool = False) -> None:
+    """Every device reports resident memory (MB) per model, consistently (these devices all have /proc).
+
+    Under qemu-user the resident memory is the emulator's (guest memory plus its translated-code cache, which
+    it also frees), so loading a tiny model need not raise it there.
+    """
     assert {"baseline", "loaded", "peak", "model"} <= set(mem), name
     assert mem["reason"] is None and mem["source"] == "/proc/self/status", (name, mem)
-    assert 5 < mem["baseline"] < mem["loaded"] < 4096, (name, mem)  # a Python with numpy and a runtime
+    if emulated:
+        assert 5 < mem["baseline"] < 4096 and 5 < mem["loaded"] < 4096, (name, mem)
+    else:
+        assert 5 < mem["baseline"] < mem["loaded"] < 4096, (name, mem)  # a Python with numpy and a runtime
     assert mem["model"] == pytest.approx(mem["loaded"] - mem["baseline"], abs=2e-3), name
     assert mem["peak"] >= mem["baseline"] and mem["peak_startup"] >= mem["loaded"] - 1e-3, (name, mem)
     assert mem["models_in_process"] == models_in_process and mem["peak_scope"] in ("steady", "process")
