@@ -267,18 +267,22 @@ def _wait_rows(out: Path, where: str, n: int, proc: subprocess.Popen, timeout: f
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_ctrl_c_marks_running_jobs_interrupted_and_resume_finishes(cluster, bench_models, tmp_path):
+@pytest.mark.parametrize("signum, code, said", [(signal.SIGINT, 130, "edgesep: interrupted"),
+                                                (signal.SIGTERM, 143, "edgesep: interrupted by SIGTERM")])
+def test_ctrl_c_marks_running_jobs_interrupted_and_resume_finishes(cluster, bench_models, tmp_path, signum, code,
+                                                                   said):
     models = [bench_models["float.tflite"], bench_models["int8.tflite"], bench_models["float.onnx"]]
     plan = _plan(tmp_path, models, ["[[devices]]\ntarget = 'local'\n"], min_secs=1.0)
     out = tmp_path / "out"
     proc = _start_sweep(plan, out, cluster.address)
     _wait_rows(out, "status = 'ok'", 1, proc)
     time.sleep(0.5)  # the next job (>= 1 s) is running now
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and err.strip().endswith(("edgesep: aborted", "edgesep: interrupted"))
+    assert proc.returncode == code and err.strip().endswith(said)
     rows = _rows(out)
     assert [r["status"] for r in rows][:1] == ["ok"] and "interrupted" in {r["status"] for r in rows}
+    assert all(signal.Signals(signum).name in r["error"] for r in rows if r["status"] == "interrupted")
     db = sqlite3.connect(out / "sweep.db")
     assert db.execute("SELECT status FROM sweeps").fetchall() == [("interrupted",)]
     db.close()

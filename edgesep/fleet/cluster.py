@@ -89,6 +89,7 @@ def connect(address: Optional[str], resources: dict[str, float], num_cpus: Optio
     import ray
 
     quiet = {"log_to_driver": False, "logging_level": "ERROR", "namespace": "edgesep", "configure_logging": True}
+    handlers = _signal_handlers()
     try:
         if address is None:
             ray.init(address="local", include_dashboard=False, num_cpus=num_cpus, resources=resources, **quiet)
@@ -96,7 +97,26 @@ def connect(address: Optional[str], resources: dict[str, float], num_cpus: Optio
         ray.init(address=address, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise EdgesepError(f"cannot join the Ray cluster at {address}: {_short(e)}") from None
+    finally:
+        _restore(handlers)  # ray.init makes SIGTERM exit at once; edgesep records interrupted jobs first
     return address
+
+
+def _signal_handlers() -> dict:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+
+
+def _restore(handlers: dict) -> None:
+    import signal
+
+    for signum, handler in handlers.items():
+        if handler is not None:
+            signal.signal(signum, handler)
 
 
 def token_mode(env: dict) -> None:

@@ -26,6 +26,19 @@ LOST = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
 POLL_SECS = 0.2
 
 
+def _signalled(e: KeyboardInterrupt) -> KeyboardInterrupt:
+    """The ``edgesep.interrupt.Signalled`` behind ``e`` (SIGTERM, SIGHUP, SIGINT) if one is pending, else ``e``."""
+    from edgesep.interrupt import Signalled, checkpoint
+
+    if isinstance(e, Signalled):
+        return e
+    try:
+        checkpoint()
+    except Signalled as pending:
+        return pending
+    return e
+
+
 @dataclasses.dataclass
 class DeviceState:
     """One device's queue, its actor and what happened to its jobs so far."""
@@ -72,6 +85,8 @@ class Sweep:
     # ---------------------------------------------------------------- the loop
     def run(self) -> dict[str, int]:
         """Export, measure, record; on Ctrl-C the running jobs are recorded ``interrupted`` and it re-raises."""
+        from edgesep.interrupt import checkpoint
+
         try:
             self._start()
             while self.exports or any(d.running or (d.queue and d.status != "gone") for d in self.devices.values()):
@@ -79,9 +94,11 @@ class Sweep:
                 self._collect(self._wait())
                 self._check_lost()
                 self.progress(self.snapshot())
-        except KeyboardInterrupt:
-            self._interrupt()
-            raise
+                checkpoint()  # a signal swallowed inside a callback is raised here
+        except KeyboardInterrupt as e:
+            signalled = _signalled(e)  # Ray's waits turn a signal into a plain KeyboardInterrupt
+            self._interrupt(getattr(signalled, "name", "SIGINT"))
+            raise signalled from None
         self.progress(self.snapshot())
         return self.totals()
 
@@ -231,8 +248,8 @@ class Sweep:
             elif time.time() - state.lost_at > timeout:
                 self._give_up(state, f"worker node of {state.spec.target} lost and not back within {timeout:g} s")
 
-    def _interrupt(self) -> None:
-        """Ctrl-C: record every running job ``interrupted``, stop the exports and the actors."""
+    def _interrupt(self, signal_name: str) -> None:
+        """Ctrl-C (or SIGTERM, SIGHUP): record every running job ``interrupted``, stop the exports and actors."""
         for ref in self.exports:
             ray.cancel(ref, force=True)
         for state in self.devices.values():
@@ -240,6 +257,6 @@ class Sweep:
                 job, _, dispatched = state.running
                 state.running = None
                 self._record(job, {**state.node, "started": dispatched, "ended": time.time()}, "interrupted",
-                             "interrupted (Ctrl-C) at " + (utc(time.time()) or ""))
+                             f"interrupted ({signal_name}) at {utc(time.time())}")
             if state.actor is not None:
                 ray.kill(state.actor)
