@@ -113,4 +113,24 @@ def interrupt_after(args: Sequence[str], tmp_root: Path, *, signum: int, when, t
                    _new_entries(tmpdir, set()))
 
 
+def run_in_process(args: Sequence[str], tmp_root: Path, capfd, monkeypatch) -> Outcome:
+    """``edgesep.cli.main(ARGS)`` in this process (fast: for refusals that happen before any real work),
+    with $TMPDIR isolated like :func:`run_edgesep`."""
+    import tempfile
+
+    from edgesep.cli import main
+
+    tmpdir = tmp_root / "isolated-tmp"
+    tmpdir.mkdir(parents=True, exist_ok=True)
+    before = set(os.listdir(tmpdir))
+    monkeypatch.setenv("TMPDIR", str(tmpdir))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    capfd.readouterr()
+    start = time.monotonic()
+    code = main([str(a) for a in args])
+    seconds = time.monotonic() - start
+    out, err = capfd.readouterr()
+    return Outcome(code, out, err, seconds, _new_entries(tmpdir, before))
+
+
 SIGNALS = {"SIGTERM": signal.SIGTERM, "SIGHUP": signal.SIGHUP, "SIGINT": signal.SIGINT}

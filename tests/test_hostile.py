@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from oneline import assert_one_error_line
-from hostile import SIGNALS, check_refused, interrupt_after, run_edgesep, snapshot
+from hostile import SIGNALS, check_refused, interrupt_after, run_edgesep, run_in_process, snapshot
 
 USAGE, FAIL = 2, 1
 
@@ -69,11 +69,23 @@ USAGE_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(USAGE_CASES))
-def test_usage_errors_exit_2(case, tiny, out, tmp_path):
+def test_usage_errors_exit_2(case, tiny, out, tmp_path, capfd, monkeypatch):
+    """In-process (the parse fails before any work), with the same contract as the subprocess cases."""
     args, needle = USAGE_CASES[case]
     args = [str(tiny["float.tflite"]) if a == "MODEL" else a for a in args]
-    check_refused([*args, "--out", str(out)] if args[0] == "export" else args, tmp_path, code=USAGE,
-                  needles=[needle], out=out, bound=30)
+    if args[0] == "export":
+        args += ["--out", str(out)]
+    before = snapshot(out)
+    outcome = run_in_process(args, tmp_path, capfd, monkeypatch)
+    assert outcome.code == USAGE, (outcome.code, outcome.stderr[-2000:])
+    assert_one_error_line(outcome.code, outcome.stderr, needle)
+    assert snapshot(out) == before and outcome.new_tmp == [] and outcome.seconds < 30
+
+
+def test_usage_error_in_a_real_process(tiny, out, tmp_path):
+    """One usage error through the real console path (python -m edgesep): exit 2, one line."""
+    check_refused(["bench", tiny["float.tflite"], "--max-secs", "nan"], tmp_path, code=USAGE,
+                  needles=["--max-secs"], out=out, bound=30)
 
 
 # ---------------------------------------------------------------- files that are not what they claim (exit 1)

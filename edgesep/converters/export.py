@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from edgesep.converters import ConversionError
-from edgesep.errors import UsageError
+from edgesep.errors import DataError, UsageError
 from edgesep.converters._quiet import import_tensorflow
 from edgesep.converters.graph import load_model  # re-exported: edgesep.converters.export.load_model
 
@@ -103,7 +103,8 @@ def model_and_data(model_path: Optional[str] = None, *, form: str = "split", dat
     recipe = parse_preprocess(preprocess)
     if resize and data is None:
         raise UsageError("--resize fits a .npz given with --data; add --data")
-    import_tensorflow()
+    if data is not None and data != BUILTIN and not Path(data).exists():  # before any slow import
+        raise DataError(f"data not found: {data} (use 'digits', an image folder or a .npz file)")
     if model_path is not None:
         say("load model")
         model = load_model(model_path)
@@ -123,6 +124,7 @@ def model_and_data(model_path: Optional[str] = None, *, form: str = "split", dat
     if dataset.preprocess is not None:
         dataset = dataclasses.replace(dataset, preprocess_source="the built-in network takes images in [0, 1]")
     say("train built-in model")
+    import_tensorflow()
     model, info = train_builtin(ModelConfig(form=form, num_classes=max(dataset.num_classes, 2)), train_cfg,
                                 dataset=dataset, on_progress=lambda p: say(f"train built-in model: {p.describe()}"))
     return model, dataset, {"source": {"builtin": form, "cached": info["cached"],
