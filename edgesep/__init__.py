@@ -37,7 +37,26 @@ _API = {
     "ModelInfo": "edgesep.converters.inspect",
     "parse_target": "edgesep.devices",
     "BenchConfig": "edgesep.devices.base",
+    "BenchResult": "edgesep.devices.base",
+    "Device": "edgesep.devices.base",
     "DeviceError": "edgesep.devices.base",
+    # the types the functions above take and return
+    "TrainConfig": "edgesep.train",
+    "TrainProgress": "edgesep.train",
+    "Preprocess": "edgesep.data",
+    "parse_preprocess": "edgesep.data",
+    "Verification": "edgesep.converters.verify",
+    "model_and_data": "edgesep.converters.export",
+    # fused vs split, and the session-level statistics behind every verdict
+    "CompareConfig": "edgesep.compare",
+    "run_builtin": "edgesep.compare",
+    "run_models": "edgesep.compare",
+    "judge_sessions": "edgesep.compare",
+    # the one error base
+    "EdgesepError": "edgesep.errors",
+    "UsageError": "edgesep.errors",
+    "OutputError": "edgesep.errors",
+    "EdgeTpuError": "edgesep.errors",
 }
 
 __all__ = ["__version__", *_API]
