@@ -8,6 +8,9 @@
    BenchConfig), so ``compare / reference`` is what the orchestration costs on top (threads, report writes,
    sessions split by runtime, bootstrap ratios, plots).
 
+3. What the sessions cost: the same report folder again with ``--resume --sessions 1`` (exports reused, the
+   device measured again in one session, with its A/A control): bench stage seconds of both.
+
 Goal: compare under 180 s on 2 cores. Prints the breakdown, both totals, the ratios and the verdicts.
 
     python scripts/bench_compare.py [--out DIR] [--no-reference]
@@ -28,12 +31,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 GOAL_S = 180.0
 
 
-def run_compare(out: Path, cache: Path) -> tuple[float, dict]:
+def run_compare(out: Path, cache: Path, *extra: str) -> tuple[float, dict]:
     """Wall seconds of the CLI run and its report document."""
     env = {**os.environ, "EDGESEP_CACHE": str(cache)}
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "edgesep", "compare", "--device", "local", "--out", str(out)],
-                          env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "edgesep", "compare", "--device", "local", "--out", str(out),
+                           *extra], env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"edgesep compare failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
@@ -78,6 +81,17 @@ def run_reference(folder: Path) -> dict[str, float]:
     return times
 
 
+def sessions_cost(out: Path, cache: Path, doc: dict) -> None:
+    """What the default sessions cost: the same artifacts measured again in one session (exports reused)."""
+    _, one = run_compare(out, cache, "--resume", "--sessions", "1")
+    many_s, one_s = doc["stages"]["bench local"]["seconds"], one["stages"]["bench local"]["seconds"]
+    print(f"bench local: {doc.get('sessions')} sessions + A/A control {many_s:.1f} s, one session "
+          f"{one_s:.1f} s (x{many_s / one_s:.1f}, +{many_s - one_s:.1f} s)")
+    for target, section in one["devices"].items():
+        for c in section["comparisons"]:
+            print(f"  one session, {target}, {c['label']}: {c['verdict']}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, help="report folder to keep (default: a temp dir)")
@@ -99,6 +113,7 @@ def main() -> None:
             for c in section["comparisons"]:
                 print(f"  {target}, {c['label']}: {c['verdict']}")
         print(f"  int8 accuracy: {doc['accuracy']['verdict']}")
+        sessions_cost(out, tmp / "cache-compare", doc)
         if args.no_reference:
             return
         ref_folder = tmp / "reference"

@@ -314,6 +314,7 @@ class Report:
     config: Optional[Mapping[str, Any]] = None
     models: Optional[tuple[str, ...]] = None
     sessions: Optional[int] = None
+    session_config: Optional[Mapping[str, Any]] = None
     status: str = "running"
     stages: Mapping[str, StageRecord] = dataclasses.field(default_factory=dict)
     variants: tuple[Variant, ...] = ()
@@ -341,6 +342,7 @@ class Report:
         d = {"edgesep_version": self.edgesep_version, "report_version": self.report_version, "kind": self.kind,
              "created": self.created, "status": self.status, "bench_config": dict(self.bench_config),
              "sessions": self.sessions,
+             "session_config": None if self.session_config is None else dict(self.session_config),
              "config": None if self.config is None else dict(self.config),
              "models": None if self.models is None else list(self.models),
              "stages": {k: s.to_dict() for k, s in self.stages.items()},
@@ -353,4 +355,5 @@ class Report:
                                                        for seed in self.seeds],
              "accuracy": None if self.accuracy is None else self.accuracy.to_dict(),
              "error": self.error, "finished": self.finished}
-        return _drop_none(d, "config", "models", "sessions", "dataset", "seeds", "accuracy", "error", "finished")
+        return _drop_none(d, "config", "models", "sessions", "session_config", "dataset", "seeds", "accuracy",
+                          "error", "finished")

@@ -11,8 +11,8 @@ from edgesep.compare.config import DEFAULT_SESSIONS, CompareConfig
 from edgesep.compare.pipeline import (builtin_comparisons, builtin_variants, model_comparisons, model_variants,
                                       seed_records, train_and_export)
 from edgesep.compare.records import DatasetInfo, Report
-from edgesep.compare.sessions import BenchPlan, bench_devices
-from edgesep.compare.store import Progress, ReportStore, Stage, new_report, now
+from edgesep.compare.sessions import BenchPlan, bench_devices, session_config
+from edgesep.compare.store import Progress, ReportStore, Stage, bench_config_dict, new_report, now
 from edgesep.devices.base import BenchConfig
 from edgesep.errors import UsageError, describe, one_line
 
@@ -41,7 +41,8 @@ def run_builtin(config: CompareConfig, targets: Sequence[str], bench: BenchConfi
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _check_sessions(sessions)
-    store = ReportStore(out, new_report("builtin", targets, bench, config=config.to_dict(), sessions=sessions))
+    store = ReportStore(out, new_report("builtin", targets, bench, config=config.to_dict(), sessions=sessions,
+                                        session_config=bench_config_dict(session_config(bench, sessions))))
     with _recorded(store):
         plan = dataclasses.replace(_builtin(config, bench, out, store, resume, progress), sessions=sessions)
         return _finish(store, targets, device_options or {}, plan, progress)
@@ -117,7 +118,8 @@ def run_models(paths: Sequence[Path], targets: Sequence[str], bench: BenchConfig
     variants = tuple(model_variants(paths))
     comparisons = tuple(model_comparisons(variants))
     store = ReportStore(out, new_report("models", targets, bench, models=tuple(str(p) for p in paths),
-                                        sessions=sessions))
+                                        sessions=sessions,
+                                        session_config=bench_config_dict(session_config(bench, sessions))))
     store.update(lambda r: r.replace(variants=variants, comparisons=comparisons))
     with _recorded(store):
         plan = BenchPlan(variants, comparisons, bench, data_file, resume, sessions)

@@ -4,9 +4,10 @@ On a device, the variants are grouped by runtime (all TFLite files, then the ONN
 ONNX Runtime loses only the ONNX rows and the two forms of one precision always share a session. Each group
 runs ``sessions`` times, each time in a fresh runner process with the artifacts in a freshly shuffled order
 and interleaved round by round, together with an A/A control (the group's baseline artifact loaded a second
-time, as if it were another variant). Devices run concurrently; a device that fails is reported in its own
-section. Each finished group is stored under ``bench/`` so ``--resume`` reuses it without contacting the
-device.
+time, as if it were another variant). The steady-state budget of the bench config (runs, seconds) is shared
+among the sessions (``session_config``); the warm-up is repeated in each. Devices run concurrently; a device
+that fails is reported in its own section. Each finished group is stored under ``bench/`` so ``--resume``
+reuses it without contacting the device.
 """
 from __future__ import annotations
 
@@ -143,6 +144,7 @@ class DeviceBench:
 
     def _measure(self, device: Any, todo: Sequence[_Runs]) -> None:
         count = min(self.sessions, getattr(device, "max_sessions", None) or self.sessions)
+        config = session_config(self.bench, count)
         for index in range(count):
             for runs in todo:
                 if runs.lost:
@@ -156,7 +158,7 @@ class DeviceBench:
                         other.lost = True
                     return
                 try:
-                    measured = device.run(self.bench, progress=self._model_progress(runs.group, index, count))
+                    measured = device.run(config, progress=self._model_progress(runs.group, index, config, count))
                 except DeviceError as e:  # e.g. no ONNX Runtime on the device: this runtime's sessions are lost
                     runs.entries.append(SessionEntry(runs.group.format, runs.group.key, error=str(e), index=index))
                     runs.lost = True
@@ -182,13 +184,14 @@ class DeviceBench:
                                                       entries=[e.to_dict() for e in runs.entries])
             self.store.save(self.done)
 
-    def _model_progress(self, group: Group, index: int, count: int) -> Callable[[str, int, int], None]:
+    def _model_progress(self, group: Group, index: int, config: BenchConfig,
+                        count: int) -> Callable[[str, int, int], None]:
         state: dict[str, tuple[int, int]] = {}
         label = f"{group.format} session {index + 1}/{count}" if count > 1 else group.format
 
         def on_progress(model: str, done: int, total: int) -> None:
             state[model] = (done, max(total, done, 1))
-            known = sum(t for _, t in state.values()) + (len(group.items) - len(state)) * self.bench.runs
+            known = sum(t for _, t in state.values()) + (len(group.items) - len(state)) * config.runs
             self.progress(label, sum(d for d, _ in state.values()), known)
 
         return on_progress
@@ -209,6 +212,15 @@ class DeviceBench:
         return DeviceSection(target=self.target, status=status, error=errors[0] if errors else None,
                              resumed=bool(entries) and all(e.resumed for e in entries if e.session),
                              sessions=tuple(entries), host=host, results=dict(results), controls=dict(controls))
+
+
+def session_config(bench: BenchConfig, sessions: int) -> BenchConfig:
+    """What one of ``sessions`` sessions runs: the steady-state budget (``runs``, ``min_secs``, ``max_secs``)
+    shared among the sessions, the warm-up repeated in each (a fresh process must warm up again)."""
+    if sessions <= 1:
+        return bench
+    return dataclasses.replace(bench, runs=-(-bench.runs // sessions), min_secs=bench.min_secs / sessions,
+                               max_secs=bench.max_secs / sessions)
 
 
 SESSION_HOST_KEYS = ("loadavg_before", "loadavg_after", "temp_c_before", "temp_c", "cores", "cpu_s", "wall_s")
