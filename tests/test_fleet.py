@@ -116,6 +116,75 @@ def test_import_and_help_do_not_import_ray():
     assert proc.stdout.strip().splitlines()[-1] == "False", proc.stderr
 
 
+# ---------------------------------------------------------------- the database and what is read from it (no Ray)
+
+def _job(name: str, form, precision: str, device: str, samples, status: str = "ok", error=None, accuracy=None):
+    from edgesep.fleet.jobs import Artifact, MeasureJob
+    from edgesep.fleet.plan import DeviceSpec
+
+    art = Artifact(model=name, model_hash="m" + name, form=form, seed=0, path=f"/x/{name}.tflite", format="tflite",
+                   precision=precision, sha256="a" + name + precision, bytes=1, accuracy=accuracy,
+                   keras_accuracy=None if accuracy is None else 0.95)
+    job = MeasureJob(key=f"{name}-{precision}-{device}", artifact=art, device=DeviceSpec(device), bench={"runs": 5})
+    result = {"runtime": "ai_edge_litert 2.3.0", "samples_ms": samples,
+              "latency_ms": {"p50": sorted(samples)[len(samples) // 2], "mean": sum(samples) / len(samples)}}
+    return job, {"result": result if status == "ok" else None, "node_id": "n1", "started": 1.0, "ended": 2.0}, \
+        status, error
+
+
+def test_store_keeps_one_row_per_attempt_and_the_report_reads_the_newest(tmp_path):
+    from edgesep.fleet import report
+    from edgesep.fleet.store import SweepStore, job_row
+
+    store = SweepStore(tmp_path)
+    plan = parse_plan("[[models]]\n[[devices]]\ntarget='local'\n", tmp_path / "p.toml")
+    sweep = store.begin_sweep(plan, "embedded")
+    fused = [1.0 + 0.01 * i for i in range(30)]
+    entries = [_job("b-fused-s0", "fused", "int8", "local", fused, accuracy=0.93),
+               _job("b-split-s0", "split", "int8", "local", [2 * v for v in fused], "requeued", "worker node lost"),
+               _job("b-split-s0", "split", "int8", "local", [2 * v for v in fused], accuracy=0.94),
+               _job("b-split-s0", "split", "int8", "adb:X", [1.0], "failed", "adb:X: device offline")]
+    for job, outcome, status, error in entries:
+        store.record_job(job_row(job, outcome, status, error, 1, sweep, plan.hash))
+    assert store.ok_keys() == {"b-fused-s0-int8-local", "b-split-s0-int8-local"}
+    assert [r["status"] for r in store.rows()] == ["ok", "ok", "failed"]
+    row = store.rows()[0]
+    assert (row["runtime"], row["runtime_version"], row["p50_ms"]) == ("ai_edge_litert", "2.3.0", fused[15])
+    ratio = report.fused_split_ratios(store.rows())
+    store.close()
+    assert len(ratio) == 1 and abs(ratio[0]["ratio"] - 0.5) < 1e-9 and ratio[0]["lo"] <= 0.5 <= ratio[0]["hi"]
+    written = report.write_report(tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    assert written == ["report.md", "latency_heatmap.png", "fused_split_ratios.png"]
+    assert "fused is 2.00x faster than split" in text and "| adb:X | b-split-s0 (tflite int8) | failed |" in text
+    assert "| b-split-s0 | tflite int8 | 0.9500 | 0.9400 | 1.00 |" in text
+    lines = Path(report.write_csv(tmp_path)).read_text().splitlines()
+    assert len(lines) == 5 and lines[0].startswith("id,sweep_id,key,plan_hash")  # every attempt
+
+
+def test_parquet_is_written_or_refused_in_one_line(tmp_path):
+    import importlib.util
+
+    from edgesep.fleet.store import SweepStore
+
+    SweepStore(tmp_path).close()
+    proc = _sweep("--parquet", tmp_path)
+    if importlib.util.find_spec("pyarrow") is None:
+        assert proc.returncode == 1 and proc.stderr.strip() == (
+            "edgesep: error: --parquet needs pyarrow, which is not installed: pip install pyarrow (or use --csv)")
+    else:
+        assert proc.returncode == 0 and (tmp_path / "sweep.parquet").stat().st_size > 0
+
+
+@pytest.mark.ray
+@pytest.mark.adb
+def test_worker_checks_its_devices_answer_before_starting_ray(adb_server, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "edgesep", "worker", "--head", "--device", "adb:127.0.0.1:9",
+                           "--adb-server-port", str(adb_server.port)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
+    assert "127.0.0.1:9" in proc.stderr and "ray" not in proc.stdout.lower()
+
+
 # ---------------------------------------------------------------- a real cluster
 
 @pytest.fixture(scope="module")
@@ -463,9 +532,9 @@ def test_worker_refuses_to_bind_the_network_unless_told(args, message):
 @pytest.mark.ray
 @pytest.mark.slow
 def test_worker_head_offers_its_device_on_loopback_with_token_auth(bench_models, tmp_path):
-    from sshd import _free_port
+    from sshd import closed_port
 
-    port = _free_port()
+    port = closed_port()  # free now: the head takes it
     env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
     head = subprocess.Popen([sys.executable, "-m", "edgesep", "worker", "--head", "--port", str(port), "--device",
                              "local", "--num-cpus", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
