@@ -98,6 +98,21 @@ def test_builtin_table_multiplies_and_devices_get_resources(tmp_path):
     assert device_resource("local") == f"edgesep/local:{socket.gethostname()}"
 
 
+def test_readme_plans_are_valid(tmp_path, bench_models):
+    import re
+    import shutil
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Measure a fleet", 1)[1]
+    laptop, fleet = re.findall(r"```toml\n(.*?)```", section, re.S)[:2]
+    shutil.copy(bench_models["float.tflite"], tmp_path / "my_model.tflite")
+    plan = parse_plan(laptop, tmp_path / "plan.toml")
+    assert len(plan.models) == 9 and [d.target for d in plan.devices] == ["local", "adb:R58M123ABC"]
+    plan = parse_plan("[[models]]\n" + fleet, tmp_path / "plan.toml")
+    assert [d.host for d in plan.devices] == ["usb-a", "usb-a", "usb-b", None]
+    assert plan.faults.lost_node == "requeue" and plan.faults.requeue_timeout == 120
+
+
 def test_sweep_without_ray_names_the_install_command(tmp_path):
     plan = _write(tmp_path, "[[models]]\n[[devices]]\ntarget='local'\n")
     code = ("import sys; sys.modules['ray'] = None\nfrom edgesep.cli import main\n"
@@ -313,6 +328,26 @@ def test_refused_without_resume_and_unowned_device_fails_its_jobs(cluster, bench
     assert sorted((r["device"], r["status"]) for r in _rows(out)) == [("adb:NOWHERE", "failed"), ("local", "ok")]
     again = _sweep(plan, "--out", out, "--address", cluster.address)
     assert again.returncode == 2 and "add --resume" in again.stderr
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_failed_export_is_one_line_and_the_other_models_are_measured(cluster, bench_models, tmp_path):
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"not a zip archive")
+    good = bench_models["float.tflite"]
+    plan = _write(tmp_path, f"[[models]]\npath = {str(bad)!r}\n[[models]]\npath = {str(good)!r}\n"
+                            "[export]\nprecisions = ['float32']\n[[devices]]\ntarget = 'local'\n"
+                            + BENCH.format(min_secs=0.0, max_secs=2.0))
+    out = tmp_path / "out"
+    proc = _sweep(plan, "--out", out, "--address", cluster.address)
+    assert proc.returncode == 1
+    assert "edgesep: error: export bad.keras: bad.keras is not a Keras model file" in proc.stderr
+    assert [(r["model"], r["status"]) for r in _rows(out)] == [("float.tflite", "ok")]
+    db = sqlite3.connect(out / "sweep.db")
+    assert db.execute("SELECT model, status FROM exports").fetchall() == [("bad.keras", "failed")]
+    db.close()
+    assert not (out / "artifacts").exists() or not list((out / "artifacts").rglob("*.tflite"))
 
 
 def _start_sweep(plan: Path, out: Path, address: str) -> subprocess.Popen:
