@@ -74,6 +74,7 @@ def test_cli_table(bench_models):
     code, stdout, stderr = edgesep(bench_models["float.tflite"], bench_models["prelu.tflite"], *FAST)
     assert code == 0, stderr
     assert "float.tflite" in stdout and "prelu.tflite" in stdout and "p50 ms [95% CI]" in stdout
+    assert "prelu.tflite vs float.tflite: " in stdout  # the ratio against the first model, judged as compare does
     assert "ai_edge_litert" in stdout and "xnnpack" in stdout
     assert "peak MB (+model)" in stdout and "several models shared one process" in stdout
     code, stdout, stderr = edgesep(bench_models["float.tflite"], *FAST)

@@ -482,3 +482,17 @@ def test_judge_sessions_is_the_same_judgement_for_raw_samples():
     alone = judge_sessions(COMPARISON[0], a[:1], b[:1])
     assert alone.details["control"] is None and alone.verdict.endswith("one session only: the interval omits "
                                                                        "session-to-session variation")
+
+
+def test_bench_ratios_judge_each_model_against_the_first():
+    from edgesep.compare.analysis import bench_ratios
+
+    rng = np.random.default_rng(11)
+    base = list(rng.lognormal(0, 0.02, 300))
+    results = [BenchResult(model="/m/a.tflite", device="local", samples_ms=base),
+               BenchResult(model="/m/b.tflite", device="local", samples_ms=[x * 0.5 for x in base]),
+               BenchResult(model="/m/c.onnx", device="local", error="no ONNX Runtime")]
+    faster, failed = bench_ratios(results)
+    assert faster.spec.label == "b.tflite vs a.tflite" and faster.ratio == pytest.approx(0.5)
+    assert faster.verdict.startswith("b.tflite is 2.00x faster than a.tflite") and "one session only" in faster.verdict
+    assert failed.verdict == "not measured" and failed.to_dict()["label"] == "c.onnx vs a.tflite"

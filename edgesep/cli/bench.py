@@ -110,12 +110,16 @@ def _bench_output(results: list[BenchResult], as_json: bool, out_file: Optional[
     """Print the results (JSON or a table), then write --out: a file that cannot be written loses nothing."""
     from edgesep.io import dumps, write_text
 
+    from edgesep.compare.analysis import bench_ratios
+
     doc = {"results": [r.to_dict() for r in results]}
     text = dumps(doc, indent=None)
     if as_json:
         click.echo(text)
     else:
         _bench_print(doc["results"])
+        for c in bench_ratios(results) if len(results) > 1 else ():  # each model against the first, as compare
+            click.echo(f"{c.spec.label}: {c.verdict}")
     if out_file:
         write_text(out_file, text + "\n")
     _bench_failures(results)

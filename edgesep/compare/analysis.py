@@ -57,6 +57,24 @@ def judge_sessions(spec: ComparisonSpec, a: Sequence[Sequence[float]], b: Sequen
     return comparison
 
 
+def bench_ratios(results: Sequence[Any]) -> tuple[LatencyComparison, ...]:
+    """``edgesep bench`` with several models: each model's latency against the first one's, judged as compare
+    judges (one session: its rounds ran interleaved, so they are paired; the verdict says it is one session).
+
+    Args:
+        results: ``BenchResult`` records of one bench session, in the order given.
+    """
+    names = [str(r.model).replace("\\", "/").rsplit("/", 1)[-1] for r in results]
+    out = []
+    for i, r in enumerate(results[1:], start=1):
+        spec = ComparisonSpec(label=f"{names[i]} vs {names[0]}", a=str(i), b="0", a_name=names[i], b_name=names[0])
+        if r.error or results[0].error or not r.samples_ms or not results[0].samples_ms:
+            out.append(LatencyComparison(spec=spec, verdict="not measured"))
+        else:
+            out.append(judge_sessions(spec, [r.samples_ms], [results[0].samples_ms]))
+    return tuple(out)
+
+
 def control_floors(results: Mapping[str, Measurement],
                    controls: Mapping[str, Measurement]) -> dict[str, dict[str, Any]]:
     """Per session group key: the A/A control's ratio against its original, its interval and the floor."""
