@@ -496,3 +496,25 @@ def test_bench_ratios_judge_each_model_against_the_first():
     assert faster.spec.label == "b.tflite vs a.tflite" and faster.ratio == pytest.approx(0.5)
     assert faster.verdict.startswith("b.tflite is 2.00x faster than a.tflite") and "one session only" in faster.verdict
     assert failed.verdict == "not measured" and failed.to_dict()["label"] == "c.onnx vs a.tflite"
+
+
+def test_stability_checks_warn_about_load_cpu_time_heat_modes_and_threads():
+    from edgesep.compare import DeviceSection, SessionEntry, stability_checks
+
+    rng = np.random.default_rng(12)
+    two_modes = list(np.r_[rng.normal(1.0, 0.01, 300), rng.normal(1.6, 0.02, 200)])
+    busy = {"cores": 2, "loadavg_before": [1.8, 1.0, 0.5], "cpu_s": 1.0, "wall_s": 3.0, "temp_c_before": 41.0,
+            "temp_c": 52.0}
+    calm = {"cores": 2, "loadavg_before": [0.2, 0.2, 0.2], "cpu_s": 2.9, "wall_s": 3.0, "temp_c_before": 41.0,
+            "temp_c": 42.0}
+    section = DeviceSection(target="local", sessions=(SessionEntry("tflite", "k", index=0, host=busy),),
+                            results={"a": _measured("a", two_modes, "k"),
+                                     "b": _measured("b", list(rng.lognormal(0, 0.05, 500)), "k")})
+    checks = {c["check"]: c["message"] for c in stability_checks(section, threads=None)}
+    assert set(checks) == {"load", "threads", "cpu_time", "temperature", "bimodal"}
+    assert "load average up to 1.8 on 2 cores" in checks["load"] and "--threads 1" in checks["threads"]
+    assert "1.0 s of CPU in 3.0 s (33%)" in checks["cpu_time"] and "rose 11 C" in checks["temperature"]
+    assert checks["bimodal"].startswith("a: two speed modes (1 ms and 1.6 ms, 40% slow)")
+    quiet = DeviceSection(target="local", sessions=(SessionEntry("tflite", "k", index=0, host=calm),),
+                          results={"b": section.results["b"]})
+    assert stability_checks(quiet, threads=None) == () and stability_checks(section, threads=1) != ()
