@@ -223,5 +223,7 @@ def test_relu6_mode_of_equalize_is_the_users_choice(trained_split, digits, tmp_p
     assert replace["equalize"]["relu6"] == "replace" and "MINIMUM" not in replace["artifacts"][0]["ops"]
     assert replace["export_config"]["relu6"] == "replace"
     assert "guard" not in clip["equalize"] and clip["export_config"]["equalize_guard"] is False
-    with pytest.raises(ValueError, match="relu6"):
+    from edgesep.errors import UsageError
+
+    with pytest.raises(UsageError, match="relu6"):
         ExportConfig(relu6="gelu")

@@ -5,7 +5,8 @@ from typing import Optional
 
 import click
 
-from edgesep.cli.app import UserError, check_out_dir, cli, input_options, note
+from edgesep.cli.app import check_out_dir, cli, input_options, note
+from edgesep.converters.export_config import IO_DTYPES, RELU6_MODES
 
 
 @cli.command()
@@ -15,13 +16,13 @@ from edgesep.cli.app import UserError, check_out_dir, cli, input_options, note
 @click.option("--fp16", is_flag=True, help="Also write a float16-weights model.")
 @click.option("--per-tensor", is_flag=True, help="int8 weights per tensor instead of per channel.")
 @click.option("--equalize", is_flag=True, help="Cross-layer equalization + bias absorption before int8.")
-@click.option("--relu6", type=click.Choice(["clip", "replace", "keep"]),
+@click.option("--relu6", type=click.Choice(RELU6_MODES),
               help="With --equalize: ReLU6 between convs gets per-channel caps (clip, exact), becomes ReLU "
                    "(replace) or stops equalization there (keep) [clip].")
 @click.option("--no-guard", is_flag=True,
               help="With --equalize: keep every equalized link even where the int8 model loses test accuracy "
                    "against the same export without --equalize.")
-@click.option("--io-dtype", type=click.Choice(["int8", "uint8", "float32"]), default="int8", show_default=True,
+@click.option("--io-dtype", type=click.Choice(IO_DTYPES), default="int8", show_default=True,
               help="Input/output type of the int8 model.")
 @click.option("--no-onnx", is_flag=True, help="Skip the ONNX export.")
 @click.option("--data", metavar="digits|DIR|FILE.npz",
@@ -35,67 +36,34 @@ def export(model_path: Optional[str], form: Optional[str], int8: bool, fp16: boo
            equalize: bool, relu6: Optional[str], no_guard: bool, io_dtype: str, no_onnx: bool, data: Optional[str],
            preprocess: Optional[str], resize: bool, calib_samples: int, edgetpu: bool, out_dir: str) -> None:
     """Fold BatchNorm, export TFLite (float32/fp16/int8) and ONNX, verify each against Keras."""
-    if model_path and form:
-        raise click.UsageError("--form builds the built-in network; it cannot be combined with --model")
-    check_out_dir(out_dir)
-    if (per_tensor or equalize or edgetpu) and not int8:
-        raise click.UsageError("--per-tensor, --equalize and --edgetpu shape the int8 model; add --int8")
-    if relu6 and not equalize:
-        raise click.UsageError("--relu6 says how --equalize treats ReLU6; add --equalize")
-    if no_guard and not equalize:
-        raise click.UsageError("--no-guard switches off the accuracy guard of --equalize; add --equalize")
-    if edgetpu and io_dtype == "float32":
-        raise click.UsageError("--edgetpu needs integer input/output: use --io-dtype int8 or uint8")
-    if edgetpu:
-        from edgesep.converters.edgetpu import COMPILER_MISSING, find_compiler
+    from edgesep.converters.export_config import ExportConfig
 
-        if not find_compiler():  # fail before any work, so nothing is half done
-            raise UserError(COMPILER_MISSING)
-    if model_path and int8 and not data:
-        raise click.UsageError("--int8 with --model needs --data to calibrate (a folder of images or a .npz)")
+    config = ExportConfig.from_options(model=model_path, form=form, data=data, int8=int8, fp16=fp16,
+                                       per_tensor=per_tensor, equalize=equalize, relu6=relu6, no_guard=no_guard,
+                                       io_dtype=io_dtype, no_onnx=no_onnx, calib_samples=calib_samples,
+                                       edgetpu=edgetpu)
+    check_out_dir(out_dir)
+    import shutil
+
     from rich.console import Console
 
-    from edgesep.converters.export import ExportConfig, export as run_export, model_and_data
+    from edgesep.converters.export import check_export, export as run_export, model_and_data
     from edgesep.interrupt import checked
+    from edgesep.report import edgetpu_table, export_table
 
-    precisions = ("float32",) + (("float16",) if fp16 else ()) + (("int8",) if int8 else ())
-    config = ExportConfig(precisions=precisions, onnx=not no_onnx, per_channel=not per_tensor, io_dtype=io_dtype,
-                          calib_samples=calib_samples, equalize=equalize, relu6=relu6 or "clip",
-                          equalize_guard=not no_guard)
-    err = Console(stderr=True)
-    with err.status("starting") as status:
+    check_export(config, out_dir)  # --out writable, no other export writing there, the tools present
+    with Console(stderr=True).status("starting") as status:
         step = checked(lambda stage: status.update(f"[bold]{stage}"))
         model, dataset, info = model_and_data(model_path, form=form or "split", data=data, progress=step,
                                               preprocess=preprocess, resize=resize, note=note)
         doc = run_export(model, out_dir, config, dataset, progress=step, extra=info, preprocess=preprocess,
                          note=note)
-        if edgetpu:
-            step("edgetpu_compiler")
-            _compile_for_edgetpu(doc, out_dir)
-
-    from edgesep.report import edgetpu_table, export_table
-
-    Console().print(export_table(doc))
+    Console(width=max(160, shutil.get_terminal_size().columns)).print(export_table(doc))
     for warning in doc.get("warnings") or []:
         click.echo(f"edgesep: warning: {warning}", err=True)
-    if edgetpu:
+    if "edgetpu" in doc:
         Console().print(edgetpu_table({"compiled": True, "report": doc["edgetpu"]}))
     click.echo(f"wrote {len(doc['artifacts'])} artifacts and export.json to {out_dir}")
-
-
-def _compile_for_edgetpu(doc: dict, out_dir: str) -> None:
-    """Compile out_dir/model_int8.tflite for the Edge TPU; add the artifact and report to export.json."""
-    from pathlib import Path
-
-    from edgesep.converters.export import artifact_record
-    from edgesep.converters.edgetpu import compile_edgetpu
-    from edgesep.io import write_json
-
-    out = Path(out_dir)
-    compiled, report = compile_edgetpu(out / "model_int8.tflite", out)
-    doc["artifacts"].append({**artifact_record(compiled, "tflite", "int8"), "delegate": "edgetpu"})
-    doc["edgetpu"] = report.to_dict()
-    write_json(out / "export.json", doc)
 
 
 @cli.command()

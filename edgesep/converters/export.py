@@ -1,86 +1,33 @@
-"""The export front door: fold, convert to every requested format, verify, write export.json.
+"""The export front door: fold, run the artifact writers the config names, verify, write export.json.
 
-``export(model, out_dir, config, dataset)`` writes all artifacts into a private temp folder inside
-``out_dir`` and moves them into place only when every step succeeded, so a failure leaves no model file.
+``export(model, out_dir, config, dataset)`` holds a lock on ``out_dir`` (a second export into it refuses at
+once), checks it is writable before any conversion, writes every artifact into a staging folder inside it
+and moves the set in only when every step succeeded; the artifacts an earlier export.json listed there and
+this export did not make again are removed, so the folder always describes one export. The artifacts come
+from the writer registry (``edgesep.converters.writers``); the options from ``ExportConfig``
+(``edgesep.converters.export_config``), which owns every rule between them.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
 
 from edgesep.converters import ConversionError
-from edgesep.errors import DataError, UsageError
 from edgesep.converters._quiet import import_tensorflow
+from edgesep.converters.export_config import PRECISIONS, ExportConfig  # re-exported here
 from edgesep.converters.graph import load_model  # re-exported: edgesep.converters.export.load_model
+from edgesep.converters.writers import ExportJob, artifact_record, check_output, writers_for
+from edgesep.errors import DataError, UsageError
 
-PRECISIONS = ("float32", "float16", "int8")
+__all__ = ["ExportConfig", "PRECISIONS", "artifact_record", "check_export", "export", "load_model",
+           "model_and_data"]
+
 RANDOM_VERIFY_SAMPLES = 64
 QUANT_ERROR_SAMPLES = 100
-ARTIFACT_NAMES = {"float32": "model.tflite", "float16": "model_fp16.tflite", "int8": "model_int8.tflite",
-                  "onnx": "model.onnx"}
-
-
-@dataclasses.dataclass(frozen=True)
-class ExportConfig:
-    """What ``export`` produces.
-
-    Attributes:
-        precisions: TFLite precisions to write (``float32``, ``float16``, ``int8``).
-        onnx: also write ``model.onnx``.
-        per_channel: int8 weights per output channel (False: per tensor).
-        io_dtype: int8 model input/output type (``int8``, ``uint8``, ``float32``).
-        calib_samples: training images used to calibrate int8.
-        equalize: cross-layer equalization + bias absorption before int8 export.
-        relu6: how equalization treats ReLU6 between two convolutions: ``clip`` (exact, per-channel caps),
-            ``replace`` (ReLU instead: no extra op, a slightly different function) or ``keep`` (skip).
-        equalize_guard: with ``equalize``, leave out links (or all of them) where the equalized int8 model is
-            less accurate on the evaluation data than the int8 model without equalization
-            (``edgesep.converters.guard``).
-        opset: ONNX opset.
-        seed: seed for drawing calibration images.
-    """
-
-    precisions: tuple[str, ...] = ("float32",)
-    onnx: bool = True
-    per_channel: bool = True
-    io_dtype: str = "int8"
-    calib_samples: int = 200
-    equalize: bool = False
-    relu6: str = "clip"
-    equalize_guard: bool = True
-    opset: int = 17
-    seed: int = 0
-
-    def __post_init__(self):
-        object.__setattr__(self, "precisions", tuple(dict.fromkeys(self.precisions)))
-        bad = [p for p in self.precisions if p not in PRECISIONS]
-        if bad:
-            raise ValueError(f"unknown precision {bad[0]!r}; valid: {', '.join(PRECISIONS)}")
-        if not self.precisions and not self.onnx:
-            raise ValueError("nothing to export: no TFLite precision and no ONNX")
-        if self.io_dtype not in ("int8", "uint8", "float32"):
-            raise ValueError(f"unknown io_dtype {self.io_dtype!r}; valid: int8, uint8, float32")
-        if self.relu6 not in ("clip", "replace", "keep"):
-            raise ValueError(f"unknown relu6 mode {self.relu6!r}; valid: clip, replace, keep")
-        if self.calib_samples < 1:
-            raise ValueError(f"calib_samples must be >= 1, got {self.calib_samples}")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["precisions"] = list(self.precisions)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ExportConfig":
-        return cls(**{**d, "precisions": tuple(d.get("precisions", ("float32",)))})
 
 
 def model_and_data(model_path: Optional[str] = None, *, form: str = "split", data: Optional[str] = None,
@@ -150,6 +97,17 @@ def _user_data(model, data: str, recipe, resize: bool, note: Callable[[str], Non
     return dataset if is_npz else dataclasses.replace(dataset, preprocess_source=source)
 
 
+def check_export(config: ExportConfig, out_dir) -> None:
+    """Fail before any work when ``out_dir`` cannot be written or a writer's tool is missing on this host."""
+    from edgesep.io import check_writable_dir, locked_dir
+
+    check_writable_dir(out_dir)
+    writers_for(config.artifact_keys())
+    if Path(out_dir).is_dir():
+        with locked_dir(out_dir):  # another export writing there: refuse now, not after the conversions
+            pass
+
+
 def export(model, out_dir, config: ExportConfig = ExportConfig(), dataset=None, *,
            progress: Optional[Callable[[str], None]] = None, extra: Optional[dict] = None, preprocess=None,
            note: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
@@ -165,26 +123,38 @@ def export(model, out_dir, config: ExportConfig = ExportConfig(), dataset=None, 
         preprocess: without ``dataset``: how the seeded random verification images are made (a preset name
             or ``edgesep.data.Preprocess``); default: what the model tells (``suggest_preprocess``), else unit.
         note: called with one line when export chooses something the user did not say.
+
+    Raises:
+        UsageError, ConversionError, EdgeTpuError, OutputError: with nothing half-written left in ``out_dir``.
     """
+    from edgesep.io import StagedDir, locked_dir, write_json
+
     say = progress or (lambda stage: None)
     if "int8" in config.precisions and dataset is None:
         raise ConversionError("int8 export needs data for calibration (--data, or the built-in digits)")
     if dataset is not None and tuple(dataset.x_test.shape[1:]) != tuple(model.input_shape[1:]):
         raise ConversionError(f"data images are {tuple(dataset.x_test.shape[1:])}, the model takes "
                               f"{tuple(model.input_shape[1:])}")
+    check_export(config, out_dir)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".edgesep-export-", dir=out_dir))
-    try:
+    with locked_dir(out_dir), StagedDir(out_dir) as stage:
         inputs = _inputs(model, dataset, config.seed, preprocess, note or (lambda text: None))
-        doc = _export_into(model, staging, config, dataset, inputs, say)
+        doc, sections = _export_into(model, stage.path, out_dir, config, dataset, inputs, say)
         doc.update(extra or {})
-        _write_json(staging / "export.json", doc)
-        for item in sorted(staging.iterdir()):
-            os.replace(item, out_dir / item.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        doc.update(sections)
+        write_json(stage.path / "export.json", doc)
+        stage.commit(replaces=_previous_artifacts(out_dir))
     return doc
+
+
+def _previous_artifacts(out_dir: Path) -> list[str]:
+    """The files an export.json already in ``out_dir`` lists (and their Edge TPU compiler logs)."""
+    try:
+        doc = json.loads((out_dir / "export.json").read_text())
+        names = [a["path"] for a in doc["artifacts"] if isinstance(a.get("path"), str)]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []
+    return names + [str(Path(n).with_suffix(".log")) for n in names if n.endswith("_edgetpu.tflite")]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,7 +187,9 @@ def _inputs(model, dataset, seed: int, preprocess, note: Callable[[str], None]) 
                              "range": [float(x.min()), float(x.max())]})
 
 
-def _export_into(model, folder: Path, config: ExportConfig, dataset, inputs: _Inputs, say) -> dict[str, Any]:
+def _export_into(model, folder: Path, out_dir: Path, config: ExportConfig, dataset, inputs: _Inputs,
+                 say) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fold (and equalize), write and verify every artifact into ``folder``; (export.json, writers' sections)."""
     from edgesep import __version__
     from edgesep.converters.fold import fold_with_report
     from edgesep.converters.verify import predict_keras, top1
@@ -229,8 +201,9 @@ def _export_into(model, folder: Path, config: ExportConfig, dataset, inputs: _In
     if config.equalize and "int8" in config.precisions:
         say("equalize")
         int8_model, equalize_doc = _equalized(model, folded, dataset, config, say)
-    artifacts = _write_artifacts(folder, folded, int8_model, dataset, config, say)
-    _verify(folder, artifacts, inputs, reference, say)
+    calib = dataset.calibration(config.calib_samples, config.seed) if "int8" in config.precisions else None
+    job = ExportJob(folder, out_dir, config, folded, int8_model, calib, inputs.x, inputs.y, reference)
+    artifacts = _write_and_verify(job, say)
     doc = {
         "edgesep_version": __version__,
         "model": _model_summary(model, folder, artifacts),
@@ -247,58 +220,45 @@ def _export_into(model, folder: Path, config: ExportConfig, dataset, inputs: _In
         doc["equalize"] = equalize_doc
     if "int8" in config.precisions:
         say("int8 input range")
-        doc["int8_check"] = _int8_check(folder, artifacts, dataset, config, inputs)
+        doc["int8_check"] = _int8_check(job, artifacts)
         doc["warnings"] = list(doc["int8_check"]["warnings"])
         say("quantization error per layer")
         from edgesep.converters.quant_error import quant_error_report
 
-        doc["quant_error"] = quant_error_report(int8_model, folder / ARTIFACT_NAMES["int8"], inputs.x,
+        doc["quant_error"] = quant_error_report(int8_model, job.written["tflite:int8"], inputs.x,
                                                 max_samples=QUANT_ERROR_SAMPLES)
-    return doc
+    return doc, job.sections
 
 
-def _write_artifacts(folder: Path, folded, int8_model, dataset, config: ExportConfig, say) -> list[dict]:
-    """Convert to every requested format; the export.json records of the written files."""
-    from edgesep.converters.onnx import export_onnx
-    from edgesep.converters.tflite import export_tflite
-
-    artifacts = []
-    for precision in config.precisions:
-        say(f"tflite {precision}")
-        path = folder / ARTIFACT_NAMES[precision]
-        calib = dataset.calibration(config.calib_samples, config.seed) if precision == "int8" else None
-        export_tflite(int8_model if precision == "int8" else folded, path, precision=precision,
-                      representative_data=calib, per_channel=config.per_channel, io_dtype=config.io_dtype,
-                      fold=False)
-        artifacts.append(artifact_record(path, "tflite", precision))
-    if config.onnx:
-        say("onnx")
-        path = export_onnx(folded, folder / ARTIFACT_NAMES["onnx"], opset=config.opset, fold=False)
-        artifacts.append(artifact_record(path, "onnx", "float32"))
-    return artifacts
-
-
-def _verify(folder: Path, artifacts: list[dict], inputs: _Inputs, reference: np.ndarray, say) -> None:
-    """Every artifact against the Keras outputs on the held-out inputs: max error, accuracy, agreement, SQNR."""
-    from edgesep.converters.verify import verify_artifact
-
-    for art in artifacts:
-        say(f"verify {art['path']}")
-        check = verify_artifact(folder / art["path"], inputs.x, reference, inputs.y)
-        art["max_abs_error_vs_keras"] = check.max_abs_error_vs_keras
-        art["accuracy"] = check.accuracy
-        art["top1_agreement_vs_keras"] = check.agreement_top1
-        art["output_sqnr_db_vs_keras"] = check.sqnr_db
+def _write_and_verify(job: ExportJob, say) -> list[dict[str, Any]]:
+    """Run every writer of the config, then verify what each wrote; the artifacts' export.json records."""
+    writers = writers_for(job.config.artifact_keys())
+    records = []
+    for writer in writers:
+        say(writer.key.replace(":", " "))
+        path = writer.write(job)
+        check_output(job, writer, path)
+        job.written[writer.key] = path
+        record = {**artifact_record(path, writer.format, writer.precision), "runtime": writer.runtime}
+        records.append({**record, "delegate": writer.delegate} if writer.delegate else record)
+    for writer, record in zip(writers, records):
+        if writer.verify is None:
+            continue
+        say(f"verify {record['path']}")
+        check = writer.verify(job, job.written[writer.key])
+        record.update(max_abs_error_vs_keras=check.max_abs_error_vs_keras, accuracy=check.accuracy,
+                      top1_agreement_vs_keras=check.agreement_top1, output_sqnr_db_vs_keras=check.sqnr_db)
+    return records
 
 
-def _int8_check(folder: Path, artifacts: list[dict], dataset, config: ExportConfig, inputs: _Inputs) -> dict:
+def _int8_check(job: ExportJob, artifacts: list[dict]) -> dict:
     """The int8 model on inputs it was not calibrated on: agreement with Keras, input range and saturation."""
     from edgesep.converters.input_domain import int8_input_check
 
-    calib = dataset.calibration(config.calib_samples, config.seed)
-    art = next(a for a in artifacts if a["path"] == ARTIFACT_NAMES["int8"])
-    check = int8_input_check(folder / art["path"], calib, inputs.x)
-    return {"held_out_samples": int(len(inputs.x)), "calibration_samples": int(len(calib)),
+    path = job.written["tflite:int8"]
+    art = next(a for a in artifacts if a["path"] == path.name)
+    check = int8_input_check(path, job.calibration, job.x)
+    return {"held_out_samples": int(len(job.x)), "calibration_samples": int(len(job.calibration)),
             "calibrated_on": "training split", "verified_on": "test split (not calibrated on)",
             "top1_agreement": art["top1_agreement_vs_keras"], "output_sqnr_db": art["output_sqnr_db_vs_keras"],
             **(check.to_dict() if check is not None else {"warnings": []})}
@@ -318,16 +278,6 @@ def _equalized(model, folded, dataset, config: ExportConfig, say):
     return equalized, report.to_dict()
 
 
-def artifact_record(path: Path, fmt: str, precision: str) -> dict[str, Any]:
-    """An export.json artifact entry for a written file (figures from verification left empty)."""
-    from edgesep.converters.inspect import op_counts
-
-    data = path.read_bytes()
-    return {"path": path.name, "format": fmt, "precision": precision, "bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(), "ops": op_counts(path),
-            "max_abs_error_vs_keras": None, "accuracy": None}
-
-
 def _model_summary(model, folder: Path, artifacts: list[dict]) -> dict[str, Any]:
     from edgesep.converters.inspect import inspect_model
 
@@ -337,15 +287,3 @@ def _model_summary(model, folder: Path, artifacts: list[dict]) -> dict[str, Any]
         "split" if any(type(l).__name__ == "DepthwiseConv2D" for l in model.layers) else None)
     return {"name": model.name, "form": form, "input_shape": [1, *map(int, model.input_shape[1:])],
             "params": int(model.count_params()), "macs": int(macs)}
-
-
-def _write_json(path: Path, doc: dict) -> None:
-    path.write_text(json.dumps(doc, indent=2, default=_jsonable) + "\n")
-
-
-def _jsonable(value):
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")

@@ -1,11 +1,12 @@
 """ONNX export through tf2onnx, from the BN-folded Keras model."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from edgesep.converters import ConversionError
 from edgesep.converters._quiet import quiet
+from edgesep.converters.export_config import OPSETS
+from edgesep.io import write_bytes
 
 
 def export_onnx(model, path, *, opset: int = 17, fold: bool = True) -> Path:
@@ -22,23 +23,16 @@ def export_onnx(model, path, *, opset: int = 17, fold: bool = True) -> Path:
     Returns:
         The written path.
     """
-    if not 9 <= opset <= 21:
-        raise ConversionError(f"unsupported ONNX opset {opset}; use 9..21")
+    if opset not in OPSETS:
+        raise ConversionError(f"unsupported ONNX opset {opset}; use {OPSETS.start}..{OPSETS.stop - 1}")
     if fold:
         from edgesep.converters.fold import fold_batchnorm
 
         model = fold_batchnorm(model)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with quiet("ONNX conversion"):
-            import tensorflow as tf
-            import tf2onnx
+    with quiet("ONNX conversion"):
+        import tensorflow as tf
+        import tf2onnx
 
-            spec = [tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name="input")]
-            tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset, output_path=str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+        spec = [tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name="input")]
+        proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
+    return write_bytes(Path(path), proto.SerializeToString())

@@ -1,7 +1,6 @@
 """TFLite export: float32, float16 and full-integer int8, from the BN-folded Keras model."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -9,9 +8,8 @@ import numpy as np
 
 from edgesep.converters import ConversionError
 from edgesep.converters._quiet import quiet
-
-PRECISIONS = ("float32", "float16", "int8")
-IO_DTYPES = ("int8", "uint8", "float32")
+from edgesep.converters.export_config import IO_DTYPES, PRECISIONS  # spelled once, there
+from edgesep.io import write_bytes
 
 
 def export_tflite(model, path, *, precision: str = "float32", representative_data: Optional[np.ndarray] = None,
@@ -47,7 +45,7 @@ def export_tflite(model, path, *, precision: str = "float32", representative_dat
 
         model = fold_batchnorm(model)
     flatbuffer = _convert(model, precision, representative_data, per_channel, io_dtype)
-    return write_atomic(Path(path), flatbuffer)
+    return write_bytes(Path(path), flatbuffer)
 
 
 def _check_calibration(data: Optional[np.ndarray], model) -> np.ndarray:
@@ -84,15 +82,3 @@ def _convert(model, precision: str, calib: Optional[np.ndarray], per_channel: bo
             converter.inference_output_type = io
             converter._experimental_disable_per_channel = not per_channel
         return converter.convert()
-
-
-def write_atomic(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a temp file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path

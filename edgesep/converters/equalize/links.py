@@ -14,9 +14,9 @@ import numpy as np
 
 from edgesep.converters.equalize.channel_relu import is_channel_relu
 from edgesep.converters.graph import Graph, conv_kind, layer_or_none, to_f64
+from edgesep.converters.export_config import RELU6_MODES  # noqa: F401  (spelled once, there)
 from edgesep.errors import ConversionError
 
-RELU6_MODES = ("replace", "clip", "keep")
 MAX_PATH = 4  # layers allowed between two convolutions of a link
 
 Skipped = tuple[str, str, str]  # (producer, consumer, reason)

@@ -1,0 +1,109 @@
+"""What ``edgesep export`` produces: :class:`ExportConfig`, the one owner of every export option rule.
+
+The valid values of the options (precisions, int8 I/O types, ReLU6 modes) are spelled here once; the CLI,
+the TFLite writer and equalization read them from here. Imports nothing heavy (the CLI imports it at start).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+from edgesep.errors import UsageError
+
+PRECISIONS = ("float32", "float16", "int8")
+IO_DTYPES = ("int8", "uint8", "float32")
+RELU6_MODES = ("clip", "replace", "keep")
+OPSETS = range(9, 22)
+
+
+def tflite_key(precision: str) -> str:
+    """The writer key of a TFLite precision (``float16`` -> ``tflite:fp16``)."""
+    return "tflite:" + ("fp16" if precision == "float16" else precision)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """What ``export`` produces. Invalid values and options that cannot go together raise ``UsageError``.
+
+    Attributes:
+        precisions: TFLite precisions to write (``float32``, ``float16``, ``int8``).
+        onnx: also write ``model.onnx``.
+        per_channel: int8 weights per output channel (False: per tensor; needs int8).
+        io_dtype: int8 model input/output type (``int8``, ``uint8``, ``float32``).
+        calib_samples: training images used to calibrate int8.
+        equalize: cross-layer equalization + bias absorption before int8 export (needs int8).
+        relu6: how equalization treats ReLU6 between two convolutions: ``clip`` (exact, per-channel caps),
+            ``replace`` (ReLU instead: no extra op, a slightly different function) or ``keep`` (skip).
+        equalize_guard: with ``equalize``, leave out links (or all of them) where the equalized int8 model is
+            less accurate on the evaluation data than the int8 model without equalization
+            (``edgesep.converters.guard``).
+        opset: ONNX opset.
+        seed: seed for drawing calibration images.
+        edgetpu: also compile the int8 model with ``edgetpu_compiler`` (needs int8 with integer I/O).
+    """
+
+    precisions: tuple[str, ...] = ("float32",)
+    onnx: bool = True
+    per_channel: bool = True
+    io_dtype: str = "int8"
+    calib_samples: int = 200
+    equalize: bool = False
+    relu6: str = "clip"
+    equalize_guard: bool = True
+    opset: int = 17
+    seed: int = 0
+    edgetpu: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "precisions", tuple(dict.fromkeys(self.precisions)))
+        bad = [p for p in self.precisions if p not in PRECISIONS]
+        if bad:
+            raise UsageError(f"unknown precision {bad[0]!r}; valid: {', '.join(PRECISIONS)}")
+        if not self.precisions and not self.onnx:
+            raise UsageError("nothing to export: no TFLite precision and no ONNX")
+        for name, value, valid in (("io_dtype", self.io_dtype, IO_DTYPES), ("relu6 mode", self.relu6, RELU6_MODES)):
+            if value not in valid:
+                raise UsageError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+        if self.calib_samples < 1:
+            raise UsageError(f"calib_samples must be >= 1, got {self.calib_samples}")
+        if self.opset not in OPSETS:
+            raise UsageError(f"unsupported ONNX opset {self.opset}; use {OPSETS.start}..{OPSETS.stop - 1}")
+        if "int8" not in self.precisions and (not self.per_channel or self.equalize or self.edgetpu):
+            raise UsageError("--per-tensor, --equalize and --edgetpu shape the int8 model; add --int8")
+        if self.edgetpu and self.io_dtype == "float32":
+            raise UsageError("--edgetpu needs integer input/output: use --io-dtype int8 or uint8")
+
+    @classmethod
+    def from_options(cls, *, model: Optional[str] = None, form: Optional[str] = None, data: Optional[str] = None,
+                     int8: bool = False, fp16: bool = False, per_tensor: bool = False, equalize: bool = False,
+                     relu6: Optional[str] = None, no_guard: bool = False, io_dtype: str = "int8",
+                     no_onnx: bool = False, calib_samples: int = 200, edgetpu: bool = False) -> "ExportConfig":
+        """The config of ``edgesep export``'s options; every rule between them is checked here (UsageError)."""
+        if model and form:
+            raise UsageError("--form builds the built-in network; it cannot be combined with --model")
+        if relu6 and not equalize:
+            raise UsageError("--relu6 says how --equalize treats ReLU6; add --equalize")
+        if no_guard and not equalize:
+            raise UsageError("--no-guard switches off the accuracy guard of --equalize; add --equalize")
+        if model and int8 and not data:
+            raise UsageError("--int8 with --model needs --data to calibrate (a folder of images or a .npz)")
+        precisions = ("float32",) + (("float16",) if fp16 else ()) + (("int8",) if int8 else ())
+        return cls(precisions=precisions, onnx=not no_onnx, per_channel=not per_tensor, io_dtype=io_dtype,
+                   calib_samples=calib_samples, equalize=equalize, relu6=relu6 or "clip",
+                   equalize_guard=not no_guard, edgetpu=edgetpu)
+
+    def artifact_keys(self) -> tuple[str, ...]:
+        """The writers this config asks for, in the order they run (``edgesep.converters.writers``)."""
+        keys = [tflite_key(p) for p in self.precisions]
+        keys += ["onnx:float32"] if self.onnx else []
+        keys += ["edgetpu"] if self.edgetpu else []
+        return tuple(keys)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["precisions"] = list(self.precisions)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ExportConfig":
+        return cls(**{**d, "precisions": tuple(d.get("precisions", ("float32",)))})

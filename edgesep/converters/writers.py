@@ -1,0 +1,184 @@
+"""The artifact writers of ``edgesep export``: a registry, one registration per artifact.
+
+A writer has a key (``tflite:int8``), a file name, what it needs (calibration data, another writer's file,
+a tool on this host), ``write()`` and ``verify()``. ``export`` runs the writers its ``ExportConfig`` names,
+in order, on one :class:`ExportJob`; a new artifact is one :func:`register_writer` call.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from edgesep.errors import ConversionError, EdgeTpuError, UsageError
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportJob:
+    """What the writers of one export share.
+
+    Attributes:
+        folder: the staging folder the artifacts are written into (moved to ``out_dir`` when complete).
+        out_dir: the folder the artifacts end up in (for paths recorded in export.json).
+        config: the ``ExportConfig``.
+        folded: the BN-folded Keras model (float artifacts).
+        int8_model: the model int8 artifacts are made from (folded, and equalized with ``--equalize``).
+        calibration: the calibration images (None without int8).
+        x, y, reference: held-out inputs, their labels (or None) and the Keras model's outputs on them.
+        written: writer key -> written file, filled as the writers run.
+        sections: export.json sections the writers add (e.g. ``edgetpu``: the compiler's report).
+    """
+
+    folder: Path
+    out_dir: Path
+    config: Any
+    folded: Any
+    int8_model: Any
+    calibration: Optional[np.ndarray]
+    x: np.ndarray
+    y: Optional[np.ndarray]
+    reference: np.ndarray
+    written: dict[str, Path] = dataclasses.field(default_factory=dict)
+    sections: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _no_check() -> None:
+    return None
+
+
+def verify_against_keras(job: ExportJob, path: Path):
+    """The default check: the artifact's outputs on the held-out inputs against Keras' (``verify_artifact``)."""
+    from edgesep.converters.verify import verify_artifact
+
+    return verify_artifact(path, job.x, job.reference, job.y)
+
+
+@dataclasses.dataclass(frozen=True)
+class ArtifactWriter:
+    """One kind of artifact.
+
+    Attributes:
+        key: registry key, ``format:precision`` (``tflite:int8``) or a name (``edgetpu``).
+        file_name: the file it writes.
+        format, precision: as recorded in export.json.
+        runtime: what runs it (shown in the export table).
+        needs: ``calibration`` and/or keys of writers whose files it reads (they run first).
+        write: makes the file in ``job.folder``; returns its path.
+        verify: compares it with Keras (``Verification``), or None where this host cannot run it.
+        check: fails early (before any conversion) when something on this host is missing.
+        delegate: the delegate the artifact is for, recorded in export.json.
+    """
+
+    key: str
+    file_name: str
+    format: str
+    precision: str
+    runtime: str
+    write: Callable[[ExportJob], Path]
+    verify: Optional[Callable[[ExportJob, Path], Any]] = verify_against_keras
+    needs: tuple[str, ...] = ()
+    check: Callable[[], None] = _no_check
+    delegate: Optional[str] = None
+
+
+_WRITERS: dict[str, ArtifactWriter] = {}
+
+
+def register_writer(writer: ArtifactWriter) -> ArtifactWriter:
+    """Add ``writer`` to the registry (a key is registered once)."""
+    if writer.key in _WRITERS:
+        raise ValueError(f"artifact writer {writer.key!r} is already registered")
+    _WRITERS[writer.key] = writer
+    return writer
+
+
+def list_writers() -> tuple[str, ...]:
+    """The registered writer keys."""
+    return tuple(_WRITERS)
+
+
+def get_writer(key: str) -> ArtifactWriter:
+    """The writer registered under ``key``; an unknown key lists the known ones."""
+    try:
+        return _WRITERS[key]
+    except KeyError:
+        raise UsageError(f"unknown artifact {key!r}; known: {', '.join(_WRITERS)}") from None
+
+
+def writers_for(keys: tuple[str, ...]) -> list[ArtifactWriter]:
+    """The writers of ``keys`` in order, each one's needs met by an earlier one; host checks run here."""
+    chosen = [get_writer(k) for k in keys]
+    for i, writer in enumerate(chosen):
+        missing = [n for n in writer.needs if n != "calibration" and n not in keys[:i]]
+        if missing:
+            raise UsageError(f"artifact {writer.key} needs {', '.join(missing)} written before it")
+        writer.check()
+    return chosen
+
+
+def artifact_record(path: Path, fmt: str, precision: str) -> dict[str, Any]:
+    """An export.json artifact entry for a written file (figures from verification left empty)."""
+    from edgesep.converters.inspect import op_counts
+
+    data = path.read_bytes()
+    return {"path": path.name, "format": fmt, "precision": precision, "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(), "ops": op_counts(path),
+            "max_abs_error_vs_keras": None, "accuracy": None}
+
+
+# ------------------------------------------------------------------------------------------ the writers
+
+def _tflite(precision: str) -> Callable[[ExportJob], Path]:
+    def write(job: ExportJob) -> Path:
+        from edgesep.converters.tflite import export_tflite
+
+        model = job.int8_model if precision == "int8" else job.folded
+        return export_tflite(model, job.folder / TFLITE_NAMES[precision], precision=precision,
+                             representative_data=job.calibration if precision == "int8" else None,
+                             per_channel=job.config.per_channel, io_dtype=job.config.io_dtype, fold=False)
+    return write
+
+
+def _onnx(job: ExportJob) -> Path:
+    from edgesep.converters.onnx import export_onnx
+
+    return export_onnx(job.folded, job.folder / "model.onnx", opset=job.config.opset, fold=False)
+
+
+def _edgetpu_check() -> None:
+    from edgesep.converters.edgetpu import COMPILER_MISSING, find_compiler
+
+    if not find_compiler():
+        raise EdgeTpuError(COMPILER_MISSING)
+
+
+def _edgetpu(job: ExportJob) -> Path:
+    """Compile the written int8 model; the compiler's report (paths as in ``out_dir``) joins export.json."""
+    from edgesep.converters.edgetpu import compile_edgetpu
+
+    compiled, report = compile_edgetpu(job.written["tflite:int8"], job.folder)
+    report.output_model = str(job.out_dir / compiled.name)
+    if report.log_path:
+        report.log_path = str(job.out_dir / Path(report.log_path).name)
+    job.sections["edgetpu"] = report.to_dict()
+    return compiled
+
+
+TFLITE_NAMES = {"float32": "model.tflite", "float16": "model_fp16.tflite", "int8": "model_int8.tflite"}
+TFLITE_RUNTIME = "TFLite (LiteRT / tflite_runtime)"
+for _precision, _key in (("float32", "tflite:float32"), ("float16", "tflite:fp16"), ("int8", "tflite:int8")):
+    register_writer(ArtifactWriter(_key, TFLITE_NAMES[_precision], "tflite", _precision, TFLITE_RUNTIME,
+                                   _tflite(_precision), needs=("calibration",) if _precision == "int8" else ()))
+register_writer(ArtifactWriter("onnx:float32", "model.onnx", "onnx", "float32", "ONNX Runtime", _onnx))
+register_writer(ArtifactWriter("edgetpu", "model_int8_edgetpu.tflite", "tflite", "int8",
+                               "Edge TPU (tflite_runtime + libedgetpu)", _edgetpu, verify=None,
+                               needs=("tflite:int8",), check=_edgetpu_check, delegate="edgetpu"))
+
+
+def check_output(job: ExportJob, writer: ArtifactWriter, path: Path) -> None:
+    """A writer must write the file it is registered with, inside the staging folder."""
+    if path.parent != job.folder or path.name != writer.file_name:
+        raise ConversionError(f"artifact writer {writer.key} wrote {path}, expected {writer.file_name}")
