@@ -267,3 +267,15 @@ def test_runner_watchdog_ends_a_runner_blocked_before_any_progress(bench_models,
     proc = subprocess.run([sys.executable, str(runner), "--watchdog", "1", "--data", str(fifo), "--progress",
                            str(bench_models["float.tflite"])], capture_output=True, text=True, timeout=60)
     assert proc.returncode == -14 and time.monotonic() - t0 < 30  # SIGALRM
+
+
+def test_memory_cells_of_the_bench_tables():
+    from edgesep.report.tables import bench_markdown, format_memory
+
+    own = {"baseline": 40.0, "loaded": 46.25, "peak": 47.5, "model": 6.25, "models_in_process": 1}
+    assert format_memory(own) == "47.5 (+6.2)" and format_memory(dict(own, models_in_process=3)) == "47.5 (+6.2)*"
+    assert format_memory(None) == "-" and format_memory({"peak": None, "model": None, "reason": "no /proc"}) == "-"
+    assert format_memory({"peak": 12.0, "model": None, "models_in_process": 1}) == "12.0"
+    md = bench_markdown([{"model": "a.tflite", "latency_ms": {"p50": 1.0}, "memory_mb": own}])
+    assert "peak MB (+model)" in md and "47.5 (+6.2)" in md
+    assert "peak MB" not in bench_markdown([{"model": "a.tflite", "latency_ms": {"p50": 1.0}}])

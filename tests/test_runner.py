@@ -278,3 +278,16 @@ def test_run_config_is_the_one_bench_configuration():
     bench_params = {p.name: p.default for p in cli.commands["bench"].params}
     assert (bench_params["warmup"], bench_params["delegate"], bench_params["seed"]) == (
         defaults.warmup, defaults.delegate, defaults.seed)
+
+
+def test_memory_without_proc_is_null_with_the_reason(monkeypatch):
+    """Where /proc/self/status is missing (macOS, some sandboxes) only the process peak (ru_maxrss) is known."""
+    probe = runner_mod.MemoryProbe()
+    assert probe.source == "/proc/self/status" and probe.rss() > 1 and probe.peak() >= probe.rss()
+    monkeypatch.setattr(runner_mod, "PROC_STATUS", "/nonexistent/status")
+    probe = runner_mod.MemoryProbe()
+    assert probe.rss() is None and probe.peak() > 1 and probe.source == "ru_maxrss"
+    probe.reset_peak()
+    entry = runner_mod.memory_entry(probe.rss(), probe.rss(), probe.peak(), probe, 1)
+    assert entry["baseline"] is None and entry["model"] is None and entry["peak"] > 1
+    assert entry["peak_scope"] == "process" and "only the process peak (ru_maxrss)" in entry["reason"]

@@ -679,9 +679,9 @@ PROC_CLEAR_REFS = "/proc/self/clear_refs"
 CLEAR_PEAK_RSS = "5"  # proc(5): writing 5 to clear_refs resets VmHWM to the current RSS (Linux >= 4.0)
 
 
-def _status_kb(key, path=PROC_STATUS):
-    """A ``kB`` field of /proc/<pid>/status (``VmRSS``, ``VmHWM``), or None."""
-    text = _read(path)
+def _status_kb(key):
+    """A ``kB`` field of /proc/self/status (``VmRSS``, ``VmHWM``), or None."""
+    text = _read(PROC_STATUS)
     for line in (text or "").splitlines():
         if line.startswith(key + ":"):
             parts = line.split()

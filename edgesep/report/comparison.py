@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from edgesep.report.tables import bench_rows, emulated_note, format_memory
+from edgesep.report.tables import SHARED_MEMORY_NOTE, bench_rows, emulated_note, format_memory
 from edgesep.report.text import count_text, md_cell, ops_text, pct, pp, size_text
 
 
@@ -82,6 +82,8 @@ def _device_rows(doc: dict[str, Any], target: str) -> list[dict[str, Any]]:
         rows.append([name, p50, cells["p90"], cells["runs"]] + ([pct(r.get("accuracy"))] if with_acc else [])
                     + ([cells["memory"]] if with_mem else []) + [cells["runtime"]])
     notes += [f"warning: {c['message']}" for c in section.get("checks") or []]
+    if with_mem and any(format_memory(r.get("memory_mb")).endswith("*") for r in results.values()):
+        notes.append(SHARED_MEMORY_NOTE)
     latency = {"title": f"{target}: latency ({status})", "columns": columns, "rows": rows, "notes": notes}
     ratios = _ratio_rows(doc, target)
     return [latency, ratios] if ratios["rows"] else [latency]
