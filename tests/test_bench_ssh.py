@@ -244,6 +244,28 @@ def test_host_without_sftp_or_scp_gets_the_files_over_the_ssh_channel(sshd_no_sf
     assert device.transfer == "ssh stream"
 
 
+def test_server_that_never_speaks_fails_near_the_connect_timeout(bench_models):
+    """A real listening socket that accepts and says nothing: ssh's ConnectTimeout (banner exchange) ends it."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    accepted = []
+    threading.Thread(target=lambda: [accepted.append(server.accept()[0]) for _ in range(8)], daemon=True).start()
+    target = f"ssh://pi@127.0.0.1:{server.getsockname()[1]}"
+    started = time.monotonic()
+    try:
+        with pytest.raises(DeviceError, match=f"^cannot reach {target} "):
+            parse_target(target, connect_timeout=2).prepare([bench_models["float.tflite"]])
+    finally:
+        server.close()
+        for conn in accepted:
+            conn.close()
+    assert time.monotonic() - started < 2 + 3 and accepted
+
+
 def test_server_that_stalls_after_its_banner_fails_near_the_connect_timeout(bench_models):
     """OpenSSH's ConnectTimeout covers the TCP connect and the banner; a server that then says nothing would
     keep ssh waiting forever: the first contact is bounded on the host (ConnectTimeout + max(5 s, itself))."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,9 @@ TOLERANCES = {
     # same ai-edge-litert as the host: identical predictions
     "local": Tolerance("ai_edge_litert", True, {"float.tflite": 1.0, "int8.tflite": 1.0, "float.onnx": 1.0}),
     "ssh-litert": Tolerance("ai_edge_litert", False, {"float.tflite": 1.0, "int8.tflite": 1.0}),
+    # this very Python over ssh: ONNX Runtime too
+    "ssh-host-python": Tolerance("ai_edge_litert", True, {"float.tflite": 1.0, "int8.tflite": 1.0,
+                                                         "float.onnx": 1.0}),
     # TFLite 2.14 kernels on numpy 1: float identical up to argmax ties, int8 may round a few logits apart
     "ssh-tflite-runtime": Tolerance("tflite_runtime", False, {"float.tflite": 0.98, "int8.tflite": 0.9}),
     # the emulated phone runs commands on this machine, so its python3 is the host's
@@ -73,7 +77,8 @@ def device(request):
         return parse_target("local")
     if name.startswith("ssh-"):
         sshd = request.getfixturevalue("sshd")
-        python = request.getfixturevalue("litert_python" if name == "ssh-litert" else "tflite_runtime_python")
+        python = (sys.executable if name == "ssh-host-python" else
+                  request.getfixturevalue("litert_python" if name == "ssh-litert" else "tflite_runtime_python"))
         return parse_target(sshd.target, ssh_config=str(sshd.config), remote_python=str(python))
     if name.startswith("pi64-"):
         pi = request.getfixturevalue("pi64")
@@ -85,6 +90,7 @@ def device(request):
 
 
 DEVICE_MARKS = {"local": [], "ssh-litert": [pytest.mark.ssh], "ssh-tflite-runtime": [pytest.mark.ssh],
+                "ssh-host-python": [pytest.mark.ssh],
                 "adb-python": [pytest.mark.adb], "pi64-litert": [pytest.mark.pi64],
                 "pi64-tflite-runtime": [pytest.mark.pi64]}
 
