@@ -1,8 +1,9 @@
 """edgesep sweep / edgesep worker: plans, a real multi-node Ray cluster on 127.0.0.1, real devices, SQLite.
 
-Every test that starts Ray is marked ``slow`` (a cluster takes ~15 s to start on 2 cores); the quick set checks
-plans, the CLI's one-line errors and the worker's refusals. The cluster is ``ray.cluster_utils.Cluster``
-(real raylets and GCS, one machine): a head owning ``local`` and the real-sshd device, and two worker nodes
+Every test that starts Ray is marked ``slow`` (a cluster takes ~15 s to start on 2 cores), and those on the
+cluster are marked ``ssh`` and ``adb`` too (its devices); the quick set checks plans, the database and report,
+the CLI's one-line errors and the worker's refusals. The cluster is ``ray.cluster_utils.Cluster`` (real
+raylets and GCS, one machine): a head owning ``local`` and the real-sshd device, and two worker nodes
 owning one emulated adb phone each. Sweeps run as the real CLI in a subprocess joining that cluster with
 ``--address``, so Ctrl-C and kill -9 hit a real driver.
 """
@@ -289,6 +290,8 @@ def test_sweep_on_cluster_places_each_job_on_its_owner_and_resumes(cluster, sshd
 
 @pytest.mark.ray
 @pytest.mark.slow
+@pytest.mark.ssh
+@pytest.mark.adb
 def test_builtin_models_are_exported_as_ray_tasks_and_compared(cluster, tmp_path):
     plan = _write(tmp_path, "[[models]]\nform = ['fused', 'split']\nblocks = 'tiny'\ninput_size = 16\nepochs = 1\n"
                             "[export]\nprecisions = ['float32', 'int8']\n[[devices]]\ntarget = 'local'\n"
@@ -317,6 +320,8 @@ def test_builtin_models_are_exported_as_ray_tasks_and_compared(cluster, tmp_path
 
 @pytest.mark.ray
 @pytest.mark.slow
+@pytest.mark.ssh
+@pytest.mark.adb
 def test_refused_without_resume_and_unowned_device_fails_its_jobs(cluster, bench_models, tmp_path):
     plan = _plan(tmp_path, [bench_models["float.tflite"]],
                  ["[[devices]]\ntarget = 'local'\n", "[[devices]]\ntarget = 'adb:NOWHERE'\nhost = 'usb-c'\n"])
@@ -332,6 +337,8 @@ def test_refused_without_resume_and_unowned_device_fails_its_jobs(cluster, bench
 
 @pytest.mark.ray
 @pytest.mark.slow
+@pytest.mark.ssh
+@pytest.mark.adb
 def test_failed_export_is_one_line_and_the_other_models_are_measured(cluster, bench_models, tmp_path):
     bad = tmp_path / "bad.keras"
     bad.write_bytes(b"not a zip archive")
@@ -373,6 +380,8 @@ def _wait_rows(out: Path, where: str, n: int, proc: subprocess.Popen, timeout: f
 @pytest.mark.slow
 @pytest.mark.parametrize("signum, code, said", [(signal.SIGINT, 130, "edgesep: interrupted"),
                                                 (signal.SIGTERM, 143, "edgesep: interrupted by SIGTERM")])
+@pytest.mark.ssh
+@pytest.mark.adb
 def test_ctrl_c_marks_running_jobs_interrupted_and_resume_finishes(cluster, bench_models, tmp_path, signum, code,
                                                                    said):
     models = [bench_models["float.tflite"], bench_models["int8.tflite"], bench_models["float.onnx"]]
@@ -398,6 +407,8 @@ def test_ctrl_c_marks_running_jobs_interrupted_and_resume_finishes(cluster, benc
 
 @pytest.mark.ray
 @pytest.mark.slow
+@pytest.mark.ssh
+@pytest.mark.adb
 def test_database_survives_kill_9_of_the_driver(cluster, bench_models, tmp_path):
     models = [bench_models[n] for n in ("float.tflite", "int8.tflite", "prelu.tflite", "float.onnx")]
     plan = _plan(tmp_path, models, ["[[devices]]\ntarget = 'local'\n"], min_secs=0.5)
@@ -438,6 +449,7 @@ def _devices_adb(phone, adb_server) -> str:
 @pytest.mark.ray
 @pytest.mark.adb
 @pytest.mark.slow
+@pytest.mark.ssh
 def test_lost_node_requeues_once_when_it_returns(cluster, phones, adb_server, bench_models, tmp_path):
     faults = "[faults]\nlost_node = 'requeue'\nrequeue_timeout = 60\n"
     proc, out, serial, resource = _lose_phone(cluster, phones, adb_server, bench_models, tmp_path, faults, 0)
@@ -458,6 +470,7 @@ def test_lost_node_requeues_once_when_it_returns(cluster, phones, adb_server, be
 @pytest.mark.ray
 @pytest.mark.adb
 @pytest.mark.slow
+@pytest.mark.ssh
 def test_lost_node_fails_only_its_devices_jobs(cluster, phones, adb_server, bench_models, tmp_path):
     faults = "[faults]\nlost_node = 'fail'\n"
     proc, out, serial, _ = _lose_phone(cluster, phones, adb_server, bench_models, tmp_path, faults, 1)
