@@ -120,7 +120,8 @@ def _onnx_qdq(src, dst, rng):
 MODEL_FILES = {"keras": "split.keras", "fused_keras": "fused.keras", "nested_keras": "nested.keras",
                "float32": "model.tflite", "float16": "model_fp16.tflite", "int8": "model_int8.tflite",
                "int8_per_tensor": "model_int8_pt.tflite", "variables": "model_vars.tflite", "onnx": "model.onnx",
-               "onnx_qdq": "model_qdq.onnx"}
+               "onnx_qdq": "model_qdq.onnx", "upsample_keras": "upsample.keras", "upsample": "upsample.tflite",
+               "grouped_onnx": "grouped.onnx"}
 CACHE = Path(os.environ.get("EDGESEP_TEST_CACHE", Path.home() / ".cache" / "edgesep-test"))
 
 
@@ -181,6 +182,31 @@ def _build_models(d: Path) -> None:
     tf2onnx.convert.from_keras(model, input_signature=[tf.TensorSpec((None, H, W, CIN), tf.float32, name="input")],
                                opset=17, output_path=str(paths["onnx"]))
     _onnx_qdq(paths["onnx"], paths["onnx_qdq"], rng)
+    upsample = _upsample_model()
+    upsample.save(paths["upsample_keras"])
+    _tflite(upsample, paths["upsample"], precision="float32")
+    grouped = _grouped_model()
+    tf2onnx.convert.from_keras(grouped, input_signature=[tf.TensorSpec((None, H, W, 8), tf.float32, name="input")],
+                               opset=17, output_path=str(paths["grouped_onnx"]))
+
+
+def _upsample_model():
+    """A dynamic-batch model whose upsampled feature map TFLite stores as 1 x W until the graph is run."""
+    import keras
+
+    inp = keras.Input((H, W, CIN))
+    x = keras.layers.Conv2D(8, 3, padding="same")(inp)
+    x = keras.layers.Conv2D(16, 3, padding="same")(keras.layers.UpSampling2D()(x))
+    return keras.Model(inp, keras.layers.Dense(CLASSES)(keras.layers.GlobalAveragePooling2D()(x)))
+
+
+def _grouped_model():
+    """A grouped convolution, which tf2onnx leaves as a TensorFlow StatefulPartitionedCall node."""
+    import keras
+
+    inp = keras.Input((H, W, 8))
+    x = keras.layers.Conv2D(16, 3, padding="same", groups=4)(inp)
+    return keras.Model(inp, keras.layers.Dense(CLASSES)(keras.layers.GlobalAveragePooling2D()(x)))
 
 
 # ------------------------------------------------------------------------------------------------ TFLite
@@ -310,7 +336,8 @@ def test_onnx_unknown_shapes_are_noted_not_guessed(tmp_path):
     info = inspect_model(path)
     assert info.macs == 2 * 5 * 8  # Gemm [2, 8] x [8, 5]; the Conv's spatial size is unknown
     assert info.params == 4 * 3 * 3 * 3 + 5 * 8
-    assert info.notes == ["MACs exclude ops whose shapes are unknown: 1 Conv"]
+    assert info.notes == ["MACs are partial: they exclude ops whose shapes are unknown: 1 Conv"]
+    assert info.macs_partial
     assert info.inputs[0]["shape"] == [None, 3, None, None]
 
 
@@ -328,6 +355,22 @@ def test_keras(models, key, block_layer):
     assert info.inputs[0]["shape"] == [None, H, W, CIN] and info.inputs[0]["dtype"] == "float32"
     assert info.outputs[0]["shape"] == [None, CLASSES]
     assert info.quantization is None
+
+
+def test_tflite_with_dynamic_batch_counts_the_shapes_it_runs_at(models):
+    # conv 3x3 3->8 at 16x16, conv 3x3 8->16 at 32x32 after upsampling, dense 16->10
+    macs = H * W * 8 * 9 * CIN + (2 * H) * (2 * W) * 16 * 9 * 8 + 16 * CLASSES
+    info = inspect_model(models["upsample"])
+    assert info.inputs[0]["shape"] == [None, H, W, CIN]  # a plain from_keras_model file: dynamic batch
+    assert info.macs == macs == inspect_model(models["upsample_keras"]).macs
+    assert not info.macs_partial and info.notes == []
+
+
+def test_onnx_with_ops_onnx_does_not_define_says_its_macs_are_partial(models):
+    info = inspect_model(models["grouped_onnx"])
+    assert info.ops.get("StatefulPartitionedCall") == 1
+    assert info.macs_partial
+    assert any("1 StatefulPartitionedCall" in n and "not valid ONNX" in n for n in info.notes), info.notes
 
 
 def test_all_formats_agree_on_macs(models):

@@ -115,6 +115,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """
     from edgesep import interrupt
 
+    if argv is None:  # the console script: export may run its work in a watched child (edgesep.supervise)
+        from edgesep import supervise
+
+        supervise.top_level = True
     previous = interrupt.install()
     try:
         return _run_cli(argv)
@@ -126,7 +130,9 @@ def _run_cli(argv: Optional[Sequence[str]]) -> int:
     from edgesep.interrupt import Signalled
 
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="edgesep", standalone_mode=False)
+        result = cli.main(args=list(argv) if argv is not None else None, prog_name="edgesep", standalone_mode=False)
+        if isinstance(result, int) and not isinstance(result, bool):  # click returns an Exit's code here
+            return result
     except click.exceptions.Exit as e:
         return e.exit_code
     except click.Abort as e:  # click turns KeyboardInterrupt (and our signals) into Abort

@@ -10,7 +10,10 @@ from edgesep.converters.export_config import IO_DTYPES, RELU6_MODES
 
 
 @cli.command()
-@click.option("--model", "model_path", metavar="PATH", help="A Keras model (.keras/.h5). Default: the built-in network.")
+@click.option("--model", "model_path", metavar="PATH",
+              help="A Keras model (.keras/.h5/.hdf5). Default: the built-in network.")
+@click.option("--input-size", type=InputSize(), metavar="H,W",
+              help="With --model: the input height and width to export at, for a model that takes any size.")
 @click.option("--form", type=click.Choice(["fused", "split"]), help="Block form of the built-in network [split].")
 @click.option("--int8", is_flag=True, help="Also write a full-integer int8 model (needs data to calibrate).")
 @click.option("--fp16", is_flag=True, help="Also write a float16-weights model.")
@@ -32,8 +35,8 @@ from edgesep.converters.export_config import IO_DTYPES, RELU6_MODES
               help="Training images used to calibrate int8.")
 @click.option("--edgetpu", is_flag=True, help="Also compile the int8 model with edgetpu_compiler (must be installed).")
 @click.option("--out", "out_dir", default="out", show_default=True, metavar="DIR", help="Output folder.")
-def export(model_path: Optional[str], form: Optional[str], int8: bool, fp16: bool, per_tensor: bool,
-           equalize: bool, relu6: Optional[str], no_guard: bool, io_dtype: str, no_onnx: bool, data: Optional[str],
+def export(model_path: Optional[str], input_size: Optional[tuple[int, int]], form: Optional[str], int8: bool,
+           fp16: bool, per_tensor: bool, equalize: bool, relu6: Optional[str], no_guard: bool, io_dtype: str, no_onnx: bool, data: Optional[str],
            preprocess: Optional[str], resize: bool, calib_samples: int, edgetpu: bool, out_dir: str) -> None:
     """Fold BatchNorm, export TFLite (float32/fp16/int8) and ONNX, verify each against Keras."""
     from edgesep.converters.export_config import ExportConfig
@@ -42,7 +45,11 @@ def export(model_path: Optional[str], form: Optional[str], int8: bool, fp16: boo
                                        per_tensor=per_tensor, equalize=equalize, relu6=relu6, no_guard=no_guard,
                                        io_dtype=io_dtype, no_onnx=no_onnx, calib_samples=calib_samples,
                                        edgetpu=edgetpu)
+    if input_size and not model_path:
+        raise click.UsageError("--input-size fixes the input of a --model that takes any size; add --model")
     check_out_dir(out_dir)
+    if (code := _watched(out_dir)) is not None:  # the work ran in a watched child, which printed everything
+        raise click.exceptions.Exit(code)
     import shutil
 
     from rich.console import Console
@@ -50,12 +57,14 @@ def export(model_path: Optional[str], form: Optional[str], int8: bool, fp16: boo
     from edgesep.converters.export import check_export, export as run_export, model_and_data
     from edgesep.interrupt import checked
     from edgesep.report import edgetpu_table, export_table
+    from edgesep.supervise import recording
 
     check_export(config, out_dir)  # --out writable, no other export writing there, the tools present
     with Console(stderr=True).status("starting") as status:
-        step = checked(lambda stage: status.update(f"[bold]{stage}"))
+        step = recording(checked(lambda stage: status.update(f"[bold]{stage}")))
         model, dataset, info = model_and_data(model_path, form=form or "split", data=data, progress=step,
-                                              preprocess=preprocess, resize=resize, note=note)
+                                              preprocess=preprocess, resize=resize, note=note,
+                                              input_size=input_size)
         doc = run_export(model, out_dir, config, dataset, progress=step, extra=info, preprocess=preprocess,
                          note=note)
     Console(width=max(160, shutil.get_terminal_size().columns)).print(export_table(doc))
@@ -64,6 +73,32 @@ def export(model_path: Optional[str], form: Optional[str], int8: bool, fp16: boo
     if "edgetpu" in doc:
         Console().print(edgetpu_table({"compiled": True, "report": doc["edgetpu"]}))
     click.echo(f"wrote {len(doc['artifacts'])} artifacts and export.json to {out_dir}")
+
+
+class InputSize(click.ParamType):
+    """``H,W``: two positive integers."""
+
+    name = "H,W"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        parts = str(value).replace("x", ",").split(",")
+        if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+            self.fail(f"{value!r} is not H,W (two positive integers, e.g. 224,224)", param, ctx)
+        return int(parts[0]), int(parts[1])
+
+
+def _watched(out_dir: str) -> Optional[int]:
+    """Quiet warnings for this command, and run its work in a watched child at the top level (see
+    ``edgesep.supervise``): the child's exit code, or None where this process does the work."""
+    import warnings
+
+    from edgesep.supervise import supervise
+
+    click.get_current_context().with_resource(warnings.catch_warnings())  # restored when the command ends
+    warnings.simplefilter("ignore")  # Keras' input-structure and PIL's decompression-bomb warnings are noise
+    return supervise(out_dir)
 
 
 @cli.command()

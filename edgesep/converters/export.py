@@ -19,7 +19,7 @@ import numpy as np
 from edgesep.converters import ConversionError
 from edgesep.converters._quiet import import_tensorflow
 from edgesep.converters.export_config import PRECISIONS, ExportConfig  # re-exported here
-from edgesep.converters.graph import load_model  # re-exported: edgesep.converters.export.load_model
+from edgesep.converters.graph import check_exportable, load_model  # load_model re-exported here
 from edgesep.converters.writers import ExportJob, artifact_record, check_output, writers_for
 from edgesep.errors import DataError, UsageError
 
@@ -32,8 +32,9 @@ QUANT_ERROR_SAMPLES = 100
 
 def model_and_data(model_path: Optional[str] = None, *, form: str = "split", data: Optional[str] = None,
                    train_cfg=None, progress: Optional[Callable[[str], None]] = None, preprocess=None,
-                   resize: bool = False, note: Optional[Callable[[str], None]] = None):
-    """The model to export and the data to calibrate and verify it with.
+                   resize: bool = False, note: Optional[Callable[[str], None]] = None,
+                   input_size: Optional[tuple[int, int]] = None):
+    """The model to export and the data to calibrate and verify it with (``input_size``: see ``load_model``).
 
     With ``model_path`` the user's Keras model is loaded and ``data`` (if any) is read at its input size with
     labels checked against its outputs. Images (a folder, digits) need ``preprocess``; without it the model is
@@ -54,12 +55,13 @@ def model_and_data(model_path: Optional[str] = None, *, form: str = "split", dat
         raise DataError(f"data not found: {data} (use 'digits', an image folder or a .npz file)")
     if model_path is not None:
         say("load model")
-        model = load_model(model_path)
+        model = load_model(model_path, input_size=input_size)
         dataset = None
         if data is not None:
             say("load data")
             dataset = _user_data(model, data, recipe, resize, note or (lambda text: None))
-        return model, dataset, {"source": {"model": str(model_path)}}
+        source = {"model": str(model_path), **({"input_size": list(input_size)} if input_size else {})}
+        return model, dataset, {"source": source}
     if recipe is not None and recipe.name != "unit":
         raise UsageError("--preprocess is for --model: the built-in network is trained on images in [0, 1] "
                          "(--preprocess unit)")
@@ -130,6 +132,7 @@ def export(model, out_dir, config: ExportConfig = ExportConfig(), dataset=None, 
     from edgesep.io import StagedDir, locked_dir, write_json
 
     say = progress or (lambda stage: None)
+    check_exportable(model)
     if "int8" in config.precisions and dataset is None:
         raise ConversionError("int8 export needs data for calibration (--data, or the built-in digits)")
     if dataset is not None and tuple(dataset.x_test.shape[1:]) != tuple(model.input_shape[1:]):

@@ -20,6 +20,7 @@ import numpy as np
 
 from edgesep.converters.graph import (Graph, Ref, Weights, assign, conv_kind, is_ref, layer_or_none, read_graph,
                                       rebuild, to_f64, weights64)
+from edgesep.errors import ConversionError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,7 +203,10 @@ def _edit_config(config: dict, folded: list[tuple[str, str]], sequential: bool) 
 def _copy_weights(new_model, model, folded: list[tuple[str, str]]) -> None:
     into = dict(folded)
     for layer in new_model.layers:
-        old = model.get_layer(layer.name)
+        old = layer_or_none(model, layer.name)
+        if old is None:
+            raise ConversionError(f"cannot fold {model.name!r}: the rebuilt model has a layer {layer.name!r} "
+                                  f"the original does not")
         if layer.name in into:
             s, t = _bn_affine(model.get_layer(into[layer.name]))
             assign(layer, _FOLDERS[conv_kind(old)](weights64(old), s, t))

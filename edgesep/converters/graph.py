@@ -17,11 +17,11 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from edgesep.errors import ConversionError, one_line
+from edgesep.errors import ConversionError, UsageError, one_line
 
 Ref = tuple[str, int, int]  # (layer name, node index, tensor index), as in Keras 3 functional configs
 Weights = dict[str, np.ndarray]
-KERAS_EXTENSIONS = (".keras", ".h5")
+KERAS_EXTENSIONS = (".keras", ".h5", ".hdf5")  # .hdf5: how many pretrained Keras models ship
 CONV_KINDS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D")
 
 
@@ -169,10 +169,18 @@ def assign(layer, values: Weights, *, missing_zero: bool = False) -> None:
 
 
 def _custom_objects(model) -> dict[str, type]:
-    """Every layer class used in ``model`` by name, so configs of unregistered custom layers rebuild."""
+    """Layer classes of ``model`` that Keras does not know by itself, by class name, so that configs of
+    unregistered custom layers rebuild.
+
+    Keras' own classes are left out: Keras finds them by module, and naming them by bare class name would
+    turn an operation node into the layer of the same name (``x + 3.0`` is serialized as class ``Add`` of
+    module ``keras.src.ops.numpy``, which is not the merge layer ``keras.layers.Add``).
+    """
     found = {}
     for layer in model._flatten_layers(include_self=False):
-        found[type(layer).__name__] = type(layer)
+        cls = type(layer)
+        if not cls.__module__.startswith("keras."):
+            found[cls.__name__] = cls
     return found
 
 
@@ -193,28 +201,102 @@ def rebuild(model, config: dict, purpose: str, extra_objects: Optional[dict] = N
                               f"{one_line(exc, 300, type(exc).__name__)}") from None
 
 
-def load_model(path) -> Any:
-    """A Keras model from a ``.keras`` / ``.h5`` file, with one-line errors for missing or bad files."""
+def load_model(path, input_size: Optional[tuple[int, int]] = None) -> Any:
+    """A Keras model from a ``.keras`` / ``.h5`` / ``.hdf5`` file, ready to export; one-line errors otherwise.
+
+    Args:
+        path: the model file.
+        input_size: ``(H, W)`` for a model whose input has a dynamic spatial size (``(None, None, 3)``).
+
+    Raises:
+        ConversionError: a missing, foreign or corrupt file, or a model edgesep cannot export (see
+            :func:`check_exportable`).
+        UsageError: a dynamic input size without ``input_size``, or ``input_size`` for a fixed-size model.
+    """
     from edgesep.converters._quiet import import_tensorflow
 
     path = Path(path)
     if not path.is_file():
         raise ConversionError(f"model file not found: {path}")
-    if path.suffix not in KERAS_EXTENSIONS:
-        raise ConversionError(f"{path.name}: expected a Keras model file (.keras or .h5)")
-    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+    if path.suffix.lower() not in KERAS_EXTENSIONS:
+        raise ConversionError(f"{path.name}: expected a Keras model file ({', '.join(KERAS_EXTENSIONS)})")
+    if path.suffix.lower() == ".keras" and not zipfile.is_zipfile(path):
         raise ConversionError(f"{path.name} is not a Keras model file (a .keras file is a zip archive)")
     import_tensorflow()
     import keras
 
     try:
-        model = keras.models.load_model(path, compile=False)
+        model = _quiet_load(keras, path)
     except Exception as e:  # noqa: BLE001 - zip/h5/config errors of a corrupt or foreign file
         detail = one_line(e, 200, "no message")
         raise ConversionError(f"cannot load Keras model {path}: {type(e).__name__}: {detail}") from None
     if not isinstance(model, keras.Model) or len(model.inputs) != 1 or len(model.input_shape) != 4:
         raise ConversionError(f"{path.name}: edgesep needs a model with one NHWC image input")
+    if input_size is not None:
+        model = with_input_size(model, input_size)
+    check_exportable(model)
     return model
+
+
+def _quiet_load(keras, path: Path):
+    import warnings
+
+    with warnings.catch_warnings():  # legacy .h5 files warn about compile state and deprecated arguments
+        warnings.simplefilter("ignore")
+        return keras.models.load_model(path, compile=False)
+
+
+def with_input_size(model, size: tuple[int, int]):
+    """``model`` rebuilt with its dynamic input height and width fixed at ``size`` (same weights).
+
+    Raises:
+        UsageError: ``size`` is not two positive integers, or the model's input size is already fixed to
+            another size (changing it would change what the model computes).
+    """
+    height, width = (int(v) for v in size)
+    if height < 1 or width < 1:
+        raise UsageError(f"--input-size must be two positive integers H,W, got {size}")
+    fixed = tuple(model.input_shape[1:3])
+    if fixed == (height, width):
+        return model
+    if any(d is not None for d in fixed):
+        raise UsageError(f"--input-size {height},{width} is for a model with a dynamic input size; {model.name!r} "
+                         f"takes {tuple(model.input_shape[1:])}")
+    config, sequential = check_model(model, "fix the input size of")
+    entries = config["layers"]
+    inputs = [e for e in entries if e.get("class_name") == "InputLayer"]
+    if not inputs:
+        raise ConversionError(f"cannot fix the input size of {model.name!r}: it has no Input layer in its config")
+    for entry in inputs:
+        key = "batch_shape" if "batch_shape" in entry["config"] else "batch_input_shape"
+        entry["config"][key] = [None, height, width, *list(entry["config"][key])[3:]]
+    new = rebuild(model, config, "a fixed input size")
+    for layer in new.layers:
+        layer.set_weights(model.get_layer(layer.name).get_weights())
+    return new
+
+
+def check_exportable(model) -> None:
+    """One-line errors for a model edgesep cannot export and verify as it is.
+
+    Raises:
+        UsageError: the input has a dynamic height or width (fix it with ``--input-size`` /
+            :func:`with_input_size`).
+        ConversionError: several outputs (edgesep verifies one), or weights holding NaN or Infinity.
+    """
+    shape = tuple(model.input_shape[1:])
+    if any(d is None for d in shape):
+        raise UsageError(f"{model.name!r} takes images of any size {shape}: give the size to export at with "
+                         f"--input-size H,W")
+    if len(model.outputs) != 1:
+        names = ", ".join(getattr(model, "output_names", None) or [t.name for t in model.outputs])
+        raise ConversionError(f"{model.name!r} has {len(model.outputs)} outputs ({names}); edgesep exports and "
+                              f"verifies models with one output")
+    for variable in model.weights:
+        value = np.asarray(variable.numpy())
+        if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
+            raise ConversionError(f"{model.name!r}: weight {variable.path} holds NaN or Infinity; a broken model "
+                                  f"is not exported")
 
 
 def predict_all(model, x: np.ndarray, batch: int = 256) -> list[np.ndarray]:

@@ -35,4 +35,31 @@ def export_onnx(model, path, *, opset: int = 17, fold: bool = True) -> Path:
 
         spec = [tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name="input")]
         proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
+    check_onnx(proto, model)
     return write_bytes(Path(path), proto.SerializeToString())
+
+
+def check_onnx(proto, model=None) -> None:
+    """Raise a one-line ``ConversionError`` unless ``proto`` (an ONNX ModelProto or file) passes ``onnx.checker``.
+
+    tf2onnx writes some Keras layers it cannot express (a grouped ``Conv2D(groups > 1)``) as a TensorFlow
+    ``StatefulPartitionedCall`` node that neither ONNX nor onnxruntime knows; the message names the layer
+    (from ``model``, the Keras model converted) or else the node.
+    """
+    import onnx
+
+    if not isinstance(proto, onnx.ModelProto):
+        proto = onnx.load(str(proto))
+    unknown = [n for n in proto.graph.node if not onnx.defs.has(n.op_type, n.domain or "")]
+    if unknown:
+        grouped = [f"{layer.name!r} ({type(layer).__name__} groups={layer.groups})"
+                   for layer in getattr(model, "layers", []) if getattr(layer, "groups", 1) > 1]
+        what = (f"grouped convolution {grouped[0]}" if grouped
+                else f"node {unknown[0].name!r} ({unknown[0].op_type})")
+        raise ConversionError(f"ONNX export does not support {what}: tf2onnx left a TensorFlow "
+                              f"{unknown[0].op_type} node that ONNX does not define; export without ONNX (--no-onnx)")
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as e:
+        raise ConversionError(f"tf2onnx wrote an invalid ONNX model ({str(e).strip().splitlines()[0]}); "
+                              f"export without ONNX (--no-onnx)") from None

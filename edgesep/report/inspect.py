@@ -35,7 +35,8 @@ def info_tables(info: dict[str, Any]) -> list[Any]:
 
 def _summary_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [("path", info["path"]), ("size", _human(info["bytes"], "B", 1024)), ("sha256", info["sha256"][:16] + "…"),
-            ("params", f"{info['params']:,}"), ("MACs", f"{info['macs']:,} ({_human(info['macs'], '', 1000)})")]
+            ("params", f"{info['params']:,}"), ("MACs", f"{info['macs']:,} ({_human(info['macs'], '', 1000)})"
+                                                  + (" - partial, see note" if info.get("macs_partial") else ""))]
     q = info["quantization"]
     if q is not None:
         dtypes = ", ".join(f"{n} {d}" for d, n in q["dtypes"].items()) or "none"

@@ -32,6 +32,8 @@ class ModelInfo:
             ``per_tensor``, ``float``, ``dtypes`` of the parameter tensors, ``activation_dtypes`` and one
             entry per parameter tensor in ``tensors``; ``None`` for Keras.
         notes: caveats about the figures (e.g. ops whose MACs could not be computed).
+        macs_partial: ``macs`` leaves out work whose size is unknown (ops with unknown shapes, ops the format
+            does not define, dynamic input dims beyond the batch); ``notes`` says which.
     """
 
     path: str
@@ -45,6 +47,7 @@ class ModelInfo:
     outputs: list[dict[str, Any]]
     quantization: Optional[dict[str, Any]] = None
     notes: list[str] = dataclasses.field(default_factory=list)
+    macs_partial: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
@@ -62,6 +65,7 @@ class Contents:
     outputs: list[dict[str, Any]]
     quantization: Optional[dict[str, Any]] = None
     notes: list[str] = dataclasses.field(default_factory=list)
+    macs_partial: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,7 +148,7 @@ def macs_note(skipped: Counter) -> list[str]:
     if not skipped:
         return []
     what = ", ".join(f"{n} {op}" for op, n in sorted(skipped.items()))
-    return [f"MACs exclude ops whose shapes are unknown: {what}"]
+    return [f"MACs are partial: they exclude ops whose shapes are unknown: {what}"]
 
 
 def dtype_name(dtype) -> str:

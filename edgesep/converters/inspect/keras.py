@@ -64,7 +64,7 @@ def keras_contents(model) -> Contents:
         params=int(model.count_params()), macs=macs,
         inputs=[_io(t.name, t) for t in model.inputs],
         outputs=[_io(name, t) for name, t in zip(names, model.outputs)],
-        notes=macs_note(skipped),
+        notes=macs_note(skipped), macs_partial=bool(skipped),
     )
 
 

@@ -142,6 +142,19 @@ def _macs(graph, values, constants: dict[str, Any]) -> tuple[int, Counter]:
     return count_macs(nodes, ONNX_MACS, shape)
 
 
+def _unknown_ops_notes(graph) -> list[str]:
+    """Notes on nodes whose op ONNX does not define: their work is not in the MACs."""
+    import onnx
+
+    unknown = Counter(_op_name(n) for n in graph.node if not onnx.defs.has(n.op_type, n.domain or ""))
+    if not unknown:
+        return []
+    what = ", ".join(f"{n} {op}" for op, n in sorted(unknown.items()))
+    standard = [op for op in unknown if "." not in op]
+    invalid = f"; {standard[0]} is not an ONNX op, so the graph is not valid ONNX" if standard else ""
+    return [f"MACs are partial: they exclude ops ONNX does not define ({what}){invalid}"]
+
+
 def read_onnx(p: Path) -> Contents:
     """The :class:`Contents` of an ONNX file."""
     model = _load(p)
@@ -150,6 +163,7 @@ def read_onnx(p: Path) -> Contents:
     params, param_tensors = _params(graph, constants)
     graph_inputs = [v for v in graph.input if v.name not in constants]
     inferred, notes = _infer_batch1(model)
+    notes = _unknown_ops_notes(graph) + notes
     values = [] if inferred is None else [*inferred.input, *inferred.value_info, *inferred.output]
     values = [v for v in values if v.name not in constants and v.type.HasField("tensor_type")]
     activations = Counter(value_info(v)["dtype"] for v in values)
@@ -159,7 +173,8 @@ def read_onnx(p: Path) -> Contents:
         notes += macs_note(skipped)
     return Contents(ops=sorted_counts(map(_op_name, graph.node)), params=params, macs=macs,
                     inputs=[value_info(v) for v in graph_inputs], outputs=[value_info(v) for v in graph.output],
-                    quantization=quantization_table(param_tensors, activations), notes=notes)
+                    quantization=quantization_table(param_tensors, activations), notes=notes,
+                    macs_partial=bool(notes))
 
 
 FORMAT = Format("onnx", (".onnx",), "ONNX", is_onnx, read_onnx, magic=False)
