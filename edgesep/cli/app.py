@@ -157,4 +157,8 @@ def _run_cli(argv: Optional[Sequence[str]]) -> int:
     except EdgesepError as e:  # the one place that turns errors into exit codes
         click.echo(f"edgesep: error: {e}", err=True)
         return e.exit_code
+    except ImportError as e:  # a signal inside an extension module's start-up surfaces as its ImportError
+        if isinstance(e.__context__, Signalled):
+            return _report_signal(e.__context__)
+        raise
     return 0

@@ -9,6 +9,20 @@ from edgesep.cli.app import check_out_dir, cli, input_options, note
 from edgesep.converters.export_config import IO_DTYPES, RELU6_MODES
 
 
+class InputSize(click.ParamType):
+    """``H,W``: two positive integers."""
+
+    name = "H,W"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        parts = str(value).replace("x", ",").split(",")
+        if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+            self.fail(f"{value!r} is not H,W (two positive integers, e.g. 224,224)", param, ctx)
+        return int(parts[0]), int(parts[1])
+
+
 @cli.command()
 @click.option("--model", "model_path", metavar="PATH",
               help="A Keras model (.keras/.h5/.hdf5). Default: the built-in network.")
@@ -73,20 +87,6 @@ def export(model_path: Optional[str], input_size: Optional[tuple[int, int]], for
     if "edgetpu" in doc:
         Console().print(edgetpu_table({"compiled": True, "report": doc["edgetpu"]}))
     click.echo(f"wrote {len(doc['artifacts'])} artifacts and export.json to {out_dir}")
-
-
-class InputSize(click.ParamType):
-    """``H,W``: two positive integers."""
-
-    name = "H,W"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, tuple):
-            return value
-        parts = str(value).replace("x", ",").split(",")
-        if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-            self.fail(f"{value!r} is not H,W (two positive integers, e.g. 224,224)", param, ctx)
-        return int(parts[0]), int(parts[1])
 
 
 def _watched(out_dir: str) -> Optional[int]:
