@@ -146,3 +146,23 @@ def _check_memory(mem: dict, models_in_process: int, name: str, emulated: bool =
     assert mem["model"] == pytest.approx(mem["loaded"] - mem["baseline"], abs=2e-3), name
     assert mem["peak"] >= mem["baseline"] and mem["peak_startup"] >= mem["loaded"] - 1e-3, (name, mem)
     assert mem["models_in_process"] == models_in_process and mem["peak_scope"] in ("steady", "process")
+
+
+def test_device_schemes_are_a_registry():
+    """A new kind of device is one registration; parse_target tries the schemes in order, errors list them."""
+    import pytest as _pytest
+
+    from edgesep.devices import Scheme, list_schemes, parse_target, register_scheme
+    from edgesep.devices import _SCHEMES  # noqa: PLC2701 - the test removes what it registered
+
+    assert list_schemes()[:3] == ["local", "ssh", "adb"]
+    register_scheme(Scheme("loop", ("loop://NAME",), lambda t: {} if t.startswith("loop://") else None,
+                           "edgesep.devices.local", "LocalDevice"))
+    try:
+        assert type(parse_target(" loop://x ")).__name__ == "LocalDevice"
+        with _pytest.raises(Exception, match=r"unknown device target 'telnet://pi'; valid forms: .*loop://NAME"):
+            parse_target("telnet://pi")
+        with _pytest.raises(ValueError, match="already registered"):
+            register_scheme(Scheme("loop", (), lambda t: None, "", ""))
+    finally:
+        _SCHEMES.pop("loop")
