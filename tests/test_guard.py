@@ -114,3 +114,34 @@ def test_guard_leaves_out_a_link_that_restores_the_accuracy(setup, tmp_path):
                          per_channel=False, fold=False)
     assert top1(predict_tflite(path, x), y) == 1.0
     assert doc["float_accuracy"]["after"] == top1(predict_keras(chosen, x), y)
+
+
+def test_guard_chooses_on_unlabelled_images_and_reports_accuracy_on_others(setup, tmp_path):
+    from edgesep.converters.tflite import export_tflite
+    from edgesep.converters.verify import predict_keras, predict_tflite, top1
+
+    model, folded, calib, noise, labels = setup
+    pick, test = slice(0, 150), slice(150, None)
+    chosen, doc = guarded_equalize(model, folded, calib, noise[test], labels[test], relu6="clip", per_channel=False,
+                                   io_dtype="int8", max_trials=2, choose_on=noise[pick], choose_on_what="noise")
+    guard = doc["guard"]
+    assert guard["chosen_on"]["images"] == "noise" and guard["chosen_on"]["samples"] == 150
+    assert "agreement" in guard["chosen_on"]["score"]
+    assert guard["score"] >= guard["score_without_equalize"]  # never below the unequalized model where it chose
+    path = export_tflite(chosen, tmp_path / "chosen.tflite", precision="int8", representative_data=calib,
+                         per_channel=False, fold=False)
+    float_top1 = predict_keras(model, noise[pick]).argmax(1)
+    assert top1(predict_tflite(path, noise[pick]), float_top1) == guard["score"]  # agreement, no labels used
+    assert top1(predict_tflite(path, noise[test]), labels[test]) == guard["accuracy"]  # reported elsewhere
+
+
+def test_held_out_images_are_the_training_images_calibration_does_not_draw(digits):
+    from edgesep.converters.guard import MIN_HOLD_OUT, held_out
+
+    calib = digits.calibration(100, 3)
+    images, what = held_out(digits.x_train, 100, 3, n=50)
+    assert what == "training images held out from calibration" and len(images) == 50
+    flat = {row.tobytes() for row in calib}
+    assert not any(row.tobytes() in flat for row in images)
+    few, what = held_out(digits.x_train[:100 + MIN_HOLD_OUT - 1], 100, 3)
+    assert "calibration images" in what and len(few) == 100

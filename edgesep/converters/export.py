@@ -272,10 +272,12 @@ def _equalized(model, folded, dataset, config: ExportConfig, say):
 
     calib = dataset.calibration(config.calib_samples, config.seed)
     if config.equalize_guard:
-        from edgesep.converters.guard import guarded_equalize
+        from edgesep.converters.guard import guarded_equalize, held_out
 
+        images, what = held_out(dataset.x_train, config.calib_samples, config.seed)  # chosen on, never reported
         return guarded_equalize(model, folded, calib, dataset.x_test, dataset.y_test, relu6=config.relu6,
-                                per_channel=config.per_channel, io_dtype=config.io_dtype, say=say)
+                                per_channel=config.per_channel, io_dtype=config.io_dtype, choose_on=images,
+                                choose_on_what=what, say=say)
     equalized, report = equalize_with_report(model, relu6=config.relu6, calibration_data=calib,
                                              eval_data=(dataset.x_test, dataset.y_test))
     return equalized, report.to_dict()
