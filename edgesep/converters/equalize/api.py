@@ -32,6 +32,14 @@ def _absorb_source(absorb_bias, calibration_data) -> Optional[str]:
     return "batchnorm" if absorb_bias == "batchnorm" else "skip"
 
 
+def _no_data_notes(source: Optional[str], links: list[Link]) -> tuple[str, ...]:
+    """The note (and a warning) when bias absorption was skipped for want of calibration data."""
+    if source != "skip" or not any(link.act is not None for link in links):
+        return ()
+    warnings.warn(f"equalize: {NO_DATA}", UserWarning, stacklevel=3)
+    return (NO_DATA,)
+
+
 def _check_args(relu6: str, max_iter: int, tol: float, calibration_data, eval_data, absorb_bias=True) -> None:
     if not any(absorb_bias is m or (isinstance(m, str) and absorb_bias == m) for m in ABSORB_MODES):
         raise ConversionError(f"absorb_bias must be True, False or 'batchnorm', got {absorb_bias!r}")
@@ -98,10 +106,9 @@ def equalize_with_report(model, *, relu6: str = "clip", absorb_bias: Union[bool,
         relu6: what to do with capped ReLUs (ReLU6) between two convolutions: ``clip`` each channel at
             ``6 / s`` (exact; the default), ``replace`` them by ReLU (changes the function: a network trained
             into ReLU6 saturation can lose most of its accuracy), or ``keep`` them and skip those links.
-        absorb_bias: absorb bias across ReLUs into 1x1 (or valid-padded) consumers: ``True`` (the default)
-            with the amounts measured on ``calibration_data``, and not at all without it (a warning and the
-            report's ``notes`` say so); ``"batchnorm"`` also without data, from the BatchNorm statistics of
-            the input model (``beta - 3 |gamma|``: exact only where that bound holds); ``False``: never.
+        absorb_bias: absorb bias across ReLUs into 1x1 (or valid-padded) consumers: ``True`` (default) with amounts
+            measured on ``calibration_data``, not at all without it (a warning and ``notes`` say so); ``"batchnorm"``
+            also from the input model's BN statistics (``beta - 3 |gamma|``, exact where that holds); ``False``: never.
         calibration_data: float images; when given, bias absorption uses the per-channel minimum of each
             pre-activation over them, and the report gives the output change measured on them.
         eval_data: ``(images, labels)``; when given, the report gives top-1 float accuracy before and after.
@@ -132,9 +139,7 @@ def equalize_with_report(model, *, relu6: str = "clip", absorb_bias: Union[bool,
         calib = None if calibration_data is None else np.asarray(calibration_data, np.float32)
         result = absorb(new_model, model, fold_report, links, result.weights, result.caps, scaling.scales, calib)
         load_weights(new_model, folded, result.weights, result.caps)
-    notes = (NO_DATA,) if source == "skip" and any(link.act is not None for link in links) else ()
-    if notes:
-        warnings.warn(f"equalize: {NO_DATA}", UserWarning, stacklevel=2)
+    notes = _no_data_notes(source, links)
     pairs = tuple(_pair_result(link, before[link.label], result.weights) for link in links)
     change, accuracy = _measure(model, new_model, calibration_data, eval_data)
     report = EqualizeReport(relu6, pairs, tuple(skipped), scaling.sweeps, scaling.converged, tuple(changes),
