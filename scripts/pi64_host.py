@@ -80,14 +80,22 @@ def run(argv: Sequence[str], what: str, progress: Optional[Progress] = None, log
     except FileNotFoundError:
         raise PiError(f"{what}: {argv[0]} not found") from None
     deadline = time.monotonic() + timeout
-    with open(log or os.devnull, "a", buffering=1) as out:  # line-buffered: the log can be followed
-        for line in proc.stdout:
-            lines.append(line)
-            out.write(line)
-            if progress and line.strip():
-                progress.note(line)
-            if time.monotonic() > deadline:
-                proc.kill()
+    try:
+        with open(log or os.devnull, "a", buffering=1) as out:  # line-buffered: the log can be followed
+            for line in proc.stdout:
+                lines.append(line)
+                out.write(line)
+                if progress and line.strip():
+                    progress.note(line)
+                if time.monotonic() > deadline:
+                    proc.kill()
+    except BaseException:  # interrupted: the command goes too (mmdebstrap then undoes its own mounts)
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
     code = proc.wait()
     if code != 0:
         last = next((ln.strip() for ln in reversed(lines) if ln.strip()), f"exit {code}")
