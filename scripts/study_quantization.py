@@ -91,10 +91,13 @@ def _variant_model(variant: str, model, calib, ds) -> tuple[Any, dict]:
         return model, {}
     if variant == GUARDED:
         from edgesep.converters.fold import fold_batchnorm
-        from edgesep.converters.guard import guarded_equalize
+        from edgesep.converters.guard import guarded_equalize, selection_split
 
-        eq, doc = guarded_equalize(model, fold_batchnorm(model), calib, ds.x_test, ds.y_test, relu6="clip",
-                                   per_channel=False, io_dtype="int8")
+        # as export does: the guard chooses on training images held out from the calibration draw (``calib`` is
+        # ds.calibration(CALIB_SAMPLES, 0), which selection_split draws too)
+        _, selection, _ = selection_split(ds.x_train, len(calib), 0)
+        eq, doc = guarded_equalize(model, fold_batchnorm(model), calib, selection, ds.x_test, ds.y_test,
+                                   relu6="clip", per_channel=False, io_dtype="int8")
         guard = doc["guard"]
         return eq, {"dw_range_ratio_after": max(r["after"] for r in doc["depthwise_range_ratio"])
                     if guard["links_kept"] else None, "links": guard["links_kept"],

@@ -18,7 +18,8 @@ from keras import layers  # noqa: E402
 import edgesep  # noqa: E402
 from edgesep.blocks import separable_block  # noqa: E402
 from edgesep.converters import ConversionError  # noqa: E402
-from edgesep.converters.equalize import channel_relu_class, custom_objects, equalize, equalize_with_report  # noqa: E402
+from edgesep.converters.equalize import (NO_DATA, channel_relu_class, custom_objects, equalize,  # noqa: E402
+                                         equalize_with_report)
 from edgesep.converters.fold import fold_batchnorm  # noqa: E402
 from edgesep.models import build_model  # noqa: E402
 
@@ -96,7 +97,7 @@ def x_other():
 @pytest.mark.parametrize("form,multiplier", [("split", 1), ("fused", 1), ("split", 2), ("fused", 2)])
 def test_exact_with_relu(form, multiplier, x):
     model = block_model(form, multiplier)
-    new, report = equalize_with_report(model, absorb_bias=False)
+    new, report = equalize_with_report(model, absorb_bias=False, data_free=True)
     for got, want, what in zip(probe(new, x), probe(model, x), ("features", "output")):
         assert rel_err(got, want) <= TOL, f"{form} x{multiplier} {what}: {rel_err(got, want):.2e}"
     assert report.converged and report.iterations > 1
@@ -139,7 +140,7 @@ def ranges(model):
 @pytest.mark.parametrize("sequential", [False, True])
 def test_conv_depthwise_pointwise_chain(sequential, x):
     model = chain_model(sequential)
-    new, report = equalize_with_report(model, tol=1e-7, max_iter=2000)
+    new, report = equalize_with_report(model, tol=1e-7, max_iter=2000, data_free=True)
     assert rel_err(new.predict(x, verbose=0), model.predict(x, verbose=0)) <= TOL
     assert report.converged and [p.kind for p in report.pairs] == ["Conv2D -> DepthwiseConv2D",
                                                                    "DepthwiseConv2D -> Conv2D"]
@@ -156,7 +157,7 @@ def test_conv_depthwise_pointwise_chain(sequential, x):
 def test_depthwise_range_ratio_at_least_halved(x):
     model = spread_bn(build_model("split", SHAPE, 10, blocks=BLOCKS, activation="relu"))
     folded = fold_batchnorm(model)
-    new, report = equalize_with_report(model)
+    new, report = equalize_with_report(model, data_free=True)
     for name in ("block1_dw", "block2_dw"):
         before, after = dw_ratio(folded, name), dw_ratio(new, name)
         assert before > 50, f"{name}: spread BN should give a wide spread, got {before:.1f}"
@@ -170,7 +171,7 @@ def test_fused_moves_range_spread_into_the_inner_depthwise(x):
     starts even, and CLE spreads the pointwise spread over the chain, inner depthwise included (reported)."""
     model = spread_bn(build_model("fused", SHAPE, 10, blocks=BLOCKS, activation="relu"))
     folded = fold_batchnorm(model)
-    new, report = equalize_with_report(model)
+    new, report = equalize_with_report(model, data_free=True)
     widest = {tag: max(max(p.producer_ratio[i], p.consumer_ratio[i]) for p in report.pairs) for tag, i in
               (("before", 0), ("after", 1))}
     assert widest["after"] < widest["before"] / 10, widest
@@ -204,7 +205,7 @@ def test_relu6_replace_changes_function_and_reports_it(relu6_model, x):
 
 
 def test_relu6_clip_is_exact_and_saves(relu6_model, x, x_other, tmp_path):
-    new, report = equalize_with_report(relu6_model, absorb_bias=False)  # clip is the default
+    new, report = equalize_with_report(relu6_model, absorb_bias=False, data_free=True)  # clip is the default
     assert report.relu6 == "clip"
     assert rel_err(new.predict(x_other, verbose=0), relu6_model.predict(x_other, verbose=0)) <= TOL
     clip_cls = channel_relu_class()
@@ -225,7 +226,7 @@ def test_relu6_clip_converts_to_tflite_exactly(relu6_model, x, tmp_path):
     from edgesep.converters.inspect import op_counts
     from edgesep.converters.tflite import export_tflite
 
-    new = equalize(relu6_model, absorb_bias=False)
+    new = equalize(relu6_model, absorb_bias=False, data_free=True)
     tfl = export_tflite(new, tmp_path / "eq.tflite")
     assert op_counts(tfl).get("MINIMUM") == 4
     it = Interpreter(model_path=str(tfl))
@@ -240,33 +241,35 @@ def test_relu6_clip_converts_to_tflite_exactly(relu6_model, x, tmp_path):
 
 
 def test_equalizing_twice_keeps_the_clips_exact(relu6_model, x_other):
-    once = equalize(relu6_model, absorb_bias=False)
-    twice, report = equalize_with_report(once, relu6="keep", absorb_bias=False)  # clips are exact: not skipped
+    once = equalize(relu6_model, absorb_bias=False, data_free=True)
+    # clips are exact: not skipped
+    twice, report = equalize_with_report(once, relu6="keep", absorb_bias=False, data_free=True)
     assert len(report.pairs) == 4 and not report.skipped and not report.activations
     assert report.iterations <= 2  # already at the fixed point
     assert rel_err(twice.predict(x_other, verbose=0), relu6_model.predict(x_other, verbose=0)) <= TOL
 
 
 def test_relu6_keep_skips_those_pairs(relu6_model, x):
-    new, report = equalize_with_report(relu6_model, relu6="keep")
+    new, report = equalize_with_report(relu6_model, relu6="keep", data_free=True)
     assert not report.pairs and not report.activations
     assert len(report.skipped) == 4 and all("relu6='keep'" in reason for _, _, reason in report.skipped)
     assert rel_err(new.predict(x, verbose=0), relu6_model.predict(x, verbose=0)) <= TOL
     fused = spread_bn(build_model("fused", SHAPE, 10, blocks=BLOCKS, activation="relu6"))
-    _, fused_report = equalize_with_report(fused, relu6="keep")
+    _, fused_report = equalize_with_report(fused, relu6="keep", data_free=True)
     assert [p.producer for p in fused_report.pairs] == ["block1_sep/depthwise", "block2_sep/depthwise"]
 
 
 def test_excluded_links_are_left_alone_and_the_rest_stays_exact(relu6_model, x_other):
-    _, full = equalize_with_report(relu6_model, absorb_bias=False)
-    new, report = equalize_with_report(relu6_model, absorb_bias=False, exclude=["block1_dw"])
+    _, full = equalize_with_report(relu6_model, absorb_bias=False, data_free=True)
+    new, report = equalize_with_report(relu6_model, absorb_bias=False, exclude=["block1_dw"], data_free=True)
     assert [p.producer for p in report.pairs] == [p.producer for p in full.pairs if p.producer != "block1_dw"]
     assert ("block1_dw", "block1_pw", "excluded") in report.skipped
     assert isinstance(new.get_layer("block1_dw_relu"), layers.ReLU)  # no per-channel clip on the excluded link
     assert new.get_layer("block1_dw_relu").max_value == 6.0
     assert rel_err(new.predict(x_other, verbose=0), relu6_model.predict(x_other, verbose=0)) <= TOL
     folded = fold_batchnorm(relu6_model)
-    untouched, none = equalize_with_report(relu6_model, absorb_bias=False, exclude=[p.producer for p in full.pairs])
+    untouched, none = equalize_with_report(relu6_model, absorb_bias=False, exclude=[p.producer for p in full.pairs],
+                                           data_free=True)
     assert not none.pairs and not none.activations
     for a, b in zip(untouched.get_weights(), folded.get_weights()):
         np.testing.assert_array_equal(a, b)
@@ -282,7 +285,7 @@ def test_excluding_an_unknown_link_is_one_line(relu6_model):
 
 def test_bias_absorption_from_calibration_is_exact_on_that_data(x):
     model = spread_bn(build_model("split", SHAPE, 10, blocks=BLOCKS, activation="relu"), beta_mean=3.0)
-    plain = equalize(model, absorb_bias=False)
+    plain = equalize(model, absorb_bias=False, data_free=True)
     new, report = equalize_with_report(model, calibration_data=x)
     assert [(b.producer, b.consumer, b.source) for b in report.bias_absorbed] == [
         ("block1_dw", "block1_pw", "calibration"), ("block2_dw", "block2_pw", "calibration")]
@@ -327,7 +330,7 @@ def pre_activation_ok(model, x) -> bool:
 @pytest.mark.parametrize("margin", [True, False])
 def test_bias_absorption_from_batchnorm_holds_exactly_when_its_premise_does(margin, x):
     model = wide_bn_model(margin)
-    new, report = equalize_with_report(model, absorb_bias="batchnorm")
+    new, report = equalize_with_report(model, data_free=True)
     assert [b.source for b in report.bias_absorbed] == ["batchnorm", "batchnorm"]
     assert all(b.channels == b.total for b in report.bias_absorbed)
     premise = pre_activation_ok(model, x)
@@ -338,24 +341,63 @@ def test_bias_absorption_from_batchnorm_holds_exactly_when_its_premise_does(marg
 
 def test_no_absorption_without_statistics_or_data(x):
     folded = fold_batchnorm(spread_bn(build_model("split", SHAPE, 10, blocks=BLOCKS, activation="relu")))
-    new, report = equalize_with_report(folded, absorb_bias="batchnorm")
+    new, report = equalize_with_report(folded, data_free=True)
     assert not report.bias_absorbed
     reasons = {(p, c): r for p, c, r in report.bias_skipped}
     assert "no BatchNormalization statistics" in reasons[("block1_dw", "block1_pw")]
     assert rel_err(new.predict(x, verbose=0), folded.predict(x, verbose=0)) <= TOL
 
 
-def test_without_calibration_data_the_default_absorbs_nothing_and_says_so(x):
-    """BN statistics are a poor stand-in for data (issue 15: -4.8 dB SQNR on MobileNet 0.25): the default skips."""
-    model = wide_bn_model(True)
-    with pytest.warns(UserWarning, match="no calibration_data"):
-        new, report = equalize_with_report(model)
-    assert not report.bias_absorbed and not report.bias_skipped
-    assert len(report.notes) == 1 and "absorb_bias='batchnorm'" in report.notes[0]
-    assert report.to_dict()["notes"] == list(report.notes)
-    assert rel_err(new.predict(x, verbose=0), model.predict(x, verbose=0)) <= TOL  # equalization alone: exact
-    _, with_data = equalize_with_report(model, calibration_data=x)
-    assert with_data.bias_absorbed and with_data.notes == ()
+# --- without calibration data ---
+
+def test_without_data_nothing_is_equalized_and_the_report_says_why(relu6_model, x):
+    with pytest.warns(UserWarning, match="not equalized: no calibration data"):
+        new, report = equalize_with_report(relu6_model)
+    _, blind = equalize_with_report(relu6_model, data_free=True)  # what it would have done
+    assert report.data == "none" and not report.pairs and not report.bias_absorbed and not report.activations
+    assert blind.pairs and {(p, c): r for p, c, r in report.skipped if r == NO_DATA} == {
+        (p.producer, p.consumer): NO_DATA for p in blind.pairs}
+    assert len(report.notes) == 1 and "data_free=True" in report.notes[0] and "'batchnorm'" in report.notes[0]
+    assert blind.data == "batchnorm statistics (data_free)" and blind.notes == ()
+    _, spelled = equalize_with_report(relu6_model, absorb_bias="batchnorm")  # the other spelling of data_free
+    assert spelled.to_dict() == blind.to_dict()
+    folded = fold_batchnorm(relu6_model)
+    assert all(np.array_equal(a, b) for a, b in zip(new.get_weights(), folded.get_weights()))
+    assert len(new.get_weights()) == len(folded.get_weights())
+    doc = json.loads(json.dumps(report.to_dict(), allow_nan=False))
+    assert doc["data"] == "none" and doc["notes"] == list(report.notes) and doc["pairs"] == []
+    _, calibrated = equalize_with_report(relu6_model, calibration_data=x)
+    assert calibrated.data == "calibration" and calibrated.pairs and calibrated.notes == ()
+
+
+def mobilenet_sqnr(tmp_path) -> dict[str, float]:
+    """Per-tensor int8 output SQNR (dB, vs the float model, on held-out inputs) of MobileNet alpha 0.25 at 96x96
+    (weights=None, spread BatchNorm statistics): folded, equalized by the no-data default, and data-free."""
+    from edgesep import export_tflite
+    from edgesep.converters.verify import agreement, predict_keras, predict_tflite
+
+    model = spread_bn(keras.applications.MobileNet(input_shape=(96, 96, 3), alpha=0.25, weights=None,
+                                                   classifier_activation=None))
+    rng = np.random.default_rng(1)
+    calib, held_out = (rng.uniform(-1, 1, (64, 96, 96, 3)).astype(np.float32) for _ in range(2))
+    reference = predict_keras(model, held_out)
+    with pytest.warns(UserWarning, match="no calibration data"):
+        default = equalize(model)
+    candidates = {"folded": fold_batchnorm(model), "default": default,
+                  "data_free": equalize(model, data_free=True)}
+    out = {}
+    for name, candidate in candidates.items():
+        path = export_tflite(candidate, tmp_path / f"{name}.tflite", precision="int8", representative_data=calib,
+                             per_channel=False, fold=False)
+        out[name] = agreement(predict_tflite(path, held_out), reference)[1]
+    return out
+
+
+@pytest.mark.slow
+def test_no_data_default_keeps_mobilenet_per_tensor_sqnr(tmp_path):
+    sqnr = mobilenet_sqnr(tmp_path)
+    assert sqnr["data_free"] < sqnr["folded"] - 3.0, f"blind equalization should lose SQNR here: {sqnr}"
+    assert sqnr["default"] >= sqnr["folded"] - 0.05, sqnr
 
 
 # --- the input model and bad arguments ---
@@ -383,8 +425,8 @@ def test_report_is_json_and_public_api(relu6_model, x):
 @pytest.mark.parametrize("kwargs,message", [
     ({"relu6": "bogus"}, "valid: clip, replace, keep"),
     ({"max_iter": 0}, "max_iter must be >= 1"),
+    ({"absorb_bias": "yes"}, "absorb_bias must be True, False or 'batchnorm'"),
     ({"calibration_data": np.zeros((0, *SHAPE), np.float32)}, "calibration_data is empty"),
-    ({"absorb_bias": "sometimes"}, "absorb_bias must be True, False or 'batchnorm'"),
 ])
 def test_bad_arguments(kwargs, message, relu6_model):
     with pytest.raises(ConversionError, match=message):

@@ -201,10 +201,10 @@ def _export_into(model, folder: Path, out_dir: Path, config: ExportConfig, datas
     folded, fold_report = fold_with_report(model)
     reference = predict_keras(model, inputs.x)
     int8_model, equalize_doc = folded, None
+    calib = dataset.calibration(config.calib_samples, config.seed) if "int8" in config.precisions else None
     if config.equalize and "int8" in config.precisions:
         say("equalize")
-        int8_model, equalize_doc = _equalized(model, folded, dataset, config, say)
-    calib = dataset.calibration(config.calib_samples, config.seed) if "int8" in config.precisions else None
+        int8_model, equalize_doc, calib = _equalized(model, folded, dataset, config, say)
     job = ExportJob(folder, out_dir, config, folded, int8_model, calib, inputs.x, inputs.y, reference)
     artifacts = _write_and_verify(job, say)
     doc = {
@@ -212,7 +212,8 @@ def _export_into(model, folder: Path, out_dir: Path, config: ExportConfig, datas
         "model": _model_summary(model, folder, artifacts),
         "dataset": {"name": "random", "test_samples": int(len(inputs.x))} if dataset is None else {
             "name": dataset.name, "test_samples": int(len(inputs.x)),
-            "calibration_samples": min(config.calib_samples, len(dataset.x_train))},
+            "calibration_samples": int(len(calib)) if calib is not None else min(config.calib_samples,
+                                                                                  len(dataset.x_train))},
         "artifacts": artifacts,
         "keras_accuracy": None if inputs.y is None else top1(reference, inputs.y),
         "export_config": config.to_dict(),
@@ -268,19 +269,22 @@ def _int8_check(job: ExportJob, artifacts: list[dict]) -> dict:
 
 
 def _equalized(model, folded, dataset, config: ExportConfig, say):
+    """(model to quantize, equalize section, calibration images): the guard chooses on training images held
+    out from the calibration draw, and reports labelled accuracy on the test split it never chose on."""
     from edgesep.converters.equalize import equalize_with_report
 
-    calib = dataset.calibration(config.calib_samples, config.seed)
     if config.equalize_guard:
-        from edgesep.converters.guard import guarded_equalize, held_out
+        from edgesep.converters.guard import guarded_equalize, selection_split
 
-        images, what = held_out(dataset.x_train, config.calib_samples, config.seed)  # chosen on, never reported
-        return guarded_equalize(model, folded, calib, dataset.x_test, dataset.y_test, relu6=config.relu6,
-                                per_channel=config.per_channel, io_dtype=config.io_dtype, choose_on=images,
-                                choose_on_what=what, say=say)
+        calib, selection, how = selection_split(dataset.x_train, config.calib_samples, config.seed)
+        chosen, doc = guarded_equalize(model, folded, calib, selection, dataset.x_test, dataset.y_test,
+                                       relu6=config.relu6, per_channel=config.per_channel,
+                                       io_dtype=config.io_dtype, selection_what=f"training images {how}", say=say)
+        return chosen, doc, calib
+    calib = dataset.calibration(config.calib_samples, config.seed)
     equalized, report = equalize_with_report(model, relu6=config.relu6, calibration_data=calib,
                                              eval_data=(dataset.x_test, dataset.y_test))
-    return equalized, report.to_dict()
+    return equalized, report.to_dict(), calib
 
 
 def _model_summary(model, folder: Path, artifacts: list[dict]) -> dict[str, Any]:

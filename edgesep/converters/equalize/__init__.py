@@ -19,11 +19,13 @@ it a :func:`channel_relu_class` layer clipping channel ``i`` at ``6 / s_i`` (exa
 
 Bias absorption moves ``c_i >= 0`` out of a ReLU: when a pre-activation channel never falls below ``c_i``,
 ``relu(x - c) + c = relu(x)``, so the producer's bias drops by ``c`` and the consumer's bias rises by ``W c``.
-``c`` is ``max(0, beta - 3 |gamma|)`` of the BatchNormalization that followed the producer in the input
-model, or the per-channel minimum of the pre-activation over ``calibration_data`` when given (then the
-equalized model is exact on that data). Only consumers where ``W c`` is exact everywhere take part: 1x1
-kernels or ``valid`` padding; a 3x3 ``same``-padded consumer would be wrong at the zero-padded borders and
-is skipped with that reason.
+``c`` is the per-channel minimum of the pre-activation over ``calibration_data`` (then the equalized model
+is exact on that data), or with ``data_free=True`` ``max(0, beta - 3 |gamma|)`` of the BatchNormalization
+that followed the producer in the input model. Without calibration data and without ``data_free`` nothing is
+equalized (the report's ``data`` is ``none`` and its ``warnings`` say why): equalizing blindly lost 8-9 dB of
+per-tensor int8 SQNR on MobileNet with BatchNorm statistics that did not describe its inputs. Only consumers
+where ``W c`` is exact everywhere take part: 1x1 kernels or ``valid`` padding; a 3x3 ``same``-padded consumer
+would be wrong at the zero-padded borders and is skipped with that reason.
 
 The package works in phases, one module each: :mod:`.links` finds the conv pairs that can be equalized,
 :mod:`.scaling` computes and applies the per-channel scales, :mod:`.bias` absorbs bias across ReLUs, and
@@ -33,11 +35,11 @@ package is cheap.
 """
 from __future__ import annotations
 
-from edgesep.converters.equalize.api import equalize, equalize_with_report
+from edgesep.converters.equalize.api import NO_DATA, equalize, equalize_with_report
 from edgesep.converters.equalize.bias import BN_SIGMAS
 from edgesep.converters.equalize.channel_relu import channel_relu_class, custom_objects
 from edgesep.converters.equalize.links import MAX_PATH, RELU6_MODES
 from edgesep.converters.equalize.records import BiasResult, EqualizeReport, PairResult
 
-__all__ = ["equalize", "equalize_with_report", "EqualizeReport", "PairResult", "BiasResult", "channel_relu_class",
-           "custom_objects", "RELU6_MODES", "BN_SIGMAS", "MAX_PATH"]
+__all__ = ["equalize", "equalize_with_report", "NO_DATA", "EqualizeReport", "PairResult", "BiasResult",
+           "channel_relu_class", "custom_objects", "RELU6_MODES", "BN_SIGMAS", "MAX_PATH"]

@@ -70,7 +70,9 @@ class EqualizeReport:
         fold: the BatchNorm folding report.
         max_output_change: max |new - old| / max |old| of the model outputs on ``calibration_data``.
         float_accuracy: ``{"before", "after"}`` top-1 accuracy on ``eval_data``.
-        notes: what equalization left undone and why (e.g. no bias absorption without calibration data).
+        data: what the data-dependent steps used: ``calibration``, ``batchnorm statistics (data_free)``, or
+            ``none`` (no calibration data and no ``data_free``: no link was equalized).
+        notes: what equalization left undone and why (links left unequalized for want of calibration data).
     """
 
     relu6: str
@@ -85,6 +87,7 @@ class EqualizeReport:
     fold: Optional[FoldReport] = None
     max_output_change: Optional[float] = None
     float_accuracy: Optional[dict[str, float]] = None
+    data: str = "calibration"
     notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,5 +103,5 @@ class EqualizeReport:
             "bias_skipped": [{"producer": p, "consumer": c, "reason": r} for p, c, r in self.bias_skipped],
             "fold": self.fold.to_dict() if self.fold else None,
             "max_output_change": self.max_output_change, "float_accuracy": self.float_accuracy,
-            "notes": list(self.notes),
+            "data": self.data, "notes": list(self.notes),
         }
