@@ -351,7 +351,7 @@ def test_no_absorption_without_statistics_or_data(x):
 # --- without calibration data ---
 
 def test_without_data_nothing_is_equalized_and_the_report_says_why(relu6_model, x):
-    with pytest.warns(UserWarning, match="not equalized: no calibration data"):
+    with pytest.warns(UserWarning, match="not equalized: no calibration_data"):
         new, report = equalize_with_report(relu6_model)
     _, blind = equalize_with_report(relu6_model, data_free=True)  # what it would have done
     assert report.data == "none" and not report.pairs and not report.bias_absorbed and not report.activations
@@ -381,7 +381,7 @@ def mobilenet_sqnr(tmp_path) -> dict[str, float]:
     rng = np.random.default_rng(1)
     calib, held_out = (rng.uniform(-1, 1, (64, 96, 96, 3)).astype(np.float32) for _ in range(2))
     reference = predict_keras(model, held_out)
-    with pytest.warns(UserWarning, match="no calibration data"):
+    with pytest.warns(UserWarning, match="no calibration_data"):
         default = equalize(model)
     candidates = {"folded": fold_batchnorm(model), "default": default,
                   "data_free": equalize(model, data_free=True)}
