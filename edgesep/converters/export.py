@@ -132,13 +132,13 @@ def export(model, out_dir, config: ExportConfig = ExportConfig(), dataset=None, 
     from edgesep.io import StagedDir, locked_dir, write_json
 
     say = progress or (lambda stage: None)
-    check_exportable(model)
     if "int8" in config.precisions and dataset is None:
         raise ConversionError("int8 export needs data for calibration (--data, or the built-in digits)")
     if dataset is not None and tuple(dataset.x_test.shape[1:]) != tuple(model.input_shape[1:]):
         raise ConversionError(f"data images are {tuple(dataset.x_test.shape[1:])}, the model takes "
                               f"{tuple(model.input_shape[1:])}")
     check_export(config, out_dir)
+    check_exportable(model)  # a dynamic input size, several outputs, broken weights: one line, nothing written
     out_dir = Path(out_dir)
     with locked_dir(out_dir), StagedDir(out_dir) as stage:
         inputs = _inputs(model, dataset, config.seed, preprocess, note or (lambda text: None))
