@@ -12,7 +12,8 @@ from edgesep's training cache), exports int8 TFLite variants and measures on the
   ``equalize`` default; the ``ReLU6 -> ReLU`` variant uses ``relu6="replace"``, which changes the network);
 * how many channels bias absorption moved (from the calibration images' per-channel minimum);
 * what ``edgesep export --int8 --per-tensor --equalize`` ships: CLE + BA behind the accuracy guard
-  (``edgesep.converters.guard``), which leaves links out where equalizing them costs test accuracy against
+  (``edgesep.converters.guard``), which leaves links out where equalizing them lowers the int8 model's
+  agreement with the float model or its output SQNR on training images held out from calibration, against
   plain per-tensor, and how many links it kept.
 
 Usage::
