@@ -143,10 +143,15 @@ def check_writable_dir(path: PathLike) -> Path:
 
 @contextlib.contextmanager
 def locked_dir(path: PathLike) -> Iterator[Path]:
-    """Hold an exclusive lock on output folder ``path`` (created); a second writer gets one line at once."""
+    """Hold an exclusive lock on output folder ``path`` (created); a second writer gets one line at once.
+
+    A folder this call created is removed again when it is left empty (a failed first export leaves no
+    empty ``--out`` behind).
+    """
     import fcntl
 
     path = Path(path)
+    created = not path.exists()
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
@@ -164,6 +169,9 @@ def locked_dir(path: PathLike) -> Iterator[Path]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+        if created:
+            with contextlib.suppress(OSError):  # not empty: the export's files are there, keep it
+                path.rmdir()
 
 
 class StagedDir:
