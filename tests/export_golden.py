@@ -39,7 +39,7 @@ def _round(value: Any) -> Any:
 def values(doc: dict[str, Any]) -> dict[str, Any]:
     """The deterministic values of an export.json."""
     out: dict[str, Any] = {k: doc.get(k) for k in TOP_KEYS}
-    out["artifacts"] = [{k: a.get(k) for k in ARTIFACT_KEYS} for a in doc["artifacts"]]
+    out["artifacts"] = {a["path"]: {k: a.get(k) for k in ARTIFACT_KEYS} for a in doc["artifacts"]}  # by file
     check = doc.get("int8_check") or {}
     out["int8_check"] = {k: v for k, v in check.items()}
     qe = doc.get("quant_error") or {}

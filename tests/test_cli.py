@@ -38,10 +38,11 @@ def test_export_int8_on_builtin_model(trained_split, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["export", "--int8", "--out", str(out)]) == 0
     doc = json.loads((out / "export.json").read_text())
-    assert {a["path"] for a in doc["artifacts"]} == {"model.tflite", "model_int8.tflite", "model.onnx"}
+    assert {a["path"] for a in doc["artifacts"]} == {"model.tflite", "model_int8.tflite", "model.onnx",
+                                                     "model_int8.onnx"}
     assert doc["source"]["builtin"] == "split" and doc["source"]["cached"] is True
     printed = capsys.readouterr().out
-    assert "model_int8.tflite" in printed and "wrote 3 artifacts" in printed
+    assert "model_int8.tflite" in printed and "wrote 4 artifacts" in printed
 
 
 @pytest.mark.slow

@@ -37,7 +37,7 @@ def test_export_json_follows_design_schema(split_export):
     assert check["held_out_samples"] == 540 and check["top1_agreement"] >= 0.95 and check["output_sqnr_db"] > 20
     assert check["int8_range"][0] <= 0.0 and check["int8_range"][1] >= 0.99 and doc["warnings"] == []
     assert {a["path"] for a in doc["artifacts"]} == {"model.tflite", "model_fp16.tflite", "model_int8.tflite",
-                                                     "model.onnx"}
+                                                     "model.onnx", "model_int8.onnx"}
     for art in doc["artifacts"]:
         data = (out / art["path"]).read_bytes()
         assert art["bytes"] == len(data) and len(art["sha256"]) == 64
@@ -236,3 +236,78 @@ def test_relu6_mode_of_equalize_is_the_users_choice(trained_split, digits, tmp_p
 
     with pytest.raises(UsageError, match="relu6"):
         ExportConfig(relu6="gelu")
+
+
+def test_onnx_int8_is_static_qdq_per_channel_and_keeps_accuracy(split_export):
+    """export --int8 also writes model_int8.onnx (onnxruntime's static QDQ quantization, the same calibration
+    images), verified like every artifact: on the built-in task within 0.5 points of the float model."""
+    import onnx
+    from onnx import numpy_helper
+
+    doc, out = split_export
+    art = _artifact(doc, "int8", "onnx")
+    assert art["path"] == "model_int8.onnx" and art["runtime"] == "ONNX Runtime"
+    assert abs(art["accuracy"] - doc["keras_accuracy"]) <= 0.005 and art["top1_agreement_vs_keras"] >= 0.98
+    assert art["ops"]["QuantizeLinear"] > 0 and art["ops"]["DequantizeLinear"] > 0 and art["ops"]["Conv"] == 9
+    graph = onnx.load(str(out / "model_int8.onnx")).graph
+    init = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    weight_scales = [init[n.input[1]] for n in graph.node if n.op_type == "DequantizeLinear"
+                     and init.get(n.input[0]) is not None and init[n.input[0]].ndim == 4]
+    assert len(weight_scales) == 9 and all(s.ndim == 1 and s.size > 1 for s in weight_scales)  # per channel
+
+
+def test_onnx_int8_per_tensor_and_no_onnx(trained_split, digits, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    from edgesep.converters.export import ExportConfig, export
+
+    doc = export(trained_split[0], tmp_path / "pt", ExportConfig(precisions=("int8",), per_channel=False,
+                                                                 calib_samples=50), digits)
+    assert [a["path"] for a in doc["artifacts"]] == ["model_int8.tflite", "model.onnx", "model_int8.onnx"]
+    graph = onnx.load(str(tmp_path / "pt" / "model_int8.onnx")).graph
+    init = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    scales = [init[n.input[1]] for n in graph.node if n.op_type == "DequantizeLinear"
+              and init.get(n.input[0]) is not None and init[n.input[0]].ndim == 4]
+    assert scales and all(s.size == 1 for s in scales)
+    none = export(trained_split[0], tmp_path / "none", ExportConfig(precisions=("int8",), onnx=False,
+                                                                    calib_samples=50), digits)
+    assert [a["path"] for a in none["artifacts"]] == ["model_int8.tflite"]
+
+
+def test_int16x8_end_to_end(trained_split, tmp_path, capsys):
+    """--int16x8: 16-bit activations, 8-bit weights, verified, recorded, and benchable."""
+    from edgesep.cli import main
+    from edgesep.converters.inspect import inspect_model
+
+    out = tmp_path / "out"
+    assert main(["export", "--int16x8", "--no-onnx", "--out", str(out)]) == 0
+    doc = json.loads((out / "export.json").read_text())
+    art = _artifact(doc, "int16x8")
+    assert art["path"] == "model_int16x8.tflite" and art["float_ops"] == [] and "warnings" not in doc
+    assert abs(art["accuracy"] - doc["keras_accuracy"]) <= 0.01 and art["output_sqnr_db_vs_keras"] > 20
+    info = inspect_model(out / "model_int16x8.tflite")
+    assert info.quantization["per_channel"] > 0
+    capsys.readouterr()
+    assert main(["bench", str(out / "model_int16x8.tflite"), "--runs", "3", "--min-secs", "0", "--warmup-secs", "0",
+                 "--data", "digits", "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)["results"]
+    assert result["error"] is None and abs(result["accuracy"] - art["accuracy"]) < 1e-9
+
+
+def test_int16x8_names_the_ops_without_a_16x8_kernel(tmp_path):
+    import keras
+
+    from edgesep.converters.export import ExportConfig, export
+    from edgesep.data import Dataset
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Activation("hard_swish")(keras.layers.Conv2D(4, 3, padding="same")(inp))
+    model = keras.Model(inp, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x)), name="hswish")
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 8, 8, 3), np.float32)
+    data = Dataset("r", x[:30], np.arange(30) % 3, x[30:], np.arange(10) % 3, ("0", "1", "2"), kind="npz")
+    doc = export(model, tmp_path, ExportConfig(precisions=("float32", "int16x8"), onnx=False, calib_samples=20), data)
+    assert _artifact(doc, "int16x8")["float_ops"] == ["HARD_SWISH"]
+    assert len(doc["warnings"]) == 1 and doc["warnings"][0].startswith("model_int16x8.tflite: HARD_SWISH has no 16x8")

@@ -18,9 +18,11 @@ def test_export_json_matches_the_pre_refactor_reference(tmp_path):
 
 def test_the_golden_check_can_fail():
     doc = json.loads(json.dumps(REFERENCE["values"]))
-    bad = {**doc, "artifacts": [{**doc["artifacts"][0], "ops": {"CONV_2D": 99}}] + doc["artifacts"][1:]}
+    bad = {**doc, "artifacts": {**doc["artifacts"], "model.tflite": {**doc["artifacts"]["model.tflite"],
+                                                                    "ops": {"CONV_2D": 99}}}}
     with pytest.raises(AssertionError, match="ops"):
         assert not export_golden.changed_values(REFERENCE["values"], bad), export_golden.changed_values(
             REFERENCE["values"], bad)
-    grown = {**doc, "export_config": {**doc["export_config"], "new_option": 1}}
+    grown = {**doc, "export_config": {**doc["export_config"], "new_option": 1},
+             "artifacts": {**doc["artifacts"], "model_new.onnx": {"path": "model_new.onnx"}}}
     assert export_golden.changed_values(REFERENCE["values"], grown) == []  # fields may only grow

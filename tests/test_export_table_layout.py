@@ -11,6 +11,7 @@ OPS_ONNX = {"Clip": 9, "Conv": 9, "Add": 1, "GlobalAveragePool": 1, "MatMul": 1,
 def _doc():
     def art(path, precision, ops, agree=None, sqnr=None):
         return {"path": path, "format": path.rsplit(".", 1)[1], "precision": precision, "bytes": 134963,
+                "runtime": "TFLite" if path.endswith(".tflite") else "ONNX Runtime",
                 "ops": ops, "max_abs_error_vs_keras": 1.4e-06, "accuracy": 0.9889,
                 "top1_agreement_vs_keras": agree, "output_sqnr_db_vs_keras": sqnr}
 
@@ -44,7 +45,10 @@ def test_export_table_fits_and_never_splits_an_op(width):
         assert name in words
     assert "…" not in text, "a cell was cut"
     assert re.search(r"model_int8\.tflite\s+int8\s+131\.8 KiB\s+1\.4e-06\s+0\.998\s+31\.8\s+0\.9889", text) or \
-        re.search(r"model_int8\.tflite\s+int8\s+131\.8 KiB\s+CONV_2D", text)
+        re.search(r"model_int8\.tflite\s+TFLite\s+int8\s+131\.8 KiB\s+CONV_2D", text)
+    # which runtime each artifact is for: a column when there is room, else one line below the table
+    assert "for: TFLite: model.tflite, model_fp16.tflite, model_int8.tflite; ONNX Runtime: model.onnx" in \
+        " ".join(words) or re.search(r"model\.onnx\s+ONNX Runtime\s+float32", text)
     assert len(lines) <= 16, f"{len(lines)} lines for 4 artifacts at {width} columns"
 
 

@@ -19,7 +19,9 @@ DATA = Path(__file__).parent / "data"
     ({"model": "m.keras", "form": "fused"}, "--form builds the built-in network"),
     ({"per_tensor": True}, "add --int8"),
     ({"equalize": True}, "add --int8"),
-    ({"edgetpu": True}, "add --int8"),
+    ({"edgetpu": True}, "--edgetpu compiles the int8 model; add --int8"),
+    ({"int16x8": True, "edgetpu": True}, "--edgetpu compiles the int8 model; add --int8"),
+    ({"model": "m.keras", "int16x8": True}, "--int16x8 with --model needs --data"),
     ({"relu6": "clip"}, "--relu6 says how --equalize"),
     ({"no_guard": True}, "--no-guard switches off"),
     ({"int8": True, "edgetpu": True, "io_dtype": "float32"}, "--edgetpu needs integer input/output"),
@@ -44,15 +46,18 @@ def test_config_rules_hold_for_the_python_api_too():
     with pytest.raises(UsageError, match="opset 8"):
         ExportConfig(opset=8)
     config = ExportConfig.from_options(int8=True, fp16=True, equalize=True, relu6="replace", edgetpu=True)
-    assert config.artifact_keys() == ("tflite:float32", "tflite:fp16", "tflite:int8", "onnx:float32", "edgetpu")
+    assert config.artifact_keys() == ("tflite:float32", "tflite:fp16", "tflite:int8", "onnx:float32", "onnx:int8",
+                                      "edgetpu")
+    assert ExportConfig.from_options(int16x8=True, per_tensor=True, no_onnx=True).artifact_keys() == (
+        "tflite:float32", "tflite:int16x8")  # --no-onnx skips both ONNX files
     assert ExportConfig.from_dict(config.to_dict()) == config
 
 
 def test_the_writer_registry():
     from edgesep.converters import writers
 
-    assert writers.list_writers()[:5] == ("tflite:float32", "tflite:fp16", "tflite:int8", "onnx:float32",
-                                          "edgetpu")
+    assert writers.list_writers()[:7] == ("tflite:float32", "tflite:fp16", "tflite:int8", "tflite:int16x8",
+                                          "onnx:float32", "onnx:int8", "edgetpu")
     with pytest.raises(UsageError, match="unknown artifact 'tflite:int4'; known: tflite:float32, tflite:fp16"):
         writers.get_writer("tflite:int4")
     with pytest.raises(ValueError, match="already registered"):

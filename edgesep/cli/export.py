@@ -31,6 +31,8 @@ class InputSize(click.ParamType):
 @click.option("--form", type=click.Choice(["fused", "split"]), help="Block form of the built-in network [split].")
 @click.option("--int8", is_flag=True, help="Also write a full-integer int8 model (needs data to calibrate).")
 @click.option("--fp16", is_flag=True, help="Also write a float16-weights model.")
+@click.option("--int16x8", is_flag=True,
+              help="Also write model_int16x8.tflite: 16-bit activations, 8-bit weights (needs data to calibrate).")
 @click.option("--per-tensor", is_flag=True, help="int8 weights per tensor instead of per channel.")
 @click.option("--equalize", is_flag=True, help="Cross-layer equalization + bias absorption before int8.")
 @click.option("--relu6", type=click.Choice(RELU6_MODES),
@@ -41,7 +43,7 @@ class InputSize(click.ParamType):
                    "against the same export without --equalize.")
 @click.option("--io-dtype", type=click.Choice(IO_DTYPES), default="int8", show_default=True,
               help="Input/output type of the int8 model.")
-@click.option("--no-onnx", is_flag=True, help="Skip the ONNX export.")
+@click.option("--no-onnx", is_flag=True, help="Skip the ONNX exports (model.onnx and, with --int8, model_int8.onnx).")
 @click.option("--data", metavar="digits|DIR|FILE.npz",
               help="Calibration/verification data: 'digits', an ImageFolder dir or a .npz with x, y.")
 @input_options
@@ -50,15 +52,16 @@ class InputSize(click.ParamType):
 @click.option("--edgetpu", is_flag=True, help="Also compile the int8 model with edgetpu_compiler (must be installed).")
 @click.option("--out", "out_dir", default="out", show_default=True, metavar="DIR", help="Output folder.")
 def export(model_path: Optional[str], input_size: Optional[tuple[int, int]], form: Optional[str], int8: bool,
-           fp16: bool, per_tensor: bool, equalize: bool, relu6: Optional[str], no_guard: bool, io_dtype: str, no_onnx: bool, data: Optional[str],
+           fp16: bool, int16x8: bool, per_tensor: bool, equalize: bool, relu6: Optional[str], no_guard: bool,
+           io_dtype: str, no_onnx: bool, data: Optional[str],
            preprocess: Optional[str], resize: bool, calib_samples: int, edgetpu: bool, out_dir: str) -> None:
-    """Fold BatchNorm, export TFLite (float32/fp16/int8) and ONNX, verify each against Keras."""
+    """Fold BatchNorm, export TFLite (float32/fp16/int8/int16x8) and ONNX (float32/int8), verify each against Keras."""
     from edgesep.converters.export_config import ExportConfig
 
     config = ExportConfig.from_options(model=model_path, form=form, data=data, int8=int8, fp16=fp16,
                                        per_tensor=per_tensor, equalize=equalize, relu6=relu6, no_guard=no_guard,
                                        io_dtype=io_dtype, no_onnx=no_onnx, calib_samples=calib_samples,
-                                       edgetpu=edgetpu)
+                                       edgetpu=edgetpu, int16x8=int16x8)
     if input_size and not model_path:
         raise click.UsageError("--input-size fixes the input of a --model that takes any size; add --model")
     check_out_dir(out_dir)

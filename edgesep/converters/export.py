@@ -132,8 +132,9 @@ def export(model, out_dir, config: ExportConfig = ExportConfig(), dataset=None, 
     from edgesep.io import StagedDir, locked_dir, write_json
 
     say = progress or (lambda stage: None)
-    if "int8" in config.precisions and dataset is None:
-        raise ConversionError("int8 export needs data for calibration (--data, or the built-in digits)")
+    if config.quantized and dataset is None:
+        raise ConversionError(f"{config.quantized[0]} export needs data for calibration (--data, or the built-in "
+                              "digits)")
     if dataset is not None and tuple(dataset.x_test.shape[1:]) != tuple(model.input_shape[1:]):
         raise ConversionError(f"data images are {tuple(dataset.x_test.shape[1:])}, the model takes "
                               f"{tuple(model.input_shape[1:])}")
@@ -201,8 +202,8 @@ def _export_into(model, folder: Path, out_dir: Path, config: ExportConfig, datas
     folded, fold_report = fold_with_report(model)
     reference = predict_keras(model, inputs.x)
     int8_model, equalize_doc = folded, None
-    calib = dataset.calibration(config.calib_samples, config.seed) if "int8" in config.precisions else None
-    if config.equalize and "int8" in config.precisions:
+    calib = dataset.calibration(config.calib_samples, config.seed) if config.quantized else None
+    if config.equalize and config.quantized:
         say("equalize")
         int8_model, equalize_doc, calib = _equalized(model, folded, dataset, config, say)
     job = ExportJob(folder, out_dir, config, folded, int8_model, calib, inputs.x, inputs.y, reference)
@@ -227,11 +228,24 @@ def _export_into(model, folder: Path, out_dir: Path, config: ExportConfig, datas
         doc["int8_check"] = _int8_check(job, artifacts)
         doc["warnings"] = list(doc["int8_check"]["warnings"])
         say("quantization error per layer")
-        from edgesep.converters.quant_error import quant_error_report
-
-        doc["quant_error"] = quant_error_report(int8_model, job.written["tflite:int8"], inputs.x,
-                                                max_samples=QUANT_ERROR_SAMPLES)
+        doc["quant_error"] = _quant_error(job)
+    if job.warnings:
+        doc["warnings"] = doc.get("warnings", []) + job.warnings
     return doc, job.sections
+
+
+def _quant_error(job: ExportJob) -> dict[str, Any]:
+    """Per-layer int8 error against the float model the int8 one came from: the written model.tflite when
+    that is it (no second conversion), else the equalized Keras model. Paths recorded as artifact names."""
+    from edgesep.converters.quant_error import quant_error_report
+
+    written = job.written.get("tflite:float32")
+    reference = written if written is not None and job.int8_model is job.folded else job.int8_model
+    section = quant_error_report(reference, job.written["tflite:int8"], job.x, max_samples=QUANT_ERROR_SAMPLES)
+    section["model"] = job.written["tflite:int8"].name
+    if isinstance(reference, Path):
+        section["reference"] = reference.name
+    return section
 
 
 def _write_and_verify(job: ExportJob, say) -> list[dict[str, Any]]:
@@ -244,6 +258,7 @@ def _write_and_verify(job: ExportJob, say) -> list[dict[str, Any]]:
         check_output(job, writer, path)
         job.written[writer.key] = path
         record = {**artifact_record(path, writer.format, writer.precision), "runtime": writer.runtime}
+        record.update(writer.describe(job, path) if writer.describe else {})
         records.append({**record, "delegate": writer.delegate} if writer.delegate else record)
     for writer, record in zip(writers, records):
         if writer.verify is None:

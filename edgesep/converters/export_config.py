@@ -10,7 +10,8 @@ from typing import Any, Optional
 
 from edgesep.errors import UsageError
 
-PRECISIONS = ("float32", "float16", "int8")
+PRECISIONS = ("float32", "float16", "int8", "int16x8")
+QUANTIZED = ("int8", "int16x8")  # calibrated precisions
 IO_DTYPES = ("int8", "uint8", "float32")
 RELU6_MODES = ("clip", "replace", "keep")
 OPSETS = range(9, 22)
@@ -26,12 +27,13 @@ class ExportConfig:
     """What ``export`` produces. Invalid values and options that cannot go together raise ``UsageError``.
 
     Attributes:
-        precisions: TFLite precisions to write (``float32``, ``float16``, ``int8``).
-        onnx: also write ``model.onnx``.
-        per_channel: int8 weights per output channel (False: per tensor; needs int8).
+        precisions: TFLite precisions to write (``float32``, ``float16``, ``int8``, ``int16x8``: 16-bit
+            activations with 8-bit weights).
+        onnx: also write ``model.onnx`` (and, with int8, ``model_int8.onnx``: static QDQ quantization).
+        per_channel: int8 weights per output channel (False: per tensor; needs a quantized precision).
         io_dtype: int8 model input/output type (``int8``, ``uint8``, ``float32``).
         calib_samples: training images used to calibrate int8.
-        equalize: cross-layer equalization + bias absorption before int8 export (needs int8).
+        equalize: cross-layer equalization + bias absorption before quantizing (needs a quantized precision).
         relu6: how equalization treats ReLU6 between two convolutions: ``clip`` (exact, per-channel caps),
             ``replace`` (ReLU instead: no extra op, a slightly different function) or ``keep`` (skip).
         equalize_guard: with ``equalize``, leave out links (or all of them) where the equalized int8 model is
@@ -68,8 +70,10 @@ class ExportConfig:
             raise UsageError(f"calib_samples must be >= 1, got {self.calib_samples}")
         if self.opset not in OPSETS:
             raise UsageError(f"unsupported ONNX opset {self.opset}; use {OPSETS.start}..{OPSETS.stop - 1}")
-        if "int8" not in self.precisions and (not self.per_channel or self.equalize or self.edgetpu):
-            raise UsageError("--per-tensor, --equalize and --edgetpu shape the int8 model; add --int8")
+        if not self.quantized and (not self.per_channel or self.equalize):
+            raise UsageError("--per-tensor and --equalize shape the int8 model; add --int8 (or --int16x8)")
+        if self.edgetpu and "int8" not in self.precisions:
+            raise UsageError("--edgetpu compiles the int8 model; add --int8")
         if self.edgetpu and self.io_dtype == "float32":
             raise UsageError("--edgetpu needs integer input/output: use --io-dtype int8 or uint8")
 
@@ -77,7 +81,8 @@ class ExportConfig:
     def from_options(cls, *, model: Optional[str] = None, form: Optional[str] = None, data: Optional[str] = None,
                      int8: bool = False, fp16: bool = False, per_tensor: bool = False, equalize: bool = False,
                      relu6: Optional[str] = None, no_guard: bool = False, io_dtype: str = "int8",
-                     no_onnx: bool = False, calib_samples: int = 200, edgetpu: bool = False) -> "ExportConfig":
+                     no_onnx: bool = False, calib_samples: int = 200, edgetpu: bool = False,
+                     int16x8: bool = False) -> "ExportConfig":
         """The config of ``edgesep export``'s options; every rule between them is checked here (UsageError)."""
         if model and form:
             raise UsageError("--form builds the built-in network; it cannot be combined with --model")
@@ -85,17 +90,25 @@ class ExportConfig:
             raise UsageError("--relu6 says how --equalize treats ReLU6; add --equalize")
         if no_guard and not equalize:
             raise UsageError("--no-guard switches off the accuracy guard of --equalize; add --equalize")
-        if model and int8 and not data:
-            raise UsageError("--int8 with --model needs --data to calibrate (a folder of images or a .npz)")
-        precisions = ("float32",) + (("float16",) if fp16 else ()) + (("int8",) if int8 else ())
+        if model and (int8 or int16x8) and not data:
+            flag = "--int8" if int8 else "--int16x8"
+            raise UsageError(f"{flag} with --model needs --data to calibrate (a folder of images or a .npz)")
+        precisions = (("float32",) + (("float16",) if fp16 else ()) + (("int8",) if int8 else ())
+                      + (("int16x8",) if int16x8 else ()))
         return cls(precisions=precisions, onnx=not no_onnx, per_channel=not per_tensor, io_dtype=io_dtype,
                    calib_samples=calib_samples, equalize=equalize, relu6=relu6 or "clip",
                    equalize_guard=not no_guard, edgetpu=edgetpu)
+
+    @property
+    def quantized(self) -> tuple[str, ...]:
+        """The calibrated precisions asked for (``int8``, ``int16x8``)."""
+        return tuple(p for p in self.precisions if p in QUANTIZED)
 
     def artifact_keys(self) -> tuple[str, ...]:
         """The writers this config asks for, in the order they run (``edgesep.converters.writers``)."""
         keys = [tflite_key(p) for p in self.precisions]
         keys += ["onnx:float32"] if self.onnx else []
+        keys += ["onnx:int8"] if self.onnx and "int8" in self.precisions else []
         keys += ["edgetpu"] if self.edgetpu else []
         return tuple(keys)
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from edgesep.converters import ConversionError
 from edgesep.converters._quiet import quiet
-from edgesep.converters.export_config import IO_DTYPES, PRECISIONS  # spelled once, there
+from edgesep.converters.export_config import IO_DTYPES, PRECISIONS, QUANTIZED  # spelled once, there
 from edgesep.io import write_bytes
 
 
@@ -22,7 +22,8 @@ def export_tflite(model, path, *, precision: str = "float32", representative_dat
     Args:
         model: a ``keras.Model``.
         path: output file.
-        precision: ``float32``, ``float16`` (fp16 weights) or ``int8`` (full integer, TFLITE_BUILTINS_INT8).
+        precision: ``float32``, ``float16`` (fp16 weights), ``int8`` (full integer, TFLITE_BUILTINS_INT8) or
+            ``int16x8`` (16-bit activations, 8-bit weights, float I/O; ops without a 16x8 kernel stay float).
         representative_data: float32 NHWC calibration images; required for ``int8``.
         per_channel: int8 weights per output channel (True) or per tensor.
         io_dtype: int8 input/output type: ``int8``, ``uint8`` or ``float32``.
@@ -38,7 +39,7 @@ def export_tflite(model, path, *, precision: str = "float32", representative_dat
         raise ConversionError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
     if io_dtype not in IO_DTYPES:
         raise ConversionError(f"unknown io_dtype {io_dtype!r}; valid: {', '.join(IO_DTYPES)}")
-    if precision == "int8":
+    if precision in QUANTIZED:
         representative_data = _check_calibration(representative_data, model)
     if fold:
         from edgesep.converters.fold import fold_batchnorm
@@ -81,4 +82,24 @@ def _convert(model, precision: str, calib: Optional[np.ndarray], per_channel: bo
             converter.inference_input_type = io
             converter.inference_output_type = io
             converter._experimental_disable_per_channel = not per_channel
+        elif precision == "int16x8":  # 16-bit activations, 8-bit weights; float I/O; ops without a kernel stay float
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = lambda: ([x[None]] for x in calib)
+            converter.target_spec.supported_ops = [
+                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
+                tf.lite.OpsSet.TFLITE_BUILTINS]
+            converter._experimental_disable_per_channel = not per_channel
         return converter.convert()
+
+
+def float_ops(path) -> list[str]:
+    """Ops of a quantized TFLite model that compute in float (no quantized kernel), by name, sorted, unique."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    with quiet(f"loading {Path(path).name}"):
+        interpreter = Interpreter(model_path=str(path))
+    dtypes = {t["index"]: t["dtype"] for t in interpreter.get_tensor_details()}
+    found = {op["op_name"] for op in interpreter._get_ops_details()
+             if op["op_name"] not in ("QUANTIZE", "DEQUANTIZE") and list(op["outputs"])
+             and dtypes.get(int(op["outputs"][0])) == np.float32}
+    return sorted(found)

@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from edgesep.converters.export_config import PRECISIONS, QUANTIZED, tflite_key
 from edgesep.errors import ConversionError, EdgeTpuError, UsageError
 
 
@@ -30,6 +31,7 @@ class ExportJob:
         x, y, reference: held-out inputs, their labels (or None) and the Keras model's outputs on them.
         written: writer key -> written file, filled as the writers run.
         sections: export.json sections the writers add (e.g. ``edgetpu``: the compiler's report).
+        warnings: one line per problem a writer found (export.json ``warnings``).
     """
 
     folder: Path
@@ -43,6 +45,7 @@ class ExportJob:
     reference: np.ndarray
     written: dict[str, Path] = dataclasses.field(default_factory=dict)
     sections: dict[str, Any] = dataclasses.field(default_factory=dict)
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
 
 def _no_check() -> None:
@@ -70,6 +73,7 @@ class ArtifactWriter:
         verify: compares it with Keras (``Verification``), or None where this host cannot run it.
         check: fails early (before any conversion) when something on this host is missing.
         delegate: the delegate the artifact is for, recorded in export.json.
+        describe: more export.json fields for the written file (e.g. the ops left in float).
     """
 
     key: str
@@ -82,6 +86,7 @@ class ArtifactWriter:
     needs: tuple[str, ...] = ()
     check: Callable[[], None] = _no_check
     delegate: Optional[str] = None
+    describe: Optional[Callable[[ExportJob, Path], dict[str, Any]]] = None
 
 
 _WRITERS: dict[str, ArtifactWriter] = {}
@@ -132,20 +137,48 @@ def artifact_record(path: Path, fmt: str, precision: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ the writers
 
 def _tflite(precision: str) -> Callable[[ExportJob], Path]:
+    quantized = precision in QUANTIZED
+
     def write(job: ExportJob) -> Path:
         from edgesep.converters.tflite import export_tflite
 
-        model = job.int8_model if precision == "int8" else job.folded
+        model = job.int8_model if quantized else job.folded
         return export_tflite(model, job.folder / TFLITE_NAMES[precision], precision=precision,
-                             representative_data=job.calibration if precision == "int8" else None,
+                             representative_data=job.calibration if quantized else None,
                              per_channel=job.config.per_channel, io_dtype=job.config.io_dtype, fold=False)
     return write
+
+
+def _float_ops(job: ExportJob, path: Path) -> dict[str, Any]:
+    """int16x8: the ops TFLite has no 16x8 kernel for stay float; one warning line names them."""
+    from edgesep.converters.tflite import float_ops
+
+    ops = float_ops(path)
+    if ops:
+        job.warnings.append(f"{path.name}: {', '.join(ops)} ha{'s' if len(ops) == 1 else 've'} no 16x8 kernel "
+                            "in TFLite and run(s) in float32 between QUANTIZE/DEQUANTIZE ops")
+    return {"float_ops": ops}
 
 
 def _onnx(job: ExportJob) -> Path:
     from edgesep.converters.onnx import export_onnx
 
     return export_onnx(job.folded, job.folder / "model.onnx", opset=job.config.opset, fold=False)
+
+
+def _onnx_int8(job: ExportJob) -> Path:
+    """QDQ int8 from the float ONNX of the int8 model: model.onnx itself unless equalization changed it."""
+    import tempfile
+
+    from edgesep.converters.onnx import export_onnx, quantize_onnx
+
+    target = job.folder / "model_int8.onnx"
+    per_channel = job.config.per_channel
+    if job.int8_model is job.folded:  # convert nothing twice
+        return quantize_onnx(job.written["onnx:float32"], target, job.calibration, per_channel=per_channel)
+    with tempfile.TemporaryDirectory(prefix="edgesep-equalized-onnx-") as tmp:
+        source = export_onnx(job.int8_model, Path(tmp) / "equalized.onnx", opset=job.config.opset, fold=False)
+        return quantize_onnx(source, target, job.calibration, per_channel=per_channel)
 
 
 def _edgetpu_check() -> None:
@@ -167,15 +200,18 @@ def _edgetpu(job: ExportJob) -> Path:
     return compiled
 
 
-TFLITE_NAMES = {"float32": "model.tflite", "float16": "model_fp16.tflite", "int8": "model_int8.tflite"}
-TFLITE_RUNTIME = "TFLite (LiteRT / tflite_runtime)"
-for _precision, _key in (("float32", "tflite:float32"), ("float16", "tflite:fp16"), ("int8", "tflite:int8")):
-    register_writer(ArtifactWriter(_key, TFLITE_NAMES[_precision], "tflite", _precision, TFLITE_RUNTIME,
-                                   _tflite(_precision), needs=("calibration",) if _precision == "int8" else ()))
+TFLITE_NAMES = {"float32": "model.tflite", "float16": "model_fp16.tflite", "int8": "model_int8.tflite",
+                "int16x8": "model_int16x8.tflite"}
+for _precision in PRECISIONS:
+    register_writer(ArtifactWriter(tflite_key(_precision), TFLITE_NAMES[_precision], "tflite", _precision, "TFLite",
+                                   _tflite(_precision), needs=("calibration",) if _precision in QUANTIZED else (),
+                                   describe=_float_ops if _precision == "int16x8" else None))
 register_writer(ArtifactWriter("onnx:float32", "model.onnx", "onnx", "float32", "ONNX Runtime", _onnx))
-register_writer(ArtifactWriter("edgetpu", "model_int8_edgetpu.tflite", "tflite", "int8",
-                               "Edge TPU (tflite_runtime + libedgetpu)", _edgetpu, verify=None,
-                               needs=("tflite:int8",), check=_edgetpu_check, delegate="edgetpu"))
+register_writer(ArtifactWriter("onnx:int8", "model_int8.onnx", "onnx", "int8", "ONNX Runtime", _onnx_int8,
+                               needs=("calibration", "onnx:float32")))
+register_writer(ArtifactWriter("edgetpu", "model_int8_edgetpu.tflite", "tflite", "int8", "Edge TPU (libedgetpu)",
+                               _edgetpu, verify=None, needs=("tflite:int8",), check=_edgetpu_check,
+                               delegate="edgetpu"))
 
 
 def check_output(job: ExportJob, writer: ArtifactWriter, path: Path) -> None:

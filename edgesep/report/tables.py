@@ -7,8 +7,8 @@ from edgesep.report.text import format_ms, ops_text, short_model, size_text
 
 
 def export_table(doc: dict[str, Any]) -> "ExportTable":
-    """A rich renderable of export.json's artifacts: size, ops, max error, top-1 agreement and SQNR vs Keras,
-    accuracy; the caption says what the data were (used as given, preprocessing, resizing), the int8 input
+    """A rich renderable of export.json's artifacts: the runtime each is for, size, ops, max error, top-1
+    agreement and SQNR vs Keras, accuracy; the caption says what the data were (used as given, preprocessing, resizing), the int8 input
     check and any warnings.
 
     It fits the console it is printed on: where the op list has room, it is a column; on a narrow terminal
@@ -20,7 +20,7 @@ def export_table(doc: dict[str, Any]) -> "ExportTable":
 class ExportTable:
     """The export table, laid out at render time for the console's width (see :func:`export_table`)."""
 
-    COLUMNS = ("artifact", "precision", "size", "max err", "agree", "SQNR dB", "accuracy")
+    COLUMNS = ("artifact", "for", "precision", "size", "max err", "agree", "SQNR dB", "accuracy")
 
     def __init__(self, doc: dict[str, Any]):
         self.doc = doc
@@ -34,6 +34,7 @@ class ExportTable:
         need = Measurement.get(console, options, narrow).maximum + longest_op + 2
         if not any(ops) or need > options.max_width:
             yield narrow
+            yield from self._runtime_lines()
             yield from self._ops_lines(ops)
         else:
             yield self._table(with_ops=True, ops_width=longest_op)
@@ -50,24 +51,39 @@ class ExportTable:
                       title_justify="left", caption_justify="left")
         columns = list(self.COLUMNS)
         if with_ops:
-            columns.insert(3, "ops")
+            columns.insert(4, "ops")
+        else:  # narrow: the runtimes go below the table (``_runtime_lines``)
+            columns.remove("for")
         for column in columns:
             if column == "ops":
                 table.add_column(column, overflow="fold", ratio=1, min_width=ops_width)
             else:
-                table.add_column(column, no_wrap=True, justify="left" if column in ("artifact", "precision")
+                table.add_column(column, no_wrap=True, justify="left" if column in ("artifact", "for", "precision")
                                  else "right")
         for art in doc["artifacts"]:
             err, acc = art.get("max_abs_error_vs_keras"), art.get("accuracy")
             agree, sqnr = art.get("top1_agreement_vs_keras"), art.get("output_sqnr_db_vs_keras")
-            cells = [art["path"], art["precision"], size_text(art.get("bytes")),
+            cells = [art["path"], art.get("runtime") or "-", art["precision"], size_text(art.get("bytes")),
                      "-" if err is None else f"{err:.1e}", "-" if agree is None else f"{agree:.3f}",
                      "-" if sqnr is None else f"{sqnr:.1f}", "-" if acc is None else f"{acc:.4f}"]
             if with_ops:
-                cells.insert(3, ops_text(art.get("ops", {})))
+                cells.insert(4, ops_text(art.get("ops", {})))
+            else:
+                del cells[1]
             table.add_row(*cells)
         table.caption = "\n".join(_export_caption(doc)) or None
         return table
+
+    def _runtime_lines(self):
+        """Narrow layout: one line saying which runtime each artifact is for."""
+        from rich.text import Text
+
+        groups: dict[str, list[str]] = {}
+        for art in self.doc["artifacts"]:
+            if art.get("runtime"):
+                groups.setdefault(art["runtime"], []).append(art["path"])
+        if groups:
+            yield Text.assemble(("for: ", "bold"), "; ".join(f"{r}: {', '.join(p)}" for r, p in groups.items()))
 
     def _ops_lines(self, ops: list[str]):
         """One paragraph per distinct op set, naming the artifacts that have it."""
