@@ -207,13 +207,12 @@ def test_int8_in_the_models_domain_matches_the_raw_converter(family, tmp_path, m
     calib = ds.calibration(100, seed=0)
 
     made = []  # every converter edgesep builds; their representative datasets are what was calibrated on
-    from_keras_model = tf.lite.TFLiteConverter.from_keras_model
+    for constructor in ("from_keras_model", "from_concrete_functions"):
+        def recording(*args, _make=getattr(tf.lite.TFLiteConverter, constructor), **kwargs):
+            made.append(_make(*args, **kwargs))
+            return made[-1]
 
-    def recording(*args, **kwargs):
-        made.append(from_keras_model(*args, **kwargs))
-        return made[-1]
-
-    monkeypatch.setattr(tf.lite.TFLiteConverter, "from_keras_model", staticmethod(recording))
+        monkeypatch.setattr(tf.lite.TFLiteConverter, constructor, staticmethod(recording))
     doc = export(model, tmp_path / "out", ExportConfig(precisions=("int8",), onnx=False, calib_samples=100), ds)
     monkeypatch.undo()
     feeds = [getattr(c.representative_dataset, "input_gen", c.representative_dataset) for c in made]

@@ -124,7 +124,7 @@ def test_reexport_replaces_the_artifact_set_and_edgetpu_is_a_writer(tmp_path, mo
     config = ExportConfig(precisions=("float32", "int8"), onnx=True, calib_samples=50, edgetpu=True)
     doc = export(trained_split[0], out, config, digits)
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["export.json", "mine.txt", "model.onnx", "model.tflite", "model_int8.tflite",
+    assert names == ["export.json", "mine.txt", "model.onnx", "model.tflite", "model_int8.onnx", "model_int8.tflite",
                      "model_int8_edgetpu.log", "model_int8_edgetpu.tflite"]
     tpu = doc["artifacts"][-1]
     assert (tpu["path"], tpu["delegate"], tpu["precision"]) == ("model_int8_edgetpu.tflite", "edgetpu", "int8")
