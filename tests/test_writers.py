@@ -27,7 +27,7 @@ DATA = Path(__file__).parent / "data"
     ({"int8": True, "edgetpu": True, "io_dtype": "float32"}, "--edgetpu needs integer input/output"),
     ({"model": "m.keras", "int8": True}, "--int8 with --model needs --data"),
     ({"io_dtype": "int4"}, "unknown io_dtype 'int4'; valid: int8, uint8, float32"),
-    ({"int8": True, "equalize": True, "relu6": "gelu"}, "unknown relu6 mode 'gelu'; valid: replace, clip, keep"),
+    ({"int8": True, "equalize": True, "relu6": "gelu"}, "unknown relu6 mode 'gelu'; valid: clip, replace, keep"),
     ({"calib_samples": 0}, "calib_samples must be >= 1"),
 ])
 def test_every_option_rule_is_the_configs(options, message):

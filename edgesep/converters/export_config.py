@@ -13,7 +13,7 @@ from edgesep.errors import UsageError
 PRECISIONS = ("float32", "float16", "int8", "int16x8")
 QUANTIZED = ("int8", "int16x8")  # calibrated precisions
 IO_DTYPES = ("int8", "uint8", "float32")
-RELU6_MODES = ("replace", "clip", "keep")  # the order equalize has always listed them in
+RELU6_MODES = ("clip", "replace", "keep")
 OPSETS = range(9, 22)
 
 
