@@ -26,7 +26,7 @@ from edgesep.report import PLOT_DPI, PLOT_SIZES
 SMALL = ["--input-size", "16", "--blocks", "small", "--epochs", "2", "--seeds", "2"]
 FAST = ["--runs", "5", "--warmup-secs", "0", "--min-secs", "0.2", "--max-secs", "1", "--threads", "1"]
 FAST_COMPARE = [*FAST, "--sessions", "2"]  # two sessions keep the pairing, the control and the resampling real
-KINDS = ("float32", "int8", "onnx")
+KINDS = ("float32", "int8", "onnx", "onnx_int8")
 VERDICT = re.compile(r"^(no significant difference \(fused/split = [\d.]+, 95% CI [\d.]+–[\d.]+\)"
                      r"|no difference beyond the A/A noise floor \(fused/split = [\d.]+, 95% CI [\d.]+–[\d.]+; "
                      r"A/A control ±[\d.]+%\)"
@@ -99,7 +99,8 @@ def test_report_json_holds_every_figure(local_report):
     acc = doc["accuracy"]
     assert acc["seeds"] == 2
     assert acc["verdict"].startswith(("no difference beyond the seed-to-seed spread", "fused keeps", "split keeps"))
-    for form, int8_variant in (("fused", doc["variants"][1]), ("split", doc["variants"][4])):
+    by_id = {v["id"]: v for v in doc["variants"]}
+    for form, int8_variant in (("fused", by_id["fused/int8"]), ("split", by_id["split/int8"])):
         seed1 = json.loads((out / "artifacts" / "seed1" / form / "export.json").read_text())
         assert [a["path"] for a in seed1["artifacts"]] == ["model_int8.tflite"]  # other seeds: accuracy only
         drops = acc["forms"][form]["int8_drop"]
@@ -212,7 +213,7 @@ def test_an_interrupted_compare_keeps_what_finished(local_report, tmp_path):
     assert doc["status"] == "interrupted" and doc["devices"]["local"]["status"] == "interrupted"
     assert {k: s["status"] for k, s in doc["stages"].items()} == {
         "data": "done", "train": "done", "export": "done", "bench local": "interrupted"}
-    assert len(doc["variants"]) == 6 and doc["accuracy"]["seeds"] == 2
+    assert len(doc["variants"]) == 2 * len(KINDS) and doc["accuracy"]["seeds"] == 2
     assert "Status: **interrupted**" in (folder / "report.md").read_text()
 
 
@@ -240,7 +241,8 @@ def test_a_device_without_onnx_runtime_keeps_its_tflite_session(local_report, tm
     assert [(s.format, s.error is None) for s in section.sessions] == [("tflite", True), ("onnx", False)]
     assert sorted(section.results) == ["fused/float32", "fused/int8", "split/float32", "split/int8"]
     by_kind = {c.spec.kind: c for c in latency_comparisons(section.results, builtin_comparisons(KINDS))}
-    assert by_kind["onnx"].verdict == "not measured" and by_kind["int8"].ratio is not None
+    assert by_kind["onnx"].verdict == by_kind["onnx_int8"].verdict == "not measured"
+    assert by_kind["int8"].ratio is not None
     stored = json.loads((tmp_path / "bench" / "local.json").read_text())["sessions"]
     assert list(stored) == [section.sessions[0].session]  # only the finished session is kept for --resume
 
@@ -271,7 +273,7 @@ def test_two_devices_report_both_and_a_failing_device_sinks_neither(local_report
         section = doc["devices"][target]
         assert section["status"] == "done" and not section["resumed"], section["error"]
         assert all(r["error"] is None and r["device"] == target for r in section["results"].values())
-        assert len(section["results"]) == 6 and all(c["ratio"] for c in section["comparisons"])
+        assert len(section["results"]) == 2 * len(KINDS) and all(c["ratio"] for c in section["comparisons"])
     assert doc["devices"][sshd.target]["host"]["python"] == ".".join(map(str, sys.version_info[:3]))
     md = (folder / "report.md").read_text()
     for heading in ("## local: latency (done)", f"## {sshd.target}: latency (done)", f"## {dead}: latency (failed)"):
@@ -420,7 +422,7 @@ def test_accuracy_verdict_needs_a_gap_beyond_the_seed_spread():
 
 
 def test_sessions_group_by_runtime_and_keys_follow_the_model_bytes():
-    variants = [Variant(id=f"{f}/{k}", name=f, label=k, format="onnx" if k == "onnx" else "tflite",
+    variants = [Variant(id=f"{f}/{k}", name=f, label=k, format="onnx" if k.startswith("onnx") else "tflite",
                         precision="float32", file="x", path="x", bytes=1, sha256=f"{f}{k}", ops={}, params=1,
                         macs=1) for f in ("fused", "split") for k in KINDS]
     groups = sessions(variants)
@@ -432,7 +434,8 @@ def test_sessions_group_by_runtime_and_keys_follow_the_model_bytes():
     assert key == session_key("local", {"ssh_config": "other"}, bench, None, shas)
     assert key != session_key("local", {}, BenchConfig(runs=6), None, shas)
     assert key != session_key("local", {}, bench, None, ["new", *shas[1:]])
-    assert [c.a for c in builtin_comparisons(KINDS)] == ["fused/float32", "fused/int8", "fused/onnx"]
+    assert [c.a for c in builtin_comparisons(KINDS)] == ["fused/float32", "fused/int8", "fused/onnx",
+                                                         "fused/onnx_int8"]
 
 
 def _sessions(vid, sessions, key="g1"):

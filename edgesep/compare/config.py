@@ -12,7 +12,8 @@ FORMS = ("fused", "split")  # ratios are fused / split
 # kind -> (format, precision, artifact file, label)
 KINDS = {"float32": ("tflite", "float32", "model.tflite", "TFLite float32"),
          "int8": ("tflite", "int8", "model_int8.tflite", "TFLite int8"),
-         "onnx": ("onnx", "float32", "model.onnx", "ONNX float32")}
+         "onnx": ("onnx", "float32", "model.onnx", "ONNX float32"),
+         "onnx_int8": ("onnx", "int8", "model_int8.onnx", "ONNX int8")}
 BLOCK_PRESETS: dict[str, tuple[tuple[int, int], ...]] = {
     "default": DEFAULT_BLOCKS, "small": ((16, 1), (32, 2)), "tiny": ((8, 2),)}
 MIN_INPUT_SIZE = 8
@@ -75,7 +76,7 @@ class CompareConfig:
     @property
     def kinds(self) -> tuple[str, ...]:
         """Artifact kinds exported for seed 0 and measured on the devices."""
-        return ("float32", "int8", "onnx") if self.int8 else ("float32", "onnx")
+        return ("float32", "int8", "onnx", "onnx_int8") if self.int8 else ("float32", "onnx")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
