@@ -58,3 +58,35 @@ def test_wide_terminal_keeps_ops_in_a_column_narrow_lists_them_once_per_op_set()
     # model.tflite and model_fp16.tflite have the same ops: one line names both
     assert "ops of model.tflite, model_fp16.tflite:" in narrow
     assert narrow.count("ops of ") == 3
+
+
+def _bench_results():
+    def result(model, p50):
+        return {"model": model, "device": "local", "runtime": "ai_edge_litert 2.3.0", "threads": 2,
+                "delegate": "xnnpack", "fully_delegated": True, "init_ms": 0.761, "first_ms": 0.0195,
+                "latency_ms": {"mean": p50, "std": 0.001, "min": p50, "p50": p50, "p90": p50 * 1.02,
+                               "p99": p50 * 1.1, "ci95_p50": [p50, p50 * 1.001], "n": 2460},
+                "samples_ms": [p50], "accuracy": 0.987, "error": None}
+
+    return [result("out/model.tflite", 0.0789), result("out/model_int8.tflite", 0.0496)]
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_bench_table_drops_the_least_important_columns_to_fit(width):
+    from rich.console import Console
+
+    from edgesep.report import bench_table
+
+    console = Console(width=width, record=True, color_system=None)
+    table = bench_table(_bench_results())
+    table.caption = "AMD EPYC, 2 cores"
+    console.print(table)
+    text = console.export_text()
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= width
+    words = text.split()
+    assert "model.tflite" in words and "model_int8.tflite" in words and "AMD" in words
+    assert "0.0789" in words and "0.9870" in words  # p50 and accuracy always stay
+    if width == 80:
+        assert "not shown at this width: p99," in text and "p99 ms" not in text
+    else:
+        assert "not shown" not in text and "p99 ms" in text and "first ms" in text

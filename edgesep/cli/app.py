@@ -81,6 +81,20 @@ def cli() -> None:
     """edgesep: SeparableConv2D vs MobileNet's split block, from Keras to a measured edge deployment."""
 
 
+def table_console(wide: int):
+    """The console tables print on: a terminal's own width (tables fit it: the export table moves its ops
+    under the table at 80 columns), or ``wide`` columns when stdout is a pipe or a file (logs keep every
+    column)."""
+    import shutil
+    import sys
+
+    from rich.console import Console
+
+    if sys.stdout.isatty():
+        return Console()
+    return Console(width=max(wide, shutil.get_terminal_size().columns))
+
+
 def check_out_dir(out_dir: str) -> "Path":
     """--out as a Path, refused in one line before any work when it cannot become a writable folder."""
     from edgesep.io import check_writable_dir

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING, Optional
 import click
 
 from edgesep.cli.app import (
-    BENCH_DEFAULTS, FiniteFloat, UserError, check_out_file, cli, input_options, measure_options, note,
-    ssh_config_option)
+    BENCH_DEFAULTS, check_out_file, cli, FiniteFloat, input_options, measure_options, note, ssh_config_option,
+    table_console, UserError)
 from edgesep.devices.base import BenchConfig
 
 if TYPE_CHECKING:
@@ -108,9 +108,8 @@ def _bench_measure(device: Device, paths: list[Path], target: str, config: Bench
 
 def _bench_output(results: list[BenchResult], as_json: bool, out_file: Optional[str]) -> None:
     """Print the results (JSON or a table), then write --out: a file that cannot be written loses nothing."""
-    from edgesep.io import dumps, write_text
-
     from edgesep.compare.analysis import bench_ratios
+    from edgesep.io import dumps, write_text
 
     doc = {"results": [r.to_dict() for r in results]}
     text = dumps(doc, indent=None)
@@ -118,8 +117,9 @@ def _bench_output(results: list[BenchResult], as_json: bool, out_file: Optional[
         click.echo(text)
     else:
         _bench_print(doc["results"])
+        console = table_console(160)  # wraps a long verdict between words, like the table above it
         for c in bench_ratios(results) if len(results) > 1 else ():  # each model against the first, as compare
-            click.echo(f"{c.spec.label}: {c.verdict}")
+            console.print(f"{c.spec.label}: {c.verdict}", markup=False, highlight=False)
     if out_file:
         write_text(out_file, text + "\n")
     _bench_failures(results)
@@ -178,10 +178,6 @@ def _bench_run(device: Device, paths: list[Path], data_file: Optional[Path],
 
 
 def _bench_print(results: list[dict]) -> None:
-    import shutil
-
-    from rich.console import Console
-
     from edgesep.report import bench_table
 
     table = bench_table(results)
@@ -191,7 +187,7 @@ def _bench_print(results: list[dict]) -> None:
         table.caption = (f"{host.get('cpu')}, {host.get('cores')} cores, governor {host.get('governor') or '-'}, "
                          f"temp {'-' if temp is None else f'{temp:.0f} C'}"
                          + (f"\n{table.caption}" if table.caption else ""))
-    Console(width=max(160, shutil.get_terminal_size().columns)).print(table)
+    table_console(160).print(table)
 
 
 def _bench_failures(results: list[BenchResult]) -> None:
@@ -224,9 +220,7 @@ def devices(as_json: bool, adb_path: Optional[str], adb_server_port: Optional[in
     if not found:
         click.echo("no adb devices attached (connect a phone with USB debugging on, or 'adb connect HOST:PORT')")
         return
-    import shutil
 
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="adb devices")
@@ -234,4 +228,4 @@ def devices(as_json: bool, adb_path: Optional[str], adb_server_port: Optional[in
         table.add_column(column)
     for d in found:
         table.add_row(d.serial, d.state, d.model or "-", d.abi or "-", d.android or "-")
-    Console(width=max(100, shutil.get_terminal_size().columns)).print(table)
+    table_console(100).print(table)

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING, Optional
 import click
 
 from edgesep.cli.app import (
-    BENCH_DEFAULTS, FiniteFloat, UserError, check_out_dir, cli, input_options, measure_options, note,
-    ssh_config_option)
+    BENCH_DEFAULTS, check_out_dir, cli, FiniteFloat, input_options, measure_options, note, ssh_config_option,
+    table_console, UserError)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -190,13 +190,9 @@ class _CompareProgress:
 
 def _compare_print(doc: dict, out: Path) -> None:
     """The report's tables on stdout; one error line per failed device and exit 1 if any failed."""
-    import shutil
-
-    from rich.console import Console
-
     from edgesep.report import compare_tables
 
-    console = Console(width=max(140, shutil.get_terminal_size().columns))
+    console = table_console(140)
     for renderable in compare_tables(doc):
         console.print(renderable)
     click.echo(f"wrote report.json, report.md and {len(doc.get('plots') or [])} plots to {out}")

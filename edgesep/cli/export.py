@@ -5,7 +5,7 @@ from typing import Optional
 
 import click
 
-from edgesep.cli.app import check_out_dir, cli, input_options, note
+from edgesep.cli.app import check_out_dir, cli, input_options, note, table_console
 from edgesep.converters.export_config import IO_DTYPES, RELU6_MODES
 
 
@@ -67,7 +67,6 @@ def export(model_path: Optional[str], input_size: Optional[tuple[int, int]], for
     check_out_dir(out_dir)
     if (code := _watched(out_dir)) is not None:  # the work ran in a watched child, which printed everything
         raise click.exceptions.Exit(code)
-    import shutil
 
     from rich.console import Console
 
@@ -84,7 +83,7 @@ def export(model_path: Optional[str], input_size: Optional[tuple[int, int]], for
                                               input_size=input_size)
         doc = run_export(model, out_dir, config, dataset, progress=step, extra=info, preprocess=preprocess,
                          note=note)
-    Console(width=max(160, shutil.get_terminal_size().columns)).print(export_table(doc))
+    table_console(160).print(export_table(doc))
     for warning in doc.get("warnings") or []:
         click.echo(f"edgesep: warning: {warning}", err=True)
     if "edgetpu" in doc:

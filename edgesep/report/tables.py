@@ -213,25 +213,59 @@ def _bench_columns(results: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
             and (c[0] != "memory" or with_mem)]
 
 
-def bench_table(results: list[dict[str, Any]], title: Optional[str] = None):
-    """A rich Table of bench results: p50 with its interval, p90, p99, init, first, runtime, delegate.
+def bench_table(results: list[dict[str, Any]], title: Optional[str] = None) -> "BenchTable":
+    """A rich renderable of bench results: p50 with its interval, p90, p99, init, first, memory, runtime, delegate.
 
-    A failed model gets a row saying ``failed`` (its error is in the result and on the CLI's stderr).
+    A failed model gets a row saying ``failed`` (its error is in the result and on the CLI's stderr). On a
+    console too narrow for every column the least important ones (p99, first, init, runs, p90, runtime) are
+    left out, and the caption says which (``--json`` has every figure). ``caption`` may be set before printing.
     """
-    from rich.table import Table
-
     devices = sorted({str(r.get("device")) for r in results})
-    table = Table(title=title or f"latency on {', '.join(devices)}")
-    columns = _bench_columns(results)
-    for key, header, justify in columns:
-        table.add_column(header, justify=justify, no_wrap=key != "model", overflow="fold")
-    for row in bench_rows(results):
-        if row["error"]:
-            row = dict(row, p50="[red]failed[/red]")
-        table.add_row(*(row[key] for key, _, _ in columns))
-    shared = any(row["memory"].endswith("*") for row in bench_rows(results))
-    table.caption = "\n".join(filter(None, [SHARED_MEMORY_NOTE if shared else None, emulated_note(results)])) or None
-    return table
+    return BenchTable(results, title or f"latency on {', '.join(devices)}")
+
+
+class BenchTable:
+    """The bench table, fitted to the console's width at render time (see :func:`bench_table`)."""
+
+    DROP_ORDER = ("p99", "first", "init", "runs", "p90", "runtime", "device")
+
+    def __init__(self, results: list[dict[str, Any]], title: str):
+        self.results, self.title = results, title
+        self.caption: Optional[str] = None
+
+    def __rich_console__(self, console, options):
+        from rich.measure import Measurement
+
+        columns, dropped = _bench_columns(self.results), []
+        table = self._table(columns, dropped)
+        unbounded = options.update_width(10_000)  # a table's own measure is clamped to the console's width
+        for key in self.DROP_ORDER:
+            if Measurement.get(console, unbounded, table).maximum <= options.max_width:
+                break
+            if any(c[0] == key for c in columns):
+                columns = [c for c in columns if c[0] != key]
+                dropped.append(key)
+                table = self._table(columns, dropped)
+        yield table
+
+    def _table(self, columns: list[tuple[str, str, str]], dropped: list[str]):
+        from rich import box
+        from rich.table import Table
+
+        table = Table(title=self.title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,
+                      title_justify="left", caption_justify="left")
+        for key, header, justify in columns:
+            table.add_column(header, justify=justify, no_wrap=key != "model", overflow="fold")
+        rows = bench_rows(self.results)
+        for row in rows:
+            if row["error"]:
+                row = dict(row, p50="[red]failed[/red]")
+            table.add_row(*(row[key] for key, _, _ in columns))
+        shared = any(row["memory"].endswith("*") for row in rows)
+        notes = [self.caption, SHARED_MEMORY_NOTE if shared else None, emulated_note(self.results),
+                 f"not shown at this width: {', '.join(dropped)} (--json has every figure)" if dropped else None]
+        table.caption = "\n".join(filter(None, notes)) or None
+        return table
 
 
 def bench_markdown(results: list[dict[str, Any]]) -> str:
