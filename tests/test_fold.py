@@ -13,6 +13,7 @@ from hypothesis import strategies as st  # noqa: E402
 from keras import layers  # noqa: E402
 
 import edgesep  # noqa: E402
+from keras_bn import randomize_bn  # noqa: E402
 from edgesep.converters import ConversionError  # noqa: E402
 from edgesep.converters.fold import FoldReport, fold_batchnorm, fold_with_report  # noqa: E402
 
@@ -169,22 +170,6 @@ def test_fold_matches_numpy_conv_then_batchnorm(kind, data):
 
 
 # --- whole models ---
-
-def randomize_bn(model, seed: int = 0) -> list[str]:
-    """Random BN statistics for every BatchNormalization in ``model``; returns their names."""
-    rng, names = np.random.default_rng(seed), []
-    for layer in model.layers:
-        if isinstance(layer, layers.BatchNormalization):
-            n = layer.moving_mean.shape[0]
-            layer.moving_mean.assign(rng.normal(0, 0.5, n).astype(np.float32))
-            layer.moving_variance.assign(rng.uniform(0.3, 2.0, n).astype(np.float32))
-            if layer.scale:
-                layer.gamma.assign(rng.uniform(0.5, 1.5, n).astype(np.float32))
-            if layer.center:
-                layer.beta.assign(rng.normal(0, 0.5, n).astype(np.float32))
-            names.append(layer.name)
-    return names
-
 
 def bn_names(model) -> list[str]:
     return [layer.name for layer in model.layers if isinstance(layer, layers.BatchNormalization)]

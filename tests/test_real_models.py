@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from hostile import check_refused, run_edgesep  # noqa: E402
+from keras_bn import randomize_bn  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -36,24 +37,6 @@ ARCHITECTURES = {
 }
 
 
-def randomize_bn(model, seed: int = 0) -> int:
-    """Random inference statistics for every BatchNormalization (fresh ones fold trivially); returns the count."""
-    import keras
-
-    rng, count = np.random.default_rng(seed), 0
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.moving_mean.shape[0]
-            layer.moving_mean.assign(rng.normal(0, 0.5, n).astype(np.float32))
-            layer.moving_variance.assign(rng.uniform(0.3, 2.0, n).astype(np.float32))
-            if layer.scale:
-                layer.gamma.assign(rng.uniform(0.5, 1.5, n).astype(np.float32))
-            if layer.center:
-                layer.beta.assign(rng.normal(0, 0.5, n).astype(np.float32))
-            count += 1
-    return count
-
-
 def rel_err(got, want) -> float:
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     return float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30))
@@ -72,7 +55,7 @@ def network(request, tmp_path_factory):
     keras.utils.set_random_seed(0)
     model = getattr(keras.applications, constructor)(input_shape=(SIZE, SIZE, 3), weights=None, classes=CLASSES,
                                                       **kwargs)
-    bns = randomize_bn(model)
+    bns = len(randomize_bn(model))
     x = (lo + (hi - lo) * np.random.default_rng(1).random((SAMPLES, SIZE, SIZE, 3))).astype(np.float32)
     folded, report = fold_batchnorm_with_report(model)
     out = tmp_path_factory.mktemp(request.param)
