@@ -62,17 +62,13 @@ def _inputs_and_classes(paths: list[Path]) -> tuple[list[tuple[int, ...]], set[i
 
 def _recorded_preprocess(paths: list[Path], spec: str, note: Callable[[str], None]) -> str:
     """The --preprocess the export.json files beside ``paths`` record (one for all), else ``unit`` with a note."""
-    import json
+    from edgesep.converters.records import EXPORT_JSON, read_export
 
     recorded = {}
     for folder in {p.resolve().parent for p in paths}:
-        try:
-            doc = json.loads((folder / "export.json").read_text())
-            recipe = doc["dataset"]["input"]["preprocess"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if isinstance(recipe, dict) and isinstance(recipe.get("spec"), str):
-            recorded[recipe["spec"]] = folder / "export.json"
+        result = read_export(folder)
+        if result is not None and result.dataset.preprocess_spec is not None:
+            recorded[result.dataset.preprocess_spec] = folder / EXPORT_JSON
     if len(recorded) > 1:
         raise UsageError(f"the models' export.json files record different preprocessing ({', '.join(recorded)}): "
                          "give --preprocess")

@@ -184,7 +184,7 @@ def split_export(trained_split, digits, tmp_path_factory):
     from edgesep.converters.export import ExportConfig, export
 
     out = tmp_path_factory.mktemp("export")
-    doc = export(trained_split[0], out, ExportConfig(precisions=("float32", "float16", "int8")), digits)
+    doc = export(trained_split[0], out, ExportConfig(precisions=("float32", "float16", "int8")), digits).to_dict()
     return doc, out
 
 

@@ -92,7 +92,7 @@ def tiny_export(out: Path) -> dict[str, Any]:
     y = np.argmax(np.asarray(model(x, training=False)), axis=-1)  # labels the float model mostly gets right
     data = Dataset("tiny", x[:80], y[:80], x[80:], y[80:], ("0", "1", "2", "3"), kind="npz")
     config = ExportConfig(precisions=("float32", "float16", "int8"), onnx=True, calib_samples=50)
-    return export(model, out, config, data)
+    return export(model, out, config, data).to_dict()
 
 
 if __name__ == "__main__":

@@ -125,7 +125,7 @@ def test_per_tensor_int8_recorded_and_applied(trained_split, digits, tmp_path):
     from edgesep.converters.inspect import inspect_model
 
     doc = export(trained_split[0], tmp_path, ExportConfig(precisions=("int8",), onnx=False, per_channel=False,
-                                                          io_dtype="uint8", calib_samples=50), digits)
+                                                          io_dtype="uint8", calib_samples=50), digits).to_dict()
     assert doc["export_config"]["per_channel"] is False
     info = inspect_model(tmp_path / "model_int8.tflite")
     assert info.quantization["per_channel"] == 0 and info.quantization["per_tensor"] > 0
@@ -138,7 +138,7 @@ def test_export_without_data_verifies_on_random_images(tmp_path):
     from edgesep.models import build_model
 
     doc = export(build_model("fused", input_shape=(16, 16, 3), blocks=((8, 2),)), tmp_path,
-                 ExportConfig(onnx=True))
+                 ExportConfig(onnx=True)).to_dict()
     assert doc["dataset"]["name"] == "random" and doc["keras_accuracy"] is None
     assert all(a["accuracy"] is None and a["max_abs_error_vs_keras"] < 1e-4 for a in doc["artifacts"])
 
@@ -177,9 +177,9 @@ def test_per_tensor_with_equalize_does_not_lose_fidelity(trained_split, digits, 
     from edgesep.converters.export import ExportConfig, export
 
     plain = export(trained_split[0], tmp_path / "plain",
-                   ExportConfig(precisions=("int8",), onnx=False, per_channel=False), digits)
+                   ExportConfig(precisions=("int8",), onnx=False, per_channel=False), digits).to_dict()
     cle = export(trained_split[0], tmp_path / "cle",
-                 ExportConfig(precisions=("int8",), onnx=False, per_channel=False, equalize=True), digits)
+                 ExportConfig(precisions=("int8",), onnx=False, per_channel=False, equalize=True), digits).to_dict()
     assert "equalize" not in plain and cle["export_config"]["equalize"] is True
     assert cle["export_config"]["equalize_guard"] is True
     plain_acc, cle_acc = plain["artifacts"][0]["accuracy"], cle["artifacts"][0]["accuracy"]
@@ -225,8 +225,8 @@ def test_relu6_mode_of_equalize_is_the_users_choice(trained_split, digits, tmp_p
 
     config = dict(precisions=("int8",), onnx=False, per_channel=False, equalize=True, calib_samples=50,
                   equalize_guard=False)
-    clip = export(trained_split[0], tmp_path / "clip", ExportConfig(**config), digits)
-    replace = export(trained_split[0], tmp_path / "replace", ExportConfig(**config, relu6="replace"), digits)
+    clip = export(trained_split[0], tmp_path / "clip", ExportConfig(**config), digits).to_dict()
+    replace = export(trained_split[0], tmp_path / "replace", ExportConfig(**config, relu6="replace"), digits).to_dict()
     # clip keeps the function with a per-channel MINIMUM after each equalized ReLU6; replace swaps in ReLU
     assert clip["equalize"]["relu6"] == "clip" and clip["artifacts"][0]["ops"]["MINIMUM"] == 8
     assert replace["equalize"]["relu6"] == "replace" and "MINIMUM" not in replace["artifacts"][0]["ops"]
@@ -263,7 +263,7 @@ def test_onnx_int8_per_tensor_and_no_onnx(trained_split, digits, tmp_path):
     from edgesep.converters.export import ExportConfig, export
 
     doc = export(trained_split[0], tmp_path / "pt", ExportConfig(precisions=("int8",), per_channel=False,
-                                                                 calib_samples=50), digits)
+                                                                 calib_samples=50), digits).to_dict()
     assert [a["path"] for a in doc["artifacts"]] == ["model_int8.tflite", "model.onnx", "model_int8.onnx"]
     graph = onnx.load(str(tmp_path / "pt" / "model_int8.onnx")).graph
     init = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
@@ -271,7 +271,7 @@ def test_onnx_int8_per_tensor_and_no_onnx(trained_split, digits, tmp_path):
               and init.get(n.input[0]) is not None and init[n.input[0]].ndim == 4]
     assert scales and all(s.size == 1 for s in scales)
     none = export(trained_split[0], tmp_path / "none", ExportConfig(precisions=("int8",), onnx=False,
-                                                                    calib_samples=50), digits)
+                                                                    calib_samples=50), digits).to_dict()
     assert [a["path"] for a in none["artifacts"]] == ["model_int8.tflite"]
 
 
@@ -308,6 +308,6 @@ def test_int16x8_names_the_ops_without_a_16x8_kernel(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.random((40, 8, 8, 3), np.float32)
     data = Dataset("r", x[:30], np.arange(30) % 3, x[30:], np.arange(10) % 3, ("0", "1", "2"), kind="npz")
-    doc = export(model, tmp_path, ExportConfig(precisions=("float32", "int16x8"), onnx=False, calib_samples=20), data)
+    doc = export(model, tmp_path, ExportConfig(precisions=("float32", "int16x8"), onnx=False, calib_samples=20), data).to_dict()
     assert _artifact(doc, "int16x8")["float_ops"] == ["HARD_SWISH"]
     assert len(doc["warnings"]) == 1 and doc["warnings"][0].startswith("model_int16x8.tflite: HARD_SWISH has no 16x8")

@@ -136,7 +136,10 @@ def test_bench_data_uses_the_preprocessing_export_recorded(image_folder, tmp_pat
     notes = []
     made = accuracy_npz(str(root), [model], tmp_path, note=notes.append)
     assert np.load(made)["x"].max() <= 1.0 and "--preprocess unit" in notes[-1] and "no export.json" in notes[-1]
-    doc = {"dataset": {"input": {"preprocess": PRESETS["symmetric"].to_dict()}}}
+    from edgesep.converters.records import DatasetSummary
+    from export_records import minimal_export
+
+    doc = minimal_export(dataset=DatasetSummary("folder", 1, None, {"preprocess": PRESETS["symmetric"].to_dict()}))
     (model.parent / "export.json").write_text(json.dumps(doc))
     made = accuracy_npz(str(root), [model], tmp_path, note=notes.append)
     x = np.load(made)["x"]
@@ -213,7 +216,7 @@ def test_int8_in_the_models_domain_matches_the_raw_converter(family, tmp_path, m
             return made[-1]
 
         monkeypatch.setattr(tf.lite.TFLiteConverter, constructor, staticmethod(recording))
-    doc = export(model, tmp_path / "out", ExportConfig(precisions=("int8",), onnx=False, calib_samples=100), ds)
+    doc = export(model, tmp_path / "out", ExportConfig(precisions=("int8",), onnx=False, calib_samples=100), ds).to_dict()
     monkeypatch.undo()
     feeds = [getattr(c.representative_dataset, "input_gen", c.representative_dataset) for c in made]
     seen = [np.concatenate([batch[0] for batch in feed()]) for feed in feeds if feed is not None]
@@ -249,7 +252,7 @@ def test_calibration_outside_the_data_domain_is_reported(tmp_path):
     x = rng.uniform(-1, 1, (120, 16, 16, 3)).astype(np.float32)
     y = np.arange(120) % 4
     clipped = Dataset("clipped", np.clip(x[:80], 0, 1), y[:80], x[80:], y[80:], ("0", "1", "2", "3"), kind="npz")
-    doc = export(model, tmp_path, ExportConfig(precisions=("int8",), onnx=False, calib_samples=50), clipped)
+    doc = export(model, tmp_path, ExportConfig(precisions=("int8",), onnx=False, calib_samples=50), clipped).to_dict()
     check = doc["int8_check"]
     assert check["int8_range"][0] >= -0.01 and 0.4 < check["saturated_values"] < 0.6
     assert len(doc["warnings"]) == 2

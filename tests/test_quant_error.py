@@ -152,10 +152,13 @@ def test_cli_inspect_quant_error(bundle, tmp_path, capsys):
     assert err.startswith("edgesep: error: --quant-error needs a float reference") and err.count("\n") == 1
     assert main(["inspect", str(lonely), "--data", "digits"]) == 2
     shutil.copy(paths["float"], tmp_path / "model.tflite")  # an equalized export: model.tflite is not its float
-    (tmp_path / "export.json").write_text(json.dumps({"equalize": {"relu6": "clip"}}))
+    from export_records import minimal_export
+
+    (tmp_path / "export.json").write_text(json.dumps(minimal_export(equalize={"relu6": "clip"})))
     assert main(["inspect", str(lonely), "--quant-error", "--samples", "2", "--json"]) == 0
     assert "was equalized" in json.loads(capsys.readouterr().out)["quant_error"]["notes"][0]
     # the accuracy guard reverted the equalization: model.tflite is the int8 model's float model again
-    (tmp_path / "export.json").write_text(json.dumps({"equalize": {"relu6": "clip", "guard": {"outcome": "reverted"}}}))
+    reverted = minimal_export(equalize={"relu6": "clip", "guard": {"outcome": "reverted"}})
+    (tmp_path / "export.json").write_text(json.dumps(reverted))
     assert main(["inspect", str(lonely), "--quant-error", "--samples", "2", "--json"]) == 0
     assert not any("equalized" in n for n in json.loads(capsys.readouterr().out)["quant_error"]["notes"])

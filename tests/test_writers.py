@@ -122,7 +122,7 @@ def test_reexport_replaces_the_artifact_set_and_edgetpu_is_a_writer(tmp_path, mo
     (tmp_path / "out").mkdir()
     (out / "mine.txt").write_text("the user's own file")
     config = ExportConfig(precisions=("float32", "int8"), onnx=True, calib_samples=50, edgetpu=True)
-    doc = export(trained_split[0], out, config, digits)
+    doc = export(trained_split[0], out, config, digits).to_dict()
     names = sorted(p.name for p in out.iterdir())
     assert names == ["export.json", "mine.txt", "model.onnx", "model.tflite", "model_int8.onnx", "model_int8.tflite",
                      "model_int8_edgetpu.log", "model_int8_edgetpu.tflite"]
@@ -131,6 +131,6 @@ def test_reexport_replaces_the_artifact_set_and_edgetpu_is_a_writer(tmp_path, mo
     assert doc["edgetpu"]["compiled"] and doc["edgetpu"]["output_model"] == str(out / "model_int8_edgetpu.tflite")
     assert doc["edgetpu"]["log_path"] == str(out / "model_int8_edgetpu.log") and doc["edgetpu"]["operators"]
     assert json.loads((out / "export.json").read_text()) == json.loads(json.dumps(doc))
-    again = export(trained_split[0], out, ExportConfig(precisions=("float32",), onnx=False), digits)
+    again = export(trained_split[0], out, ExportConfig(precisions=("float32",), onnx=False), digits).to_dict()
     assert sorted(p.name for p in out.iterdir()) == ["export.json", "mine.txt", "model.tflite"]
     assert [a["path"] for a in again["artifacts"]] == ["model.tflite"] and "edgetpu" not in again

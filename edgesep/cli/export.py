@@ -81,14 +81,14 @@ def export(model_path: Optional[str], input_size: Optional[tuple[int, int]], for
         model, dataset, info = model_and_data(model_path, form=form or "split", data=data, progress=step,
                                               preprocess=preprocess, resize=resize, note=note,
                                               input_size=input_size)
-        doc = run_export(model, out_dir, config, dataset, progress=step, extra=info, preprocess=preprocess,
-                         note=note)
-    table_console(160).print(export_table(doc))
-    for warning in doc.get("warnings") or []:
+        result = run_export(model, out_dir, config, dataset, progress=step, extra=info, preprocess=preprocess,
+                            note=note)
+    table_console(160).print(export_table(result.to_dict()))
+    for warning in result.warnings:
         click.echo(f"edgesep: warning: {warning}", err=True)
-    if "edgetpu" in doc:
-        Console().print(edgetpu_table({"compiled": True, "report": doc["edgetpu"]}))
-    click.echo(f"wrote {len(doc['artifacts'])} artifacts and export.json to {out_dir}")
+    if result.edgetpu is not None:
+        Console().print(edgetpu_table({"compiled": True, "report": result.edgetpu}))
+    click.echo(f"wrote {len(result.artifacts)} artifacts and export.json to {out_dir}")
 
 
 def _watched(out_dir: str) -> Optional[int]:

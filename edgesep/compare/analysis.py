@@ -193,8 +193,8 @@ def _form_accuracy(jobs: Sequence[Job], int8: bool) -> FormAccuracy:
     quant = []
     for job in jobs:
         art = job.artifact("int8") if int8 else None
-        if art is not None and art.get("accuracy") is not None:
-            quant.append(art["accuracy"])
+        if art is not None and art.accuracy is not None:
+            quant.append(art.accuracy)
     if not quant or len(quant) != len(keras):
         return FormAccuracy(keras_accuracy=spread(keras))
     return FormAccuracy(keras_accuracy=spread(keras), int8_accuracy=spread(quant),

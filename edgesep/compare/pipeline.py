@@ -10,18 +10,21 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 from edgesep.compare.config import FORMS, KINDS, CompareConfig
 from edgesep.compare.records import ComparisonSpec, SeedForm, Variant
 from edgesep.compare.store import Progress, ReportStore, Stage
+
+if TYPE_CHECKING:
+    from edgesep.converters.records import ArtifactRecord, ExportResult
 
 
 @dataclasses.dataclass(frozen=True)
 class Job:
     """One training and export of one form with one seed; ``train`` and ``export`` fill in as it runs.
 
-    ``export`` is the export.json document (None: nothing exported); ``train`` the training facts (cached,
+    ``export`` is the export's record (None: nothing exported); ``train`` the training facts (cached,
     test accuracy, cache path; ``resumed`` when the export was reused without training).
     """
 
@@ -33,21 +36,20 @@ class Job:
     export_key: Optional[str]
     folder: Path
     train: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    export: Optional[Mapping[str, Any]] = None
+    export: Optional["ExportResult"] = None
 
-    def artifact(self, kind: str) -> Optional[Mapping[str, Any]]:
-        """The export.json entry of artifact ``kind`` (``float32``, ``int8``, ``onnx``), if exported."""
+    def artifact(self, kind: str) -> Optional["ArtifactRecord"]:
+        """The artifact of ``kind`` (``float32``, ``int8``, ``onnx``, ``onnx_int8``), if exported."""
         if self.export is None:
             return None
         fmt, precision = KINDS[kind][:2]
-        return next((a for a in self.export["artifacts"] if a["format"] == fmt and a["precision"] == precision),
-                    None)
+        return self.export.find(fmt, precision)
 
     @property
     def keras_accuracy(self) -> Optional[float]:
         """The Keras test accuracy (from the export, else from training)."""
         if self.export is not None:
-            return self.export.get("keras_accuracy")
+            return self.export.keras_accuracy
         return self.train.get("test_accuracy")
 
 
@@ -65,17 +67,16 @@ def _export_config(config: CompareConfig, seed: int) -> Any:
     return ExportConfig(precisions=("int8",), onnx=False) if config.int8 else None
 
 
-def read_export(folder: Path, key: str) -> Optional[dict[str, Any]]:
-    """The export.json in ``folder`` if it was made from the same trained model and export config."""
-    try:
-        doc = json.loads((folder / "export.json").read_text())
-    except (OSError, ValueError):
+def reusable_export(folder: Path, key: str) -> Optional["ExportResult"]:
+    """The export in ``folder`` if it was made from the same trained model and export config."""
+    from edgesep.converters.records import read_export
+
+    result = read_export(folder)
+    if result is None or (result.extra.get("compare") or {}).get("key") != key:
         return None
-    if doc.get("compare", {}).get("key") != key:
+    if not all((folder / a.path).is_file() for a in result.artifacts):
         return None
-    if not all((folder / a["path"]).is_file() for a in doc.get("artifacts", [])):
-        return None
-    return doc
+    return result
 
 
 def plan(config: CompareConfig, dataset: Any, out: Path, resume: bool) -> list[Job]:
@@ -92,8 +93,8 @@ def plan(config: CompareConfig, dataset: Any, out: Path, resume: bool) -> list[J
             export_cfg = _export_config(config, seed)
             key = _export_key(cache_key(model_cfg, train_cfg, dataset), export_cfg) if export_cfg else None
             folder = out / "artifacts" / f"seed{seed}" / form
-            reused = read_export(folder, key) if resume and key else None
-            train = {**reused["compare"]["train"], "resumed": True} if reused else {}
+            reused = reusable_export(folder, key) if resume and key else None
+            train = {**reused.extra["compare"]["train"], "resumed": True} if reused else {}
             jobs.append(Job(seed, form, model_cfg, train_cfg, export_cfg, key, folder, train, reused))
     return jobs
 
@@ -142,16 +143,16 @@ def builtin_variants(seed0: Mapping[str, Job], kinds: Sequence[str], out: Path) 
     variants = []
     for form in FORMS:
         job = seed0[form]
-        doc = job.export or {}
+        doc = job.export
         for kind in kinds:
-            art = job.artifact(kind) or {}
-            file = job.folder / art["path"]
+            art = job.artifact(kind)
+            file = job.folder / art.path
             variants.append(Variant(
                 id=f"{form}/{kind}", name=f"{form} {KINDS[kind][3]}", form=form, kind=kind, label=KINDS[kind][3],
-                format=art["format"], precision=art["precision"], file=str(file.resolve()),
-                path=str(file.relative_to(out)), bytes=art["bytes"], sha256=art["sha256"], ops=art["ops"],
-                params=doc["model"]["params"], macs=doc["model"]["macs"], keras_accuracy=doc.get("keras_accuracy"),
-                accuracy=art.get("accuracy"), max_abs_error_vs_keras=art.get("max_abs_error_vs_keras")))
+                format=art.format, precision=art.precision, file=str(file.resolve()),
+                path=str(file.relative_to(out)), bytes=art.bytes, sha256=art.sha256, ops=dict(art.ops),
+                params=doc.model.params, macs=doc.model.macs, keras_accuracy=doc.keras_accuracy,
+                accuracy=art.accuracy, max_abs_error_vs_keras=art.max_abs_error_vs_keras))
     return variants
 
 
@@ -167,8 +168,8 @@ def seed_records(seeds: Sequence[Mapping[str, Job]], out: Path, int8: bool) -> t
         art = job.artifact("int8") if int8 else None
         return SeedForm(seed=job.seed, train=job.train,
                         export=str(job.folder.relative_to(out)) if job.export is not None else None,
-                        keras_accuracy=(job.export or {}).get("keras_accuracy"),
-                        int8_accuracy=(art or {}).get("accuracy") if art is not None else None)
+                        keras_accuracy=job.export.keras_accuracy if job.export is not None else None,
+                        int8_accuracy=art.accuracy if art is not None else None)
 
     return tuple({form: record(s[form]) for form in FORMS} for s in seeds)
 

@@ -10,7 +10,6 @@ from the writer registry (``edgesep.converters.writers``); the options from ``Ex
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -19,12 +18,13 @@ import numpy as np
 from edgesep.converters import ConversionError
 from edgesep.converters._quiet import import_tensorflow
 from edgesep.converters.export_config import PRECISIONS, ExportConfig  # re-exported here
-from edgesep.converters.graph import check_exportable, load_model  # load_model re-exported here
+from edgesep.converters.graph import check_exportable, load_model, output_names  # load_model re-exported here
+from edgesep.converters.records import (EXPORT_JSON, ArtifactRecord, DatasetSummary, ExportResult, ModelSummary,
+                                        OutputCheck, read_export)
 from edgesep.converters.writers import ExportJob, artifact_record, check_output, writers_for
 from edgesep.errors import DataError, UsageError
 
-__all__ = ["ExportConfig", "PRECISIONS", "artifact_record", "check_export", "export", "load_model",
-           "model_and_data"]
+__all__ = ["ExportConfig", "ExportResult", "PRECISIONS", "check_export", "export", "load_model", "model_and_data"]
 
 RANDOM_VERIFY_SAMPLES = 64
 QUANT_ERROR_SAMPLES = 100
@@ -112,8 +112,9 @@ def check_export(config: ExportConfig, out_dir) -> None:
 
 def export(model, out_dir, config: ExportConfig = ExportConfig(), dataset=None, *,
            progress: Optional[Callable[[str], None]] = None, extra: Optional[dict] = None, preprocess=None,
-           note: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
-    """Fold, export and verify ``model`` into ``out_dir``; returns the export.json document (also written).
+           note: Optional[Callable[[str], None]] = None) -> ExportResult:
+    """Fold, export and verify ``model`` into ``out_dir``; returns the export (``to_dict()`` is export.json,
+    also written).
 
     Args:
         model: a ``keras.Model`` with one NHWC float input.
@@ -121,7 +122,8 @@ def export(model, out_dir, config: ExportConfig = ExportConfig(), dataset=None, 
         config: what to produce.
         dataset: an ``edgesep.data.Dataset`` for calibration, verification and accuracy; int8 needs it.
         progress: called with a short stage name before each stage.
-        extra: more top-level fields for export.json (e.g. the model's training info).
+        extra: more top-level fields for export.json: ``source`` (where the model came from) and caller
+            sections (e.g. ``compare``).
         preprocess: without ``dataset``: how the seeded random verification images are made (a preset name
             or ``edgesep.data.Preprocess``); default: what the model tells (``suggest_preprocess``), else unit.
         note: called with one line when export chooses something the user did not say.
@@ -141,23 +143,20 @@ def export(model, out_dir, config: ExportConfig = ExportConfig(), dataset=None, 
     check_export(config, out_dir)
     check_exportable(model)  # a dynamic input size, several outputs, broken weights: one line, nothing written
     out_dir = Path(out_dir)
+    extra = dict(extra or {})
     with locked_dir(out_dir), StagedDir(out_dir) as stage:
         inputs = _inputs(model, dataset, config.seed, preprocess, note or (lambda text: None))
-        doc, sections = _export_into(model, stage.path, out_dir, config, dataset, inputs, say)
-        doc.update(extra or {})
-        doc.update(sections)
-        write_json(stage.path / "export.json", doc)
+        result = _export_into(model, stage.path, out_dir, config, dataset, inputs, say)
+        result = dataclasses.replace(result, source=extra.pop("source", None), extra=extra)
+        write_json(stage.path / EXPORT_JSON, result.to_dict())
         stage.commit(replaces=_previous_artifacts(out_dir))
-    return doc
+    return result
 
 
 def _previous_artifacts(out_dir: Path) -> list[str]:
     """The files an export.json already in ``out_dir`` lists (and their Edge TPU compiler logs)."""
-    try:
-        doc = json.loads((out_dir / "export.json").read_text())
-        names = [a["path"] for a in doc["artifacts"] if isinstance(a.get("path"), str)]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return []
+    previous = read_export(out_dir)
+    names = [a.path for a in previous.artifacts] if previous is not None else []
     return names + [str(Path(n).with_suffix(".log")) for n in names if n.endswith("_edgetpu.tflite")]
 
 
@@ -192,8 +191,8 @@ def _inputs(model, dataset, seed: int, preprocess, note: Callable[[str], None]) 
 
 
 def _export_into(model, folder: Path, out_dir: Path, config: ExportConfig, dataset, inputs: _Inputs,
-                 say) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Fold (and equalize), write and verify every artifact into ``folder``; (export.json, writers' sections)."""
+                 say) -> ExportResult:
+    """Fold (and equalize), write and verify every artifact into ``folder``; the export's record."""
     from edgesep import __version__
     from edgesep.converters.fold import fold_with_report
     from edgesep.converters.verify import predict_keras, top1
@@ -206,32 +205,28 @@ def _export_into(model, folder: Path, out_dir: Path, config: ExportConfig, datas
     if config.equalize and config.quantized:
         say("equalize")
         int8_model, equalize_doc, calib = _equalized(model, folded, dataset, config, say)
-    job = ExportJob(folder, out_dir, config, folded, int8_model, calib, inputs.x, inputs.y, reference)
+    job = ExportJob(folder, out_dir, config, folded, int8_model, calib, inputs.x, inputs.y, reference,
+                    outputs=tuple(output_names(model)))
     artifacts = _write_and_verify(job, say)
-    doc = {
-        "edgesep_version": __version__,
-        "model": _model_summary(model, folder, artifacts),
-        "dataset": {"name": "random", "test_samples": int(len(inputs.x))} if dataset is None else {
-            "name": dataset.name, "test_samples": int(len(inputs.x)),
-            "calibration_samples": int(len(calib)) if calib is not None else min(config.calib_samples,
-                                                                                  len(dataset.x_train))},
-        "artifacts": artifacts,
-        "keras_accuracy": None if inputs.y is None else top1(reference, inputs.y),
-        "export_config": config.to_dict(),
-        "fold": fold_report.to_dict(),
-    }
-    doc["dataset"]["input"] = inputs.doc
-    if equalize_doc is not None:
-        doc["equalize"] = equalize_doc
+    result = ExportResult(
+        edgesep_version=__version__, model=_model_summary(model, folder, artifacts),
+        dataset=_dataset_summary(dataset, inputs, calib, config), artifacts=artifacts,
+        keras_accuracy=None if inputs.y is None else top1(reference, inputs.y), config=config,
+        fold=fold_report.to_dict(), equalize=equalize_doc, edgetpu=job.sections.get("edgetpu"))
     if "int8" in config.precisions:
         say("int8 input range")
-        doc["int8_check"] = _int8_check(job, artifacts)
-        doc["warnings"] = list(doc["int8_check"]["warnings"])
+        int8_check = _int8_check(job, result.artifact("tflite:int8"))
         say("quantization error per layer")
-        doc["quant_error"] = _quant_error(job)
-    if job.warnings:
-        doc["warnings"] = doc.get("warnings", []) + job.warnings
-    return doc, job.sections
+        result = dataclasses.replace(result, int8_check=int8_check, warnings=tuple(int8_check["warnings"]),
+                                     quant_error=_quant_error(job))
+    return dataclasses.replace(result, warnings=result.warnings + tuple(job.warnings))
+
+
+def _dataset_summary(dataset, inputs: _Inputs, calib, config: ExportConfig) -> DatasetSummary:
+    if dataset is None:
+        return DatasetSummary("random", int(len(inputs.x)), None, inputs.doc)
+    calibrated = int(len(calib)) if calib is not None else min(config.calib_samples, len(dataset.x_train))
+    return DatasetSummary(dataset.name, int(len(inputs.x)), calibrated, inputs.doc)
 
 
 def _quant_error(job: ExportJob) -> dict[str, Any]:
@@ -248,8 +243,8 @@ def _quant_error(job: ExportJob) -> dict[str, Any]:
     return section
 
 
-def _write_and_verify(job: ExportJob, say) -> list[dict[str, Any]]:
-    """Run every writer of the config, then verify what each wrote; the artifacts' export.json records."""
+def _write_and_verify(job: ExportJob, say) -> tuple[ArtifactRecord, ...]:
+    """Run every writer of the config, then verify what each wrote; the artifacts' records."""
     writers = writers_for(job.config.artifact_keys())
     records = []
     for writer in writers:
@@ -257,29 +252,25 @@ def _write_and_verify(job: ExportJob, say) -> list[dict[str, Any]]:
         path = writer.write(job)
         check_output(job, writer, path)
         job.written[writer.key] = path
-        record = {**artifact_record(path, writer.format, writer.precision), "runtime": writer.runtime}
-        record.update(writer.describe(job, path) if writer.describe else {})
-        records.append({**record, "delegate": writer.delegate} if writer.delegate else record)
-    for writer, record in zip(writers, records):
+        records.append(artifact_record(writer, job, path))
+    for i, writer in enumerate(writers):
         if writer.verify is None:
             continue
-        say(f"verify {record['path']}")
-        check = writer.verify(job, job.written[writer.key])
-        record.update(max_abs_error_vs_keras=check.max_abs_error_vs_keras, accuracy=check.accuracy,
-                      top1_agreement_vs_keras=check.agreement_top1, output_sqnr_db_vs_keras=check.sqnr_db)
-    return records
+        say(f"verify {records[i].path}")
+        records[i] = dataclasses.replace(records[i], checks=tuple(writer.verify(job, job.written[writer.key])))
+    return tuple(records)
 
 
-def _int8_check(job: ExportJob, artifacts: list[dict]) -> dict:
+def _int8_check(job: ExportJob, art: ArtifactRecord) -> dict:
     """The int8 model on inputs it was not calibrated on: agreement with Keras, input range and saturation."""
     from edgesep.converters.input_domain import int8_input_check
 
     path = job.written["tflite:int8"]
-    art = next(a for a in artifacts if a["path"] == path.name)
+    figures = art.check() or OutputCheck(None, None)
     check = int8_input_check(path, job.calibration, job.x)
     return {"held_out_samples": int(len(job.x)), "calibration_samples": int(len(job.calibration)),
             "calibrated_on": "training split", "verified_on": "test split (not calibrated on)",
-            "top1_agreement": art["top1_agreement_vs_keras"], "output_sqnr_db": art["output_sqnr_db_vs_keras"],
+            "top1_agreement": figures.top1_agreement_vs_keras, "output_sqnr_db": figures.output_sqnr_db_vs_keras,
             **(check.to_dict() if check is not None else {"warnings": []})}
 
 
@@ -302,12 +293,12 @@ def _equalized(model, folded, dataset, config: ExportConfig, say):
     return equalized, report.to_dict(), calib
 
 
-def _model_summary(model, folder: Path, artifacts: list[dict]) -> dict[str, Any]:
+def _model_summary(model, folder: Path, artifacts: tuple[ArtifactRecord, ...]) -> ModelSummary:
     from edgesep.converters.inspect import inspect_model
 
-    float_art = next((a for a in artifacts if a["precision"] == "float32"), artifacts[0])
-    macs = inspect_model(folder / float_art["path"]).macs
+    float_art = next((a for a in artifacts if a.precision == "float32"), artifacts[0])
+    macs = inspect_model(folder / float_art.path).macs
     form = "fused" if any(type(l).__name__ == "SeparableConv2D" for l in model.layers) else (
         "split" if any(type(l).__name__ == "DepthwiseConv2D" for l in model.layers) else None)
-    return {"name": model.name, "form": form, "input_shape": [1, *map(int, model.input_shape[1:])],
-            "params": int(model.count_params()), "macs": int(macs)}
+    return ModelSummary(model.name, form, (1, *map(int, model.input_shape[1:])), int(model.count_params()),
+                        int(macs))

@@ -276,6 +276,11 @@ def with_input_size(model, size: tuple[int, int]):
     return new
 
 
+def output_names(model) -> list[str]:
+    """The model's output names, in its output order."""
+    return list(getattr(model, "output_names", None) or [t.name for t in model.outputs])
+
+
 def check_exportable(model) -> None:
     """One-line errors for a model edgesep cannot export and verify as it is.
 
@@ -289,7 +294,7 @@ def check_exportable(model) -> None:
         raise UsageError(f"{model.name!r} takes images of any size {shape}: give the size to export at with "
                          f"--input-size H,W")
     if len(model.outputs) != 1:
-        names = ", ".join(getattr(model, "output_names", None) or [t.name for t in model.outputs])
+        names = ", ".join(output_names(model))
         raise ConversionError(f"{model.name!r} has {len(model.outputs)} outputs ({names}); edgesep exports and "
                               f"verifies models with one output")
     for variable in model.weights:

@@ -330,14 +330,7 @@ def quant_error_cli(model, inputs: list[dict[str, Any]], data: Optional[str], re
 
 def _was_equalized(model) -> bool:
     """Does the export.json beside ``model`` record an equalized int8 export (not reverted by the guard)?"""
-    import json
+    from edgesep.converters.records import read_export
 
-    try:
-        doc = json.loads(Path(model).with_name("export.json").read_text())
-    except (OSError, ValueError):
-        return False
-    section = doc.get("equalize") if isinstance(doc, dict) else None
-    if not isinstance(section, dict) or not section:
-        return bool(section)
-    guard = section.get("guard")
-    return not (isinstance(guard, dict) and guard.get("outcome") == "reverted")
+    result = read_export(Path(model).parent)
+    return result is not None and result.equalized

@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from edgesep.converters.export_config import PRECISIONS, QUANTIZED, tflite_key
+from edgesep.converters.records import ArtifactRecord, OutputCheck
 from edgesep.errors import ConversionError, EdgeTpuError, UsageError
 
 
@@ -29,6 +30,7 @@ class ExportJob:
         int8_model: the model int8 artifacts are made from (folded, and equalized with ``--equalize``).
         calibration: the calibration images (None without int8).
         x, y, reference: held-out inputs, their labels (or None) and the Keras model's outputs on them.
+        outputs: the Keras model's output names, in its output order (the keys of the per-output checks).
         written: writer key -> written file, filled as the writers run.
         sections: export.json sections the writers add (e.g. ``edgetpu``: the compiler's report).
         warnings: one line per problem a writer found (export.json ``warnings``).
@@ -43,6 +45,7 @@ class ExportJob:
     x: np.ndarray
     y: Optional[np.ndarray]
     reference: np.ndarray
+    outputs: tuple[str, ...] = ()
     written: dict[str, Path] = dataclasses.field(default_factory=dict)
     sections: dict[str, Any] = dataclasses.field(default_factory=dict)
     warnings: list[str] = dataclasses.field(default_factory=list)
@@ -52,11 +55,13 @@ def _no_check() -> None:
     return None
 
 
-def verify_against_keras(job: ExportJob, path: Path):
-    """The default check: the artifact's outputs on the held-out inputs against Keras' (``verify_artifact``)."""
+def verify_against_keras(job: ExportJob, path: Path) -> tuple[OutputCheck, ...]:
+    """The default check: the artifact's outputs on the held-out inputs against Keras' (``verify_artifact``),
+    one :class:`OutputCheck` per model output, keyed by the output's name."""
     from edgesep.converters.verify import verify_artifact
 
-    return verify_artifact(path, job.x, job.reference, job.y)
+    name = job.outputs[0] if job.outputs else None
+    return (OutputCheck.from_verification(name, verify_artifact(path, job.x, job.reference, job.y)),)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +75,8 @@ class ArtifactWriter:
         runtime: what runs it (shown in the export table).
         needs: ``calibration`` and/or keys of writers whose files it reads (they run first).
         write: makes the file in ``job.folder``; returns its path.
-        verify: compares it with Keras (``Verification``), or None where this host cannot run it.
+        verify: compares it with Keras: one ``OutputCheck`` per model output (``job.outputs``), or None where
+            this host cannot run it.
         check: fails early (before any conversion) when something on this host is missing.
         delegate: the delegate the artifact is for, recorded in export.json.
         describe: more export.json fields for the written file (e.g. the ops left in float).
@@ -82,7 +88,7 @@ class ArtifactWriter:
     precision: str
     runtime: str
     write: Callable[[ExportJob], Path]
-    verify: Optional[Callable[[ExportJob, Path], Any]] = verify_against_keras
+    verify: Optional[Callable[[ExportJob, Path], tuple[OutputCheck, ...]]] = verify_against_keras
     needs: tuple[str, ...] = ()
     check: Callable[[], None] = _no_check
     delegate: Optional[str] = None
@@ -124,14 +130,15 @@ def writers_for(keys: tuple[str, ...]) -> list[ArtifactWriter]:
     return chosen
 
 
-def artifact_record(path: Path, fmt: str, precision: str) -> dict[str, Any]:
-    """An export.json artifact entry for a written file (figures from verification left empty)."""
+def artifact_record(writer: ArtifactWriter, job: ExportJob, path: Path) -> ArtifactRecord:
+    """The record of a file ``writer`` wrote (checks against Keras come later, from ``verify``)."""
     from edgesep.converters.inspect import op_counts
 
     data = path.read_bytes()
-    return {"path": path.name, "format": fmt, "precision": precision, "bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(), "ops": op_counts(path),
-            "max_abs_error_vs_keras": None, "accuracy": None}
+    return ArtifactRecord(key=writer.key, path=path.name, format=writer.format, precision=writer.precision,
+                          runtime=writer.runtime, bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
+                          ops=op_counts(path), delegate=writer.delegate,
+                          details=writer.describe(job, path) if writer.describe else {})
 
 
 # ------------------------------------------------------------------------------------------ the writers

@@ -117,10 +117,10 @@ class Sweep:
             if not model.exported:
                 self._enqueue(file_artifacts(model))
         for job in export_jobs(self.plan):
-            doc = read_export(self.out, job)
-            if doc is not None:
+            reused = read_export(self.out, job)
+            if reused is not None:
                 self.export_counts["reused"] += 1
-                self._enqueue(export_artifacts(job, doc, self.out))
+                self._enqueue(export_artifacts(job, reused, self.out))
                 continue
             keras = ray.put(Path(job.model.path).read_bytes()) if job.model.path else None
             self.exports[export_task.remote(job.to_dict(), keras)] = job
@@ -213,7 +213,9 @@ class Sweep:
             "started": outcome.get("started"), "ended": outcome.get("ended"), "folder": job.folder,
             "export_json": None if error else dumps(outcome["doc"], indent=None)})
         if not error:
-            self._enqueue(export_artifacts(job, outcome["doc"], self.out))
+            from edgesep.converters.records import ExportResult
+
+            self._enqueue(export_artifacts(job, ExportResult.from_dict(outcome["doc"]), self.out))
 
     # ---------------------------------------------------------------- faults
     def _lost(self, state: DeviceState, job: MeasureJob, dispatched: float, e: BaseException) -> None:

@@ -12,9 +12,12 @@ import hashlib
 import json
 import tempfile
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from edgesep.fleet.plan import DeviceSpec, ExportSpec, ModelSpec, SweepPlan
+
+if TYPE_CHECKING:
+    from edgesep.converters.records import ExportResult
 
 # connection details that do not change what a device measures
 NOT_IN_KEY = ("ssh_config", "adb_server_port")
@@ -106,29 +109,27 @@ def file_artifacts(model: ModelSpec) -> list[Artifact]:
                      format=info.format, precision=precision, sha256=info.sha256, bytes=info.bytes)]
 
 
-def export_artifacts(job: ExportJob, doc: dict[str, Any], out: Path) -> list[Artifact]:
-    """The artifacts an export job wrote into ``out / job.folder`` (from its export.json ``doc``)."""
+def export_artifacts(job: ExportJob, result: "ExportResult", out: Path) -> list[Artifact]:
+    """The artifacts an export job wrote into ``out / job.folder`` (from its export's record)."""
     folder = Path(out) / job.folder
-    return [Artifact(model=job.model.name, model_hash=job.key, form=job.model.form or doc["model"].get("form"),
-                     seed=job.model.seed if job.model.path is None else None, path=str(folder / a["path"]),
-                     format=a["format"], precision=a["precision"], sha256=a["sha256"], bytes=a["bytes"],
-                     accuracy=a.get("accuracy"), keras_accuracy=doc.get("keras_accuracy"))
-            for a in doc["artifacts"]]
+    return [Artifact(model=job.model.name, model_hash=job.key, form=job.model.form or result.model.form,
+                     seed=job.model.seed if job.model.path is None else None, path=str(folder / a.path),
+                     format=a.format, precision=a.precision, sha256=a.sha256, bytes=a.bytes,
+                     accuracy=a.accuracy, keras_accuracy=result.keras_accuracy)
+            for a in result.artifacts]
 
 
-def read_export(out: Path, job: ExportJob) -> Optional[dict[str, Any]]:
-    """The export.json of ``job`` left by an earlier run, if complete and made by the same job key."""
+def read_export(out: Path, job: ExportJob) -> Optional["ExportResult"]:
+    """The export of ``job`` left by an earlier run, if complete and made by the same job key."""
+    from edgesep.converters.records import read_export as read
+
     folder = Path(out) / job.folder
-    try:
-        doc = json.loads((folder / "export.json").read_text())
-    except (OSError, ValueError):
+    result = read(folder)
+    if result is None or (result.extra.get("fleet") or {}).get("key") != job.key:
         return None
-    if doc.get("fleet", {}).get("key") != job.key:
+    if not all((folder / a.path).is_file() and file_sha256(folder / a.path) == a.sha256 for a in result.artifacts):
         return None
-    if not all((folder / a["path"]).is_file() and file_sha256(folder / a["path"]) == a["sha256"]
-               for a in doc.get("artifacts", [])):
-        return None
-    return doc
+    return result
 
 
 def measure_key(artifact: Artifact, device: DeviceSpec, bench: dict[str, Any]) -> str:
@@ -171,9 +172,9 @@ def run_export(job: dict[str, Any], keras_bytes: Optional[bytes] = None) -> dict
             model, dataset, info = model_and_data(str(path), data=data)
             info = {"source": {"model": spec["path"]}}
         out = Path(tmp) / "out"
-        doc = export(model, out, config, dataset, extra={**info, "fleet": {"key": job["key"], "model": spec}})
-        files = {a["path"]: (out / a["path"]).read_bytes() for a in doc["artifacts"]}
-    return {"doc": doc, "files": files}
+        result = export(model, out, config, dataset, extra={**info, "fleet": {"key": job["key"], "model": spec}})
+        files = {a.path: (out / a.path).read_bytes() for a in result.artifacts}
+    return {"doc": result.to_dict(), "files": files}
 
 
 def _builtin_model(spec: dict[str, Any], data: str):
