@@ -177,8 +177,10 @@ def test_resume_reuses_exports_and_device_sessions(local_report, tmp_path):
     copy = tmp_path / "again"
     shutil.copytree(out, copy)
     mtimes = {v["path"]: (copy / v["path"]).stat().st_mtime_ns for v in first["variants"]}
-    code, _, stderr = edgesep("compare", "--device", "local", *SMALL, *FAST_COMPARE, "--out", copy, "--resume")
+    code, stdout, stderr = edgesep("compare", "--device", "local", *SMALL, *FAST_COMPARE, "--out", copy, "--resume")
     assert code == 0, stderr
+    assert re.search(r"--resume reused 4 of 4 exports \(their training skipped\); (\d+) of \1 sessions on local",
+                     stdout), stdout
     doc = json.loads((copy / "report.json").read_text())
     section = doc["devices"]["local"]
     assert section["resumed"] and all(s["resumed"] for s in section["sessions"])

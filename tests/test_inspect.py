@@ -493,4 +493,4 @@ def test_cli_usage_errors_exit_2(capsys):
 
 
 def test_known_extensions():
-    assert known_extensions() == [".keras", ".onnx", ".tflite"]
+    assert known_extensions() == [".h5", ".hdf5", ".keras", ".onnx", ".tflite"]

@@ -70,7 +70,7 @@ def bench(models: tuple[str, ...], target: str, threads: Optional[int], runs: in
     adb_options = {"benchmark_binary": benchmark_binary, "cpu_mask": cpu_mask, "op_profiling": op_profiling or None}
     device = parse_target(target, **_bench_device_options(target, ssh_config, remote_python, adb_options))
     results = _bench_measure(device, paths, target, config, data, preprocess, resize)
-    _bench_output(results, as_json, out_file)
+    _bench_output(results, as_json, out_file, config.threads)
 
 
 def _bench_config(delegate_options: tuple[str, ...], **fields) -> BenchConfig:
@@ -106,7 +106,8 @@ def _bench_measure(device: Device, paths: list[Path], target: str, config: Bench
     return results
 
 
-def _bench_output(results: list[BenchResult], as_json: bool, out_file: Optional[str]) -> None:
+def _bench_output(results: list[BenchResult], as_json: bool, out_file: Optional[str],
+                  threads: Optional[int] = None) -> None:
     """Print the results (JSON or a table), then write --out: a file that cannot be written loses nothing."""
     from edgesep.compare.analysis import bench_ratios
     from edgesep.io import dumps, write_text
@@ -120,6 +121,12 @@ def _bench_output(results: list[BenchResult], as_json: bool, out_file: Optional[
         console = table_console(160)  # wraps a long verdict between words, like the table above it
         for c in bench_ratios(results) if len(results) > 1 else ():  # each model against the first, as compare
             console.print(f"{c.spec.label}: {c.verdict}", markup=False, highlight=False)
+    if len(results) > 1:  # a verdict from a loaded machine may not hold on an idle one
+        from edgesep.compare.analysis import host_checks
+
+        host = next((r.host for r in results if r.host), None) or {}
+        for check in host_checks(host, threads):
+            click.echo(f"edgesep: warning: {check['message']}", err=True)
     if out_file:
         write_text(out_file, text + "\n")
     _bench_failures(results)
@@ -154,8 +161,9 @@ def _bench_run(device: Device, paths: list[Path], data_file: Optional[Path],
 
     from edgesep.devices.base import DeviceError
 
+    console = Console(stderr=True)
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=Console(stderr=True), transient=True)
+                   console=console, transient=True, disable=not console.is_terminal)  # a log gets no blank line
     tasks: dict = {}
 
     def progress(model: str, done: int, total: int) -> None:

@@ -74,6 +74,10 @@ def compare(models: tuple[str, ...], targets: tuple[str, ...], int8: Optional[bo
             doc = cmp.run_builtin(config, targets, bench, out, device_options=options, resume=resume,
                                   progress=progress, sessions=sessions)
     _compare_print(doc, out)
+    if resume:
+        from edgesep.report import resume_summary
+
+        click.echo(resume_summary(doc))
 
 
 def _check_compare_options(models: tuple[str, ...], data: Optional[str], preprocess: Optional[str], resize: bool,

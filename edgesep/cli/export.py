@@ -64,6 +64,10 @@ def export(model_path: Optional[str], input_size: Optional[tuple[int, int]], for
                                        edgetpu=edgetpu, int16x8=int16x8)
     if input_size and not model_path:
         raise click.UsageError("--input-size fixes the input of a --model that takes any size; add --model")
+    if model_path:
+        from edgesep.converters.graph import check_model_path
+
+        check_model_path(model_path)  # before the watched child and TensorFlow's start-up
     check_out_dir(out_dir)
     if (code := _watched(out_dir)) is not None:  # the work ran in a watched child, which printed everything
         raise click.exceptions.Exit(code)
@@ -114,7 +118,7 @@ def _watched(out_dir: str) -> Optional[int]:
               help="Test images used by --quant-error.")
 def inspect(model: str, as_json: bool, quant_error: bool, data: Optional[str], reference: Optional[str],
             samples: int) -> None:
-    """Ops by type, params, MACs, size, inputs/outputs and quantization of a .tflite/.onnx/.keras model."""
+    """Ops by type, params, MACs, size, inputs/outputs and quantization of a .tflite/.onnx/.keras/.h5 model."""
     import json
 
     from edgesep.io import require_regular_file

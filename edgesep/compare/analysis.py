@@ -274,6 +274,11 @@ def _host_checks(hosts: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def host_checks(host: Mapping[str, Any], threads: Optional[int]) -> tuple[dict[str, Any], ...]:
+    """The load, threads, CPU-time and temperature warnings of one session's host record (as compare's)."""
+    return tuple(_load_checks([host], host.get("cores"), threads) + _host_checks([host])) if host else ()
+
+
 def stability_checks(section: DeviceSection, threads: Optional[int]) -> tuple[dict[str, Any], ...]:
     """Warnings on how steady a device's sessions were: load average, runner CPU time vs wall time,
     temperature rise, two speed modes in a variant's samples, default threads on a busy machine."""

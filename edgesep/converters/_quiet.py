@@ -51,3 +51,24 @@ def import_tensorflow():
     with quiet("importing TensorFlow"):
         import tensorflow
     return tensorflow
+
+
+def import_onnxruntime():
+    """Import onnxruntime with ``$TMPDIR`` pointed at a throwaway folder for the import: its telemetry writes a
+    session file (``.ses``) into the temp folder when it loads, which would otherwise stay in the user's."""
+    if "onnxruntime" in sys.modules:
+        return sys.modules["onnxruntime"]
+    import shutil
+
+    private = tempfile.mkdtemp(prefix="edgesep-ort-")
+    saved = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = private
+    try:
+        import onnxruntime
+    finally:
+        if saved is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved
+        shutil.rmtree(private, ignore_errors=True)
+    return onnxruntime

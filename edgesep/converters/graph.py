@@ -215,13 +215,7 @@ def load_model(path, input_size: Optional[tuple[int, int]] = None) -> Any:
     """
     from edgesep.converters._quiet import import_tensorflow
 
-    path = Path(path)
-    if not path.is_file():
-        raise ConversionError(f"model file not found: {path}")
-    if path.suffix.lower() not in KERAS_EXTENSIONS:
-        raise ConversionError(f"{path.name}: expected a Keras model file ({', '.join(KERAS_EXTENSIONS)})")
-    if path.suffix.lower() == ".keras" and not zipfile.is_zipfile(path):
-        raise ConversionError(f"{path.name} is not a Keras model file (a .keras file is a zip archive)")
+    path = check_model_path(path)
     import_tensorflow()
     import keras
 
@@ -236,6 +230,24 @@ def load_model(path, input_size: Optional[tuple[int, int]] = None) -> Any:
         model = with_input_size(model, input_size)
     check_exportable(model)
     return model
+
+
+def check_model_path(path) -> Path:
+    """``path`` as a Path if it can be a Keras model file (checked without importing Keras); else one line:
+    missing, a pipe, an already exported .tflite/.onnx (with the command to use instead), another extension,
+    or a .keras file that is not a zip archive."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConversionError(f"model file not found: {path}" if not path.exists() else
+                              f"model file {path} is not a regular file (a pipe or device would block)")
+    if path.suffix.lower() in (".tflite", ".onnx"):
+        raise ConversionError(f"{path.name} is already exported; measure it with 'edgesep bench' or read it with "
+                              f"'edgesep inspect' (export takes a Keras model: {', '.join(KERAS_EXTENSIONS)})")
+    if path.suffix.lower() not in KERAS_EXTENSIONS:
+        raise ConversionError(f"{path.name}: expected a Keras model file ({', '.join(KERAS_EXTENSIONS)})")
+    if path.suffix.lower() == ".keras" and not zipfile.is_zipfile(path):
+        raise ConversionError(f"{path.name} is not a Keras model file (a .keras file is a zip archive)")
+    return path
 
 
 def _quiet_load(keras, path: Path):

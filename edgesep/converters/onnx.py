@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgesep.converters import ConversionError
-from edgesep.converters._quiet import quiet
+from edgesep.converters._quiet import import_onnxruntime, quiet
 from edgesep.converters.export_config import OPSETS
 from edgesep.io import write_bytes
 
@@ -79,6 +79,7 @@ def quantize_onnx(float_path, path, calibration, *, per_channel: bool = True, ba
     import numpy as np
 
     with quiet("ONNX int8 quantization"):
+        import_onnxruntime()  # first, so that its session file goes to a throwaway folder
         import onnx
         from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                               quantize_static)

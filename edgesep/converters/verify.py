@@ -46,7 +46,9 @@ def predict_tflite(path: Path, x: np.ndarray) -> np.ndarray:
 
 def predict_onnx(path: Path, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """An .onnx model's outputs on ``x`` with onnxruntime's CPU provider."""
-    import onnxruntime as ort
+    from edgesep.converters._quiet import import_onnxruntime
+
+    ort = import_onnxruntime()
 
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -44,7 +44,11 @@ def check_model_file(path: Path) -> None:
     if not path.exists():
         raise DeviceError(f"model file not found: {path}")
     if not path.is_file():
-        raise DeviceError(f"not a model file: {path}")
+        raise DeviceError(f"not a model file: {path}" if path.is_dir() else
+                          f"model file {path} is not a regular file (a pipe or device would block)")
+    if path.suffix.lower() in (".keras", ".h5", ".hdf5"):
+        raise DeviceError(f"{path} is a Keras model; export it first: edgesep export --model {path} "
+                          "(then measure the .tflite/.onnx it writes)")
     if path.suffix.lower() not in MODEL_SUFFIXES:
         raise DeviceError(f"unsupported model file {path}: use .tflite or .onnx")
     with open(path, "rb") as f:

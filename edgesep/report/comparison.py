@@ -142,6 +142,20 @@ def compare_verdicts(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def resume_summary(doc: dict[str, Any]) -> str:
+    """What ``--resume`` reused: exports (training skipped) and device sessions, per device."""
+    forms = [f for seed in doc.get("seeds") or [] for f in seed.values()]
+    parts = []
+    if forms:
+        reused = sum(1 for f in forms if (f.get("train") or {}).get("resumed"))
+        parts.append(f"{reused} of {len(forms)} exports (their training skipped)")
+    for target, section in (doc.get("devices") or {}).items():
+        sessions = [s for s in section.get("sessions") or [] if s.get("session")]
+        reused = sum(1 for s in sessions if s.get("resumed"))
+        parts.append(f"{reused} of {len(sessions)} sessions on {target}")
+    return "--resume reused " + ("; ".join(parts) if parts else "nothing") + "; the rest was made anew"
+
+
 def _md_table(section: dict[str, Any]) -> list[str]:
     cols = section["columns"]
     lines = ["| " + " | ".join(h for h, _ in cols) + " |",

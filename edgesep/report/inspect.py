@@ -48,7 +48,8 @@ def _summary_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _human(value: int, unit: str, base: int) -> str:
-    """``10.9 KB``-style text: one decimal with a K/M/G prefix, or the plain integer below ``base``."""
+    """``10.9 KiB``-style text: one decimal with a K/M/G prefix (Ki/Mi/Gi for ``base`` 1024), or the plain
+    integer below ``base``."""
     if value < base:
         return f"{value} {unit}".rstrip()
     scaled, prefix = float(value), ""
@@ -56,7 +57,7 @@ def _human(value: int, unit: str, base: int) -> str:
         scaled /= base
         if scaled < base:
             break
-    return f"{scaled:.1f} {prefix}{unit}"
+    return f"{scaled:.1f} {prefix}{'i' if base == 1024 else ''}{unit}"
 
 
 def _shape_text(shape: list[Optional[int]]) -> str:

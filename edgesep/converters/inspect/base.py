@@ -90,6 +90,11 @@ def is_keras(head: bytes) -> bool:
     return head[:4] == b"PK\x03\x04"
 
 
+def is_hdf5(head: bytes) -> bool:
+    """Does the file start like HDF5 (a legacy Keras ``.h5`` file)?"""
+    return head[:8] == b"\x89HDF\r\n\x1a\n"
+
+
 def sha256_of(p: Path) -> str:
     """Hex SHA-256 of a file, read in chunks."""
     digest = hashlib.sha256()

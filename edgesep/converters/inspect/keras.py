@@ -1,6 +1,7 @@
-"""The Keras reader: layers by type, parameters, MACs and I/O of a ``.keras`` archive.
+"""The Keras reader: layers by type, parameters, MACs and I/O of a ``.keras`` archive or a legacy ``.h5``/``.hdf5``.
 
-The archive is checked before Keras is imported, so a broken file fails fast, without TensorFlow's start-up.
+A ``.keras`` archive is checked before Keras is imported, so a broken file fails fast, without TensorFlow's
+start-up; TensorFlow's own start-up log (CUDA probes) stays off the terminal.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
-from edgesep.converters.inspect.base import Contents, Format, batch_one, is_keras, macs_note, sorted_counts
+from edgesep.converters.inspect.base import Contents, Format, batch_one, is_hdf5, is_keras, macs_note, sorted_counts
 from edgesep.converters.inspect.macs import KERAS_MACS
 from edgesep.errors import ConversionError, one_line
 
@@ -38,12 +39,20 @@ def _check_archive(p: Path) -> None:
 
 
 def read_keras(p: Path) -> Contents:
-    """The :class:`Contents` of a ``.keras`` file."""
-    _check_archive(p)
+    """The :class:`Contents` of a ``.keras``, ``.h5`` or ``.hdf5`` file."""
+    import warnings
+
+    from edgesep.converters._quiet import import_tensorflow
+
+    if p.suffix.lower() == ".keras":
+        _check_archive(p)
+    import_tensorflow()
     import keras
 
     try:
-        model = keras.saving.load_model(str(p), compile=False)
+        with warnings.catch_warnings():  # legacy .h5 files warn about compile state and deprecated arguments
+            warnings.simplefilter("ignore")
+            model = keras.saving.load_model(str(p), compile=False)
     except Exception as e:  # noqa: BLE001 - Keras raises many types for a bad archive or unknown layers
         raise ConversionError(f"cannot load Keras model {p}: {_why(e)}") from None
     return keras_contents(model)
@@ -94,4 +103,5 @@ def _layer_macs(layer) -> int:
     return total
 
 
-FORMAT = Format("keras", (".keras",), "Keras v3 (.keras)", is_keras, read_keras)
+FORMAT = Format("keras", (".keras", ".h5", ".hdf5"), "Keras (.keras, .h5)", lambda head: is_keras(head) or
+                is_hdf5(head), read_keras)
