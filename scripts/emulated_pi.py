@@ -187,7 +187,9 @@ def provide_rootfs(progress: host.Progress) -> None:
         host.check_space(fs.home(), fs.NEEDED_FREE["restore"], "restoring the rootfs")
         fs.restore(rootfs(), progress)
         return
-    for tool, package in (("mmdebstrap", "mmdebstrap"), ("zstd", "zstd"), ("ssh-keygen", "openssh-client")):
+    # arch-test: mmdebstrap only recommends it, but a foreign-architecture build stops at once without it
+    for tool, package in (("mmdebstrap", "mmdebstrap"), ("arch-test", "arch-test"), ("zstd", "zstd"),
+                          ("ssh-keygen", "openssh-client")):
         if not shutil.which(tool):
             raise PiError(f"{tool} not found: apt-get install --no-install-recommends {package}")
     host.check_space(fs.home(), fs.NEEDED_FREE["build"], "building the rootfs")

@@ -3,7 +3,7 @@
 ``python tests/bench_models.py OUTDIR`` writes float.tflite, int8.tflite (full-integer, int8 in/out),
 prelu.tflite (a "third-party-looking" net: ZeroPadding2D -> PAD, PReLU -> PRELU) and float.onnx (tf2onnx),
 all 16x16x3 -> 10 classes, plus models.json describing them. ``bench_models()`` returns the paths, building
-them once per content of this file (cached under ~/.cache/edgesep-test/models).
+them once per content of this file (cached under ``$EDGESEP_TEST_CACHE/models``, the run's own folder).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 INPUT_SHAPE = (16, 16, 3)
 NAMES = ("float.tflite", "int8.tflite", "prelu.tflite", "float.onnx")
-CACHE = Path(os.environ.get("EDGESEP_TEST_CACHE", Path.home() / ".cache" / "edgesep-test"))
+CACHE = Path(os.environ.get("EDGESEP_TEST_CACHE") or Path.home() / ".cache" / "edgesep-test")  # conftest sets it
 
 
 def _conv_model(keras):

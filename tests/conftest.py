@@ -12,12 +12,30 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable, Optional
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# The same words and widths on every machine: tools' messages in the C locale, and no terminal width inherited
+# from the shell that started pytest (a test that cares about width sets COLUMNS itself).
+os.environ.update(LC_ALL="C.UTF-8", LANG="C.UTF-8")
+for _name in ("COLUMNS", "LINES", "LANGUAGE"):
+    os.environ.pop(_name, None)
+
+# Everything the suite caches (device venvs, tiny bench models, trained built-in networks) lives in a folder of
+# this run's own, removed at the end: nothing is shared through ~/.cache with another run, job or checkout.
+# A developer may opt in to reuse across runs with EDGESEP_TEST_CACHE=DIR (never set by .ci/run).
+_OWN_TEST_CACHE = None if os.environ.get("EDGESEP_TEST_CACHE") else tempfile.mkdtemp(prefix="edgesep-test-cache-")
+os.environ.setdefault("EDGESEP_TEST_CACHE", _OWN_TEST_CACHE or "")
+os.environ.setdefault("EDGESEP_CACHE", os.path.join(os.environ["EDGESEP_TEST_CACHE"], "models"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _OWN_TEST_CACHE:
+        shutil.rmtree(_OWN_TEST_CACHE, ignore_errors=True)
 
 MARKER_PROBES: dict[str, Callable[[], Optional[str]]] = {}
 
@@ -87,7 +105,7 @@ def _probe_pi64() -> Optional[str]:
     if os.geteuid() != 0:
         return "needs root (the emulated Pi is a chroot with its own mounts)"
     if not os.path.exists("/usr/bin/qemu-aarch64-static"):
-        return "qemu-user-static not installed (apt-get install qemu-user-static binfmt-support mmdebstrap zstd)"
+        return "qemu-user-static not installed (apt-get install qemu-user-static binfmt-support mmdebstrap arch-test zstd)"
     entry = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
     if not entry.exists() or "enabled" not in entry.read_text():
         return "qemu-aarch64 is not registered with binfmt_misc (python scripts/emulated_pi.py up does it)"
@@ -156,8 +174,7 @@ def numpy_only_python():
 
 # ---------------------------------------------------------------- export: the trained built-in model
 
-# Trained models are cached by config + data hash; a cache shared across test runs is safe and saves ~30 s.
-os.environ.setdefault("EDGESEP_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "edgesep-test", "models"))
+# Trained models are cached by config + data hash in this run's EDGESEP_CACHE (set at the top of this file).
 
 
 @pytest.fixture(scope="session")

@@ -51,13 +51,33 @@ def view(doc: dict[str, Any]) -> dict[str, Any]:
     return {"skeleton": golden.skeleton(doc), "values": values(doc)}
 
 
+# What "the same" means for a measured float (another CPU, BLAS, TensorFlow or onnxruntime build rounds the
+# float reference differently in its last bits, so measured errors and SQNRs move a little; nothing else may):
+ERROR_FLOOR = 1e-5  # a "*error*" value: any two values below this are rounding noise, hence equal
+SQNR_CEILING = 100.0  # a "*sqnr*" value in dB: any two values above this are float-exact, hence equal
+RELATIVE = 1e-3  # every other float (and errors/SQNRs outside the two bands): equal within this relative tolerance
+
+
+def same_number(key: str, reference: float, current: float) -> bool:
+    """Whether a measured float ``current`` is the same as ``reference`` under the tolerances above."""
+    if "error" in key and abs(reference) < ERROR_FLOOR and abs(current) < ERROR_FLOOR:
+        return True
+    if "sqnr" in key and reference > SQNR_CEILING and current > SQNR_CEILING:
+        return True
+    return math.isclose(reference, current, rel_tol=RELATIVE, abs_tol=1e-12)
+
+
 def changed_values(reference: Any, current: Any, path: str = "$") -> list[str]:
-    """Where ``current`` differs from the deterministic values ``reference`` (a dict may gain keys)."""
+    """Where ``current`` differs from the deterministic values ``reference`` (a dict may gain keys); floats
+    compare by ``same_number``, everything else (ints, strings, booleans, key sets) exactly."""
     if isinstance(reference, dict) and isinstance(current, dict):
         return [p for k, v in reference.items()
                 for p in ([f"{path}.{k}: missing"] if k not in current else changed_values(v, current[k], f"{path}.{k}"))]
     if isinstance(reference, list) and isinstance(current, list) and len(reference) == len(current):
         return [p for i, (a, b) in enumerate(zip(reference, current)) for p in changed_values(a, b, f"{path}[{i}]")]
+    if isinstance(reference, float) and isinstance(current, float):
+        key = path.rsplit(".", 1)[-1].lower()
+        return [] if same_number(key, reference, current) else [f"{path}: {reference!r} became {current!r}"]
     return [] if reference == current else [f"{path}: {reference!r} became {current!r}"]
 
 

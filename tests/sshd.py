@@ -6,8 +6,8 @@ own sshd_config (key auth only, no PAM, internal sftp unless ``sftp=False``, ``T
 host-key checking on (``StrictHostKeyChecking yes`` with the real host key in its own known_hosts).
 
 ``device_venv(name, requirements)`` makes a virtualenv with exactly ``requirements`` under
-~/.cache/edgesep-test/venvs (reused across runs; keyed by the requirements and this Python), and returns its
-python.
+``$EDGESEP_TEST_CACHE/venvs`` (the test run's own folder, see conftest; keyed by the requirements and this
+Python), and returns its python.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from typing import Optional
 
 SSHD = "/usr/sbin/sshd"
 ALIAS = "edgesep-device"
-CACHE = Path(os.environ.get("EDGESEP_TEST_CACHE", Path.home() / ".cache" / "edgesep-test"))
+CACHE = Path(os.environ.get("EDGESEP_TEST_CACHE") or Path.home() / ".cache" / "edgesep-test")  # conftest sets it
 
 
 def _free_port() -> int:

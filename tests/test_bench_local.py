@@ -249,7 +249,7 @@ def test_watchdog_kills_a_runner_that_stops_answering(bench_models, tmp_path, mo
     t0 = time.monotonic()
     with pytest.raises(DeviceError) as e:
         device.run(config)
-    assert time.monotonic() - t0 < 1.7 + 5  # the limit, plus the 1 s polling and the kill
+    assert time.monotonic() - t0 < 1.7 + 20  # the limit, plus the 1 s polling, the kill and a loaded machine
     assert str(e.value) == ("local: the runner stopped answering: nothing from it for 1.7 s (warm-up 0.2 s + "
                             "max-secs 0.5 s + grace 1 s), so it was killed")
     device.cleanup()

@@ -24,6 +24,9 @@ from edgesep.devices import BenchConfig, DeviceError, parse_target
 
 pytestmark = pytest.mark.ssh
 
+# Bounds on hangs are the limit under test plus this slack: a loaded 2-core machine starts ssh slowly, and
+# what the bound catches (waiting for TCP's or ssh's own minutes-long defaults, or forever) is far longer.
+LOAD_SLACK_S = 20.0
 FAST = ["--runs", "5", "--warmup", "1", "--warmup-secs", "0", "--min-secs", "0", "--max-secs", "2"]
 FAST_CONFIG = BenchConfig(runs=5, warmup=1, warmup_secs=0.0, min_secs=0.0, max_secs=2.0)
 
@@ -61,13 +64,20 @@ def test_tflite_runtime_device_over_ssh(sshd, device_tmp, bench_models, tflite_r
 
 
 def test_litert_device_through_an_ssh_config_alias(sshd, device_tmp, bench_models, litert_python):
-    try:  # a remote Python given as ~/... is found in the device user's home
-        python = "~/" + str(litert_python.relative_to(Path.home()))
-    except ValueError:
-        python = str(litert_python)
-    code, stdout, stderr = edgesep(bench_models["prelu.tflite"], bench_models["int8.tflite"],
-                                   "--device", sshd.alias_target, "--ssh-config", sshd.config,
-                                   "--remote-python", python, *FAST)
+    import shutil
+    import tempfile
+
+    # a remote Python given as ~/... is found in the device user's home (a wrapper in a folder of our own there)
+    home_dir = Path(tempfile.mkdtemp(prefix=".edgesep-test-", dir=Path.home()))
+    try:
+        wrapper = home_dir / "python"
+        wrapper.write_text(f"#!/bin/sh\nexec {shlex.quote(str(litert_python))} \"$@\"\n")
+        wrapper.chmod(0o755)
+        code, stdout, stderr = edgesep(bench_models["prelu.tflite"], bench_models["int8.tflite"],
+                                       "--device", sshd.alias_target, "--ssh-config", sshd.config,
+                                       "--remote-python", "~/" + str(wrapper.relative_to(Path.home())), *FAST)
+    finally:
+        shutil.rmtree(home_dir, ignore_errors=True)
     assert code == 0, stderr
     assert "prelu.tflite" in stdout and "ai_edge_litert" in stdout and "ssh://edgesep-device" in stdout
 
@@ -100,7 +110,9 @@ def test_hostile_file_names(sshd, device_tmp, bench_models, litert_python, tmp_p
     model.write_bytes(bench_models["float.tflite"].read_bytes())
     py_dir = tmp_path / "py dir $(touch pwned3)"
     py_dir.mkdir()
-    (py_dir / "python").symlink_to(litert_python)
+    wrapper = py_dir / "python"  # a wrapper, not a symlink: a symlinked venv python would lose its venv
+    wrapper.write_text(f"#!/bin/sh\nexec {shlex.quote(str(litert_python))} \"$@\"\n")
+    wrapper.chmod(0o755)
     code, stdout, stderr = edgesep(model, "--device", sshd.target, "--ssh-config", sshd.config,
                                    "--remote-python", shlex.quote(str(py_dir / "python")), *FAST, "--json")
     assert code == 0, stderr
@@ -139,7 +151,7 @@ def test_unreachable_host_fails_within_the_connect_timeout(sshd, bench_models):
     code, _, stderr = edgesep(bench_models["float.tflite"], "--device", f"ssh://127.0.0.1:{closed_port()}",
                               "--ssh-config", sshd.config, *FAST)
     assert_one_error_line(code, stderr, "cannot reach ssh://127.0.0.1:", "Connection refused")
-    assert time.monotonic() - started < 10 + 5
+    assert time.monotonic() - started < 10 + LOAD_SLACK_S
 
 
 def test_authentication_refused(sshd, device_tmp, bench_models):
@@ -263,7 +275,7 @@ def test_server_that_never_speaks_fails_near_the_connect_timeout(bench_models):
         server.close()
         for conn in accepted:
             conn.close()
-    assert time.monotonic() - started < 2 + 3 and accepted
+    assert time.monotonic() - started < 2 + LOAD_SLACK_S and accepted
 
 
 def test_server_that_stalls_after_its_banner_fails_near_the_connect_timeout(bench_models):
@@ -297,7 +309,7 @@ def test_server_that_stalls_after_its_banner_fails_near_the_connect_timeout(benc
         server.close()
         for conn in accepted:
             conn.close()
-    assert time.monotonic() - started < 2 + 5 + 3
+    assert time.monotonic() - started < 2 + 5 + LOAD_SLACK_S
     assert str(e.value).startswith(f"cannot reach {target}: ")
     assert "no SSH session within 7 s (ConnectTimeout 2 s + 5 s)" in str(e.value) and accepted
 
@@ -353,7 +365,7 @@ def test_runner_that_stops_answering_over_ssh_is_killed_there_too(sshd, device_t
     started = time.monotonic()
     with pytest.raises(DeviceError, match="the runner stopped answering: nothing from it for 1.5 s"):
         device.run(dataclasses.replace(FAST_CONFIG, max_secs=0.5))
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 1.5 + LOAD_SLACK_S
     device.cleanup()
     deadline = time.monotonic() + 10
     while _runner_processes(device_tmp) and time.monotonic() < deadline:

@@ -122,7 +122,7 @@ MODEL_FILES = {"keras": "split.keras", "fused_keras": "fused.keras", "nested_ker
                "int8_per_tensor": "model_int8_pt.tflite", "variables": "model_vars.tflite", "onnx": "model.onnx",
                "onnx_qdq": "model_qdq.onnx", "upsample_keras": "upsample.keras", "upsample": "upsample.tflite",
                "grouped_onnx": "grouped.onnx"}
-CACHE = Path(os.environ.get("EDGESEP_TEST_CACHE", Path.home() / ".cache" / "edgesep-test"))
+CACHE = Path(os.environ.get("EDGESEP_TEST_CACHE") or Path.home() / ".cache" / "edgesep-test")  # conftest sets it
 
 
 def _cache_key() -> str:

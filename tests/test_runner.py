@@ -101,7 +101,8 @@ def test_min_and_max_secs_bound_the_steady_state(bench_models):
     assert sum(samples) >= 300 and len(samples) > 1
     proc, doc = run_runner("--runs", "100000000", "--warmup-secs", "0", "--min-secs", "0", "--max-secs", "0.2", model)
     samples = doc["results"][0]["samples_ms"]
-    assert 200 <= sum(samples) < 400 and len(samples) < 100000000  # stops at the first run past 0.2 s
+    # stops at the first run whose own inference time passes 0.2 s (no wall-clock bound: a loaded machine is fine)
+    assert sum(samples) >= 200 and sum(samples[:-1]) < 200 and len(samples) < 100000000
 
 
 def test_delegate_none_disables_xnnpack(bench_models):

@@ -73,13 +73,11 @@ def test_bad_samples_raise(bad):
         stats.summarize(bad)
 
 
-def test_large_sample_is_fast():
-    import time
-
+def test_large_sample_is_summarized():
+    """200 000 samples summarize (speed lives in scripts/bench_*.py, not in a timed unit test)."""
     x = np.random.default_rng(0).lognormal(0.0, 0.1, 200_000)
-    t0 = time.perf_counter()
-    stats.summarize(x)
-    assert time.perf_counter() - t0 < 2.0
+    s = stats.summarize(x)
+    assert s.n == 200_000 and s.min <= s.ci95_p50[0] <= s.p50 <= s.ci95_p50[1] <= s.max
 
 
 def test_ratio_of_medians_paired_exact_and_unpaired():

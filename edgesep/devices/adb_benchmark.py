@@ -6,6 +6,7 @@ The device it drives is duck-typed (``BenchmarkModelHost``): ``edgesep.devices.a
 """
 from __future__ import annotations
 
+import re
 import shlex
 import tempfile
 from pathlib import Path
@@ -14,6 +15,10 @@ from typing import Any, Optional, Protocol, Sequence
 from edgesep.devices import benchmark_model as bm
 from edgesep.devices.base import BenchConfig, BenchResult, ProgressFn
 from edgesep.devices.remote import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND
+
+# What a shell or a binfmt_misc handler says of a binary built for another machine: the kernel's ENOEXEC
+# (exit 126), or qemu-user registered for that architecture refusing it (its own exit code, e.g. 255).
+FOREIGN_BINARY = re.compile(r"Exec format error|Invalid ELF image|cannot execute binary file|wrong ELF class")
 from edgesep.errors import last_line
 
 NO_PEAK = ("benchmark_model printed no periodic peak-memory line (an older tool, or "
@@ -133,6 +138,6 @@ class BenchmarkModelSession:
 
     def _failure(self, rc: int, report: bm.BenchmarkModelReport, text: str, err: str) -> str:
         why = report.errors[-1] if report.errors else (last_line(text, default="") or last_line(err, default=""))
-        if rc in (EXIT_NOT_FOUND, EXIT_NOT_EXECUTABLE):
+        if rc in (EXIT_NOT_FOUND, EXIT_NOT_EXECUTABLE) or FOREIGN_BINARY.search(why):
             why = f"{self.binary} cannot run on this device ({why}); is it built for {self.device.facts.get('abi')}?"
         return f"benchmark_model failed (exit {rc}): {why}" if why else f"benchmark_model failed (exit {rc})"
