@@ -112,7 +112,10 @@ def _bench_output(results: list[BenchResult], as_json: bool, out_file: Optional[
     from edgesep.compare.analysis import bench_ratios
     from edgesep.io import dumps, write_text
 
-    doc = {"results": [r.to_dict() for r in results]}
+    from edgesep.report.text import distinct_labels
+
+    labels = distinct_labels([str(r.model) for r in results])  # tells same-named files in other folders apart
+    doc = {"results": [{**r.to_dict(), "label": label} for r, label in zip(results, labels)]}
     text = dumps(doc, indent=None)
     if as_json:
         click.echo(text)
@@ -160,15 +163,17 @@ def _bench_run(device: Device, paths: list[Path], data_file: Optional[Path],
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from edgesep.devices.base import DeviceError
+    from edgesep.report.text import distinct_labels
 
     console = Console(stderr=True)
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    console=console, transient=True, disable=not console.is_terminal)  # a log gets no blank line
     tasks: dict = {}
+    labels = dict(zip(map(str, paths), distinct_labels([str(p) for p in paths])))
 
     def progress(model: str, done: int, total: int) -> None:
         if model not in tasks:
-            tasks[model] = bar.add_task(model.replace("\\", "/").rsplit("/", 1)[-1], total=max(total, 1))
+            tasks[model] = bar.add_task(labels.get(model, model), total=max(total, 1))
         bar.update(tasks[model], completed=done, total=max(total, done, 1))
 
     try:

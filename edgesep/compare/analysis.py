@@ -64,7 +64,9 @@ def bench_ratios(results: Sequence[Any]) -> tuple[LatencyComparison, ...]:
     Args:
         results: ``BenchResult`` records of one bench session, in the order given.
     """
-    names = [str(r.model).replace("\\", "/").rsplit("/", 1)[-1] for r in results]
+    from edgesep.report.text import distinct_labels
+
+    names = distinct_labels([str(r.model) for r in results])
     out = []
     for i, r in enumerate(results[1:], start=1):
         spec = ComparisonSpec(label=f"{names[i]} vs {names[0]}", a=str(i), b="0", a_name=names[i], b_name=names[0])

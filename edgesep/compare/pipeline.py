@@ -178,11 +178,12 @@ def model_variants(paths: Sequence[Path]) -> list[Variant]:
     """One variant per given model file: size, ops, params, MACs (read from the file)."""
     from edgesep.converters.inspect import inspect_model
 
-    names = [Path(p).name for p in paths]
+    from edgesep.report.text import distinct_labels
+
+    names = distinct_labels([str(p) for p in paths])
     variants = []
-    for i, path in enumerate(paths):
+    for path, name in zip(paths, names):
         info = inspect_model(path)
-        name = names[i] if names.count(names[i]) == 1 else f"{names[i]} ({i + 1})"
         variants.append(Variant(id=name, name=name, label=name, format=info.format, precision=_precision(info),
                                 file=str(Path(path).resolve()), path=str(path), bytes=info.bytes,
                                 sha256=info.sha256, ops=info.ops, params=info.params, macs=info.macs))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from edgesep.report.text import format_ms, ops_text, short_model, size_text
+from edgesep.report.text import distinct_labels, format_ms, ops_text, size_text
 
 
 def export_table(doc: dict[str, Any]) -> "ExportTable":
@@ -168,7 +168,8 @@ def bench_rows(results: list[dict[str, Any]]) -> list[dict[str, str]]:
     Latency cells of an emulated device (``host.emulated``) end in a dagger (see ``emulated_note``).
     """
     rows = []
-    for r in results:
+    labels = distinct_labels([str(r.get("model", "?")) for r in results])
+    for r, label in zip(results, labels):
         lat = r.get("latency_ms") or {}
         ci = lat.get("ci95_p50")
         p50 = format_ms(lat.get("p50"))
@@ -178,7 +179,7 @@ def bench_rows(results: list[dict[str, Any]]) -> list[dict[str, str]]:
         if r.get("fully_delegated") is False and delegate not in ("none", "-"):
             delegate += " (partial)"
         acc = r.get("accuracy")
-        rows.append({"model": short_model(str(r.get("model", "?"))), "device": str(r.get("device") or "-"),
+        rows.append({"model": r.get("label") or label, "device": str(r.get("device") or "-"),
                      "p50": p50 if lat else "-", "p90": format_ms(lat.get("p90")), "p99": format_ms(lat.get("p99")),
                      "init": format_ms(r.get("init_ms")), "first": format_ms(r.get("first_ms")),
                      "runs": str(lat.get("n", len(r.get("samples_ms") or []))) if lat else "-",

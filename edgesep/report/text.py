@@ -1,7 +1,7 @@
 """Text formatting shared by the renderers: sizes, milliseconds, percentages, counts, op lists."""
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 
 def size_text(n: Optional[int]) -> str:
@@ -21,9 +21,20 @@ def format_ms(value: Optional[float]) -> str:
     return f"{value:.4f}"
 
 
-def short_model(path: str) -> str:
-    """The file name of a model path."""
-    return path.replace("\\", "/").rsplit("/", 1)[-1]
+def distinct_labels(paths: Sequence[str]) -> list[str]:
+    """Each path's shortest suffix of whole path parts that no other path ends in (``out/model_int8.tflite``
+    vs ``out-fused/model_int8.tflite``; plain file names when those differ); the same path given twice keeps
+    its full form with ``(1)``, ``(2)``... after it."""
+    import posixpath
+
+    parts = [[p for p in posixpath.normpath(str(path).replace("\\", "/")).split("/") if p not in ("", ".")]
+             for path in paths]
+    labels = []
+    for i, mine in enumerate(parts):
+        others = [theirs for j, theirs in enumerate(parts) if j != i]
+        k = next((k for k in range(1, len(mine) + 1) if all(theirs[-k:] != mine[-k:] for theirs in others)), None)
+        labels.append("/".join(mine[-k:]) if k else str(paths[i]))
+    return [f"{label} ({i + 1})" if labels.count(label) > 1 else label for i, label in enumerate(labels)]
 
 
 def pct(value: Optional[float]) -> str:
