@@ -25,6 +25,8 @@ Command line::
     --describe             only load the models and print their inputs/outputs (no timing)
     --watchdog S           end the process (SIGALRM) when S seconds pass without a progress event: the device-side
                            backstop of the host's own watchdog, for a runner whose host went away
+    --profile              after the timed runs, per-node times of each .onnx model from onnxruntime's own
+                           profiler (a second session, never mixed into ``samples_ms``; see ``profile_onnx``)
 
 The options are one ``RunConfig`` (``RunConfig.to_argv()`` writes them, ``parse_args`` reads them back); the host's
 ``edgesep.devices.BenchConfig`` is that same class, so the configuration exists once. The protocol constants
@@ -154,6 +156,8 @@ class RunConfig:
             as a sorted tuple of pairs.
         data: an accuracy .npz (on the host: a local path; in the runner: the device-side path), or None.
         seed: seed of the random input used for latency runs.
+        profile: after the timed runs, profile each .onnx model per node (``profile`` in its result entry);
+            .tflite models are profiled by the host as single-op models (``edgesep.devices.profile``).
 
     Raises:
         ValueError: a value out of range or not finite, or an unknown delegate (the message says which).
@@ -169,6 +173,7 @@ class RunConfig:
     delegate_options: Tuple[Tuple[str, str], ...] = ()
     data: Optional[str] = None
     seed: int = 0
+    profile: bool = False
 
     def __post_init__(self):
         options = self.delegate_options
@@ -222,6 +227,8 @@ class RunConfig:
             args += ["--delegate-option", "%s=%s" % (key, value)]
         if self.data is not None:
             args += ["--data", self.data]
+        if self.profile:
+            args.append("--profile")
         return args
 
 
@@ -497,13 +504,9 @@ class OnnxModel:
         provider = "CPUExecutionProvider"
         if delegate == "xnnpack" and "XnnpackExecutionProvider" in available:
             provider = "XnnpackExecutionProvider"
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if threads is not None:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
+        self.path, self.ort, self.threads, self.provider = path, ort, threads, provider
         try:
-            self.session = ort.InferenceSession(path, sess_options=options, providers=[provider])
+            self.session = ort.InferenceSession(path, sess_options=self.session_options(), providers=[provider])
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise ModelError("cannot load %s as an ONNX model: %s" % (os.path.basename(path), _one_line(e)))
         self.delegate = self.session.get_providers()[0]
@@ -511,6 +514,18 @@ class OnnxModel:
         self._outputs = self.session.get_outputs()
         self._feed = {}
         self._out0 = None
+
+    def session_options(self, profile_prefix=None):
+        """The session options of this model (threads as asked); with a prefix, onnxruntime's profiler on."""
+        options = self.ort.SessionOptions()
+        options.log_severity_level = 3
+        if self.threads is not None:
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+        if profile_prefix:
+            options.enable_profiling = True
+            options.profile_file_prefix = profile_prefix
+        return options
 
     @staticmethod
     def _shape(arg):
@@ -1018,6 +1033,100 @@ def _accuracy_all(slots, arrays, progress):
             slot.fail("accuracy run failed: %s: %s" % (type(e).__name__, e))
 
 
+# ---------------------------------------------------------------- profile
+
+PROFILE_WARMUP_RUNS = 2
+PROFILE_MAX_RUNS = 100
+PROFILE_MIN_RUNS = 10
+KERNEL_SUFFIX = "_kernel_time"
+
+
+def _trace_shapes(items):
+    """``[{"float": [1, 3, 16, 16]}, ...]`` of an onnxruntime trace as ``[[1, 3, 16, 16], ...]``."""
+    shapes = []
+    for item in items or []:
+        values = list(item.values()) if isinstance(item, dict) else []
+        shapes.append([int(v) for v in values[0]] if values and isinstance(values[0], list) else None)
+    return shapes
+
+
+def parse_onnx_trace(events, skip_runs):
+    """Per-node microseconds per run of an onnxruntime profile trace, after its first ``skip_runs`` runs: the
+    median over the runs of each node's time in a run (robust to a run the machine interrupted).
+
+    Returns ``{"runs": N, "run_us": median model_run, "nodes": [{"name", "type", "provider", "us",
+    "input_shapes", "output_shapes"}, ...]}`` with nodes in the order they first ran.
+    """
+    import bisect
+
+    runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
+                  key=lambda e: e["ts"])[skip_runs:]
+    if not runs:
+        return {"runs": 0, "run_us": None, "nodes": []}
+    starts = [r["ts"] for r in runs]
+    nodes = {}
+    for e in events:
+        name = str(e.get("name", ""))
+        if e.get("cat") != "Node" or not name.endswith(KERNEL_SUFFIX) or e.get("ts", -1) < starts[0]:
+            continue
+        args = e.get("args") or {}
+        node = nodes.setdefault(name[:-len(KERNEL_SUFFIX)], {
+            "name": name[:-len(KERNEL_SUFFIX)], "type": args.get("op_name"), "provider": args.get("provider"),
+            "us": [0.0] * len(runs), "input_shapes": _trace_shapes(args.get("input_type_shape")),
+            "output_shapes": _trace_shapes(args.get("output_type_shape"))})
+        node["us"][bisect.bisect_right(starts, e["ts"]) - 1] += float(e.get("dur", 0))
+    for node in nodes.values():
+        node["us"] = round(_median(node["us"]), 3)
+    return {"runs": len(runs), "run_us": round(_median([float(r["dur"]) for r in runs]), 3),
+            "nodes": list(nodes.values())}
+
+
+def _median(values):
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
+
+
+def profile_onnx(model, cfg):
+    """Per-node times of an .onnx model from onnxruntime's profiler, in a second session (same provider and
+    threads, same inputs) apart from the timed runs: a few warm-up runs, then ``runs`` (10..100) or until
+    ``max_secs``. Returns ``parse_onnx_trace``'s record plus ``cost_ms`` (the profile's own wall time)."""
+    import shutil
+    import tempfile
+
+    t0 = time.perf_counter()
+    folder = tempfile.mkdtemp(prefix="edgesep-ort-profile-")
+    try:
+        session = model.ort.InferenceSession(model.path, providers=[model.provider],
+                                             sess_options=model.session_options(os.path.join(folder, "trace")))
+        want = max(PROFILE_MIN_RUNS, min(cfg.runs, PROFILE_MAX_RUNS))
+        done, started = 0, time.perf_counter()
+        while done < PROFILE_WARMUP_RUNS + want and (done < PROFILE_WARMUP_RUNS + PROFILE_MIN_RUNS
+                                                     or time.perf_counter() - started < cfg.max_secs):
+            session.run(None, model._feed)  # noqa: SLF001 - the inputs the timed runs used
+            done += 1
+        with open(session.end_profiling()) as f:
+            events = json.load(f)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    record = parse_onnx_trace(events, PROFILE_WARMUP_RUNS)
+    record.update(method="onnxruntime profiler", cost_ms=round((time.perf_counter() - t0) * 1e3, 3))
+    return record
+
+
+def _profile_all(slots, cfg, progress):
+    for slot in slots:
+        if slot.model is None or slot.entry["format"] != "onnx":
+            continue
+        progress(slot.index, "profile", 0, 1, force=True)
+        try:
+            slot.entry["profile"] = profile_onnx(slot.model, cfg)
+        except Exception as e:  # noqa: BLE001 - a failed profile loses only the profile
+            slot.entry["profile"] = {"error": "onnxruntime profiling failed: %s: %s" % (type(e).__name__,
+                                                                                          _one_line(e))}
+        progress(slot.index, "profile", 1, 1, force=True)
+
+
 # ---------------------------------------------------------------- main
 
 def measure(paths, cfg, progress=None):
@@ -1041,6 +1150,8 @@ def measure(paths, cfg, progress=None):
         slot.entry["memory_mb"] = dict(memory_entry(*slot.rss, peak, memory, len(paths)), peak_startup=startup_peak)
     if arrays is not None:
         _accuracy_all(slots, arrays, progress)
+    if cfg.profile:
+        _profile_all(slots, cfg, progress)
     for slot in slots:
         if slot.entry["error"] is not None:
             slot.entry["samples_ms"] = slot.entry["samples_ms"] or None
@@ -1092,6 +1203,7 @@ def build_parser():
     p.add_argument("--json-errors", action="store_true")
     p.add_argument("--describe", action="store_true")
     p.add_argument("--watchdog", type=_number(float, above=0), default=None)
+    p.add_argument("--profile", action="store_true")
     return p
 
 
@@ -1102,7 +1214,8 @@ def parse_args(argv=None):
     try:
         cfg = RunConfig(threads=args.threads, runs=args.runs, warmup=args.warmup, warmup_secs=args.warmup_secs,
                         min_secs=args.min_secs, max_secs=args.max_secs, delegate=args.delegate,
-                        delegate_options=tuple(args.delegate_option), data=args.data, seed=args.seed)
+                        delegate_options=tuple(args.delegate_option), data=args.data, seed=args.seed,
+                        profile=args.profile)
     except ValueError as e:
         parser.error(str(e))
     return cfg, args
