@@ -50,6 +50,8 @@ class BenchResult:
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     error: Optional[str] = None
     memory_mb: Optional[dict[str, Any]] = None
+    ops: Optional[list[dict[str, Any]]] = None  # with --profile: per-op records (edgesep.devices.profile)
+    profile: Optional[dict[str, Any]] = None  # with --profile: how the ops were timed, sum/whole ratio, cost
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,0 +1,292 @@
+"""Where the time goes: per-op records (``bench --profile``) from every way a device can time its ops.
+
+Three sources, one record (``OpRecord``, ``ProfileRecord``):
+
+* ``.onnx`` under the runner: onnxruntime's own per-node profiler, run by ``runner.py --profile`` in a second
+  session after the timed runs (``profile`` in its result entry);
+* ``.tflite`` under the runner: the model cut into single-op models on the host (``edgesep.devices.opcut``),
+  shipped and timed on the same device with the same delegate and threads in a session of their own,
+  interleaved round by round: per-op *in isolation* (each op alone, no fusion with its neighbours, no cache
+  a neighbour warmed, one invoke per op);
+* ``benchmark_model`` over adb: its ``--enable_op_profiling`` table, from a second tool run with the profiler
+  on (the timed run stays unprofiled).
+
+Profiling always runs apart from the timed runs and never touches ``samples_ms``; its wall time is ``cost_s``.
+Every profile is checked against the timed whole: ``ratio`` = sum of the per-op times / the measured p50.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from edgesep.devices.base import BenchConfig, BenchResult
+from edgesep.devices.opcut import CutOp, cut_model, op_macs
+
+PROFILE_MIN_RUNS = 10
+PROFILE_MAX_RUNS = 100
+BLOCK_PART = re.compile(r"(block\d+)_(dw|pw|sep)(?![a-z])")
+ISOLATION_NOTE = ("per-op in isolation: each op timed as its own single-op model (its real tensors, quantization, "
+                  "delegate and threads), interleaved; no fusion with neighbours, no caches they warmed, one "
+                  "invoke each")
+ONNX_NOTE = "onnxruntime's per-node profiler, in a second session after the timed runs"
+BENCHMARK_MODEL_NOTE = "benchmark_model --enable_op_profiling, in a second tool run after the timed run"
+
+
+@dataclasses.dataclass(frozen=True)
+class OpRecord:
+    """One op: ``ms`` per run, ``share`` of the measured whole (p50), ``macs``, achieved ``gmacs`` (GMAC/s)
+    and ``peak_share`` (of the device's measured peak); ``block``/``part`` from the builders' layer names
+    (``block3`` / ``dw``, ``pw``, ``sep``) where the op's name carries one."""
+
+    index: int
+    name: str
+    type: str
+    ms: Optional[float]
+    share: Optional[float] = None
+    macs: Optional[int] = None
+    gmacs: Optional[float] = None
+    peak_share: Optional[float] = None
+    block: Optional[str] = None
+    part: Optional[str] = None
+    note: Optional[str] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProfileRecord:
+    """How the ops were timed and how well their sum matches the whole (``ratio`` = ``sum_ms`` / ``whole_ms``)."""
+
+    method: str
+    isolated: bool
+    whole_ms: Optional[float]
+    sum_ms: Optional[float]
+    ratio: Optional[float]
+    cost_s: Optional[float]
+    runs: Optional[int] = None
+    peak_gmacs: Optional[float] = None
+    peak: Optional[dict[str, Any]] = None
+    notes: tuple[str, ...] = ()
+    error: Optional[str] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["notes"] = list(self.notes)
+        return d
+
+
+def block_of(name: str) -> tuple[Optional[str], Optional[str]]:
+    """(``block3``, ``dw``) from an op name holding a builder layer name such as ``block3_dw``, else (None, None)."""
+    found = BLOCK_PART.search(name or "")
+    return (found.group(1), found.group(2)) if found else (None, None)
+
+
+def whole_ms(result: BenchResult) -> Optional[float]:
+    """The timed whole-model latency a profile is checked against: the p50 (the mean where only it is known)."""
+    latency = result.latency_ms or {}
+    value = latency.get("p50") if latency.get("p50") is not None else latency.get("mean")
+    return float(value) if value else None
+
+
+def finish(ops: list[OpRecord], result: BenchResult, method: str, isolated: bool, cost_s: Optional[float],
+           runs: Optional[int], notes: Sequence[str], peak: Optional[dict[str, Any]] = None) -> ProfileRecord:
+    """Shares, GMAC/s and peak shares filled in; the records set on ``result`` (``ops``, ``profile``)."""
+    whole = whole_ms(result)
+    peak_gmacs = (peak or {}).get("gmacs")
+    done = []
+    for op in ops:
+        gmacs = op.macs / op.ms / 1e6 if op.macs and op.ms else None
+        done.append(dataclasses.replace(
+            op, share=round(op.ms / whole, 4) if op.ms is not None and whole else None,
+            gmacs=float(f"{gmacs:.4g}") if gmacs else None,
+            peak_share=round(gmacs / peak_gmacs, 4) if gmacs and peak_gmacs else None))
+    timed = [op.ms for op in done if op.ms is not None]
+    total = round(sum(timed), 6) if timed else None
+    record = ProfileRecord(method=method, isolated=isolated, whole_ms=whole, sum_ms=total,
+                           ratio=round(total / whole, 4) if total and whole else None,
+                           cost_s=None if cost_s is None else round(cost_s, 3), runs=runs, peak_gmacs=peak_gmacs,
+                           peak=peak, notes=tuple(notes))
+    result.ops = [op.to_dict() for op in done]
+    result.profile = record.to_dict()
+    return record
+
+
+def _failed(result: BenchResult, method: str, error: str) -> None:
+    result.ops = []
+    result.profile = ProfileRecord(method=method, isolated=False, whole_ms=whole_ms(result), sum_ms=None,
+                                   ratio=None, cost_s=None, error=error).to_dict()
+
+
+# ------------------------------------------------------------------ onnx: the runner's trace
+
+ONNX_MAC_WEIGHT = {"Conv": 1, "FusedConv": 1, "ConvInteger": 1, "QLinearConv": 3}
+ONNX_MATMUL = ("MatMul", "FusedMatMul", "Gemm", "FusedGemm", "MatMulInteger", "QLinearMatMul")
+
+
+def onnx_macs(op_type: str, inputs: list[Optional[list[int]]], outputs: list[Optional[list[int]]]) -> Optional[int]:
+    """MACs of one onnxruntime node from the shapes its profiler recorded (None: not counted or unknown)."""
+    out = outputs[0] if outputs else None
+    if not out:
+        return None
+    slot = ONNX_MAC_WEIGHT.get(op_type)
+    if slot is not None and len(inputs) > slot and inputs[slot]:
+        return _prod(out) * _prod(inputs[slot][1:])  # W [M, C/group, *k]
+    if op_type in ONNX_MATMUL and inputs and inputs[0]:
+        return _prod(out) * int(inputs[0][-1])
+    return None
+
+
+def _prod(values) -> int:
+    out = 1
+    for v in values:
+        out *= max(int(v), 1)
+    return out
+
+
+def from_onnx(result: BenchResult, peak: Optional[dict[str, Any]] = None) -> Optional[ProfileRecord]:
+    """The runner's onnxruntime profile (``extra["profile"]``) as the result's records."""
+    raw = result.extra.pop("profile", None)
+    if not raw:
+        return None
+    if raw.get("error"):
+        _failed(result, "onnxruntime profiler", raw["error"])
+        return None
+    ops = []
+    for i, node in enumerate(raw.get("nodes") or []):
+        block, part = block_of(node["name"])
+        ops.append(OpRecord(index=i, name=node["name"], type=str(node.get("type")), ms=node["us"] / 1e3,
+                            macs=onnx_macs(str(node.get("type")), node.get("input_shapes") or [],
+                                           node.get("output_shapes") or []), block=block, part=part))
+    notes = [ONNX_NOTE, f"the profiled session's own median run: {raw['run_us'] / 1e3:.4g} ms"
+             if raw.get("run_us") else ONNX_NOTE]
+    return finish(ops, result, "onnxruntime profiler", False, (raw.get("cost_ms") or 0) / 1e3, raw.get("runs"),
+                  list(dict.fromkeys(notes)), peak)
+
+
+# ------------------------------------------------------------------ benchmark_model's op profile
+
+_ROW_NAME = re.compile(r"^\[(?P<name>.*)\]:(?P<index>\d+)$")
+
+
+def from_benchmark_model(result: BenchResult, report: dict[str, Any], ops: Sequence[CutOp], cost_s: float,
+                         peak: Optional[dict[str, Any]] = None) -> ProfileRecord:
+    """benchmark_model's ``Run Order`` rows (a parsed report's ``op_profile``) as op records; MACs from the
+    model's own ops where a row names one (``[tensor]:index``)."""
+    by_index = {op.index: op for op in ops}
+    records = []
+    for i, row in enumerate(report.get("op_profile") or []):
+        found = _ROW_NAME.match(row.get("name") or "")
+        name = found.group("name") if found else (row.get("name") or row.get("node_type") or f"op{i}")
+        op = by_index.get(int(found.group("index"))) if found else None
+        if op is not None and op.type != row.get("node_type"):
+            op = None  # a delegate kernel's row, not the model's op of that index
+        block, part = block_of(name)
+        records.append(OpRecord(index=op.index if op else i, name=name, type=str(row.get("node_type")),
+                                ms=row.get("avg_ms"), macs=op.macs if op else None, block=block, part=part))
+    runs = (report.get("inference") or {}).get("count")
+    return finish(records, result, "benchmark_model op profile", False, cost_s, runs, [BENCHMARK_MODEL_NOTE], peak)
+
+
+# ------------------------------------------------------------------ tflite: single-op models
+
+def profile_config(config: BenchConfig) -> BenchConfig:
+    """The profile session's config: the same delegate, threads and seed; fewer, shorter runs; no data."""
+    min_secs = min(config.min_secs, 0.1)
+    return dataclasses.replace(config, runs=max(PROFILE_MIN_RUNS, min(config.runs, PROFILE_MAX_RUNS)),
+                               warmup=1, warmup_secs=min(config.warmup_secs, 0.2), min_secs=min_secs,
+                               max_secs=max(min(config.max_secs, 30.0), min_secs, 1.0), data=None, profile=False)
+
+
+def cut_all(paths: Sequence[Path], tmp: Path) -> list[list[CutOp]]:
+    """Each .tflite model cut into single-op models under ``tmp`` (an empty list for other models)."""
+    return [cut_model(p, tmp / f"model_{i}") if Path(p).suffix.lower() == ".tflite" else []
+            for i, p in enumerate(paths)]
+
+
+def time_single_ops(make_device: Callable[[], Any], cuts: list[list[CutOp]], config: BenchConfig,
+                    extra: Sequence[Path] = ()) -> tuple[dict[Path, BenchResult], float]:
+    """Every single-op model (and the ``extra`` models) timed in one session on a fresh device.
+
+    Returns ({model path: its result}, wall seconds of the whole session: the profile's cost).
+    """
+    files = [op.path for ops in cuts for op in ops if op.path is not None] + list(extra)
+    if not files:
+        return {}, 0.0
+    t0 = time.monotonic()
+    device = make_device()
+    try:
+        device.prepare(files)
+        results = device.run(profile_config(config))
+    finally:
+        device.cleanup()
+    return {Path(f): r for f, r in zip(files, results)}, time.monotonic() - t0
+
+
+def from_single_ops(result: BenchResult, ops: Sequence[CutOp], timed: dict[Path, BenchResult], cost_s: float,
+                    peak: Optional[dict[str, Any]] = None) -> ProfileRecord:
+    """The single-op timings of one model as its records (each op's median of its runs)."""
+    records = []
+    runs = []
+    for op in ops:
+        got = timed.get(op.path) if op.path is not None else None
+        ms, note = None, op.reason
+        if got is not None and got.samples_ms:
+            ms, note = statistics.median(got.samples_ms), None
+            runs.append(len(got.samples_ms))
+        elif got is not None:
+            note = got.error or "no samples"
+        block, part = block_of(op.name)
+        records.append(OpRecord(index=op.index, name=op.name, type=op.type, ms=ms, macs=op.macs, block=block,
+                                part=part, note=note))
+    notes = [ISOLATION_NOTE] + [f"op {r.index} ({r.type}) not timed: {r.note}" for r in records if r.ms is None]
+    return finish(records, result, "single-op models", True, cost_s, min(runs) if runs else None, notes, peak)
+
+
+__all__ = ["OpRecord", "ProfileRecord", "block_of", "cut_all", "finish", "from_benchmark_model", "from_onnx",
+           "from_single_ops", "op_macs", "onnx_macs", "profile_config", "time_single_ops", "whole_ms"]
+
+
+def profile_results(results: Sequence[BenchResult], paths: Sequence[Path], make_device: Callable[..., Any],
+                    config: BenchConfig, tmp: Path, peak_of: Callable[[BenchResult], Optional[dict]] = lambda r: None
+                    ) -> None:
+    """Fill ``ops`` and ``profile`` of every measured result (see the module docstring for the sources).
+
+    ``make_device(**options)`` gives a fresh device of the bench's target (``op_profiling=True`` for a
+    benchmark_model rerun); ``peak_of(result)`` the roofline peak record for a result, or None.
+    """
+    tflite = [i for i, (r, p) in enumerate(zip(results, paths))
+              if not r.error and p.suffix.lower() == ".tflite" and r.extra.get("runner") != "benchmark_model"]
+    cuts = cut_all([paths[i] for i in tflite], tmp)
+    timed, cost = time_single_ops(make_device, cuts, config) if cuts else ({}, 0.0)
+    for i, ops in zip(tflite, cuts):
+        from_single_ops(results[i], ops, timed, cost, peak_of(results[i]))
+    for r, p in zip(results, paths):
+        if r.error:
+            continue
+        if r.extra.get("runner") == "benchmark_model":
+            _rerun_benchmark_model(r, p, make_device, config, tmp, peak_of(r))
+        elif p.suffix.lower() == ".onnx":
+            from_onnx(r, peak_of(r))
+
+
+def _rerun_benchmark_model(result: BenchResult, path: Path, make_device: Callable[..., Any], config: BenchConfig,
+                           tmp: Path, peak: Optional[dict[str, Any]]) -> None:
+    """benchmark_model once more on ``path`` with its op profiler on; its table as ``result``'s records."""
+    t0 = time.monotonic()
+    device = make_device(op_profiling=True)
+    try:
+        device.prepare([path])
+        (again,) = device.run(profile_config(config))
+    finally:
+        device.cleanup()
+    report = again.extra.get("benchmark_model") or {}
+    if again.error or not report.get("op_profile"):
+        _failed(result, "benchmark_model op profile", again.error or "benchmark_model printed no op profile")
+        return
+    ops = cut_model(path, None)
+    from_benchmark_model(result, report, ops, time.monotonic() - t0, peak)
