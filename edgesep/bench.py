@@ -92,3 +92,21 @@ def edgetpu_models(paths: list[Path], tmp: Path, target: str, delegate: str) -> 
     if target.strip() == "local":
         require_runtime()  # the runtime is the first thing missing on most machines: say so before compiling
     return prepare_models(paths, tmp)
+
+
+def profile_session(results: list, paths: list[Path], target: str, options: dict, config, tmp: Path,
+                    note: Optional[Callable[[str], None]] = None) -> None:
+    """``--profile``: per-op records on every measured result, timed on fresh devices of ``target`` after the
+    timed runs (see ``edgesep.devices.profile``); a profile that fails is said in one note, the results stand."""
+    from edgesep.devices import parse_target
+    from edgesep.devices.base import DeviceError
+    from edgesep.devices.profile import profile_results
+
+    def make_device(**extra):
+        return parse_target(target, **{**options, **extra})
+
+    try:
+        profile_results(results, paths, make_device, config, tmp / "profile")
+    except DeviceError as e:
+        if note:
+            note(f"--profile: {e}")

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 @click.option("--op-profiling", is_flag=True, help="adb with benchmark_model: per-op profile (--enable_op_profiling).")
 @click.option("--seed", type=int, default=BENCH_DEFAULTS.seed, show_default=True,
               help="Seed of the random latency input.")
+@click.option("--profile", is_flag=True,
+              help="Where the time goes: per-op ms, MACs, GMAC/s and share of the device's peak, after the timed runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print only the JSON document on stdout.")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), metavar="FILE",
               help="Also write the JSON document to FILE.")
@@ -47,7 +49,7 @@ def bench(models: tuple[str, ...], target: str, threads: Optional[int], runs: in
           warmup_secs: float, min_secs: float, max_secs: float, delegate: str, delegate_options: tuple[str, ...],
           data: Optional[str], preprocess: Optional[str], resize: bool, ssh_config: Optional[str],
           remote_python: Optional[str], benchmark_binary: Optional[str], cpu_mask: Optional[str], op_profiling: bool,
-          seed: int, as_json: bool, out_file: Optional[str]) -> None:
+          seed: int, profile: bool, as_json: bool, out_file: Optional[str]) -> None:
     """Measure latency (and accuracy with --data) of .tflite/.onnx models on a device.
 
     Several models are measured in one session, interleaved round by round, so drift and heat hit all alike.
@@ -68,8 +70,11 @@ def bench(models: tuple[str, ...], target: str, threads: Optional[int], runs: in
     config = _bench_config(delegate_options, threads=threads, runs=runs, warmup=warmup, warmup_secs=warmup_secs,
                            min_secs=min_secs, max_secs=max_secs, delegate=delegate, seed=seed)
     adb_options = {"benchmark_binary": benchmark_binary, "cpu_mask": cpu_mask, "op_profiling": op_profiling or None}
-    device = parse_target(target, **_bench_device_options(target, ssh_config, remote_python, adb_options))
-    results = _bench_measure(device, paths, target, config, data, preprocess, resize)
+    options = _bench_device_options(target, ssh_config, remote_python, adb_options)
+    device = parse_target(target, **options)
+    if profile:
+        config = BenchConfig.from_dict({**config.to_dict(), "profile": True})
+    results = _bench_measure(device, paths, target, config, data, preprocess, resize, options)
     _bench_output(results, as_json, out_file, config.threads)
 
 
@@ -85,12 +90,12 @@ def _bench_config(delegate_options: tuple[str, ...], **fields) -> BenchConfig:
 
 
 def _bench_measure(device: Device, paths: list[Path], target: str, config: BenchConfig, data: Optional[str],
-                   preprocess: Optional[str], resize: bool) -> list[BenchResult]:
+                   preprocess: Optional[str], resize: bool, options: dict) -> list[BenchResult]:
     """Accuracy data and Edge TPU copies staged in a private temp folder, then the session."""
     import tempfile
     from pathlib import Path
 
-    from edgesep.bench import accuracy_npz, edgetpu_models
+    from edgesep.bench import accuracy_npz, edgetpu_models, profile_session
 
     with tempfile.TemporaryDirectory(prefix="edgesep-bench-") as tmp:
         data_file = accuracy_npz(data, paths, Path(tmp), preprocess=preprocess, resize=resize,
@@ -99,6 +104,8 @@ def _bench_measure(device: Device, paths: list[Path], target: str, config: Bench
             config = BenchConfig.from_dict({**config.to_dict(), "data": str(data_file)})
         run_paths, edgetpu_reports = edgetpu_models(paths, Path(tmp), target, config.delegate)
         results = _bench_run(device, run_paths, data_file, config)
+        if config.profile:
+            profile_session(results, run_paths, target, options, config, Path(tmp), note=note)
         for result, path, report in zip(results, paths, edgetpu_reports):
             result.model = str(path)  # the user's file, also when a compiled copy ran
             if report is not None:
@@ -121,6 +128,7 @@ def _bench_output(results: list[BenchResult], as_json: bool, out_file: Optional[
         click.echo(text)
     else:
         _bench_print(doc["results"])
+        _bench_print_profiles(doc["results"])
         console = table_console(160)  # wraps a long verdict between words, like the table above it
         for c in bench_ratios(results) if len(results) > 1 else ():  # each model against the first, as compare
             console.print(f"{c.spec.label}: {c.verdict}", markup=False, highlight=False)
@@ -201,6 +209,14 @@ def _bench_print(results: list[dict]) -> None:
                          f"temp {'-' if temp is None else f'{temp:.0f} C'}"
                          + (f"\n{table.caption}" if table.caption else ""))
     table_console(160).print(table)
+
+
+def _bench_print_profiles(results: list[dict]) -> None:
+    from edgesep.report.profile import profile_table
+
+    for result in results:
+        if result.get("profile"):
+            table_console(160).print(profile_table(result))
 
 
 def _bench_failures(results: list[BenchResult]) -> None:

@@ -1,0 +1,169 @@
+"""``--profile`` rendering: the per-op table of one bench result, its check line, and compare's per-block
+depthwise vs pointwise table and plot. Renders the records of ``edgesep.devices.profile`` (as dicts)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from edgesep.report.text import short_model
+
+PARTS = ("dw", "pw", "sep")
+PART_LABELS = {"dw": "depthwise", "pw": "pointwise", "sep": "separable (fused)"}
+
+
+def _num(value: Optional[float], fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _pct(value: Optional[float]) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def profile_table(result: dict[str, Any], limit: Optional[int] = None):
+    """A rich table of one result's ops (index, name, type, ms/run, share of the whole, MACs, GMAC/s, share of
+    the peak), slowest first when ``limit`` keeps only the top ones; the caption is the check line."""
+    from rich import box
+    from rich.table import Table
+
+    profile = result.get("profile") or {}
+    title = f"where the time goes: {short_model(result['model'])} ({profile.get('method', '?')})"
+    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,
+                  title_justify="left", caption_justify="left")
+    for column, justify in (("#", "right"), ("op", "left"), ("type", "left"), ("ms/run", "right"),
+                            ("share", "right"), ("MMACs", "right"), ("GMAC/s", "right"), ("of peak", "right")):
+        table.add_column(column, justify=justify, overflow="fold" if column == "op" else "ellipsis",
+                         ratio=1 if column == "op" else None, no_wrap=column != "op")
+    ops = list(result.get("ops") or [])
+    if limit is not None and len(ops) > limit:
+        ops = sorted(ops, key=lambda o: -(o.get("ms") or 0))[:limit]
+    for op in ops:
+        table.add_row(str(op["index"]), _short_op(op["name"]), op["type"], _num(op.get("ms"), ".4f"),
+                      _pct(op.get("share")), _num(op["macs"] / 1e6 if op.get("macs") else None, ".2f"),
+                      _num(op.get("gmacs"), ".2f"), _pct(op.get("peak_share")))
+    table.caption = "\n".join(profile_lines(result))
+    return table
+
+
+def _short_op(name: str, width: int = 48) -> str:
+    """The first of an op's ';'-joined names, its tail kept when long."""
+    first = str(name).split(";")[0]
+    return first if len(first) <= width else "..." + first[-(width - 3):]
+
+
+def profile_lines(result: dict[str, Any]) -> list[str]:
+    """The check line (per-op sum / measured whole), the peak, the cost and the method's notes."""
+    p = result.get("profile") or {}
+    if p.get("error"):
+        return [f"profile failed: {p['error']}"]
+    lines = [f"per-op sum {_num(p.get('sum_ms'), '.4g')} ms / measured whole (p50) {_num(p.get('whole_ms'), '.4g')} "
+             f"ms = ratio {_num(p.get('ratio'), '.2f')}"
+             + (" (per-op in isolation)" if p.get("isolated") else "")]
+    peak = p.get("peak") or {}
+    if peak.get("gmacs"):
+        lines.append(f"peak {peak['gmacs']:.2f} GMAC/s ({peak.get('precision')}, {peak.get('source', 'measured')}: "
+                     f"{peak.get('model', 'large convolution')})")
+    elif peak.get("error"):
+        lines.append(f"peak not measured: {peak['error']}")
+    lines.append(f"profile cost {_num(p.get('cost_s'), '.2f')} s, {p.get('runs') or '-'} runs per op, apart from the "
+                 "timed runs (not in samples_ms)")
+    lines += list(p.get("notes") or [])
+    return lines
+
+
+def block_rows(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per block and form: depthwise / pointwise / fused-separable ms and their share of the peak.
+
+    ``reports`` are bench results with ``ops`` and a ``label`` (e.g. ``fused float32``); one row per (label,
+    block) in the order found.
+    """
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for report in reports:
+        for op in report.get("ops") or []:
+            if not op.get("block") or op.get("ms") is None:
+                continue
+            row = rows.setdefault((report["label"], op["block"]), {"label": report["label"], "block": op["block"],
+                                                                   **{f"{p}_ms": None for p in PARTS},
+                                                                   **{f"{p}_macs": 0 for p in PARTS},
+                                                                   "peak": report.get("peak_gmacs")})
+            part = op.get("part") or "sep"
+            row[f"{part}_ms"] = (row[f"{part}_ms"] or 0.0) + op["ms"]
+            row[f"{part}_macs"] += op.get("macs") or 0
+    for row in rows.values():
+        for part in PARTS:
+            ms, macs = row[f"{part}_ms"], row[f"{part}_macs"]
+            gmacs = macs / ms / 1e6 if ms and macs else None
+            row[f"{part}_gmacs"] = gmacs
+            row[f"{part}_peak_share"] = gmacs / row["peak"] if gmacs and row["peak"] else None
+        row["total_ms"] = sum(row[f"{p}_ms"] or 0.0 for p in PARTS)
+    return list(rows.values())
+
+
+def block_table(rows: list[dict[str, Any]], title: str = "per block: depthwise vs pointwise"):
+    """The per-block table of :func:`block_rows` (ms and share of peak of each part)."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,
+                  title_justify="left")
+    for column in ("form", "block", "dw ms", "dw peak", "pw ms", "pw peak", "sep ms", "sep peak", "total ms"):
+        table.add_column(column, justify="left" if column in ("form", "block") else "right")
+    for r in rows:
+        table.add_row(r["label"], r["block"], *[x for p in PARTS for x in (_num(r[f"{p}_ms"], ".4f"),
+                                                                           _pct(r[f"{p}_peak_share"]))],
+                      _num(r["total_ms"], ".4f"))
+    return table
+
+
+def block_markdown(rows: list[dict[str, Any]]) -> str:
+    """The per-block table as Markdown."""
+    head = "| form | block | dw ms | dw % peak | pw ms | pw % peak | sep ms | sep % peak | total ms |"
+    lines = [head, "|" + "---|" * 9]
+    for r in rows:
+        cells = [r["label"], r["block"]] + [x for p in PARTS for x in (_num(r[f"{p}_ms"], ".4f"),
+                                                                       _pct(r[f"{p}_peak_share"]))]
+        lines.append("| " + " | ".join(cells + [_num(r["total_ms"], ".4f")]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def block_plot(rows: list[dict[str, Any]], path: Path, title: str = "where the time goes, per block") -> Path:
+    """Stacked bars per block, one bar per form: depthwise, pointwise and fused-separable ms (a PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edgesep.io import write_bytes
+
+    blocks = list(dict.fromkeys(r["block"] for r in rows))
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    width = 0.8 / max(len(labels), 1)
+    colors = {"dw": "#4c72b0", "pw": "#dd8452", "sep": "#55a868"}
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(blocks) * max(len(labels), 1) * 0.6 + 3), 4.2), dpi=110)
+    for j, label in enumerate(labels):
+        by_block = {r["block"]: r for r in rows if r["label"] == label}
+        xs = [i + (j - (len(labels) - 1) / 2) * width for i in range(len(blocks))]
+        bottom = [0.0] * len(blocks)
+        for part in PARTS:
+            heights = [(by_block.get(b) or {}).get(f"{part}_ms") or 0.0 for b in blocks]
+            if not any(heights):
+                continue
+            ax.bar(xs, heights, width * 0.9, bottom=bottom, color=colors[part], edgecolor="white",
+                   label=PART_LABELS[part] if j == 0 or part not in ax.get_legend_handles_labels()[1] else None)
+            bottom = [b + h for b, h in zip(bottom, heights)]
+        for x, top in zip(xs, bottom):
+            ax.text(x, top, label, rotation=90, ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(blocks)), blocks)
+    ax.set_ylabel("ms per run")
+    ax.set_title(title)
+    handles, names = ax.get_legend_handles_labels()
+    unique = dict(zip(names, handles))
+    ax.legend(unique.values(), unique.keys(), loc="upper right", fontsize=8)
+    ax.margins(y=0.25)
+    fig.tight_layout()
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    write_bytes(path, buffer.getvalue())
+    return path

@@ -1,0 +1,116 @@
+"""``--profile``: single-op cutting, onnxruntime's trace, benchmark_model's table, one record, the CLI."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgesep.devices.base import BenchResult
+from edgesep.devices.benchmark_model import parse_benchmark_output
+from edgesep.devices.opcut import cut_model
+from edgesep.devices.profile import block_of, from_benchmark_model, from_onnx
+from edgesep.devices.runner import parse_onnx_trace
+
+DATA = Path(__file__).parent / "data"
+FAST = ["--runs", "5", "--warmup", "1", "--warmup-secs", "0", "--min-secs", "0", "--max-secs", "2"]
+
+
+def _interpreter(path):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interp = Interpreter(model_path=str(path),
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interp.allocate_tensors()
+    return interp
+
+
+@pytest.mark.parametrize("name", ["float.tflite", "int8.tflite", "prelu.tflite"])
+def test_cut_ops_cover_the_graph_and_keep_tensors_and_quantization(bench_models, tmp_path, name):
+    from edgesep.converters.inspect.tflite import read_tflite
+
+    whole = _interpreter(bench_models[name])
+    graph_ops = [op for op in whole._get_ops_details()]
+    tensors = {t["name"]: t for t in whole.get_tensor_details()}
+    ops = cut_model(bench_models[name], tmp_path)
+    assert [op.type for op in ops] == [op["op_name"] for op in graph_ops]
+    for op, original in zip(ops, graph_ops):
+        single = _interpreter(op.path)
+        assert [o["op_name"] for o in single._get_ops_details()] == [original["op_name"]]
+        for detail in single.get_input_details() + single.get_output_details():
+            same = tensors[detail["name"]]
+            assert list(detail["shape"]) == list(same["shape"]) and detail["dtype"] == same["dtype"]
+            assert detail["quantization"] == pytest.approx(same["quantization"])
+        for detail in single.get_input_details():
+            single.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+        single.invoke()
+    assert sum(op.macs or 0 for op in ops) == read_tflite(bench_models[name]).macs
+
+
+def test_onnx_trace_takes_the_median_per_node_after_the_warmup_runs():
+    def node(name, ts, dur, op="Conv"):
+        return {"cat": "Node", "name": f"{name}_kernel_time", "ts": ts, "dur": dur,
+                "args": {"op_name": op, "provider": "CPUExecutionProvider",
+                         "input_type_shape": [{"float": [1, 8, 4, 4]}, {"float": [16, 8, 1, 1]}],
+                         "output_type_shape": [{"float": [1, 16, 4, 4]}]}}
+    events = []
+    for run, (conv, relu) in enumerate([(900, 900), (10, 3), (12, 4), (500, 5)]):
+        start = 1000 * run
+        events += [{"cat": "Session", "name": "model_run", "ts": start, "dur": conv + relu + 2},
+                   node("m/block1_pw/conv", start + 1, conv), node("m/relu", start + 1 + conv, relu, "Relu")]
+    trace = parse_onnx_trace(events, skip_runs=1)
+    assert trace["runs"] == 3 and [n["us"] for n in trace["nodes"]] == [12.0, 4.0]
+    result = BenchResult(model="m.onnx", device="local", latency_ms={"p50": 0.02}, extra={"profile": trace})
+    record = from_onnx(result)
+    conv = result.ops[0]
+    assert conv["macs"] == 16 * 16 * 8 and conv["block"] == "block1" and conv["part"] == "pw"
+    assert conv["gmacs"] == pytest.approx(16 * 16 * 8 / 0.012 / 1e6, rel=1e-3)
+    assert record.ratio == pytest.approx(0.016 / 0.02) and record.sum_ms == pytest.approx(0.016)
+
+
+def test_benchmark_model_rows_become_the_same_records():
+    report = parse_benchmark_output((DATA / "bm_op_profiling.log").read_text()).to_dict()
+    result = BenchResult(model="m.tflite", device="adb", latency_ms={"mean": 1.0, "p50": None})
+    record = from_benchmark_model(result, report, [], cost_s=1.5)
+    assert [op["type"] for op in result.ops][:2] == ["CONV_2D", "DEPTHWISE_CONV_2D"]
+    assert result.ops[0]["name"] == "model/block0_conv/Relu6" and result.ops[0]["ms"] == pytest.approx(0.058)
+    assert record.whole_ms == 1.0 and record.ratio == pytest.approx(sum(o["ms"] for o in result.ops))
+    assert record.cost_s == 1.5 and not record.isolated
+
+
+def test_block_of_reads_the_builders_layer_names():
+    assert block_of("edgesep_split_1/block3_dw_relu_1/Relu6") == ("block3", "dw")
+    assert block_of("m/block12_sep_1/separable_conv2d/depthwise1") == ("block12", "sep")
+    assert block_of("m/block3_pwx/conv") == (None, None) and block_of("stem_conv") == (None, None)
+
+
+def test_cli_profile_json_has_ops_covering_the_graph_and_a_checked_ratio(bench_models, tmp_path):
+    models = [bench_models["int8.tflite"], bench_models["float.onnx"]]
+    proc = subprocess.run([sys.executable, "-m", "edgesep", "bench", *map(str, models), *FAST, "--profile",
+                           "--json"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    tfl, onnx = json.loads(proc.stdout)["results"]
+    graph = [op["op_name"] for op in _interpreter(models[0])._get_ops_details()]
+    assert [op["type"] for op in tfl["ops"]] == graph and [op["index"] for op in tfl["ops"]] == list(range(len(graph)))
+    for result, method in ((tfl, "single-op models"), (onnx, "onnxruntime profiler")):
+        profile = result["profile"]
+        assert profile["method"] == method and profile["error"] is None
+        assert 0 < profile["ratio"] < 1e3 and profile["cost_s"] >= 0 and profile["runs"] >= 10
+        assert all(op["ms"] > 0 for op in result["ops"])
+        assert profile["sum_ms"] == pytest.approx(sum(op["ms"] for op in result["ops"]), rel=1e-3)
+        assert "profile" not in result["extra"]  # made a record, not left raw
+    assert tfl["profile"]["isolated"] is True and "in isolation" in tfl["profile"]["notes"][0]
+    assert any(op["type"] == "Conv" and op["macs"] for op in onnx["ops"])
+
+
+def test_cli_profile_table_states_ratio_and_cost(bench_models):
+    proc = subprocess.run([sys.executable, "-m", "edgesep", "bench", str(bench_models["float.tflite"]), *FAST,
+                           "--profile"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "where the time goes: float.tflite (single-op models)" in proc.stdout
+    assert "measured whole (p50)" in proc.stdout and "= ratio " in proc.stdout
+    assert "profile cost" in proc.stdout and "not in samples_ms" in proc.stdout
+    assert "DEPTHWISE_CONV_2D" in proc.stdout
