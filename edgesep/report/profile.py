@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from edgesep.report.text import short_model
-
 PARTS = ("dw", "pw", "sep")
 PART_LABELS = {"dw": "depthwise", "pw": "pointwise", "sep": "separable (fused)"}
 
@@ -26,7 +24,8 @@ def profile_table(result: dict[str, Any], limit: Optional[int] = None):
     from rich.table import Table
 
     profile = result.get("profile") or {}
-    title = f"where the time goes: {short_model(result['model'])} ({profile.get('method', '?')})"
+    label = result.get("label") or str(result["model"]).replace("\\", "/").rsplit("/", 1)[-1]
+    title = f"where the time goes: {label} ({profile.get('method', '?')})"
     table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,
                   title_justify="left", caption_justify="left")
     for column, justify in (("#", "right"), ("op", "left"), ("type", "left"), ("ms/run", "right"),
