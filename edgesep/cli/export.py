@@ -41,8 +41,15 @@ class InputSize(click.ParamType):
 @click.option("--no-guard", is_flag=True,
               help="With --equalize: keep every equalized link even where the int8 model loses test accuracy "
                    "against the same export without --equalize.")
-@click.option("--io-dtype", type=click.Choice(IO_DTYPES), default="int8", show_default=True,
-              help="Input/output type of the int8 model.")
+@click.option("--io-dtype", type=click.Choice(IO_DTYPES),
+              help="Input/output type of the int8 model [int8; float32 with --keep-float].")
+@click.option("--keep-float", metavar="NAME[,NAME...]|auto",
+              help="With --int8: keep these ops (Keras layer names; see inspect --sensitivity) and the ops reading "
+                   "their outputs in float; auto: the fewest that meet --target-sqnr/--target-agreement, chosen "
+                   "on training images held out from calibration.")
+@click.option("--target-sqnr", type=float, metavar="DB", help="--keep-float auto's goal: output SQNR in dB [30].")
+@click.option("--target-agreement", type=float, metavar="A",
+              help="--keep-float auto's goal instead: top-1 agreement with the float model (0..1).")
 @click.option("--no-onnx", is_flag=True, help="Skip the ONNX exports (model.onnx and, with --int8, model_int8.onnx).")
 @click.option("--data", metavar="digits|DIR|FILE.npz",
               help="Calibration/verification data: 'digits', an ImageFolder dir or a .npz with x, y.")
@@ -53,7 +60,8 @@ class InputSize(click.ParamType):
 @click.option("--out", "out_dir", default="out", show_default=True, metavar="DIR", help="Output folder.")
 def export(model_path: Optional[str], input_size: Optional[tuple[int, int]], form: Optional[str], int8: bool,
            fp16: bool, int16x8: bool, per_tensor: bool, equalize: bool, relu6: Optional[str], no_guard: bool,
-           io_dtype: str, no_onnx: bool, data: Optional[str],
+           io_dtype: Optional[str], keep_float: Optional[str], target_sqnr: Optional[float],
+           target_agreement: Optional[float], no_onnx: bool, data: Optional[str],
            preprocess: Optional[str], resize: bool, calib_samples: int, edgetpu: bool, out_dir: str) -> None:
     """Fold BatchNorm, export TFLite (float32/fp16/int8/int16x8) and ONNX (float32/int8), verify each against Keras."""
     from edgesep.converters.export_config import ExportConfig
@@ -61,7 +69,8 @@ def export(model_path: Optional[str], input_size: Optional[tuple[int, int]], for
     config = ExportConfig.from_options(model=model_path, form=form, data=data, int8=int8, fp16=fp16,
                                        per_tensor=per_tensor, equalize=equalize, relu6=relu6, no_guard=no_guard,
                                        io_dtype=io_dtype, no_onnx=no_onnx, calib_samples=calib_samples,
-                                       edgetpu=edgetpu, int16x8=int16x8)
+                                       edgetpu=edgetpu, int16x8=int16x8, keep_float=keep_float,
+                                       target_sqnr=target_sqnr, target_agreement=target_agreement)
     if input_size and not model_path:
         raise click.UsageError("--input-size fixes the input of a --model that takes any size; add --model")
     if model_path:
@@ -88,6 +97,10 @@ def export(model_path: Optional[str], input_size: Optional[tuple[int, int]], for
         result = run_export(model, out_dir, config, dataset, progress=step, extra=info, preprocess=preprocess,
                             note=note)
     table_console(160).print(export_table(result.to_dict()))
+    if result.keep_float is not None:
+        from edgesep.report.ptq import keep_float_table
+
+        table_console(160).print(keep_float_table(result.keep_float))
     for warning in result.warnings:
         click.echo(f"edgesep: warning: {warning}", err=True)
     if result.edgetpu is not None:
@@ -115,15 +128,23 @@ def _watched(out_dir: str) -> Optional[int]:
 @click.option("--reference", metavar="MODEL.tflite|MODEL.keras",
               help="Float reference for --quant-error (default: model.tflite beside MODEL).")
 @click.option("--samples", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Test images used by --quant-error.")
+              help="Test images used by --quant-error and --sensitivity.")
+@click.option("--sensitivity", is_flag=True,
+              help="With a Keras MODEL and --data: rank the int8 model's ops by how much keeping each float raises "
+                   "the output SQNR, with its share of the MACs.")
+@click.option("--quick", is_flag=True,
+              help="With --sensitivity: measure only the ops the per-layer statistics rate worst (8).")
 def inspect(model: str, as_json: bool, quant_error: bool, data: Optional[str], reference: Optional[str],
-            samples: int) -> None:
+            samples: int, sensitivity: bool, quick: bool) -> None:
     """Ops by type, params, MACs, size, inputs/outputs and quantization of a .tflite/.onnx/.keras/.h5 model."""
     import json
 
     from edgesep.io import require_regular_file
 
     require_regular_file(model, "model file")
+    if sensitivity or quick:
+        _sensitivity(model, as_json, data, samples, quick, quant_error or reference is not None or not sensitivity)
+        return
     from edgesep.converters.inspect import inspect_model
     from edgesep.report.inspect import info_tables, quant_error_table
 
@@ -151,3 +172,30 @@ def inspect(model: str, as_json: bool, quant_error: bool, data: Optional[str], r
     console = Console()
     for section in sections:
         console.print(section)
+
+
+def _sensitivity(model: str, as_json: bool, data: Optional[str], samples: int, quick: bool, misused: bool) -> None:
+    """``inspect --sensitivity``: the ranking as a table (or JSON), a time estimate on stderr before it starts."""
+    import json
+
+    if misused:
+        raise click.UsageError("--quick goes with --sensitivity, which goes without --quant-error/--reference")
+    if not data:
+        raise click.UsageError("--sensitivity needs --data (images to calibrate and measure on)")
+    from pathlib import Path
+
+    if Path(model).suffix not in (".keras", ".h5", ".hdf5"):
+        raise click.UsageError(f"--sensitivity quantizes a Keras model (.keras/.h5/.hdf5), not {Path(model).name}")
+    from edgesep.converters.export import model_and_data
+    from edgesep.converters.sensitivity import model_sensitivity
+    from edgesep.report.ptq import sensitivity_table
+
+    def estimate(count: int, seconds: float) -> None:
+        click.echo(f"edgesep: measuring {count} ops kept float, about {seconds:.0f} s", err=True)
+
+    keras_model, dataset, _ = model_and_data(model, data=data, note=note)
+    report = model_sensitivity(keras_model, dataset, samples=samples, quick=quick, on_estimate=estimate)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    table_console(160).print(sensitivity_table(report.to_dict()))

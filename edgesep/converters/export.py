@@ -205,14 +205,20 @@ def _export_into(model, folder: Path, out_dir: Path, config: ExportConfig, datas
     if config.equalize and config.quantized:
         say("equalize")
         int8_model, equalize_doc, calib = _equalized(model, folded, dataset, config, say)
+    selection, selection_what = None, ""
+    if config.keep_float == ("auto",):
+        from edgesep.converters.keep_float import selection_images
+
+        calib, selection, selection_what = selection_images(dataset, config)
     job = ExportJob(folder, out_dir, config, folded, int8_model, calib, inputs.x, inputs.y, reference,
-                    outputs=tuple(output_names(model)))
+                    outputs=tuple(output_names(model)), selection=selection, selection_what=selection_what)
     artifacts = _write_and_verify(job, say)
     result = ExportResult(
         edgesep_version=__version__, model=_model_summary(model, folder, artifacts),
         dataset=_dataset_summary(dataset, inputs, calib, config), artifacts=artifacts,
         keras_accuracy=None if inputs.y is None else top1(reference, inputs.y), config=config,
-        fold=fold_report.to_dict(), equalize=equalize_doc, edgetpu=job.sections.get("edgetpu"))
+        fold=fold_report.to_dict(), equalize=equalize_doc, edgetpu=job.sections.get("edgetpu"),
+        keep_float=job.sections.get("keep_float"))
     if "int8" in config.precisions:
         say("int8 input range")
         int8_check = _int8_check(job, result.artifact("tflite:int8"))

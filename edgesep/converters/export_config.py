@@ -42,6 +42,9 @@ class ExportConfig:
         opset: ONNX opset.
         seed: seed for drawing calibration images.
         edgetpu: also compile the int8 model with ``edgetpu_compiler`` (needs int8 with integer I/O).
+        keep_float: ops (Keras layer names) the int8 models keep in float, or ``("auto",)``: the fewest that
+            meet the target (``edgesep.converters.keep_float``). Needs int8 with float32 I/O.
+        target_sqnr_db, target_agreement: auto's target, output SQNR in dB (default 30) or top-1 agreement.
     """
 
     precisions: tuple[str, ...] = ("float32",)
@@ -55,6 +58,9 @@ class ExportConfig:
     opset: int = 17
     seed: int = 0
     edgetpu: bool = False
+    keep_float: tuple[str, ...] = ()
+    target_sqnr_db: Optional[float] = None
+    target_agreement: Optional[float] = None
 
     def __post_init__(self):
         object.__setattr__(self, "precisions", tuple(dict.fromkeys(self.precisions)))
@@ -76,13 +82,34 @@ class ExportConfig:
             raise UsageError("--edgetpu compiles the int8 model; add --int8")
         if self.edgetpu and self.io_dtype == "float32":
             raise UsageError("--edgetpu needs integer input/output: use --io-dtype int8 or uint8")
+        self._check_keep_float()
+
+    def _check_keep_float(self) -> None:
+        object.__setattr__(self, "keep_float", tuple(self.keep_float))
+        auto = self.keep_float == ("auto",)
+        if (self.target_sqnr_db is not None or self.target_agreement is not None) and not auto:
+            raise UsageError("--target-sqnr/--target-agreement are the goal of --keep-float auto; add it")
+        if not self.keep_float:
+            return
+        if "int8" not in self.precisions:
+            raise UsageError("--keep-float shapes the int8 model; add --int8")
+        if self.io_dtype != "float32" or self.edgetpu:
+            raise UsageError("--keep-float writes a model with float32 input/output (ops run in float inside): "
+                             "use --io-dtype float32, without --edgetpu")
+        if self.target_sqnr_db is not None and self.target_agreement is not None:
+            raise UsageError("give one target: --target-sqnr or --target-agreement")
+        if self.target_agreement is not None and not 0 < self.target_agreement <= 1:
+            raise UsageError(f"--target-agreement is a fraction in (0, 1], got {self.target_agreement}")
+        if auto and self.target_agreement is None and self.target_sqnr_db is None:
+            object.__setattr__(self, "target_sqnr_db", 30.0)
 
     @classmethod
     def from_options(cls, *, model: Optional[str] = None, form: Optional[str] = None, data: Optional[str] = None,
                      int8: bool = False, fp16: bool = False, per_tensor: bool = False, equalize: bool = False,
-                     relu6: Optional[str] = None, no_guard: bool = False, io_dtype: str = "int8",
+                     relu6: Optional[str] = None, no_guard: bool = False, io_dtype: Optional[str] = None,
                      no_onnx: bool = False, calib_samples: int = 200, edgetpu: bool = False,
-                     int16x8: bool = False) -> "ExportConfig":
+                     int16x8: bool = False, keep_float: Optional[str] = None,
+                     target_sqnr: Optional[float] = None, target_agreement: Optional[float] = None) -> "ExportConfig":
         """The config of ``edgesep export``'s options; every rule between them is checked here (UsageError)."""
         if model and form:
             raise UsageError("--form builds the built-in network; it cannot be combined with --model")
@@ -93,11 +120,14 @@ class ExportConfig:
         if model and (int8 or int16x8) and not data:
             flag = "--int8" if int8 else "--int16x8"
             raise UsageError(f"{flag} with --model needs --data to calibrate (a folder of images or a .npz)")
+        names = _names(keep_float)
+        io_dtype = io_dtype or ("float32" if names else "int8")
         precisions = (("float32",) + (("float16",) if fp16 else ()) + (("int8",) if int8 else ())
                       + (("int16x8",) if int16x8 else ()))
         return cls(precisions=precisions, onnx=not no_onnx, per_channel=not per_tensor, io_dtype=io_dtype,
                    calib_samples=calib_samples, equalize=equalize, relu6=relu6 or "clip",
-                   equalize_guard=not no_guard, edgetpu=edgetpu)
+                   equalize_guard=not no_guard, edgetpu=edgetpu, keep_float=names, target_sqnr_db=target_sqnr,
+                   target_agreement=target_agreement)
 
     @property
     def quantized(self) -> tuple[str, ...]:
@@ -115,8 +145,22 @@ class ExportConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["precisions"] = list(self.precisions)
+        d["keep_float"] = list(self.keep_float)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ExportConfig":
-        return cls(**{**d, "precisions": tuple(d.get("precisions", ("float32",)))})
+        return cls(**{**d, "precisions": tuple(d.get("precisions", ("float32",))),
+                      "keep_float": tuple(d.get("keep_float", ()))})
+
+
+def _names(value: Optional[str]) -> tuple[str, ...]:
+    """``--keep-float``'s value as names (``("auto",)`` for auto)."""
+    if value is None:
+        return ()
+    names = tuple(n.strip() for n in value.split(","))
+    if not all(names):
+        raise UsageError(f"--keep-float {value!r}: an empty op name; give NAME[,NAME...] or auto")
+    if "auto" in names and len(names) > 1:
+        raise UsageError("--keep-float auto chooses the ops itself; give auto alone, or op names")
+    return names

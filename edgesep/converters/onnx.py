@@ -65,11 +65,13 @@ def check_onnx(proto, model=None) -> None:
                               f"export without ONNX (--no-onnx)") from None
 
 
-def quantize_onnx(float_path, path, calibration, *, per_channel: bool = True, batch_size: int = 16) -> Path:
+def quantize_onnx(float_path, path, calibration, *, per_channel: bool = True, batch_size: int = 16,
+                  exclude=()) -> Path:
     """Static int8 quantization (QDQ) of a float ONNX model with onnxruntime's tools, written to ``path``.
 
     Weights int8 (per output channel, or per tensor), activations int8 with MinMax ranges from
     ``calibration`` (the same images the TFLite int8 model is calibrated on); the input and output stay float.
+    The nodes named in ``exclude`` stay float (``--keep-float``).
 
     Raises:
         ConversionError: the quantizer failed (one line; its log in ``log``).
@@ -96,6 +98,6 @@ def quantize_onnx(float_path, path, calibration, *, per_channel: bool = True, ba
             out = Path(tmp) / "model_int8.onnx"
             quantize_static(str(float_path), str(out), _Batches(), quant_format=QuantFormat.QDQ,
                             per_channel=per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax)  # per batch only min/max are kept
+                            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=list(exclude))  # per batch only min/max are kept
             quantized = out.read_bytes()
     return write_bytes(Path(path), quantized)

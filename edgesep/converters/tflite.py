@@ -88,6 +88,9 @@ def _frozen_graph(model):
     return frozen
 
 
+frozen_graph = _frozen_graph  # public name for the other converters (mixed precision calibrates on it)
+
+
 def _inference(model):
     def serving_default(input):  # noqa: A002  (the input tensor's name in the flatbuffer)
         return model(input, training=False)

@@ -34,6 +34,9 @@ class ExportJob:
         written: writer key -> written file, filled as the writers run.
         sections: export.json sections the writers add (e.g. ``edgetpu``: the compiler's report).
         warnings: one line per problem a writer found (export.json ``warnings``).
+        selection, selection_what: images held out beside the calibration draw (``--keep-float auto`` chooses
+            on them, never on the test split) and how they were drawn.
+        float_layers: the Keras layers the int8 models keep float (``--keep-float``), set by tflite:int8.
     """
 
     folder: Path
@@ -49,6 +52,9 @@ class ExportJob:
     written: dict[str, Path] = dataclasses.field(default_factory=dict)
     sections: dict[str, Any] = dataclasses.field(default_factory=dict)
     warnings: list[str] = dataclasses.field(default_factory=list)
+    selection: Optional[np.ndarray] = None
+    selection_what: str = ""
+    float_layers: list[str] = dataclasses.field(default_factory=list)
 
 
 def _no_check() -> None:
@@ -149,6 +155,10 @@ def _tflite(precision: str) -> Callable[[ExportJob], Path]:
     def write(job: ExportJob) -> Path:
         from edgesep.converters.tflite import export_tflite
 
+        if precision == "int8" and job.config.keep_float:
+            from edgesep.converters.keep_float import write_keep_float
+
+            return write_keep_float(job, job.folder / TFLITE_NAMES[precision])
         model = job.int8_model if quantized else job.folded
         return export_tflite(model, job.folder / TFLITE_NAMES[precision], precision=precision,
                              representative_data=job.calibration if quantized else None,
@@ -177,15 +187,27 @@ def _onnx_int8(job: ExportJob) -> Path:
     """QDQ int8 from the float ONNX of the int8 model: model.onnx itself unless equalization changed it."""
     import tempfile
 
-    from edgesep.converters.onnx import export_onnx, quantize_onnx
+    from edgesep.converters.onnx import export_onnx
 
     target = job.folder / "model_int8.onnx"
-    per_channel = job.config.per_channel
     if job.int8_model is job.folded:  # convert nothing twice
-        return quantize_onnx(job.written["onnx:float32"], target, job.calibration, per_channel=per_channel)
+        return _quantize_onnx(job, job.written["onnx:float32"], target)
     with tempfile.TemporaryDirectory(prefix="edgesep-equalized-onnx-") as tmp:
         source = export_onnx(job.int8_model, Path(tmp) / "equalized.onnx", opset=job.config.opset, fold=False)
-        return quantize_onnx(source, target, job.calibration, per_channel=per_channel)
+        return _quantize_onnx(job, source, target)
+
+
+def _quantize_onnx(job: ExportJob, source: Path, target: Path) -> Path:
+    """onnxruntime's static int8 of ``source``; the nodes of the layers tflite:int8 kept float stay float."""
+    from edgesep.converters.onnx import quantize_onnx
+
+    exclude: list[str] = []
+    if job.float_layers:
+        from edgesep.converters.keep_float import onnx_nodes
+
+        exclude = onnx_nodes(source, job.float_layers)
+        job.sections["keep_float"]["onnx_float_nodes"] = len(exclude)
+    return quantize_onnx(source, target, job.calibration, per_channel=job.config.per_channel, exclude=exclude)
 
 
 def _edgetpu_check() -> None:
