@@ -84,12 +84,15 @@ def _recorded_preprocess(paths: list[Path], spec: str, note: Callable[[str], Non
 def edgetpu_models(paths: list[Path], tmp: Path, target: str, delegate: str) -> tuple[list[Path], list]:
     """With ``--delegate edgetpu`` on local/ssh targets: models compiled for the Edge TPU (on this host, where
     needed) and their compiler reports; otherwise the models as given."""
-    if delegate != "edgetpu" or target.strip().startswith("adb"):
+    from edgesep.devices import scheme_of
+
+    scheme = scheme_of(target)
+    if delegate != "edgetpu" or not scheme.edgetpu_on_host:
         return paths, [None] * len(paths)
     from edgesep.converters.edgetpu import prepare_models
     from edgesep.devices.coral import require_runtime
 
-    if target.strip() == "local":
+    if scheme.this_machine:
         require_runtime()  # the runtime is the first thing missing on most machines: say so before compiling
     return prepare_models(paths, tmp)
 

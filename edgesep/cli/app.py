@@ -71,8 +71,35 @@ def note(text: str) -> None:
     click.echo(f"edgesep: note: {text}", err=True)
 
 
-ssh_config_option = click.option("--ssh-config", type=click.Path(dir_okay=False), metavar="FILE",
-                                  help="ssh_config for ssh:// targets (-F).")
+def _click_kind(kind: str) -> dict:
+    if kind == "flag":
+        return {"is_flag": True, "default": None}
+    if kind == "port":
+        return {"type": click.IntRange(1, 65535)}
+    return {"type": click.Path(dir_okay=False)} if kind == "path" else {}
+
+
+def device_options(command_name: str):
+    """The device flags the registered device schemes offer on ``command_name`` (``--ssh-config``,
+    ``--cpu-mask``, ...; see ``edgesep.devices.DeviceOption``). The command receives them as one
+    ``device_options`` dict, option name -> value (None: not given)."""
+    import functools
+
+    from edgesep.devices import device_options as offered
+
+    options = offered(command_name)
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def command(*args, **kwargs):
+            given = {o.name: kwargs.pop(o.name, None) or None for o in options}  # an unset flag is not given
+            return fn(*args, device_options=given, **kwargs)
+
+        for option in reversed(options):
+            command = click.option(option.flag, option.name, metavar=option.metavar or None, help=option.help,
+                                   **_click_kind(option.kind))(command)
+        return command
+    return decorate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Optional
 import click
 
 from edgesep.cli.app import (
-    BENCH_DEFAULTS, check_out_file, cli, FiniteFloat, input_options, measure_options, note, ssh_config_option,
+    BENCH_DEFAULTS, check_out_file, cli, device_options, FiniteFloat, input_options, measure_options, note,
     table_console, UserError)
 from edgesep.devices.base import BenchConfig
 
@@ -32,12 +32,7 @@ if TYPE_CHECKING:
 @click.option("--data", metavar="digits|PATH.npz|DIR",
               help="Also measure top-1 accuracy on the test split of this labelled data (as export does).")
 @input_options
-@ssh_config_option
-@click.option("--remote-python", metavar="PATH", help="The device's Python (default: python3).")
-@click.option("--benchmark-binary", type=click.Path(dir_okay=False), metavar="PATH",
-              help="adb: TFLite's benchmark_model built for the phone, pushed and used as the runner.")
-@click.option("--cpu-mask", metavar="HEX", help="adb: taskset CPU mask for the runner (e.g. f0: big cores).")
-@click.option("--op-profiling", is_flag=True, help="adb with benchmark_model: per-op profile (--enable_op_profiling).")
+@device_options("bench")
 @click.option("--seed", type=int, default=BENCH_DEFAULTS.seed, show_default=True,
               help="Seed of the random latency input.")
 @click.option("--profile", is_flag=True,
@@ -47,16 +42,15 @@ if TYPE_CHECKING:
               help="Also write the JSON document to FILE.")
 def bench(models: tuple[str, ...], target: str, threads: Optional[int], runs: int, warmup: int,
           warmup_secs: float, min_secs: float, max_secs: float, delegate: str, delegate_options: tuple[str, ...],
-          data: Optional[str], preprocess: Optional[str], resize: bool, ssh_config: Optional[str],
-          remote_python: Optional[str], benchmark_binary: Optional[str], cpu_mask: Optional[str], op_profiling: bool,
-          seed: int, profile: bool, as_json: bool, out_file: Optional[str]) -> None:
+          data: Optional[str], preprocess: Optional[str], resize: bool, device_options: dict, seed: int,
+          profile: bool, as_json: bool, out_file: Optional[str]) -> None:
     """Measure latency (and accuracy with --data) of .tflite/.onnx models on a device.
 
     Several models are measured in one session, interleaved round by round, so drift and heat hit all alike.
     """
     from pathlib import Path
 
-    from edgesep.devices import parse_target
+    from edgesep.devices import parse_target, split_options
     from edgesep.devices.harness import check_model_file
 
     paths = [Path(m) for m in models]
@@ -69,8 +63,7 @@ def bench(models: tuple[str, ...], target: str, threads: Optional[int], runs: in
         raise click.UsageError("--preprocess and --resize say how --data becomes model input; add --data")
     config = _bench_config(delegate_options, threads=threads, runs=runs, warmup=warmup, warmup_secs=warmup_secs,
                            min_secs=min_secs, max_secs=max_secs, delegate=delegate, seed=seed)
-    adb_options = {"benchmark_binary": benchmark_binary, "cpu_mask": cpu_mask, "op_profiling": op_profiling or None}
-    options = _bench_device_options(target, ssh_config, remote_python, adb_options)
+    options = split_options([target], device_options)[target]
     device = parse_target(target, **options)
     if profile:
         config = BenchConfig.from_dict({**config.to_dict(), "profile": True})
@@ -141,27 +134,6 @@ def _bench_output(results: list[BenchResult], as_json: bool, out_file: Optional[
     if out_file:
         write_text(out_file, text + "\n")
     _bench_failures(results)
-
-
-def _bench_device_options(target: str, ssh_config: Optional[str], remote_python: Optional[str],
-                          adb_options: Optional[dict] = None) -> dict[str, str]:
-    """Device options the user gave, checked against the target kind."""
-    options = {}
-    given = {k: v for k, v in (adb_options or {}).items() if v is not None}
-    if given:
-        if not target.strip().startswith("adb"):
-            flags = ", ".join("--" + k.replace("_", "-") for k in given)
-            raise click.UsageError(f"{flags}: for adb targets only")
-        options.update(given)
-    if ssh_config is not None:
-        if not target.startswith("ssh://"):
-            raise click.UsageError("--ssh-config applies to ssh:// targets only")
-        options["ssh_config"] = ssh_config
-    if remote_python is not None:
-        if target.strip() == "local":
-            raise click.UsageError("--remote-python applies to remote targets only")
-        options["remote_python"] = remote_python
-    return options
 
 
 def _bench_run(device: Device, paths: list[Path], data_file: Optional[Path],

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Optional
 import click
 
 from edgesep.cli.app import (
-    BENCH_DEFAULTS, check_out_dir, cli, FiniteFloat, input_options, measure_options, note, ssh_config_option,
+    BENCH_DEFAULTS, check_out_dir, cli, FiniteFloat, input_options, measure_options, note, device_options,
     table_console, UserError)
 
 if TYPE_CHECKING:
@@ -29,8 +29,7 @@ if TYPE_CHECKING:
 @measure_options
 @click.option("--warmup-secs", type=FiniteFloat(min=0), default=BENCH_DEFAULTS.warmup_secs, show_default=True,
               help="Minimum warm-up time per session, seconds.")
-@ssh_config_option
-@click.option("--remote-python", metavar="PATH", help="The Python of every remote device (default: python3).")
+@device_options("compare")
 @click.option("--out", "out_dir", default="report", show_default=True, metavar="DIR", help="Report folder.")
 @click.option("--resume", is_flag=True, help="Reuse exports and device sessions an earlier run in --out finished.")
 @click.option("--sessions", type=click.IntRange(min=1), default=5, show_default=True,
@@ -38,8 +37,8 @@ if TYPE_CHECKING:
 def compare(models: tuple[str, ...], targets: tuple[str, ...], int8: Optional[bool], seeds: Optional[int],
             width: Optional[float], input_size: Optional[int], blocks: Optional[str], epochs: Optional[int],
             data: Optional[str], preprocess: Optional[str], resize: bool, threads: Optional[int], runs: int,
-            warmup_secs: float, min_secs: float, max_secs: float, ssh_config: Optional[str],
-            remote_python: Optional[str], out_dir: str, resume: bool, sessions: int) -> None:
+            warmup_secs: float, min_secs: float, max_secs: float, device_options: dict, out_dir: str, resume: bool,
+            sessions: int) -> None:
     """Fused vs split: train both forms, export, benchmark on every device, write a report.
 
     Without MODEL: the built-in network in both forms, trained alike, exported (float32, int8, ONNX) and
@@ -59,7 +58,7 @@ def compare(models: tuple[str, ...], targets: tuple[str, ...], int8: Optional[bo
                                                   min_secs=min_secs, max_secs=max_secs),
                                      width, input_size, epochs, seeds, int8, data, blocks)
     targets = tuple(t.strip() for t in targets or ("local",))
-    options = _compare_device_options(targets, ssh_config, remote_python)
+    options = _compare_device_options(targets, device_options)
     out = check_out_dir(out_dir)
     paths = [Path(m) for m in models]
     for path in paths:
@@ -115,26 +114,15 @@ def _compare_configs(models: tuple[str, ...], bench_fields: dict, width: Optiona
     return bench, config
 
 
-def _compare_device_options(targets: tuple[str, ...], ssh_config: Optional[str],
-                            remote_python: Optional[str]) -> dict[str, dict[str, str]]:
+def _compare_device_options(targets: tuple[str, ...], given: dict) -> dict[str, dict[str, str]]:
     """Per target, the device options the user gave; every target is parsed once (no connection) to fail early."""
-    from edgesep.devices import parse_target
+    from edgesep.devices import parse_target, split_options
 
     if len(set(targets)) != len(targets):
         raise click.UsageError("each --device may be given once")
-    if ssh_config is not None and not any(t.startswith("ssh://") for t in targets):
-        raise click.UsageError("--ssh-config applies to ssh:// targets only")
-    if remote_python is not None and all(t.strip() == "local" for t in targets):
-        raise click.UsageError("--remote-python applies to remote targets only")
-    options = {}
-    for target in targets:
-        opts = {}
-        if ssh_config is not None and target.startswith("ssh://"):
-            opts["ssh_config"] = ssh_config
-        if remote_python is not None and target.strip() != "local":
-            opts["remote_python"] = remote_python
+    options = split_options(targets, given)
+    for target, opts in options.items():
         parse_target(target, **opts)
-        options[target] = opts
     return options
 
 

@@ -5,7 +5,7 @@ from typing import Optional
 
 import click
 
-from edgesep.cli.app import cli, ssh_config_option
+from edgesep.cli.app import cli, device_options
 
 
 @cli.command()
@@ -32,14 +32,12 @@ def sweep(plan: Optional[str], out_dir: Optional[str], address: Optional[str], r
 @click.option("--device", "targets", multiple=True, metavar="TARGET", help="A device attached here (repeatable).")
 @click.option("--listen", metavar="ADDR", help="Bind Ray to this network address (default: 127.0.0.1 only).")
 @click.option("--num-cpus", type=click.IntRange(min=0), help="CPUs this node offers to export work.")
-@ssh_config_option
-@click.option("--adb-server-port", type=click.IntRange(1, 65535), metavar="PORT", help="adb server port.")
+@device_options("worker")
 def worker(address: Optional[str], head: bool, port: int, targets: tuple[str, ...], listen: Optional[str],
-           num_cpus: Optional[int], ssh_config: Optional[str], adb_server_port: Optional[int]) -> None:
+           num_cpus: Optional[int], device_options: dict) -> None:
     """Run a Ray node on this host that offers its devices to 'edgesep sweep --address' (until Ctrl-C)."""
     from edgesep.fleet.commands import worker_command
 
-    options = {"ssh_config": ssh_config, "adb_server_port": adb_server_port}
-    code = worker_command(address, head, port, targets, listen, num_cpus, options, echo=click.echo)
+    code = worker_command(address, head, port, targets, listen, num_cpus, device_options, echo=click.echo)
     if code:
         raise click.exceptions.Exit(code)

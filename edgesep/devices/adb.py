@@ -144,6 +144,10 @@ class AdbDevice(RemoteShellDevice):
         self.chosen_runner: Optional[str] = None
         self.bm: Optional[BenchmarkModelSession] = None
 
+    def check_answers(self) -> None:
+        """DeviceError unless the phone is attached and online (``edgesep worker`` before offering it)."""
+        choose_device(self.client.devices(), self.serial)
+
     # -- RemoteShellDevice hooks ------------------------------------------------------------------
     def _shell_argv(self, command: str) -> list[str]:
         return self.client.command("shell", command, serial=self.serial)

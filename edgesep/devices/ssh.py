@@ -90,6 +90,16 @@ class SSHDevice(RemoteShellDevice):
         self.destination = f"{self.user}@{self.host}" if self.user else self.host
         self.transfer: Optional[str] = None  # how files reached the device: scp, scp -O or ssh stream
 
+    def check_answers(self) -> None:
+        """DeviceError unless the host lets us log in (``edgesep worker`` before offering it)."""
+        from edgesep.errors import last_line
+
+        argv = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.connect_timeout}"]
+        argv += (["-F", self.ssh_config] if self.ssh_config else []) + (["-p", str(self.port)] if self.port else [])
+        proc = subprocess.run(argv + [self.destination, "true"], capture_output=True, text=True, timeout=60)
+        if proc.returncode != 0:
+            raise DeviceError(f"{self.target} does not answer: {last_line(proc.stderr, default='ssh failed')}")
+
     def _options(self) -> list[str]:
         options = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.connect_timeout}",
                    "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]

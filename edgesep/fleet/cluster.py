@@ -16,7 +16,7 @@ import subprocess
 import sys
 from typing import Any, Callable, Optional, Sequence
 
-from edgesep.errors import DeviceError, EdgesepError, UsageError
+from edgesep.errors import EdgesepError, UsageError
 
 INSTALL_HINT = "pip install 'edgesep[fleet]'"
 # Ray's single-machine mode: every address it resolves for this machine is the loopback one
@@ -174,23 +174,9 @@ def offered_resources() -> dict[str, float]:
 
 def check_device(target: str, options: dict[str, Any]) -> None:
     """Raise a one-line ``DeviceError`` unless the device answers (adb: attached and online; ssh: logs in)."""
-    from edgesep.devices import parse_target
+    from edgesep.devices import check_device as answers
 
-    device = parse_target(target, **options)
-    if target.startswith("adb"):
-        from edgesep.devices.adb_client import AdbClient, choose_device
-
-        choose_device(AdbClient(options.get("adb_path"), options.get("adb_server_port")).devices(),
-                      getattr(device, "serial", None))
-    elif target.startswith("ssh://"):
-        argv = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={device.connect_timeout}"]
-        argv += (["-F", device.ssh_config] if device.ssh_config else []) + (["-p", str(device.port)] if device.port
-                                                                           else [])
-        proc = subprocess.run(argv + [device.destination, "true"], capture_output=True, text=True, timeout=60)
-        if proc.returncode != 0:
-            from edgesep.errors import last_line
-
-            raise DeviceError(f"{target} does not answer: {last_line(proc.stderr, default='ssh failed')}")
+    answers(target, options)
 
 
 def worker_command(address: Optional[str], listen: Optional[str], resources: dict[str, float], head: bool,

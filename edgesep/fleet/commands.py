@@ -81,9 +81,8 @@ def _failures(summary, echo: Echo) -> None:
 def worker_command(address: Optional[str], head: bool, port: int, targets: Sequence[str], listen: Optional[str],
                    num_cpus: Optional[int], options: dict, echo: Echo) -> int:
     """Check the devices answer, then run a Ray node offering them (``--head``: the head node) until Ctrl-C."""
-    from edgesep.devices import parse_target
+    from edgesep.devices import device_resource, options_for, parse_target
     from edgesep.fleet.cluster import check_device, require_ray, run_worker, worker_command as command
-    from edgesep.fleet.plan import device_resource
 
     if head and address:
         raise UsageError("--head starts a new cluster; it takes no --address")
@@ -92,16 +91,10 @@ def worker_command(address: Optional[str], head: bool, port: int, targets: Seque
     require_ray("edgesep worker")
     resources = {}
     for target in targets:
-        opts = {k: v for k, v in options.items() if v is not None and _applies(k, target)}
-        parse_target(target, **opts)
+        parse_target(target, **options_for(target, options))
         resources[device_resource(target)] = 1.0
     argv = command(address, listen, resources, head, port, num_cpus)
     for target in targets:
-        check_device(target, {k: v for k, v in options.items() if v is not None and _applies(k, target)})
+        check_device(target, options_for(target, options))
         echo(f"{target}: answers; offered as {device_resource(target)}")
     return run_worker(argv, listen, head, lambda line: echo(line, err=True))
-
-
-def _applies(option: str, target: str) -> bool:
-    return {"ssh_config": target.startswith("ssh://"), "adb_server_port": target.startswith("adb"),
-            "remote_python": target.strip() != "local"}.get(option, True)

@@ -19,8 +19,6 @@ from edgesep.fleet.plan import DeviceSpec, ExportSpec, ModelSpec, SweepPlan
 if TYPE_CHECKING:
     from edgesep.converters.records import ExportResult
 
-# connection details that do not change what a device measures
-NOT_IN_KEY = ("ssh_config", "adb_server_port")
 
 
 def _digest(doc: Any) -> str:
@@ -134,7 +132,9 @@ def read_export(out: Path, job: ExportJob) -> Optional["ExportResult"]:
 
 def measure_key(artifact: Artifact, device: DeviceSpec, bench: dict[str, Any]) -> str:
     """What decides a measurement: the artifact bytes, the device and its options, the bench settings."""
-    options = {k: v for k, v in device.options if k not in NOT_IN_KEY}
+    from edgesep.devices import key_options
+
+    options = key_options(dict(device.options))
     return _digest({"artifact": artifact.sha256, "target": device.target, "host": device.host,
                     "options": options, "bench": bench})
 

@@ -11,16 +11,16 @@ import hashlib
 from pathlib import Path
 from typing import Any, Optional
 
+from edgesep.devices import device_options, device_resource  # device_resource re-exported here
 from edgesep.errors import UsageError
 
 MODEL_SUFFIXES = (".tflite", ".onnx", ".keras", ".h5")
 FORMS = ("fused", "split")
 LOST_NODE_POLICIES = ("requeue", "fail")
 BENCH_KEYS = ("threads", "runs", "warmup", "warmup_secs", "min_secs", "max_secs", "delegate", "seed")
-# device keys besides target/host, each handed to edgesep.devices.parse_target as is
-DEVICE_OPTIONS = ("ssh_config", "remote_python", "benchmark_binary", "cpu_mask", "adb_server_port", "runner",
-                  "op_profiling")
-DEVICE_PATH_OPTIONS = ("ssh_config", "benchmark_binary")
+# device keys besides target/host: the options the device schemes own, each handed to parse_target as is
+DEVICE_OPTIONS = tuple(o.name for o in device_options())
+DEVICE_PATH_OPTIONS = tuple(o.name for o in device_options() if o.kind == "path")
 
 
 class PlanError(UsageError):
@@ -127,18 +127,6 @@ class SweepPlan:
         return {"file": self.file, "hash": self.hash, "models": [m.to_dict() for m in self.models],
                 "devices": [d.to_dict() for d in self.devices], "bench": dict(self.bench),
                 "export": self.export.to_dict(), "faults": self.faults.to_dict()}
-
-
-def device_resource(target: str, host: Optional[str] = None) -> str:
-    """``edgesep/<scheme>:<id>``: ``adb:SERIAL``, ``ssh:user@host:port``, ``local:<host>`` (default: this machine)."""
-    import socket
-
-    target = target.strip()
-    if target == "local":
-        return f"edgesep/local:{host or socket.gethostname()}"
-    if target.startswith("ssh://"):
-        return "edgesep/ssh:" + target[len("ssh://"):]
-    return f"edgesep/{target}"
 
 
 def load_plan(path) -> SweepPlan:
