@@ -108,12 +108,12 @@ def _save(model, path):
     return path
 
 
-def test_grouped_convolution_asks_for_no_onnx_and_exports_without_it(tmp_path):
+def test_grouped_convolution_onnx_cannot_take_asks_for_no_onnx_and_exports_without_it(tmp_path):
     import keras
 
     inp = keras.Input((16, 16, 8))
-    x = keras.layers.Conv2D(16, 3, padding="same", groups=4, name="grouped")(inp)
-    model = _save(keras.Model(inp, keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(x))),
+    x = keras.layers.Conv1D(16, 3, padding="same", groups=4, name="grouped")(keras.layers.Reshape((256, 8))(inp))
+    model = _save(keras.Model(inp, keras.layers.Dense(4)(keras.layers.GlobalAveragePooling1D()(x))),
                   tmp_path / "grouped.keras")
     out = tmp_path / "out"
     check_refused(["export", "--model", model, "--preprocess", "unit", "--out", out], tmp_path, code=1,

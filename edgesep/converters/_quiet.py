@@ -50,6 +50,7 @@ def import_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with quiet("importing TensorFlow"):
         import tensorflow
+    tensorflow.get_logger().setLevel("ERROR")  # e.g. Keras' grouped convolutions' "tf.function retracing"
     return tensorflow
 
 

@@ -142,6 +142,10 @@ def export(model, out_dir, config: ExportConfig = ExportConfig(), dataset=None, 
                               f"{tuple(model.input_shape[1:])}")
     check_export(config, out_dir)
     check_exportable(model)  # a dynamic input size, several outputs, broken weights: one line, nothing written
+    if config.onnx:
+        from edgesep.converters.onnx import refuse_unsupported
+
+        refuse_unsupported(model)  # before any conversion work
     out_dir = Path(out_dir)
     extra = dict(extra or {})
     with locked_dir(out_dir), StagedDir(out_dir) as stage:
@@ -195,10 +199,11 @@ def _export_into(model, folder: Path, out_dir: Path, config: ExportConfig, datas
     """Fold (and equalize), write and verify every artifact into ``folder``; the export's record."""
     from edgesep import __version__
     from edgesep.converters.fold import fold_with_report
+    from edgesep.converters.grouped import depthwise_grouped
     from edgesep.converters.verify import predict_keras, top1
 
     say("fold")
-    folded, fold_report = fold_with_report(model)
+    folded, fold_report = fold_with_report(depthwise_grouped(model))
     reference = predict_keras(model, inputs.x)
     int8_model, equalize_doc = folded, None
     calib = dataset.calibration(config.calib_samples, config.seed) if config.quantized else None

@@ -289,8 +289,19 @@ def with_input_size(model, size: tuple[int, int]):
 
 
 def output_names(model) -> list[str]:
-    """The model's output names, in its output order."""
-    return list(getattr(model, "output_names", None) or [t.name for t in model.outputs])
+    """The model's output names, in its output order (a Sequential model's: its last layer's name)."""
+    names = list(getattr(model, "output_names", None) or [])
+    if len(names) != len(model.outputs):
+        names = [model.layers[-1].name] if len(model.outputs) == 1 and model.layers else [
+            t.name for t in model.outputs]
+    return names
+
+
+def flat_outputs(out) -> list:
+    """A model call's result as the list of its outputs, in the model's output order (dicts by sorted key)."""
+    import keras
+
+    return list(keras.tree.flatten(out))
 
 
 def check_exportable(model) -> None:

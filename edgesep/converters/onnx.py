@@ -29,22 +29,72 @@ def export_onnx(model, path, *, opset: int = 17, fold: bool = True) -> Path:
         from edgesep.converters.fold import fold_batchnorm
 
         model = fold_batchnorm(model)
+    refuse_unsupported(model)
+    from edgesep.converters.graph import output_names
+    from edgesep.converters.grouped import for_onnx
+
+    names = output_names(model)
+    model = for_onnx(model)
     with quiet("ONNX conversion"):
         import tensorflow as tf
         import tf2onnx
 
-        spec = [tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name="input")]
-        proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
+        from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+        spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name="input")
+        infer = tf.function(_outputs_of(model), autograph=False).get_concrete_function(spec)
+        frozen = convert_variables_to_constants_v2(infer)  # weights and captured tensors become constants
+        proto, _ = tf2onnx.convert.from_graph_def(frozen.graph.as_graph_def(), name=model.name, opset=opset,
+                                                  input_names=[t.name for t in frozen.inputs],
+                                                  output_names=[t.name for t in frozen.outputs])
+    _name_outputs(proto, names)
     check_onnx(proto, model)
     return write_bytes(Path(path), proto.SerializeToString())
+
+
+def refuse_unsupported(model) -> None:
+    """A one-line ``ConversionError`` (with the ``--no-onnx`` hint) for a model ONNX export cannot take, raised
+    before any conversion work."""
+    from edgesep.converters.grouped import onnx_blockers
+
+    blockers = onnx_blockers(model)
+    if blockers:
+        raise ConversionError(f"ONNX export does not support grouped convolution {blockers[0]} (only Conv2D, "
+                              "channels_last, at the model's top level); export without ONNX (--no-onnx)")
+
+
+def _outputs_of(model):
+    """The model's inference as a function of one tensor returning a list of its outputs, in order.
+
+    (Converting the frozen graph of a traced function rather than ``tf2onnx.convert.from_keras``: the latter
+    fails on Keras 3 Sequential models with ``KeyError: 'keras_tensor_N'``.)
+    """
+    from edgesep.converters.graph import flat_outputs
+
+    def serving(input):  # noqa: A002  (the input's name in the ONNX graph)
+        return flat_outputs(model(input, training=False))
+    return serving
+
+
+def _name_outputs(proto, names: list[str]) -> None:
+    """Name the ONNX graph's input ``input`` and its outputs (tf2onnx: ``Identity:0``...) after the model's."""
+    graph = proto.graph
+    if len(graph.output) != len(names):
+        raise ConversionError(f"ONNX conversion wrote {len(graph.output)} outputs, the model has {len(names)}")
+    renames = {out.name: name for out, name in zip(graph.output, names)}
+    renames.update({inp.name: inp.name.split(":")[0] for inp in graph.input})
+    for node in graph.node:
+        node.output[:] = [renames.get(n, n) for n in node.output]
+        node.input[:] = [renames.get(n, n) for n in node.input]
+    for value in (*graph.input, *graph.output):
+        value.name = renames.get(value.name, value.name)
 
 
 def check_onnx(proto, model=None) -> None:
     """Raise a one-line ``ConversionError`` unless ``proto`` (an ONNX ModelProto or file) passes ``onnx.checker``.
 
-    tf2onnx writes some Keras layers it cannot express (a grouped ``Conv2D(groups > 1)``) as a TensorFlow
-    ``StatefulPartitionedCall`` node that neither ONNX nor onnxruntime knows; the message names the layer
-    (from ``model``, the Keras model converted) or else the node.
+    tf2onnx writes some TensorFlow ops it cannot express as nodes that neither ONNX nor onnxruntime knows; the
+    message names a grouped convolution of ``model`` (the Keras model converted) if it has one, or else the node.
     """
     import onnx
 
