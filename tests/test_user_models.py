@@ -58,8 +58,8 @@ def test_sequential_model_exports_tflite_and_onnx(tmp_path, with_input):
 
     model = _sequential(with_input)
     doc = export(model, tmp_path / "out", ExportConfig(), preprocess="unit")
-    assert [a["path"] for a in doc["artifacts"]] == ["model.tflite", "model.onnx"]
-    assert all(a["max_abs_error_vs_keras"] < 1e-4 for a in doc["artifacts"]), doc["artifacts"]
+    assert [a.path for a in doc.artifacts] == ["model.tflite", "model.onnx"]
+    assert all(a.max_abs_error_vs_keras < 1e-4 for a in doc.artifacts), doc.artifacts
     session = ort.InferenceSession(str(tmp_path / "out" / "model.onnx"), providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == ["scores"]
     assert [i.name for i in session.get_inputs()] == ["input"]
@@ -88,10 +88,10 @@ def test_grouped_model_exports_onnx_with_group_attribute_and_depthwise_tflite(tm
 
     model = _grouped()
     doc = export(model, tmp_path / "out", ExportConfig(), preprocess="unit")
-    tflite, onnx_art = doc["artifacts"]
-    assert tflite["ops"].get("DEPTHWISE_CONV_2D") == 1 and tflite["ops"].get("CONV_2D") == 2
-    assert all(a["max_abs_error_vs_keras"] < 1e-4 for a in doc["artifacts"]), doc["artifacts"]
-    graph = onnx.load(str(tmp_path / "out" / onnx_art["path"])).graph
+    tflite, onnx_art = doc.artifacts
+    assert tflite.ops.get("DEPTHWISE_CONV_2D") == 1 and tflite.ops.get("CONV_2D") == 2
+    assert all(a.max_abs_error_vs_keras < 1e-4 for a in doc.artifacts), doc.artifacts
+    graph = onnx.load(str(tmp_path / "out" / onnx_art.path)).graph
     groups = sorted(next((a.i for a in n.attribute if a.name == "group"), 1) for n in graph.node if n.op_type == "Conv")
     assert groups == [1, 4, 8]  # the stem, g4 as a grouped Conv, dw as a depthwise (group = channels) Conv
     assert [o.name for o in graph.output] == ["logits"]
