@@ -104,12 +104,13 @@ def profile_session(results: list, paths: list[Path], target: str, options: dict
     from edgesep.devices import parse_target
     from edgesep.devices.base import DeviceError
     from edgesep.devices.profile import profile_results
+    from edgesep.train import cache_dir
 
     def make_device(**extra):
         return parse_target(target, **{**options, **extra})
 
     try:
-        profile_results(results, paths, make_device, config, tmp / "profile")
+        profile_results(results, paths, make_device, config, tmp / "profile", cache_root=cache_dir())
     except DeviceError as e:
         if note:
             note(f"--profile: {e}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -114,3 +115,39 @@ def test_cli_profile_table_states_ratio_and_cost(bench_models):
     assert "measured whole (p50)" in proc.stdout and "= ratio " in proc.stdout
     assert "profile cost" in proc.stdout and "not in samples_ms" in proc.stdout
     assert "DEPTHWISE_CONV_2D" in proc.stdout
+
+
+@pytest.mark.parametrize("precision", ["float32", "int8"])
+def test_peak_models_are_one_big_convolution_of_their_precision(tmp_path, precision):
+    import onnxruntime as ort
+
+    from edgesep.devices import roofline
+
+    interp = _interpreter(roofline.peak_tflite(precision, tmp_path / "peak.tflite"))
+    (op,) = interp._get_ops_details()
+    assert op["op_name"] == "CONV_2D" and interp.get_input_details()[0]["dtype"] == np.dtype(
+        "int8" if precision == "int8" else "float32")
+    assert cut_model(tmp_path / "peak.tflite", None)[0].macs == roofline.PEAK_MACS
+    session = ort.InferenceSession(str(roofline.peak_onnx(precision, tmp_path / "peak.onnx")),
+                                   providers=["CPUExecutionProvider"])
+    x = np.zeros(session.get_inputs()[0].shape, np.uint8 if precision == "int8" else np.float32)
+    assert session.run(None, {"input": x})[0].shape == (1, roofline.CHANNELS, roofline.SIDE, roofline.SIDE)
+
+
+def test_cli_peak_is_measured_once_then_cached_per_device_runtime_and_threads(bench_models, tmp_path):
+    env = dict(os.environ, EDGESEP_CACHE=str(tmp_path / "cache"))
+
+    def peak(*extra):
+        proc = subprocess.run([sys.executable, "-m", "edgesep", "bench", str(bench_models["int8.tflite"]), *FAST,
+                               "--profile", "--json", *extra], capture_output=True, text=True, timeout=300, env=env)
+        assert proc.returncode == 0, proc.stderr
+        (result,) = json.loads(proc.stdout)["results"]
+        return result
+
+    first, again, other = peak("--threads", "1"), peak("--threads", "1"), peak("--threads", "2")
+    assert first["profile"]["peak"]["source"] == "measured" and first["profile"]["peak"]["precision"] == "int8"
+    assert again["profile"]["peak"]["source"] == "cached" and other["profile"]["peak"]["source"] == "measured"
+    assert again["profile"]["peak_gmacs"] == first["profile"]["peak_gmacs"] > 0
+    assert len(list((tmp_path / "cache" / "roofline").glob("*.json"))) == 2
+    conv = next(op for op in first["ops"] if op["type"] == "CONV_2D")
+    assert conv["peak_share"] == pytest.approx(conv["gmacs"] / first["profile"]["peak_gmacs"], rel=1e-2)

@@ -42,7 +42,7 @@ class CutOp:
         return d
 
 
-def _schema():
+def load_schema():
     """(schema module, flatbuffers module), or a DeviceError saying what to install."""
     try:
         import flatbuffers
@@ -63,7 +63,7 @@ def _text(value: Any) -> str:
 
 def read_model(path: Path):
     """The ``ModelT`` of a .tflite file (a one-line DeviceError when it is not one)."""
-    schema, _ = _schema()
+    schema, _ = load_schema()
     data = Path(path).read_bytes()
     if data[4:8] != TFLITE_FILE_ID:
         raise DeviceError(f"not a TFLite model (no TFL3 identifier): {path}")
@@ -75,7 +75,7 @@ def read_model(path: Path):
 
 def pack(model) -> bytes:
     """A ``ModelT`` as .tflite bytes."""
-    _, flatbuffers = _schema()
+    _, flatbuffers = load_schema()
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=TFLITE_FILE_ID)
     return bytes(builder.Output())
@@ -156,7 +156,7 @@ def _single_op_model(model, op, schema):
 def cut_model(path: Path, out_dir: Optional[Path]) -> list[CutOp]:
     """Every op of the main subgraph of ``path``, in execution order, each written as ``out_dir/op_NNN.tflite``
     (with ``out_dir`` None only described: no files, ``path`` None)."""
-    schema, _ = _schema()
+    schema, _ = load_schema()
     model = read_model(path)
     names = _op_names(schema)
     graph = model.subgraphs[0]
@@ -181,3 +181,18 @@ def cut_model(path: Path, out_dir: Optional[Path]) -> list[CutOp]:
         target.write_bytes(pack(_single_op_model(model, op, schema)))
         ops.append(CutOp(index, kind, name, macs, target))
     return ops
+
+
+COMPUTE_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV")
+
+
+def model_precision(path: Path) -> str:
+    """``int8`` when the model's convolutions / matrix products take int8 inputs, else ``float32``."""
+    schema, _ = load_schema()
+    model = read_model(path)
+    names = _op_names(schema)
+    graph = model.subgraphs[0]
+    for op in graph.operators or []:
+        if _op_type(model, op, names) in COMPUTE_OPS and len(op.inputs) and op.inputs[0] >= 0:
+            return "int8" if graph.tensors[op.inputs[0]].type == schema.TensorType.INT8 else "float32"
+    return "float32"

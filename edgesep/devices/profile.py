@@ -23,8 +23,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from edgesep.devices import roofline
 from edgesep.devices.base import BenchConfig, BenchResult
-from edgesep.devices.opcut import CutOp, cut_model, op_macs
+from edgesep.devices.opcut import CutOp, cut_model, model_precision, op_macs
 
 PROFILE_MIN_RUNS = 10
 PROFILE_MAX_RUNS = 100
@@ -124,18 +125,22 @@ def _failed(result: BenchResult, method: str, error: str) -> None:
 
 # ------------------------------------------------------------------ onnx: the runner's trace
 
-ONNX_MAC_WEIGHT = {"Conv": 1, "FusedConv": 1, "ConvInteger": 1, "QLinearConv": 3}
+ONNX_CONVS = ("Conv", "FusedConv", "ConvInteger", "QLinearConv", "NhwcFusedConv", "QLinearConvTranspose")
 ONNX_MATMUL = ("MatMul", "FusedMatMul", "Gemm", "FusedGemm", "MatMulInteger", "QLinearMatMul")
 
 
 def onnx_macs(op_type: str, inputs: list[Optional[list[int]]], outputs: list[Optional[list[int]]]) -> Optional[int]:
-    """MACs of one onnxruntime node from the shapes its profiler recorded (None: not counted or unknown)."""
+    """MACs of one onnxruntime node from the shapes its profiler recorded (None: not counted or unknown).
+
+    The trace lists a node's inputs without the initializers it does not show (often the weights of an
+    un-transformed node), so a convolution's weight is the first input after the data of the output's rank.
+    """
     out = outputs[0] if outputs else None
     if not out:
         return None
-    slot = ONNX_MAC_WEIGHT.get(op_type)
-    if slot is not None and len(inputs) > slot and inputs[slot]:
-        return _prod(out) * _prod(inputs[slot][1:])  # W [M, C/group, *k]
+    if op_type in ONNX_CONVS:
+        weights = [s for s in inputs[1:] if s and len(s) == len(out)]
+        return _prod(out) * _prod(weights[0][1:]) if weights else None  # W [M, C/group, *k]
     if op_type in ONNX_MATMUL and inputs and inputs[0]:
         return _prod(out) * int(inputs[0][-1])
     return None
@@ -247,46 +252,79 @@ def from_single_ops(result: BenchResult, ops: Sequence[CutOp], timed: dict[Path,
     return finish(records, result, "single-op models", True, cost_s, min(runs) if runs else None, notes, peak)
 
 
-__all__ = ["OpRecord", "ProfileRecord", "block_of", "cut_all", "finish", "from_benchmark_model", "from_onnx",
-           "from_single_ops", "op_macs", "onnx_macs", "profile_config", "time_single_ops", "whole_ms"]
 
 
 def profile_results(results: Sequence[BenchResult], paths: Sequence[Path], make_device: Callable[..., Any],
-                    config: BenchConfig, tmp: Path, peak_of: Callable[[BenchResult], Optional[dict]] = lambda r: None
-                    ) -> None:
-    """Fill ``ops`` and ``profile`` of every measured result (see the module docstring for the sources).
+                    config: BenchConfig, tmp: Path, cache_root: Optional[Path] = None) -> None:
+    """Fill ``ops`` and ``profile`` of every measured result (see the module docstring for the sources), with
+    the roofline peak of each result's device, runtime, precision, threads and delegate (cached under
+    ``cache_root``, measured in the same profile session when not cached).
 
     ``make_device(**options)`` gives a fresh device of the bench's target (``op_profiling=True`` for a
-    benchmark_model rerun); ``peak_of(result)`` the roofline peak record for a result, or None.
+    benchmark_model rerun).
     """
-    tflite = [i for i, (r, p) in enumerate(zip(results, paths))
-              if not r.error and p.suffix.lower() == ".tflite" and r.extra.get("runner") != "benchmark_model"]
+    keys = {i: peak_key(r, p, config) for i, (r, p) in enumerate(zip(results, paths)) if not r.error}
+    peaks = {k: roofline.cached(cache_root, k) if cache_root else None for k in set(keys.values())}
+    python_keys = {keys[i] for i in keys if results[i].extra.get("runner") != "benchmark_model"}
+    peak_files = {k: roofline.peak_model(k, tmp / "peak" / k.digest()) for k in python_keys if peaks[k] is None}
+    tflite = [i for i in keys if paths[i].suffix.lower() == ".tflite" and results[i].extra.get("runner") !=
+              "benchmark_model"]
     cuts = cut_all([paths[i] for i in tflite], tmp)
-    timed, cost = time_single_ops(make_device, cuts, config) if cuts else ({}, 0.0)
+    timed, cost = time_single_ops(make_device, cuts, config, [f for f in peak_files.values() if f])
+    for key, file in peak_files.items():
+        peaks[key] = _peak_from(key, timed.get(file) if file else None, cache_root)
     for i, ops in zip(tflite, cuts):
-        from_single_ops(results[i], ops, timed, cost, peak_of(results[i]))
-    for r, p in zip(results, paths):
-        if r.error:
-            continue
-        if r.extra.get("runner") == "benchmark_model":
-            _rerun_benchmark_model(r, p, make_device, config, tmp, peak_of(r))
-        elif p.suffix.lower() == ".onnx":
-            from_onnx(r, peak_of(r))
+        from_single_ops(results[i], ops, timed, cost, peaks[keys[i]])
+    for i in keys:
+        if results[i].extra.get("runner") == "benchmark_model":
+            _rerun_benchmark_model(results[i], paths[i], make_device, config, tmp, keys[i], peaks, cache_root)
+        elif paths[i].suffix.lower() == ".onnx":
+            from_onnx(results[i], peaks[keys[i]])
+
+
+def peak_key(result: BenchResult, path: Path, config: BenchConfig) -> roofline.PeakKey:
+    """What the roofline peak of ``result`` depends on (its precision read from the model or its profile)."""
+    fmt = "onnx" if path.suffix.lower() == ".onnx" else "tflite"
+    if fmt == "onnx":
+        nodes = (result.extra.get("profile") or {}).get("nodes") or []
+        precision = roofline.precision_of("onnx", [str(n.get("type")) for n in nodes])
+    else:
+        precision = model_precision(path)
+    return roofline.PeakKey(device=result.device, cpu=str((result.host or {}).get("cpu")),
+                            runtime=str(result.runtime), format=fmt, precision=precision,
+                            threads=result.threads if result.threads is not None else config.threads,
+                            delegate=str(result.delegate or config.delegate))
+
+
+def _peak_from(key: roofline.PeakKey, timed: Optional[BenchResult], cache_root: Optional[Path]) -> dict[str, Any]:
+    """The peak record of the peak model's run (stored in the cache), or one saying why there is none."""
+    if timed is None:
+        return {"precision": key.precision, "gmacs": None,
+                "error": f"no peak model for {key.precision} {key.format} models"}
+    if not timed.samples_ms:
+        return {"precision": key.precision, "gmacs": None, "error": timed.error or "the peak model gave no samples"}
+    doc = roofline.record(key, statistics.median(timed.samples_ms))
+    if cache_root is not None:
+        roofline.store(cache_root, key, doc)
+    return doc
 
 
 def _rerun_benchmark_model(result: BenchResult, path: Path, make_device: Callable[..., Any], config: BenchConfig,
-                           tmp: Path, peak: Optional[dict[str, Any]]) -> None:
-    """benchmark_model once more on ``path`` with its op profiler on; its table as ``result``'s records."""
+                           tmp: Path, key: roofline.PeakKey, peaks: dict, cache_root: Optional[Path]) -> None:
+    """benchmark_model once more on ``path`` with its op profiler on (and on the peak model when it is not
+    cached); its table as ``result``'s records."""
     t0 = time.monotonic()
+    peak_file = roofline.peak_model(key, tmp / "peak" / key.digest()) if peaks.get(key) is None else None
     device = make_device(op_profiling=True)
     try:
-        device.prepare([path])
-        (again,) = device.run(profile_config(config))
+        device.prepare([path] + ([peak_file] if peak_file else []))
+        again = device.run(profile_config(config))
     finally:
         device.cleanup()
-    report = again.extra.get("benchmark_model") or {}
-    if again.error or not report.get("op_profile"):
-        _failed(result, "benchmark_model op profile", again.error or "benchmark_model printed no op profile")
+    if peak_file is not None:
+        peaks[key] = _peak_from(key, again[1], cache_root)
+    report = again[0].extra.get("benchmark_model") or {}
+    if again[0].error or not report.get("op_profile"):
+        _failed(result, "benchmark_model op profile", again[0].error or "benchmark_model printed no op profile")
         return
-    ops = cut_model(path, None)
-    from_benchmark_model(result, report, ops, time.monotonic() - t0, peak)
+    from_benchmark_model(result, report, cut_model(path, None), time.monotonic() - t0, peaks.get(key))
