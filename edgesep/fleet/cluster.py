@@ -7,6 +7,7 @@ names it with ``--listen ADDR``; then it says how to protect it. Ray is imported
 """
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -14,7 +15,8 @@ import shutil
 import socket
 import subprocess
 import sys
-from typing import Any, Callable, Optional, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from edgesep.errors import EdgesepError, UsageError
 
@@ -47,23 +49,41 @@ def require_ray(command: str = "edgesep sweep") -> None:
 
 
 def is_loopback(host: str) -> bool:
-    """Whether ``host`` (an IP or a name) is this machine's loopback address."""
-    if host.strip("[]") in ("localhost", "ip6-localhost"):
+    """Whether ``host`` (an IP, also a short form such as 127.1, or a name) is this machine's loopback address."""
+    host = host.strip("[]")
+    if host in ("localhost", "ip6-localhost"):
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
+        pass
+    try:
+        return socket.inet_aton(host)[0] == 127
+    except OSError:
         return False
 
 
 def split_address(address: str) -> tuple[str, int]:
     """``HOST[:PORT]`` -> (host, port); the port defaults to Ray's 6379."""
-    host, sep, port = address.strip().rpartition(":")
-    if not sep:
-        host, port = address.strip(), str(DEFAULT_PORT)
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    text = address.strip()
+    host, sep, port = text.rpartition(":")
+    if not sep or (text.startswith("[") and text.endswith("]")):
+        host, port = text, str(DEFAULT_PORT)
+    if not _valid_host(host) or not port.isdigit() or not 0 < int(port) < 65536:
         raise UsageError(f"--address {address!r}: expected auto or HOST:PORT")
-    return host, int(port)
+    return host.strip("[]"), int(port)
+
+
+def _valid_host(host: str) -> bool:
+    """An IPv4 address, a bracketed IPv6 address, or a DNS name."""
+    if host.startswith("[") or host.endswith("]"):
+        try:
+            return host.startswith("[") and host.endswith("]") and ipaddress.ip_address(host[1:-1]).version == 6
+        except ValueError:
+            return False
+    labels = host.split(".")
+    return bool(host) and len(host) < 254 and all(
+        label and len(label) < 64 and all(c.isalnum() or c == "-" for c in label) for label in labels)
 
 
 def _loopback_mode() -> None:
@@ -75,13 +95,36 @@ def _loopback_mode() -> None:
         ray_constants.ENABLE_RAY_CLUSTER = False
 
 
-def connect(address: Optional[str], resources: dict[str, float], num_cpus: Optional[int] = None) -> str:
-    """Start the embedded loopback Ray (``address`` None) or join a cluster; returns what was joined.
+JOIN_SECS = 20.0  # ray.init against a live gRPC server that is not a usable head: give up after this
 
-    The embedded instance binds 127.0.0.1 only, has no dashboard, and offers ``resources`` (the plan's
-    devices attached to this machine). Joining a cluster at a loopback address stays on loopback too.
+
+@contextlib.contextmanager
+def session(address: Optional[str], resources: dict[str, float], num_cpus: Optional[int] = None) -> Iterator[str]:
+    """Start the embedded loopback Ray (``address`` None) or join a cluster; yields what was joined.
+
+    The embedded instance binds 127.0.0.1 only, has no dashboard, offers ``resources`` (the plan's devices
+    attached to this machine) and lives in a private temp folder. A joined address is probed first (seconds,
+    not Ray's minutes of retries). On the way out, whatever happened: Ray is shut down, the processes this
+    process started for it are ended by id, the temp folder is removed.
     """
+    from edgesep.fleet.session import descendants, probe_head, ray_temp_dir, reap
+
     require_ray()
+    if address is not None and address != "auto":
+        probe_head(*split_address(address))
+    with ray_temp_dir() as tmp:
+        before = descendants()
+        try:
+            yield _connect(address, resources, num_cpus, tmp)
+        finally:
+            started = descendants() - before
+            disconnect()
+            reap(started)
+
+
+def _connect(address: Optional[str], resources: dict[str, float], num_cpus: Optional[int], tmp: Path) -> str:
+    from edgesep.fleet.session import captured_stderr, join_failure, read_text
+
     if address is None or is_loopback(split_address(address)[0]) or _auto_is_loopback(address):
         _loopback_mode()
     if address is not None:
@@ -90,16 +133,61 @@ def connect(address: Optional[str], resources: dict[str, float], num_cpus: Optio
 
     quiet = {"log_to_driver": False, "logging_level": "ERROR", "namespace": "edgesep", "configure_logging": True}
     handlers = _signal_handlers()
+    log = tmp / "connect.log"
     try:
-        if address is None:
-            ray.init(address="local", include_dashboard=False, num_cpus=num_cpus, resources=resources, **quiet)
-            return "embedded (127.0.0.1)"
-        ray.init(address=address, **quiet)
+        with captured_stderr(log), _deadline(JOIN_SECS), _environ(TMPDIR=str(tmp)):
+            if address is None:  # Ray's processes, the exports' scratch files and the model cache go to tmp
+                ray.init(address="local", include_dashboard=False, num_cpus=num_cpus, resources=resources,
+                         _temp_dir=str(tmp), **quiet)
+                return "embedded (127.0.0.1)"
+            ray.init(address=address, **quiet)
+    except JoinTimeout:
+        raise EdgesepError(join_failure(address or "127.0.0.1", read_text(log) + f"\nno answer in {JOIN_SECS:g} s"))
     except (ConnectionError, RuntimeError, ValueError) as e:
-        raise EdgesepError(f"cannot join the Ray cluster at {address}: {_short(e)}") from None
+        raise EdgesepError(join_failure(address or "127.0.0.1", read_text(log) + "\n" + str(e))) from None
     finally:
         _restore(handlers)  # ray.init makes SIGTERM exit at once; edgesep records interrupted jobs first
     return address
+
+
+class JoinTimeout(EdgesepError):
+    """ray.init did not return within JOIN_SECS."""
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float) -> Iterator[None]:
+    """Raise ``JoinTimeout`` in the main thread after ``seconds`` (no-op elsewhere)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise JoinTimeout()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@contextlib.contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _signal_handlers() -> dict:

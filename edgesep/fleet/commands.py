@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from edgesep.errors import EdgesepError, UsageError
+from edgesep.errors import EdgesepError, OutputError, UsageError
 
 Echo = Callable[..., None]
 
@@ -19,6 +19,8 @@ def sweep_command(plan: Optional[str], out_dir: Optional[str], address: Optional
         if out_dir is not None and Path(out_dir) != Path(plan):
             raise UsageError("give the sweep folder once: edgesep sweep --report DIR")
         plan, out_dir = None, plan
+    if plan is not None and out_dir is None and (report or as_csv or parquet) and not Path(plan).exists():
+        raise OutputError(f"{plan}: no such sweep folder or plan")
     if out_dir is None:
         raise UsageError("--out DIR is required (the folder for sweep.db and the artifacts)")
     if plan is None and not (report or as_csv or parquet):
@@ -58,7 +60,18 @@ def _run(plan_path: str, out_dir: str, address: Optional[str], resume: bool, ech
 
 def _outputs(out: Path, report: bool, as_csv: bool, parquet: bool, echo: Echo) -> None:
     from edgesep.fleet import report as render
+    from edgesep.io import check_writable_dir
 
+    if not (report or as_csv or parquet):
+        return
+    names = (["report.md", render.HEATMAP, render.RATIOS] if report else []) + (["sweep.csv"] if as_csv else []) \
+        + (["sweep.parquet"] if parquet else [])
+    if not out.is_dir():
+        raise OutputError(f"{out}: no such sweep folder")
+    check_writable_dir(out)  # before reading the database: a read-only folder is the folder's fault
+    taken = next((name for name in names if (out / name).is_dir()), None)
+    if taken:
+        raise OutputError(f"{out / taken} is a folder: move it away, the report writes a file there")
     if report:
         written = render.write_report(out)
         echo(f"wrote {', '.join(written)} to {out}")

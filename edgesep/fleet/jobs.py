@@ -122,11 +122,15 @@ def read_export(out: Path, job: ExportJob) -> Optional["ExportResult"]:
     from edgesep.converters.records import read_export as read
 
     folder = Path(out) / job.folder
-    result = read(folder)
-    if result is None or (result.extra.get("fleet") or {}).get("key") != job.key:
-        return None
-    if not all((folder / a.path).is_file() and file_sha256(folder / a.path) == a.sha256 for a in result.artifacts):
-        return None
+    try:
+        result = read(folder)
+        if result is None or (result.extra.get("fleet") or {}).get("key") != job.key or not result.artifacts:
+            return None
+        if not all((folder / a.path).is_file() and file_sha256(folder / a.path) == a.sha256
+                   for a in result.artifacts):
+            return None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None  # damaged or from elsewhere: exported again
     return result
 
 

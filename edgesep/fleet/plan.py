@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from pathlib import Path
 from typing import Any, Optional
 
@@ -21,6 +22,8 @@ BENCH_KEYS = ("threads", "runs", "warmup", "warmup_secs", "min_secs", "max_secs"
 # device keys besides target/host: the options the device schemes own, each handed to parse_target as is
 DEVICE_OPTIONS = tuple(o.name for o in device_options())
 DEVICE_PATH_OPTIONS = tuple(o.name for o in device_options() if o.kind == "path")
+MAX_PLAN_BYTES = 1 << 20  # a plan is a short text file; more is a mistake (/dev/zero, a model given as plan)
+NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-+=")
 
 
 class PlanError(UsageError):
@@ -135,11 +138,21 @@ def load_plan(path) -> SweepPlan:
     Raises:
         PlanError: the file is missing, not TOML, or a key is unknown, missing or invalid (one line).
     """
-    path = Path(path)
+    from edgesep.errors import DataError
+    from edgesep.io import require_regular_file
+
+    path = require_regular_file(Path(path), "plan")  # a FIFO or a device would block or never end
     try:
-        text = path.read_text()
+        with open(path, "rb") as f:
+            data = f.read(MAX_PLAN_BYTES + 1)
     except OSError as e:
-        raise PlanError(f"{path}: cannot read plan: {e.strerror or e}") from None
+        raise DataError(f"{path}: cannot read plan: {e.strerror or e}") from None
+    if len(data) > MAX_PLAN_BYTES:
+        raise DataError(f"{path}: not a plan: over {MAX_PLAN_BYTES >> 20} MB (a plan is a short TOML file)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a plan: not UTF-8 text (byte {e.start})") from None
     return parse_plan(text, path)
 
 
@@ -216,6 +229,8 @@ def _typed(value: Any, kind, key: str, where: str, minimum: Optional[float] = No
     if not ok:
         names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
         raise PlanError(f"{where}: {key}: must be {names[kind]}, got {value!r}")
+    if kind is float and not math.isfinite(value):
+        raise PlanError(f"{where}: {key}: must be a finite number, got {value!r}")
     if minimum is not None and value < minimum:
         raise PlanError(f"{where}: {key}: must be >= {minimum:g}, got {value!r}")
     return value
@@ -240,12 +255,22 @@ def _models(entry: dict[str, Any], prefix: str, where: str, base: Path) -> list[
             raise PlanError(f"{where}: {prefix}.path: {raw}: expected one of {', '.join(MODEL_SUFFIXES)}")
         if not path.is_file():
             raise PlanError(f"{where}: {prefix}.path: model file not found: {raw}")
-        name = _typed(entry.get("name", path.name), str, f"{prefix}.name", where)
+        name = _name(_typed(entry.get("name", path.name), str, f"{prefix}.name", where), f"{prefix}.name", where)
         form = entry.get("form")
         if form is not None and form not in FORMS:
             raise PlanError(f"{where}: {prefix}.form: unknown form {form!r}; valid: {', '.join(FORMS)}")
         return [ModelSpec(name=name, path=str(path), form=form)]
     return _builtin(entry, prefix, where)
+
+
+def _name(name: str, key: str, where: str) -> str:
+    """A model name: it becomes part of a folder name under --out, so no path separators, no leading dot."""
+    bad = sorted(set(name) - NAME_CHARS)
+    if not name or name.startswith(".") or bad or len(name) > 100:
+        why = f"character {bad[0]!r}" if bad else "a leading dot" if name else "empty"
+        raise PlanError(f"{where}: {key}: {name!r}: {why} not allowed; use letters, digits and . _ - + = "
+                        f"(up to 100, not starting with a dot)")
+    return name
 
 
 def _builtin(entry: dict[str, Any], prefix: str, where: str) -> list[ModelSpec]:
@@ -267,7 +292,7 @@ def _builtin(entry: dict[str, Any], prefix: str, where: str) -> list[ModelSpec]:
     blocks = DEFAULT_BLOCKS
     if "blocks" in entry:
         blocks = _blocks(_typed(entry["blocks"], str, f"{prefix}.blocks", where), f"{prefix}.blocks", where)
-    stem = _typed(entry.get("name", "builtin"), str, f"{prefix}.name", where)
+    stem = _name(_typed(entry.get("name", "builtin"), str, f"{prefix}.name", where), f"{prefix}.name", where)
     return [ModelSpec(name=f"{stem}-{form}-w{width:g}-i{size}-s{seed}", form=form, width=width, input_size=size,
                       blocks=blocks, seed=seed, epochs=epochs)
             for form in forms for width in widths for size in sizes for seed in seeds]
@@ -298,7 +323,10 @@ def _device(entry: dict[str, Any], prefix: str, where: str, base: Path) -> Devic
             options[key] = str((base / given).resolve())
     try:
         parse_target(target, **options)  # no connection: checks the target form and the options
-    except (EdgesepError, TypeError, ValueError) as e:
+    except TypeError as e:  # an option this kind of device does not take
+        key = next((k for k in sorted(options) if repr(k) in str(e)), "options")
+        raise PlanError(f"{where}: {prefix}.{key}: a {target.split(':', 1)[0]} device does not take {key}") from None
+    except (EdgesepError, ValueError) as e:
         key = "target" if "target" in str(e) or not options else "options"
         raise PlanError(f"{where}: {prefix}.{key}: {e}") from None
     delegate = entry.get("delegate")

@@ -27,6 +27,9 @@ class SweepProgress:
         if self.snapshot is not None:
             self.live.update(self.table(self.snapshot))
         self.live.__exit__(*exc)
+        if not self.console.is_terminal:  # a pipe or file: the table's last line has no newline of its own
+            self.console.file.write("\n")
+            self.console.file.flush()
 
     def __call__(self, snapshot: dict[str, Any]) -> None:
         self.snapshot = snapshot

@@ -58,6 +58,11 @@ class SweepStore:
             raise OutputError(f"no sweep database in {out_dir} ({DB_NAME} missing): run 'edgesep sweep PLAN "
                               f"--out {out_dir}' first")
         try:
+            if not create:  # reading only (--report, --csv): never write, even to a read-only folder
+                self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0,
+                                          isolation_level=None)
+                self.db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                return
             self.db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
@@ -98,7 +103,10 @@ class SweepStore:
 
     def ok_keys(self) -> set[str]:
         """Keys of every job already recorded ``ok``."""
-        return {row[0] for row in self.db.execute("SELECT DISTINCT key FROM jobs WHERE status = 'ok'")}
+        try:
+            return {row[0] for row in self.db.execute("SELECT DISTINCT key FROM jobs WHERE status = 'ok'")}
+        except sqlite3.Error as e:
+            raise OutputError(f"{self.path}: not a usable sweep database: {e}") from None
 
     def record_export(self, row: dict[str, Any]) -> None:
         """One finished export job (``ok`` or ``failed``)."""
@@ -117,8 +125,11 @@ class SweepStore:
 
     def failures(self, sweep_id: int) -> list[tuple[str, str, str]]:
         """(device, artifact file name, error) of every job that failed in run ``sweep_id``."""
-        rows = self.db.execute("SELECT device, artifact, error FROM jobs WHERE sweep_id = ? AND status = 'failed' "
-                               "ORDER BY id", (sweep_id,))
+        try:
+            rows = self.db.execute("SELECT device, artifact, error FROM jobs WHERE sweep_id = ? AND status = "
+                                   "'failed' ORDER BY id", (sweep_id,)).fetchall()
+        except sqlite3.Error as e:
+            raise OutputError(f"{self.path}: {e}") from None
         return [(device, Path(artifact or "").name, error or "failed") for device, artifact, error in rows]
 
     def rows(self, latest: bool = True) -> list[dict[str, Any]]:
@@ -126,8 +137,13 @@ class SweepStore:
         self.db.row_factory = sqlite3.Row
         try:
             rows = [dict(r) for r in self.db.execute("SELECT * FROM jobs ORDER BY id")]
+            missing = [name for name, _ in JOB_COLUMNS if rows and name not in rows[0]]
+        except sqlite3.Error as e:
+            raise OutputError(f"{self.path}: not a usable sweep database: {e}") from None
         finally:
             self.db.row_factory = None
+        if missing:
+            raise OutputError(f"{self.path}: not a usable sweep database: the jobs table lacks {missing[0]}")
         if not latest:
             return rows
         best: dict[str, dict[str, Any]] = {}

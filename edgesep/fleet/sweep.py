@@ -64,7 +64,7 @@ def run_sweep(plan: SweepPlan, out, *, address: Optional[str] = None, resume: bo
         resume: skip every job already recorded ``ok`` with the same key (else ``out`` must hold no sweep).
         progress: called with a snapshot (jobs queued/running/ok/failed per device) as work moves.
     """
-    from edgesep.fleet.cluster import connect, disconnect, offered_resources, require_ray
+    from edgesep.fleet.cluster import offered_resources, require_ray, session
     from edgesep.io import check_writable_dir, locked_dir
 
     require_ray()
@@ -73,15 +73,12 @@ def run_sweep(plan: SweepPlan, out, *, address: Optional[str] = None, resume: bo
     with locked_dir(out):
         if (out / DB_NAME).is_file() and not resume:
             raise UsageError(f"{out / DB_NAME} exists: add --resume to continue that sweep, or choose another --out")
-        store = SweepStore(out)
-        try:
-            joined = connect(address, embedded_resources(plan) if address is None else {})
+        with session(address, embedded_resources(plan) if address is None else {}) as joined:
+            store = SweepStore(out)  # only once Ray is up: a failed start leaves no database behind
             try:
                 return _run(plan, out, store, joined, address, resume, progress, offered_resources(), t0)
             finally:
-                disconnect()
-        finally:
-            store.close()
+                store.close()
 
 
 def _run(plan: SweepPlan, out: Path, store: SweepStore, joined: str, address: Optional[str], resume: bool,
@@ -95,6 +92,9 @@ def _run(plan: SweepPlan, out: Path, store: SweepStore, joined: str, address: Op
         counts = sweep.run()
     except KeyboardInterrupt:
         store.end_sweep(sweep_id, "interrupted")
+        raise
+    except BaseException:  # a plan's garbage model, a lost cluster: the run is over, never left 'running'
+        store.end_sweep(sweep_id, "failed")
         raise
     failures = store.failures(sweep_id)
     store.end_sweep(sweep_id, "failed" if failures or sweep.export_errors else "done")

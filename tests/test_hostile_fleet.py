@@ -1,0 +1,180 @@
+"""The hostile-input suite for the fleet (``edgesep sweep``, ``edgesep worker``), in tests/test_hostile.py's style.
+
+Each case runs the real CLI in a subprocess: the right exit code, exactly one ``edgesep: error:`` line and no
+traceback, ``--out`` untouched, nothing new in an isolated $TMPDIR, an answer within a time bound. The cases
+that start Ray are marked ``ray`` (and ``slow`` when a whole sweep runs).
+"""
+from __future__ import annotations
+
+import http.server
+import os
+import sqlite3
+import threading
+
+import pytest
+
+from hostile import check_refused, run_edgesep
+
+USAGE, FAIL = 2, 1
+
+
+@pytest.fixture
+def out(tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("the user's own file\n")
+    return folder
+
+
+def _plan(tmp_path, model, extra: str = "", name: str = "plan.toml"):
+    path = tmp_path / name
+    path.write_text(f"[[models]]\npath = {str(model)!r}\n{extra}[[devices]]\ntarget = 'local'\n"
+                    "[bench]\nruns = 3\nwarmup = 1\nmin_secs = 0.0\nmax_secs = 1.0\nthreads = 1\n")
+    return path
+
+
+# ---------------------------------------------------------------- plans that are not plans
+
+@pytest.mark.parametrize("kind", ["missing", "fifo", "device", "not utf-8", "folder with --out"])
+def test_plan_file_that_is_no_plan(kind, tmp_path, out):
+    plan = {"missing": tmp_path / "gone.toml", "fifo": tmp_path / "pipe.toml", "device": "/dev/zero",
+            "not utf-8": tmp_path / "latin1.toml", "folder with --out": tmp_path / "dir.toml"}[kind]
+    if kind == "fifo":
+        os.mkfifo(plan)
+    elif kind == "not utf-8":
+        plan.write_bytes(b"[[models]]\nname = '\xe9t\xe9'\n")
+    elif kind == "folder with --out":
+        plan.mkdir()
+    needle = "dir.toml" if kind == "folder with --out" else str(plan).rsplit("/", 1)[-1]
+    code = USAGE if kind == "folder with --out" else FAIL
+    check_refused(["sweep", plan, "--out", out], tmp_path, code=code, needles=[needle] if code == FAIL else [],
+                  out=out, bound=30)
+
+
+@pytest.mark.parametrize("body, needle", [
+    ("[[models]]\nname = '../../escaped'\nform = 'fused'\n", "models[1].name"),
+    ("[[models]]\nname = '.hidden'\n", "models[1].name"),
+    ("[[models]]\nwidth = nan\n", "models[1].width"),
+    ("[[models]]\nwidth = inf\n", "models[1].width"),
+    ("[[models]]\n[faults]\nrequeue_timeout = nan\n", "faults.requeue_timeout"),
+    ("[[models]]\n[faults]\nrequeue_timeout = inf\n", "faults.requeue_timeout"),
+])
+def test_plan_values_that_cannot_work_are_usage_errors(body, needle, tmp_path, out):
+    plan = tmp_path / "plan.toml"
+    plan.write_text(body + "[[devices]]\ntarget = 'local'\n")
+    check_refused(["sweep", plan, "--out", out], tmp_path, code=USAGE, needles=[needle], out=out, bound=30)
+
+
+def test_model_file_name_cannot_escape_out(tmp_path, out, bench_models):
+    plan = tmp_path / "plan.toml"
+    plan.write_text(f"[[models]]\npath = {str(bench_models['float.tflite'])!r}\nname = '../../escaped'\n"
+                    "[[devices]]\ntarget = 'local'\n")
+    check_refused(["sweep", plan, "--out", out], tmp_path, code=USAGE, needles=["name"], out=out, bound=30)
+    assert not any(p.name.startswith("escaped") for p in tmp_path.parent.rglob("escaped*"))
+
+
+def test_option_a_device_does_not_take(tmp_path, out):
+    plan = tmp_path / "plan.toml"
+    plan.write_text("[[models]]\n[[devices]]\ntarget = 'local'\ncpu_mask = '1'\n")
+    outcome = check_refused(["sweep", plan, "--out", out], tmp_path, code=USAGE, needles=["cpu_mask"], out=out,
+                            bound=30)
+    assert "TypeError" not in outcome.stderr and "__init__" not in outcome.stderr
+
+
+# ---------------------------------------------------------------- addresses
+
+@pytest.mark.parametrize("address", ["[::1", "127.0.0.1:0", "a b:1", "127.0.0.1:99999"])
+def test_malformed_address_is_a_usage_error(address, tmp_path, out, bench_models):
+    plan = _plan(tmp_path, bench_models["float.tflite"])
+    check_refused(["sweep", plan, "--out", out, "--address", address], tmp_path, code=USAGE, needles=["--address"],
+                  out=out, bound=30)
+
+
+@pytest.fixture
+def http_port():
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("what", ["nothing listening", "an http server"])
+def test_wrong_address_answers_in_seconds_naming_it(what, tmp_path, out, bench_models, request):
+    from sshd import closed_port
+
+    port = request.getfixturevalue("http_port") if what == "an http server" else closed_port()
+    plan = _plan(tmp_path, bench_models["float.tflite"])
+    address = f"127.0.0.1:{port}"
+    check_refused(["sweep", plan, "--out", out, "--address", address], tmp_path, code=FAIL, needles=[address],
+                  out=out, bound=20)
+    check_refused(["worker", "--address", address, "--listen", "127.0.0.2", "--device", "local"], tmp_path,
+                  code=FAIL, needles=[address], bound=20)
+
+
+# ---------------------------------------------------------------- sweep folders that are not what they claim
+
+def test_report_of_a_folder_that_does_not_exist(tmp_path):
+    check_refused(["sweep", "--report", tmp_path / "nowhere"], tmp_path, code=FAIL, needles=["nowhere"], bound=30)
+
+
+@pytest.mark.parametrize("damage", ["no jobs table", "damaged pages", "not sqlite"])
+def test_report_of_a_damaged_database(damage, tmp_path, out):
+    db_path = out / "sweep.db"
+    if damage == "not sqlite":
+        db_path.write_bytes(b"this is not a database" * 100)
+    else:
+        db = sqlite3.connect(db_path)
+        db.execute("CREATE TABLE sweeps (id INTEGER PRIMARY KEY)")
+        if damage == "damaged pages":
+            db.execute("CREATE TABLE jobs (id INTEGER PRIMARY KEY, key TEXT)")
+            db.executemany("INSERT INTO jobs (key) VALUES (?)", [("x" * 500,)] * 200)
+        db.commit()
+        db.close()
+        if damage == "damaged pages":
+            data = bytearray(db_path.read_bytes())
+            data[4096:12288] = b"\xff" * 8192
+            db_path.write_bytes(bytes(data))
+    check_refused(["sweep", "--report", out], tmp_path, code=FAIL, needles=["sweep.db"], out=out, bound=30)
+
+
+def test_report_where_report_md_is_a_folder_writes_nothing(tmp_path, out):
+    from edgesep.fleet.store import SweepStore
+
+    SweepStore(out).close()
+    (out / "report.md").mkdir()
+    check_refused(["sweep", "--report", "--csv", out], tmp_path, code=FAIL, needles=["report.md"], out=out,
+                  bound=30)
+
+
+def test_report_on_a_read_only_folder_blames_the_folder(tmp_path, out):
+    from edgesep.fleet.store import SweepStore
+
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    SweepStore(out).close()
+    out.chmod(0o555)
+    try:
+        outcome = run_edgesep(["sweep", "--report", out], tmp_path, timeout=60)
+    finally:
+        out.chmod(0o755)
+    assert outcome.code == FAIL and "database" not in outcome.stderr, outcome.stderr
+
+
+# ---------------------------------------------------------------- state left behind after a failed sweep
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_garbage_model_leaves_no_running_sweep_and_no_ray(tmp_path, out):
+    junk = tmp_path / "junk.tflite"
+    junk.write_bytes(os.urandom(300))
+    plan = _plan(tmp_path, junk)
+    run = tmp_path / "run"
+    outcome = run_edgesep(["sweep", plan, "--out", run], tmp_path, timeout=180)
+    assert outcome.code == FAIL and "junk.tflite" in outcome.stderr and "Traceback" not in outcome.stderr
+    assert outcome.new_tmp == [], outcome.new_tmp  # Ray's session, the model cache: gone
+    db = sqlite3.connect(run / "sweep.db")
+    assert [r[0] for r in db.execute("SELECT status FROM sweeps")] == ["failed"]
+    db.close()
