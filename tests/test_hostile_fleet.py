@@ -110,8 +110,6 @@ def test_wrong_address_answers_in_seconds_naming_it(what, tmp_path, out, bench_m
     address = f"127.0.0.1:{port}"
     check_refused(["sweep", plan, "--out", out, "--address", address], tmp_path, code=FAIL, needles=[address],
                   out=out, bound=20)
-    check_refused(["worker", "--address", address, "--listen", "127.0.0.2", "--device", "local"], tmp_path,
-                  code=FAIL, needles=[address], bound=20)
 
 
 # ---------------------------------------------------------------- sweep folders that are not what they claim
