@@ -110,3 +110,95 @@ def test_a_grouped_convolution_onnx_cannot_take_is_refused_before_any_work(tmp_p
     with pytest.raises(ConversionError, match=r"grouped convolution 'grouped_1d' \(Conv1D groups=2\).*--no-onnx"):
         export_module.export(model, tmp_path / "out", export_module.ExportConfig(), preprocess="unit")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+# --------------------------------------------------------------------------- Lambda and custom layers
+
+USER_LAYERS = '''
+import keras
+
+
+@keras.saving.register_keras_serializable(package="user")
+class Scale(keras.layers.Layer):
+    def __init__(self, factor=2.0, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = factor
+
+    def call(self, x):
+        return x * self.factor
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+
+def hard_swish(x):
+    return x * keras.ops.relu6(x + 3.0) / 6.0
+'''
+
+
+@pytest.fixture(scope="module")
+def lambda_model(tmp_path_factory):
+    """(model file, custom-objects file, data .npz): Lambda layers (a lambda and a named function of the user's
+    module, which the CLI's process cannot import by itself) and a registered custom layer between BN'd convs."""
+    import importlib
+    import sys
+
+    import keras
+
+    folder = tmp_path_factory.mktemp("lambda")
+    (folder / "lib").mkdir()
+    module_file = folder / "lib" / "user_layers.py"
+    module_file.write_text(USER_LAYERS)
+    sys.path.insert(0, str(folder / "lib"))
+    try:
+        user = importlib.import_module("user_layers")
+    finally:
+        sys.path.remove(str(folder / "lib"))
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((SIZE, SIZE, 3))
+    y = keras.layers.BatchNormalization(name="bn1")(keras.layers.Conv2D(8, 3, padding="same", name="c1")(inp))
+    y = keras.layers.Lambda(lambda t: t * 0.5 + 0.1, name="affine")(y)
+    y = user.Scale(1.5, name="scale")(keras.layers.Lambda(user.hard_swish, name="hswish")(y))
+    y = keras.layers.BatchNormalization(name="bn2")(keras.layers.Conv2D(8, 3, padding="same", name="c2")(y))
+    model = keras.Model(inp, keras.layers.Dense(4, name="scores")(keras.layers.GlobalAveragePooling2D()(y)))
+    model.save(folder / "lambda.keras")
+    rng = np.random.default_rng(0)
+    np.savez(folder / "data.npz", x=rng.random((60, SIZE, SIZE, 3)).astype(np.float32), y=rng.integers(0, 4, 60))
+    return folder / "lambda.keras", module_file, folder / "data.npz"
+
+
+def test_a_lambda_model_asks_for_trust_then_for_its_module_in_one_line(lambda_model, tmp_path):
+    from hostile import check_refused
+
+    model, module_file, _ = lambda_model
+    out = tmp_path / "out"
+    check_refused(["export", "--model", model, "--out", out], tmp_path, code=1, out=out,
+                  needles=("Lambda layer", "--trust-model"))
+    check_refused(["export", "--model", model, "--trust-model", "--out", out], tmp_path, code=1, out=out,
+                  needles=("'hard_swish'", "--custom-objects FILE.py"))
+
+
+def test_trusted_lambda_and_custom_layers_fold_equalize_and_export(lambda_model, tmp_path):
+    from edgesep.converters.export import ExportConfig, export, model_and_data
+
+    model_file, module_file, data = lambda_model
+    model, dataset, _ = model_and_data(str(model_file), data=str(data), trust_model=True,
+                                       custom_objects=str(module_file))
+    result = export(model, tmp_path / "out", ExportConfig(precisions=("float32", "int8"), equalize=True), dataset)
+    assert [f["bn"] for f in result.fold["folded"]] == ["bn1", "bn2"]
+    assert result.artifact("tflite:float32").max_abs_error_vs_keras < 1e-4
+    assert result.artifact("onnx:float32").max_abs_error_vs_keras < 1e-4
+    assert result.artifact("tflite:int8").check().output_sqnr_db_vs_keras > 20
+
+
+def test_custom_objects_must_be_a_python_file_and_import(tmp_path):
+    from edgesep.converters.custom_objects import LoadOptions
+    from edgesep.errors import UsageError
+
+    (tmp_path / "bad.py").write_text("raise RuntimeError('boom')\n")
+    with pytest.raises(UsageError, match="Python file"):
+        LoadOptions(custom_objects=str(tmp_path / "layers.txt"))
+    with pytest.raises(UsageError, match="not found"):
+        LoadOptions(custom_objects=str(tmp_path / "missing.py"))
+    with pytest.raises(UsageError, match="importing .*bad.py failed: RuntimeError: boom"):
+        LoadOptions(custom_objects=str(tmp_path / "bad.py")).objects()

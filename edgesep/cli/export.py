@@ -28,6 +28,12 @@ class InputSize(click.ParamType):
               help="A Keras model (.keras/.h5/.hdf5). Default: the built-in network.")
 @click.option("--input-size", type=InputSize(), metavar="H,W",
               help="With --model: the input height and width to export at, for a model that takes any size.")
+@click.option("--trust-model", is_flag=True,
+              help="With --model: load it outside Keras' safe mode, so Lambda layers load. A Lambda runs Python "
+                   "code stored in the file: use only for files you trust.")
+@click.option("--custom-objects", metavar="FILE.py", type=click.Path(dir_okay=False),
+              help="With --model: a Python file imported before loading, defining the model's custom layers "
+                   "(classes registered with keras.saving.register_keras_serializable, or found by name).")
 @click.option("--form", type=click.Choice(["fused", "split"]), help="Block form of the built-in network [split].")
 @click.option("--int8", is_flag=True, help="Also write a full-integer int8 model (needs data to calibrate).")
 @click.option("--fp16", is_flag=True, help="Also write a float16-weights model.")
@@ -58,7 +64,8 @@ class InputSize(click.ParamType):
               help="Training images used to calibrate int8.")
 @click.option("--edgetpu", is_flag=True, help="Also compile the int8 model with edgetpu_compiler (must be installed).")
 @click.option("--out", "out_dir", default="out", show_default=True, metavar="DIR", help="Output folder.")
-def export(model_path: Optional[str], input_size: Optional[tuple[int, int]], form: Optional[str], int8: bool,
+def export(model_path: Optional[str], input_size: Optional[tuple[int, int]], trust_model: bool,
+           custom_objects: Optional[str], form: Optional[str], int8: bool,
            fp16: bool, int16x8: bool, per_tensor: bool, equalize: bool, relu6: Optional[str], no_guard: bool,
            io_dtype: Optional[str], keep_float: Optional[str], target_sqnr: Optional[float],
            target_agreement: Optional[float], no_onnx: bool, data: Optional[str],
@@ -71,12 +78,7 @@ def export(model_path: Optional[str], input_size: Optional[tuple[int, int]], for
                                        io_dtype=io_dtype, no_onnx=no_onnx, calib_samples=calib_samples,
                                        edgetpu=edgetpu, int16x8=int16x8, keep_float=keep_float,
                                        target_sqnr=target_sqnr, target_agreement=target_agreement)
-    if input_size and not model_path:
-        raise click.UsageError("--input-size fixes the input of a --model that takes any size; add --model")
-    if model_path:
-        from edgesep.converters.graph import check_model_path
-
-        check_model_path(model_path)  # before the watched child and TensorFlow's start-up
+    _check_model_options(model_path, input_size, trust_model, custom_objects)
     check_out_dir(out_dir)
     if (code := _watched(out_dir)) is not None:  # the work ran in a watched child, which printed everything
         raise click.exceptions.Exit(code)
@@ -85,7 +87,6 @@ def export(model_path: Optional[str], input_size: Optional[tuple[int, int]], for
 
     from edgesep.converters.export import check_export, export as run_export, model_and_data
     from edgesep.interrupt import checked
-    from edgesep.report import edgetpu_table, export_table
     from edgesep.supervise import recording
 
     check_export(config, out_dir)  # --out writable, no other export writing there, the tools present
@@ -93,9 +94,32 @@ def export(model_path: Optional[str], input_size: Optional[tuple[int, int]], for
         step = recording(checked(lambda stage: status.update(f"[bold]{stage}")))
         model, dataset, info = model_and_data(model_path, form=form or "split", data=data, progress=step,
                                               preprocess=preprocess, resize=resize, note=note,
-                                              input_size=input_size)
+                                              input_size=input_size, trust_model=trust_model,
+                                              custom_objects=custom_objects)
         result = run_export(model, out_dir, config, dataset, progress=step, extra=info, preprocess=preprocess,
                             note=note)
+    _print_result(result, out_dir)
+
+
+def _check_model_options(model_path, input_size, trust_model: bool, custom_objects) -> None:
+    """The --model options' rules, before the watched child and TensorFlow's start-up."""
+    if input_size and not model_path:
+        raise click.UsageError("--input-size fixes the input of a --model that takes any size; add --model")
+    if (trust_model or custom_objects) and not model_path:
+        raise click.UsageError("--trust-model and --custom-objects are for a --model file; add --model")
+    if model_path:
+        from edgesep.converters.custom_objects import LoadOptions
+        from edgesep.converters.graph import check_model_path
+
+        check_model_path(model_path)
+        LoadOptions(trust_model, custom_objects)
+
+
+def _print_result(result, out_dir: str) -> None:
+    from rich.console import Console
+
+    from edgesep.report import edgetpu_table, export_table
+
     table_console(160).print(export_table(result.to_dict()))
     if result.keep_float is not None:
         from edgesep.report.ptq import keep_float_table

@@ -33,8 +33,10 @@ QUANT_ERROR_SAMPLES = 100
 def model_and_data(model_path: Optional[str] = None, *, form: str = "split", data: Optional[str] = None,
                    train_cfg=None, progress: Optional[Callable[[str], None]] = None, preprocess=None,
                    resize: bool = False, note: Optional[Callable[[str], None]] = None,
-                   input_size: Optional[tuple[int, int]] = None):
-    """The model to export and the data to calibrate and verify it with (``input_size``: see ``load_model``).
+                   input_size: Optional[tuple[int, int]] = None, trust_model: bool = False,
+                   custom_objects: Optional[str] = None):
+    """The model to export and the data to calibrate and verify it with (``input_size``, ``trust_model``,
+    ``custom_objects``: see ``load_model``).
 
     With ``model_path`` the user's Keras model is loaded and ``data`` (if any) is read at its input size with
     labels checked against its outputs. Images (a folder, digits) need ``preprocess``; without it the model is
@@ -54,14 +56,10 @@ def model_and_data(model_path: Optional[str] = None, *, form: str = "split", dat
     if data is not None and data != BUILTIN and not Path(data).exists():  # before any slow import
         raise DataError(f"data not found: {data} (use 'digits', an image folder or a .npz file)")
     if model_path is not None:
-        say("load model")
-        model = load_model(model_path, input_size=input_size)
-        dataset = None
-        if data is not None:
-            say("load data")
-            dataset = _user_data(model, data, recipe, resize, note or (lambda text: None))
-        source = {"model": str(model_path), **({"input_size": list(input_size)} if input_size else {})}
-        return model, dataset, {"source": source}
+        return _user_model_and_data(model_path, input_size, trust_model, custom_objects, data,
+                                    (recipe, resize, note or (lambda text: None)), say)
+    if trust_model or custom_objects:
+        raise UsageError("--trust-model and --custom-objects are for a --model file; add --model")
     if recipe is not None and recipe.name != "unit":
         raise UsageError("--preprocess is for --model: the built-in network is trained on images in [0, 1] "
                          "(--preprocess unit)")
@@ -78,6 +76,18 @@ def model_and_data(model_path: Optional[str] = None, *, form: str = "split", dat
                                 dataset=dataset, on_progress=lambda p: say(f"train built-in model: {p.describe()}"))
     return model, dataset, {"source": {"builtin": form, "cached": info["cached"],
                                        "train_test_accuracy": info["test_accuracy"]}}
+
+
+def _user_model_and_data(model_path, input_size, trust_model: bool, custom_objects: Optional[str], data, how, say):
+    """The user's model file loaded and ``data`` read for it (``how``: recipe, resize, note)."""
+    say("load model")
+    model = load_model(model_path, input_size=input_size, trust_model=trust_model, custom_objects=custom_objects)
+    dataset = None
+    if data is not None:
+        say("load data")
+        dataset = _user_data(model, data, *how)
+    source = {"model": str(model_path), **({"input_size": list(input_size)} if input_size else {})}
+    return model, dataset, {"source": source}
 
 
 def _user_data(model, data: str, recipe, resize: bool, note: Callable[[str], None]):

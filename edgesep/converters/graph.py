@@ -192,21 +192,31 @@ def rebuild(model, config: dict, purpose: str, extra_objects: Optional[dict] = N
     """
     import keras
 
+    from keras.src.saving.serialization_lib import SafeModeScope
+
+    from edgesep.converters.custom_objects import lambda_functions
+
     cls = keras.Sequential if isinstance(model, keras.Sequential) else keras.Model
-    try:
-        with keras.saving.custom_object_scope({**_custom_objects(model), **(extra_objects or {})}):
+    functions = lambda_functions(model)
+    has_lambda = any(isinstance(layer, keras.layers.Lambda) for layer in model._flatten_layers(include_self=False))
+    try:  # a Lambda's code comes from the live model itself (loaded trusted, or built in Python): no new trust
+        with SafeModeScope(not has_lambda), keras.saving.custom_object_scope(
+                {**functions, **_custom_objects(model), **(extra_objects or {})}):
             return cls.from_config(config)
     except Exception as exc:  # noqa: BLE001 - any Keras failure becomes one line for the user
         raise ConversionError(f"cannot rebuild model {model.name!r} for {purpose}: "
                               f"{one_line(exc, 300, type(exc).__name__)}") from None
 
 
-def load_model(path, input_size: Optional[tuple[int, int]] = None) -> Any:
+def load_model(path, input_size: Optional[tuple[int, int]] = None, *, trust_model: bool = False,
+               custom_objects: Optional[str] = None) -> Any:
     """A Keras model from a ``.keras`` / ``.h5`` / ``.hdf5`` file, ready to export; one-line errors otherwise.
 
     Args:
         path: the model file.
         input_size: ``(H, W)`` for a model whose input has a dynamic spatial size (``(None, None, 3)``).
+        trust_model: load outside Keras' safe mode, so that Lambda layers (Python code in the file) load.
+        custom_objects: a ``.py`` file imported first, whose classes and functions resolve custom layers.
 
     Raises:
         ConversionError: a missing, foreign or corrupt file, or a model edgesep cannot export (see
@@ -215,15 +225,20 @@ def load_model(path, input_size: Optional[tuple[int, int]] = None) -> Any:
     """
     from edgesep.converters._quiet import import_tensorflow
 
+    from edgesep.converters.custom_objects import LoadOptions, explain_load_error
+
     path = check_model_path(path)
+    options = LoadOptions(trust_model, custom_objects)
     import_tensorflow()
     import keras
 
     try:
-        model = _quiet_load(keras, path)
+        with options.scope() as objects:
+            model = _quiet_load(keras, path, safe_mode=not trust_model, custom_objects=objects)
+    except UsageError:
+        raise
     except Exception as e:  # noqa: BLE001 - zip/h5/config errors of a corrupt or foreign file
-        detail = one_line(e, 200, "no message")
-        raise ConversionError(f"cannot load Keras model {path}: {type(e).__name__}: {detail}") from None
+        raise explain_load_error(path, e) from None
     if not isinstance(model, keras.Model) or len(model.inputs) != 1 or len(model.input_shape) != 4:
         raise ConversionError(f"{path.name}: edgesep needs a model with one NHWC image input")
     if input_size is not None:
@@ -250,12 +265,14 @@ def check_model_path(path) -> Path:
     return path
 
 
-def _quiet_load(keras, path: Path):
+def _quiet_load(keras, path: Path, **options):
     import warnings
 
     with warnings.catch_warnings():  # legacy .h5 files warn about compile state and deprecated arguments
         warnings.simplefilter("ignore")
-        return keras.models.load_model(path, compile=False)
+        if path.suffix.lower() != ".keras":
+            options.pop("safe_mode")  # legacy .h5 loading has no safe mode
+        return keras.models.load_model(path, compile=False, **options)
 
 
 def with_input_size(model, size: tuple[int, int]):
