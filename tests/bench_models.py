@@ -1,8 +1,9 @@
 """Tiny real models for the device-harness tests, made with TensorFlow in a subprocess and cached.
 
 ``python tests/bench_models.py OUTDIR`` writes float.tflite, int8.tflite (full-integer, int8 in/out),
-prelu.tflite (a "third-party-looking" net: ZeroPadding2D -> PAD, PReLU -> PRELU) and float.onnx (tf2onnx),
-all 16x16x3 -> 10 classes, plus models.json describing them. ``bench_models()`` returns the paths, building
+prelu.tflite (a "third-party-looking" net: ZeroPadding2D -> PAD, PReLU -> PRELU), float.onnx (tf2onnx) and
+blocks_split.tflite / blocks_fused.tflite (two blocks named as the builders name them: block1_dw + block1_pw, or
+block1_sep), all 16x16x3 -> 10 classes, plus models.json describing them. ``bench_models()`` returns the paths, building
 them once per content of this file (cached under ``$EDGESEP_TEST_CACHE/models``, the run's own folder).
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 
 INPUT_SHAPE = (16, 16, 3)
-NAMES = ("float.tflite", "int8.tflite", "prelu.tflite", "float.onnx")
+NAMES = ("float.tflite", "int8.tflite", "prelu.tflite", "float.onnx", "blocks_split.tflite", "blocks_fused.tflite")
 CACHE = Path(os.environ.get("EDGESEP_TEST_CACHE") or Path.home() / ".cache" / "edgesep-test")  # conftest sets it
 
 
@@ -35,6 +36,20 @@ def _prelu_model(keras):
     x = keras.layers.ZeroPadding2D(2)(inp)
     x = keras.layers.Conv2D(8, 3)(x)
     x = keras.layers.PReLU(shared_axes=[1, 2], alpha_initializer="random_uniform")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, keras.layers.Dense(10)(x))
+
+
+def _blocks_model(keras, form):
+    """Two blocks named as edgesep's builders name them: block1_dw + block1_pw (split) or block1_sep (fused)."""
+    inp = keras.Input(INPUT_SHAPE, batch_size=1, name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="stem_conv")(inp)
+    for i, filters in ((1, 16), (2, 16)):
+        if form == "split":
+            x = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu", name=f"block{i}_dw")(x)
+            x = keras.layers.Conv2D(filters, 1, activation="relu", name=f"block{i}_pw")(x)
+        else:
+            x = keras.layers.SeparableConv2D(filters, 3, padding="same", activation="relu", name=f"block{i}_sep")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     return keras.Model(inp, keras.layers.Dense(10)(x))
 
@@ -59,6 +74,9 @@ def build(out: Path) -> None:
     conv.inference_output_type = tf.int8
     (out / "int8.tflite").write_bytes(conv.convert())
     (out / "prelu.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(_prelu_model(keras)).convert())
+    for form in ("split", "fused"):
+        blocks = tf.lite.TFLiteConverter.from_keras_model(_blocks_model(keras, form))
+        (out / f"blocks_{form}.tflite").write_bytes(blocks.convert())
     spec = (tf.TensorSpec((1, *INPUT_SHAPE), tf.float32, name="image"),)
     fn = tf.function(lambda x: model(x), input_signature=spec)
     tf2onnx.convert.from_function(fn, input_signature=spec, opset=13, output_path=str(out / "float.onnx"))

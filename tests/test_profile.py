@@ -135,6 +135,8 @@ def test_peak_models_are_one_big_convolution_of_their_precision(tmp_path, precis
 
 
 def test_cli_peak_is_measured_once_then_cached_per_device_runtime_and_threads(bench_models, tmp_path):
+    from edgesep.devices.roofline import PeakKey
+
     env = dict(os.environ, EDGESEP_CACHE=str(tmp_path / "cache"))
 
     def peak(*extra):
@@ -144,10 +146,43 @@ def test_cli_peak_is_measured_once_then_cached_per_device_runtime_and_threads(be
         (result,) = json.loads(proc.stdout)["results"]
         return result
 
-    first, again, other = peak("--threads", "1"), peak("--threads", "1"), peak("--threads", "2")
+    first, again = peak("--threads", "1"), peak("--threads", "1")
     assert first["profile"]["peak"]["source"] == "measured" and first["profile"]["peak"]["precision"] == "int8"
-    assert again["profile"]["peak"]["source"] == "cached" and other["profile"]["peak"]["source"] == "measured"
+    assert again["profile"]["peak"]["source"] == "cached"
     assert again["profile"]["peak_gmacs"] == first["profile"]["peak_gmacs"] > 0
-    assert len(list((tmp_path / "cache" / "roofline").glob("*.json"))) == 2
+    (stored,) = (tmp_path / "cache" / "roofline").glob("*.json")
+    key = PeakKey(**json.loads(stored.read_text())["key"])
+    assert key.threads == 1 and key.device == "local" and key.runtime == first["runtime"]
+    assert PeakKey(**{**json.loads(stored.read_text())["key"], "threads": 2}).digest() != key.digest()
     conv = next(op for op in first["ops"] if op["type"] == "CONV_2D")
     assert conv["peak_share"] == pytest.approx(conv["gmacs"] / first["profile"]["peak_gmacs"], rel=1e-2)
+
+
+def test_compare_profile_writes_the_per_block_table_and_plot(bench_models, tmp_path):
+    out = tmp_path / "report"
+    models = [bench_models["blocks_split.tflite"], bench_models["blocks_fused.tflite"]]
+    proc = subprocess.run([sys.executable, "-m", "edgesep", "compare", *map(str, models), "--sessions", "1",
+                           "--runs", "5", "--min-secs", "0", "--max-secs", "2", "--warmup-secs", "0", "--profile",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, EDGESEP_CACHE=str(tmp_path / "cache")))
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads((out / "profile.json").read_text())
+    section = doc["devices"]["local"]
+    assert section["error"] is None and [r["label"] for r in section["results"]] == ["blocks_split.tflite",
+                                                                                      "blocks_fused.tflite"]
+    split, fused = section["results"]
+    assert {(op["block"], op["part"], op["kind"]) for op in split["ops"] if op["block"]} == {
+        ("block1", "dw", "depthwise"), ("block1", "pw", "pointwise"), ("block2", "dw", "depthwise"),
+        ("block2", "pw", "pointwise")}
+    assert {(op["block"], op["part"]) for op in fused["ops"] if op["block"]} == {("block1", "sep"), ("block2", "sep")}
+    rows = {(r["label"], r["block"]): r for r in section["blocks"]}
+    assert set(rows) == {(label, block) for label in ("blocks_split.tflite", "blocks_fused.tflite")
+                         for block in ("block1", "block2", "all blocks")}
+    for row in rows.values():  # the fused block's one SeparableConv2D still shows its two parts
+        assert row["dw_ms"] > 0 and row["pw_ms"] > 0 and row["total_ms"] == pytest.approx(
+            row["dw_ms"] + row["pw_ms"] + (row["other_ms"] or 0))
+    png = out / section["plot"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "profile.md").read_text()
+    assert "| block1 | blocks_fused.tflite |" in md and "ratio" in md
+    assert "where the time goes per block on local" in proc.stdout

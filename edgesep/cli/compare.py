@@ -34,11 +34,13 @@ if TYPE_CHECKING:
 @click.option("--resume", is_flag=True, help="Reuse exports and device sessions an earlier run in --out finished.")
 @click.option("--sessions", type=click.IntRange(min=1), default=5, show_default=True,
               help="Independent sessions per device and runtime (a fresh runner each, shuffled order).")
+@click.option("--profile", is_flag=True,
+              help="Then where the time goes: per block, depthwise vs pointwise (profile.md, profile.json, PNG).")
 def compare(models: tuple[str, ...], targets: tuple[str, ...], int8: Optional[bool], seeds: Optional[int],
             width: Optional[float], input_size: Optional[int], blocks: Optional[str], epochs: Optional[int],
             data: Optional[str], preprocess: Optional[str], resize: bool, threads: Optional[int], runs: int,
             warmup_secs: float, min_secs: float, max_secs: float, device_options: dict, out_dir: str, resume: bool,
-            sessions: int) -> None:
+            sessions: int, profile: bool) -> None:
     """Fused vs split: train both forms, export, benchmark on every device, write a report.
 
     Without MODEL: the built-in network in both forms, trained alike, exported (float32, int8, ONNX) and
@@ -72,7 +74,8 @@ def compare(models: tuple[str, ...], targets: tuple[str, ...], int8: Optional[bo
         else:
             doc = cmp.run_builtin(config, targets, bench, out, device_options=options, resume=resume,
                                   progress=progress, sessions=sessions)
-    _compare_print(doc, out)
+    profiled = _compare_profile(doc, out, targets, options, bench) if profile else None
+    _compare_print(doc, out, profiled)
     if resume:
         from edgesep.report import resume_summary
 
@@ -180,14 +183,34 @@ class _CompareProgress:
         return next(t.total for t in self.bar.tasks if t.id == self.tasks[stage]) or 1
 
 
-def _compare_print(doc: dict, out: Path) -> None:
-    """The report's tables on stdout; one error line per failed device and exit 1 if any failed."""
+def _compare_profile(doc: dict, out: Path, targets: tuple[str, ...], options: dict, bench) -> None:
+    """compare --profile: profile.md/.json and the per-block plots in ``out``; returns the profile document."""
+    from edgesep.compare.profile import profile_variants
+
+    return profile_variants(doc, out, targets, options, bench)
+
+
+def _print_profile(document: dict, out: Path) -> None:
+    from edgesep.compare.profile import profile_tables
+
+    console = table_console(140)
+    for renderable in profile_tables(document):
+        console.print(renderable, markup=False, highlight=False)
+    plots = sum(1 for s in document["devices"].values() if s.get("plot"))
+    click.echo(f"wrote profile.json, profile.md and {plots} per-block plot(s) to {out}")
+
+
+def _compare_print(doc: dict, out: Path, profiled: Optional[dict] = None) -> None:
+    """The report's tables on stdout (and --profile's); one error line per failed device and exit 1 if any
+    failed."""
     from edgesep.report import compare_tables
 
     console = table_console(140)
     for renderable in compare_tables(doc):
         console.print(renderable)
     click.echo(f"wrote report.json, report.md and {len(doc.get('plots') or [])} plots to {out}")
+    if profiled is not None:
+        _print_profile(profiled, out)
     failed = [(t, s) for t, s in doc["devices"].items() if s["status"] == "failed"]
     for target, section in doc["devices"].items():
         if section["status"] == "partial":  # e.g. no ONNX Runtime there: the TFLite session stands

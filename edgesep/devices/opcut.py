@@ -18,6 +18,7 @@ from typing import Any, Optional
 from edgesep.errors import DeviceError
 
 TFLITE_FILE_ID = b"TFL3"
+COMPUTE_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV")
 # ops that call other subgraphs or hold state cannot stand alone
 UNCUTTABLE = frozenset({"WHILE", "IF", "CALL_ONCE", "CALL", "VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE"})
 
@@ -35,6 +36,7 @@ class CutOp:
     macs: Optional[int]
     path: Optional[Path] = None
     reason: Optional[str] = None
+    kind: str = "other"
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -114,6 +116,16 @@ def op_macs(op_type: str, shapes: list[Optional[list[int]]], out_shape: list[int
     return None
 
 
+def op_kind(op_type: str, shapes: list[Optional[list[int]]]) -> str:
+    """``depthwise``, ``pointwise`` (a 1x1 convolution), ``conv`` (any other convolution / matrix product) or
+    ``other``, for a TFLite op and its input shapes."""
+    if op_type == "DEPTHWISE_CONV_2D":
+        return "depthwise"
+    if op_type == "CONV_2D" and len(shapes) > 1 and shapes[1] and len(shapes[1]) == 4:
+        return "pointwise" if shapes[1][1] == 1 and shapes[1][2] == 1 else "conv"
+    return "conv" if op_type in COMPUTE_OPS else "other"
+
+
 def _is_constant(model, tensor) -> bool:
     buffer = model.buffers[tensor.buffer] if 0 < tensor.buffer < len(model.buffers or []) else None
     return buffer is not None and (buffer.data is not None and len(buffer.data) > 0 or buffer.size > 0)
@@ -170,20 +182,19 @@ def cut_model(path: Path, out_dir: Optional[Path]) -> list[CutOp]:
         out_shape = [int(v) for v in first_out.shape] if first_out is not None and first_out.shape is not None else []
         name = _text(first_out.name) if first_out is not None else f"op{index}"
         macs = op_macs(kind, shapes, out_shape)
+        role = op_kind(kind, shapes)
         if kind in UNCUTTABLE or kind.startswith("CUSTOM:") or any(graph.tensors[t].isVariable for t in op.inputs
                                                                     if t >= 0):
-            ops.append(CutOp(index, kind, name, macs, reason=f"{kind} cannot run as a model of its own"))
+            ops.append(CutOp(index, kind, name, macs, reason=f"{kind} cannot run as a model of its own", kind=role))
             continue
         if out_dir is None:
-            ops.append(CutOp(index, kind, name, macs))
+            ops.append(CutOp(index, kind, name, macs, kind=role))
             continue
         target = out_dir / f"op_{index:03d}.tflite"
         target.write_bytes(pack(_single_op_model(model, op, schema)))
-        ops.append(CutOp(index, kind, name, macs, target))
+        ops.append(CutOp(index, kind, name, macs, target, kind=role))
     return ops
 
-
-COMPUTE_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV")
 
 
 def model_precision(path: Path) -> str:

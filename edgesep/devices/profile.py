@@ -41,7 +41,9 @@ BENCHMARK_MODEL_NOTE = "benchmark_model --enable_op_profiling, in a second tool 
 class OpRecord:
     """One op: ``ms`` per run, ``share`` of the measured whole (p50), ``macs``, achieved ``gmacs`` (GMAC/s)
     and ``peak_share`` (of the device's measured peak); ``block``/``part`` from the builders' layer names
-    (``block3`` / ``dw``, ``pw``, ``sep``) where the op's name carries one."""
+    (``block3`` / ``dw``, ``pw``, ``sep``) where the op's name carries one; ``kind`` what it computes:
+    ``depthwise``, ``pointwise`` (1x1 convolution), ``conv`` (other convolutions, matrix products) or ``other``
+    (a fused ``block3_sep`` holds a depthwise and a pointwise op)."""
 
     index: int
     name: str
@@ -53,6 +55,7 @@ class OpRecord:
     peak_share: Optional[float] = None
     block: Optional[str] = None
     part: Optional[str] = None
+    kind: str = "other"
     note: Optional[str] = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -146,6 +149,20 @@ def onnx_macs(op_type: str, inputs: list[Optional[list[int]]], outputs: list[Opt
     return None
 
 
+def onnx_kind(op_type: str, inputs: list[Optional[list[int]]], outputs: list[Optional[list[int]]]) -> str:
+    """``depthwise`` / ``pointwise`` / ``conv`` / ``other`` of an onnxruntime node from its recorded shapes."""
+    out = outputs[0] if outputs else None
+    if op_type in ONNX_CONVS and out:
+        weights = [s for s in inputs[1:] if s and len(s) == len(out)]
+        if not weights:
+            return "conv"
+        w = weights[0]
+        if w[1] == 1 and w[0] > 1 and _prod(w[2:]) > 1:
+            return "depthwise"
+        return "pointwise" if _prod(w[2:]) == 1 else "conv"
+    return "conv" if op_type in ONNX_MATMUL else "other"
+
+
 def _prod(values) -> int:
     out = 1
     for v in values:
@@ -164,9 +181,9 @@ def from_onnx(result: BenchResult, peak: Optional[dict[str, Any]] = None) -> Opt
     ops = []
     for i, node in enumerate(raw.get("nodes") or []):
         block, part = block_of(node["name"])
-        ops.append(OpRecord(index=i, name=node["name"], type=str(node.get("type")), ms=node["us"] / 1e3,
-                            macs=onnx_macs(str(node.get("type")), node.get("input_shapes") or [],
-                                           node.get("output_shapes") or []), block=block, part=part))
+        shapes = (str(node.get("type")), node.get("input_shapes") or [], node.get("output_shapes") or [])
+        ops.append(OpRecord(index=i, name=node["name"], type=shapes[0], ms=node["us"] / 1e3, macs=onnx_macs(*shapes),
+                            block=block, part=part, kind=onnx_kind(*shapes)))
     notes = [ONNX_NOTE, f"the profiled session's own median run: {raw['run_us'] / 1e3:.4g} ms"
              if raw.get("run_us") else ONNX_NOTE]
     return finish(ops, result, "onnxruntime profiler", False, (raw.get("cost_ms") or 0) / 1e3, raw.get("runs"),
@@ -192,7 +209,8 @@ def from_benchmark_model(result: BenchResult, report: dict[str, Any], ops: Seque
             op = None  # a delegate kernel's row, not the model's op of that index
         block, part = block_of(name)
         records.append(OpRecord(index=op.index if op else i, name=name, type=str(row.get("node_type")),
-                                ms=row.get("avg_ms"), macs=op.macs if op else None, block=block, part=part))
+                                ms=row.get("avg_ms"), macs=op.macs if op else None, block=block, part=part,
+                                kind=op.kind if op else "other"))
     runs = (report.get("inference") or {}).get("count")
     return finish(records, result, "benchmark_model op profile", False, cost_s, runs, [BENCHMARK_MODEL_NOTE], peak)
 
@@ -247,7 +265,7 @@ def from_single_ops(result: BenchResult, ops: Sequence[CutOp], timed: dict[Path,
             note = got.error or "no samples"
         block, part = block_of(op.name)
         records.append(OpRecord(index=op.index, name=op.name, type=op.type, ms=ms, macs=op.macs, block=block,
-                                part=part, note=note))
+                                part=part, kind=op.kind, note=note))
     notes = [ISOLATION_NOTE] + [f"op {r.index} ({r.type}) not timed: {r.note}" for r in records if r.ms is None]
     return finish(records, result, "single-op models", True, cost_s, min(runs) if runs else None, notes, peak)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-PARTS = ("dw", "pw", "sep")
-PART_LABELS = {"dw": "depthwise", "pw": "pointwise", "sep": "separable (fused)"}
+PARTS = ("dw", "pw", "other")
+PART_OF_KIND = {"depthwise": "dw", "pointwise": "pw"}
+PART_LABELS = {"dw": "depthwise", "pw": "pointwise", "other": "other ops"}
 
 
 def _num(value: Optional[float], fmt: str) -> str:
@@ -70,23 +71,26 @@ def profile_lines(result: dict[str, Any]) -> list[str]:
 
 
 def block_rows(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per block and form: depthwise / pointwise / fused-separable ms and their share of the peak.
+    """Per form and block: depthwise, pointwise and other ops' ms, GMAC/s and share of the peak, then an
+    ``all blocks`` row per form.
 
-    ``reports`` are bench results with ``ops`` and a ``label`` (e.g. ``fused float32``); one row per (label,
-    block) in the order found.
+    ``reports`` are bench results with ``ops`` (their ``block`` from the builders' layer names, their
+    ``kind``) and a ``label`` (the form, e.g. ``fused float32``); a fused ``block3_sep`` counts its depthwise
+    and pointwise ops apart, by kind.
     """
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for report in reports:
+        peak = (report.get("profile") or {}).get("peak_gmacs")
         for op in report.get("ops") or []:
             if not op.get("block") or op.get("ms") is None:
                 continue
-            row = rows.setdefault((report["label"], op["block"]), {"label": report["label"], "block": op["block"],
-                                                                   **{f"{p}_ms": None for p in PARTS},
-                                                                   **{f"{p}_macs": 0 for p in PARTS},
-                                                                   "peak": report.get("peak_gmacs")})
-            part = op.get("part") or "sep"
-            row[f"{part}_ms"] = (row[f"{part}_ms"] or 0.0) + op["ms"]
-            row[f"{part}_macs"] += op.get("macs") or 0
+            for block in (op["block"], "all blocks"):
+                row = rows.setdefault((report["label"], block), {
+                    "label": report["label"], "block": block, "peak": peak,
+                    **{f"{p}_ms": None for p in PARTS}, **{f"{p}_macs": 0 for p in PARTS}})
+                part = PART_OF_KIND.get(op.get("kind"), "other")
+                row[f"{part}_ms"] = (row[f"{part}_ms"] or 0.0) + op["ms"]
+                row[f"{part}_macs"] += op.get("macs") or 0
     for row in rows.values():
         for part in PARTS:
             ms, macs = row[f"{part}_ms"], row[f"{part}_macs"]
@@ -94,7 +98,13 @@ def block_rows(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row[f"{part}_gmacs"] = gmacs
             row[f"{part}_peak_share"] = gmacs / row["peak"] if gmacs and row["peak"] else None
         row["total_ms"] = sum(row[f"{p}_ms"] or 0.0 for p in PARTS)
-    return list(rows.values())
+    ordered = sorted(rows.values(), key=lambda r: (r["block"] == "all blocks", _block_number(r["block"])))
+    return ordered
+
+
+def _block_number(block: str) -> int:
+    digits = "".join(ch for ch in block if ch.isdigit())
+    return int(digits) if digits else 0
 
 
 def block_table(rows: list[dict[str, Any]], title: str = "per block: depthwise vs pointwise"):
@@ -104,28 +114,35 @@ def block_table(rows: list[dict[str, Any]], title: str = "per block: depthwise v
 
     table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,
                   title_justify="left")
-    for column in ("form", "block", "dw ms", "dw peak", "pw ms", "pw peak", "sep ms", "sep peak", "total ms"):
+    for column in ("block", "form", "dw ms", "dw GMAC/s", "of peak", "pw ms", "pw GMAC/s", "of peak", "other ms",
+                   "total ms"):
         table.add_column(column, justify="left" if column in ("form", "block") else "right")
     for r in rows:
-        table.add_row(r["label"], r["block"], *[x for p in PARTS for x in (_num(r[f"{p}_ms"], ".4f"),
-                                                                           _pct(r[f"{p}_peak_share"]))],
-                      _num(r["total_ms"], ".4f"))
+        table.add_row(r["block"], r["label"], *_cells(r))
+    return table
+
+
+def _cells(r: dict[str, Any]) -> list[str]:
+    return [_num(r["dw_ms"], ".4f"), _num(r["dw_gmacs"], ".1f"), _pct(r["dw_peak_share"]), _num(r["pw_ms"], ".4f"),
+            _num(r["pw_gmacs"], ".1f"), _pct(r["pw_peak_share"]), _num(r["other_ms"], ".4f"),
+            _num(r["total_ms"], ".4f")]
     return table
 
 
 def block_markdown(rows: list[dict[str, Any]]) -> str:
     """The per-block table as Markdown."""
-    head = "| form | block | dw ms | dw % peak | pw ms | pw % peak | sep ms | sep % peak | total ms |"
-    lines = [head, "|" + "---|" * 9]
+    head = ("| block | form | depthwise ms | GMAC/s | of peak | pointwise ms | GMAC/s | of peak | other ms "
+            "| total ms |")
+    lines = [head, "|---|---|" + "---:|" * 8]
     for r in rows:
-        cells = [r["label"], r["block"]] + [x for p in PARTS for x in (_num(r[f"{p}_ms"], ".4f"),
-                                                                       _pct(r[f"{p}_peak_share"]))]
-        lines.append("| " + " | ".join(cells + [_num(r["total_ms"], ".4f")]) + " |")
+        lines.append("| " + " | ".join([r["block"], r["label"], *_cells(r)]) + " |")
     return "\n".join(lines) + "\n"
 
 
 def block_plot(rows: list[dict[str, Any]], path: Path, title: str = "where the time goes, per block") -> Path:
-    """Stacked bars per block, one bar per form: depthwise, pointwise and fused-separable ms (a PNG)."""
+    """Stacked bars, one per form within each block: depthwise, pointwise and other ops' ms per run (a PNG)."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -133,34 +150,35 @@ def block_plot(rows: list[dict[str, Any]], path: Path, title: str = "where the t
 
     from edgesep.io import write_bytes
 
+    rows = [r for r in rows if r["block"] != "all blocks"]
     blocks = list(dict.fromkeys(r["block"] for r in rows))
     labels = list(dict.fromkeys(r["label"] for r in rows))
     width = 0.8 / max(len(labels), 1)
-    colors = {"dw": "#4c72b0", "pw": "#dd8452", "sep": "#55a868"}
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(blocks) * max(len(labels), 1) * 0.6 + 3), 4.2), dpi=110)
+    colors = {"dw": "#4c72b0", "pw": "#dd8452", "other": "#9e9e9e"}
+    bars = len(blocks) * len(labels)
+    fig, ax = plt.subplots(figsize=(min(16.0, max(6.0, 1.5 + 0.42 * bars)), 5.0), dpi=110)
+    ticks, tick_labels, drawn = [], [], set()
     for j, label in enumerate(labels):
         by_block = {r["block"]: r for r in rows if r["label"] == label}
         xs = [i + (j - (len(labels) - 1) / 2) * width for i in range(len(blocks))]
         bottom = [0.0] * len(blocks)
         for part in PARTS:
             heights = [(by_block.get(b) or {}).get(f"{part}_ms") or 0.0 for b in blocks]
-            if not any(heights):
-                continue
-            ax.bar(xs, heights, width * 0.9, bottom=bottom, color=colors[part], edgecolor="white",
-                   label=PART_LABELS[part] if j == 0 or part not in ax.get_legend_handles_labels()[1] else None)
-            bottom = [b + h for b, h in zip(bottom, heights)]
-        for x, top in zip(xs, bottom):
-            ax.text(x, top, label, rotation=90, ha="center", va="bottom", fontsize=7)
-    ax.set_xticks(range(len(blocks)), blocks)
+            if any(heights):
+                ax.bar(xs, heights, width * 0.9, bottom=bottom, color=colors[part], edgecolor="white",
+                       label=None if part in drawn else PART_LABELS[part])
+                drawn.add(part)
+                bottom = [b + h for b, h in zip(bottom, heights)]
+        ticks += xs
+        tick_labels += [label] * len(xs)
+    ax.set_xticks(ticks, tick_labels, rotation=55, ha="right", fontsize=7)
+    top = ax.secondary_xaxis("top")
+    top.set_xticks(range(len(blocks)), blocks)
     ax.set_ylabel("ms per run")
-    ax.set_title(title)
-    handles, names = ax.get_legend_handles_labels()
-    unique = dict(zip(names, handles))
-    ax.legend(unique.values(), unique.keys(), loc="upper right", fontsize=8)
-    ax.margins(y=0.25)
+    ax.set_title(title, pad=22)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    import io
-
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     plt.close(fig)

@@ -1,0 +1,103 @@
+"""Benchmark: does ``bench --profile`` account for the measured whole? Per-op sum / measured p50, per model.
+
+Models: the built-in network (split and fused, trained and cached, exported by ``edgesep export --int8``:
+float32 and int8 TFLite, float32 and int8 ONNX) and keras.applications MobileNetV2 (weights=None, 224x224,
+alpha 1.0, randomized BatchNorm statistics; float32 and full-integer int8 TFLite with random calibration
+images, float32 ONNX through tf2onnx). Each is measured by ``edgesep bench --profile --json`` on the device
+(default local) in its own bench, and the script prints, per model, the profile's method, the per-op sum,
+the measured whole, their ratio against the goal (within +-20 %), and the profile's own cost.
+
+    python scripts/bench_profile.py [--models builtin,mobilenet_v2] [--device local] [--threads 1]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+GOAL = 0.20
+
+
+def export_builtin(out: Path) -> list[Path]:
+    paths = []
+    for form in ("split", "fused"):
+        folder = out / f"builtin-{form}"
+        subprocess.run([sys.executable, "-m", "edgesep", "export", "--form", form, "--int8", "--out", str(folder)],
+                       check=True, capture_output=True, text=True)
+        paths += [folder / n for n in ("model.tflite", "model_int8.tflite", "model.onnx", "model_int8.onnx")]
+    return paths
+
+
+def export_mobilenet_v2(out: Path) -> list[Path]:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    import tf2onnx
+
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3), classes=1000)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.get_weights()[0].shape
+            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c), rng.normal(0, 0.5, c),
+                               rng.uniform(0.5, 2.0, c)])
+    folder = out / "mobilenet_v2"
+    folder.mkdir(parents=True)
+    (folder / "model.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([rng.uniform(-1, 1, (1, 224, 224, 3)).astype(np.float32)]
+                                           for _ in range(16))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = conv.inference_output_type = tf.int8
+    (folder / "model_int8.tflite").write_bytes(conv.convert())
+    spec = (tf.TensorSpec((1, 224, 224, 3), tf.float32, name="image"),)
+    fn = tf.function(lambda x: model(x), input_signature=spec)
+    tf2onnx.convert.from_function(fn, input_signature=spec, opset=13, output_path=str(folder / "model.onnx"))
+    return [folder / n for n in ("model.tflite", "model_int8.tflite", "model.onnx")]
+
+
+def profile(path: Path, device: str, threads: str) -> dict:
+    args = [sys.executable, "-m", "edgesep", "bench", str(path), "--device", device, "--profile", "--json"]
+    if threads:
+        args += ["--threads", threads]
+    proc = subprocess.run(args, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
+    return json.loads(proc.stdout)["results"][0]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="builtin,mobilenet_v2")
+    parser.add_argument("--device", default="local")
+    parser.add_argument("--threads", default="1")
+    args = parser.parse_args(argv)
+    makers = {"builtin": export_builtin, "mobilenet_v2": export_mobilenet_v2}
+    print(f"device {args.device}, threads {args.threads or 'default'}; goal: per-op sum within +-{GOAL:.0%} of the "
+          "measured whole (p50)")
+    print(f"{'model':34} {'method':27} {'sum ms':>9} {'whole ms':>9} {'ratio':>6}  goal  {'cost s':>7}  peak GMAC/s")
+    with tempfile.TemporaryDirectory(prefix="edgesep-bench-profile-") as tmp:
+        for name in args.models.split(","):
+            for path in makers[name](Path(tmp)):
+                r = profile(path, args.device, args.threads)
+                label = f"{path.parent.name}/{path.name}"
+                p = r.get("profile") or {}
+                if r.get("error") or not p or p.get("error"):
+                    print(f"{label:34} failed: {r.get('error') or p.get('error')}")
+                    continue
+                ok = "yes" if p["ratio"] and abs(p["ratio"] - 1) <= GOAL else "NO"
+                print(f"{label:34} {p['method']:27} {p['sum_ms']:9.4f} {p['whole_ms']:9.4f} {p['ratio']:6.2f}  "
+                      f"{ok:4}  {p['cost_s']:7.2f}  {p.get('peak_gmacs') or '-'}")
+                sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
