@@ -54,6 +54,9 @@ class InputSize(click.ParamType):
                    "their outputs in float; auto: the fewest that meet --target-sqnr/--target-agreement, chosen "
                    "on training images held out from calibration.")
 @click.option("--target-sqnr", type=float, metavar="DB", help="--keep-float auto's goal: output SQNR in dB [30].")
+@click.option("--ptq", metavar="bias-correction,adaround",
+              help="With --int8: empirical bias correction and/or AdaRound (on the converter's weight grid; kept "
+                   "only where the int8 output SQNR on held-out training images is not lower) after folding/CLE.")
 @click.option("--target-agreement", type=float, metavar="A",
               help="--keep-float auto's goal instead: top-1 agreement with the float model (0..1).")
 @click.option("--no-onnx", is_flag=True, help="Skip the ONNX exports (model.onnx and, with --int8, model_int8.onnx).")
@@ -68,7 +71,7 @@ def export(model_path: Optional[str], input_size: Optional[tuple[int, int]], tru
            custom_objects: Optional[str], form: Optional[str], int8: bool,
            fp16: bool, int16x8: bool, per_tensor: bool, equalize: bool, relu6: Optional[str], no_guard: bool,
            io_dtype: Optional[str], keep_float: Optional[str], target_sqnr: Optional[float],
-           target_agreement: Optional[float], no_onnx: bool, data: Optional[str],
+           target_agreement: Optional[float], ptq: Optional[str], no_onnx: bool, data: Optional[str],
            preprocess: Optional[str], resize: bool, calib_samples: int, edgetpu: bool, out_dir: str) -> None:
     """Fold BatchNorm, export TFLite (float32/fp16/int8/int16x8) and ONNX (float32/int8), verify each against Keras."""
     from edgesep.converters.export_config import ExportConfig
@@ -77,7 +80,7 @@ def export(model_path: Optional[str], input_size: Optional[tuple[int, int]], tru
                                        per_tensor=per_tensor, equalize=equalize, relu6=relu6, no_guard=no_guard,
                                        io_dtype=io_dtype, no_onnx=no_onnx, calib_samples=calib_samples,
                                        edgetpu=edgetpu, int16x8=int16x8, keep_float=keep_float,
-                                       target_sqnr=target_sqnr, target_agreement=target_agreement)
+                                       target_sqnr=target_sqnr, target_agreement=target_agreement, ptq=ptq)
     _check_model_options(model_path, input_size, trust_model, custom_objects)
     check_out_dir(out_dir)
     if (code := _watched(out_dir)) is not None:  # the work ran in a watched child, which printed everything
@@ -116,11 +119,16 @@ def _check_model_options(model_path, input_size, trust_model: bool, custom_objec
 
 
 def _print_result(result, out_dir: str) -> None:
+    """The export table, what --ptq and --keep-float did, the warnings and the Edge TPU report."""
     from rich.console import Console
 
     from edgesep.report import edgetpu_table, export_table
 
     table_console(160).print(export_table(result.to_dict()))
+    if result.ptq is not None:
+        from edgesep.report.ptq import ptq_line
+
+        click.echo(ptq_line(result.ptq))
     if result.keep_float is not None:
         from edgesep.report.ptq import keep_float_table
 

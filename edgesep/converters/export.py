@@ -220,6 +220,11 @@ def _export_into(model, folder: Path, out_dir: Path, config: ExportConfig, datas
     if config.equalize and config.quantized:
         say("equalize")
         int8_model, equalize_doc, calib = _equalized(model, folded, dataset, config, say)
+    ptq_doc = None
+    if config.ptq:
+        from edgesep.converters.ptq import ptq_for_export
+
+        int8_model, ptq_doc = ptq_for_export(int8_model, dataset, config, calib, say)
     selection, selection_what = None, ""
     if config.keep_float == ("auto",):
         from edgesep.converters.keep_float import selection_images
@@ -233,7 +238,7 @@ def _export_into(model, folder: Path, out_dir: Path, config: ExportConfig, datas
         dataset=_dataset_summary(dataset, inputs, calib, config), artifacts=artifacts,
         keras_accuracy=None if inputs.y is None else top1(reference, inputs.y), config=config,
         fold=fold_report.to_dict(), equalize=equalize_doc, edgetpu=job.sections.get("edgetpu"),
-        keep_float=job.sections.get("keep_float"))
+        keep_float=job.sections.get("keep_float"), ptq=ptq_doc)
     if "int8" in config.precisions:
         say("int8 input range")
         int8_check = _int8_check(job, result.artifact("tflite:int8"))

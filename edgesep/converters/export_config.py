@@ -15,6 +15,7 @@ QUANTIZED = ("int8", "int16x8")  # calibrated precisions
 IO_DTYPES = ("int8", "uint8", "float32")
 RELU6_MODES = ("clip", "replace", "keep")
 OPSETS = range(9, 22)
+PTQ_METHODS = ("bias-correction", "adaround")  # in their order of application (edgesep.converters.ptq)
 
 
 def tflite_key(precision: str) -> str:
@@ -45,6 +46,8 @@ class ExportConfig:
         keep_float: ops (Keras layer names) the int8 models keep in float, or ``("auto",)``: the fewest that
             meet the target (``edgesep.converters.keep_float``). Needs int8 with float32 I/O.
         target_sqnr_db, target_agreement: auto's target, output SQNR in dB (default 30) or top-1 agreement.
+        ptq: post-training methods after folding (and CLE) for the int8 models: ``bias-correction``,
+            ``adaround`` (``edgesep.converters.ptq``).
     """
 
     precisions: tuple[str, ...] = ("float32",)
@@ -61,6 +64,7 @@ class ExportConfig:
     keep_float: tuple[str, ...] = ()
     target_sqnr_db: Optional[float] = None
     target_agreement: Optional[float] = None
+    ptq: tuple[str, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "precisions", tuple(dict.fromkeys(self.precisions)))
@@ -83,6 +87,16 @@ class ExportConfig:
         if self.edgetpu and self.io_dtype == "float32":
             raise UsageError("--edgetpu needs integer input/output: use --io-dtype int8 or uint8")
         self._check_keep_float()
+        self._check_ptq()
+
+    def _check_ptq(self) -> None:
+        object.__setattr__(self, "ptq", tuple(m for m in PTQ_METHODS if m in self.ptq) + tuple(
+            m for m in self.ptq if m not in PTQ_METHODS))
+        bad = [m for m in self.ptq if m not in PTQ_METHODS]
+        if bad:
+            raise UsageError(f"unknown --ptq method {bad[0]!r}; valid: {', '.join(PTQ_METHODS)}")
+        if self.ptq and not self.quantized:
+            raise UsageError("--ptq shapes the int8 model; add --int8 (or --int16x8)")
 
     def _check_keep_float(self) -> None:
         object.__setattr__(self, "keep_float", tuple(self.keep_float))
@@ -109,7 +123,8 @@ class ExportConfig:
                      relu6: Optional[str] = None, no_guard: bool = False, io_dtype: Optional[str] = None,
                      no_onnx: bool = False, calib_samples: int = 200, edgetpu: bool = False,
                      int16x8: bool = False, keep_float: Optional[str] = None,
-                     target_sqnr: Optional[float] = None, target_agreement: Optional[float] = None) -> "ExportConfig":
+                     target_sqnr: Optional[float] = None, target_agreement: Optional[float] = None,
+                     ptq: Optional[str] = None) -> "ExportConfig":
         """The config of ``edgesep export``'s options; every rule between them is checked here (UsageError)."""
         if model and form:
             raise UsageError("--form builds the built-in network; it cannot be combined with --model")
@@ -127,7 +142,7 @@ class ExportConfig:
         return cls(precisions=precisions, onnx=not no_onnx, per_channel=not per_tensor, io_dtype=io_dtype,
                    calib_samples=calib_samples, equalize=equalize, relu6=relu6 or "clip",
                    equalize_guard=not no_guard, edgetpu=edgetpu, keep_float=names, target_sqnr_db=target_sqnr,
-                   target_agreement=target_agreement)
+                   target_agreement=target_agreement, ptq=tuple(m.strip() for m in (ptq or "").split(",") if m.strip()))
 
     @property
     def quantized(self) -> tuple[str, ...]:
@@ -146,12 +161,13 @@ class ExportConfig:
         d = dataclasses.asdict(self)
         d["precisions"] = list(self.precisions)
         d["keep_float"] = list(self.keep_float)
+        d["ptq"] = list(self.ptq)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ExportConfig":
         return cls(**{**d, "precisions": tuple(d.get("precisions", ("float32",))),
-                      "keep_float": tuple(d.get("keep_float", ()))})
+                      "keep_float": tuple(d.get("keep_float", ())), "ptq": tuple(d.get("ptq", ()))})
 
 
 def _names(value: Optional[str]) -> tuple[str, ...]:

@@ -38,7 +38,7 @@ EXPORT_JSON = "export.json"
 CHECK_KEYS = ("max_abs_error_vs_keras", "accuracy", "top1_agreement_vs_keras", "output_sqnr_db_vs_keras")
 _ARTIFACT_KEYS = ("path", "format", "precision", "bytes", "sha256", "ops", "runtime", "delegate", "checks",
                   "key") + CHECK_KEYS
-_SECTIONS = ("equalize", "int8_check", "quant_error", "edgetpu", "source", "keep_float")
+_SECTIONS = ("equalize", "int8_check", "quant_error", "edgetpu", "source", "keep_float", "ptq")
 _KNOWN = ("edgesep_version", "model", "dataset", "artifacts", "keras_accuracy", "export_config", "fold",
           "warnings") + _SECTIONS
 
@@ -224,7 +224,8 @@ class ExportResult:
         fold: the BatchNorm fold report (``FoldReport.to_dict()``).
         warnings: one line per problem found (int8 input range, ops left in float, ...).
         equalize, int8_check, quant_error, edgetpu, source, keep_float: the sections of those stages (None: not
-            run); ``keep_float`` is the ``--keep-float`` recipe (``KeepFloatRecipe.to_dict()``).
+            run); ``keep_float`` is the ``--keep-float`` recipe (``KeepFloatRecipe.to_dict()``), ``ptq`` the
+            ``--ptq`` report (``PtqReport.to_dict()``).
         extra: top-level sections a caller added (``compare``, ``fleet``), written after the others.
     """
 
@@ -242,6 +243,7 @@ class ExportResult:
     edgetpu: Optional[Mapping[str, Any]] = None
     source: Optional[Mapping[str, Any]] = None
     keep_float: Optional[Mapping[str, Any]] = None
+    ptq: Optional[Mapping[str, Any]] = None
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def artifact(self, key: str) -> Optional[ArtifactRecord]:
@@ -277,7 +279,7 @@ class ExportResult:
             d["int8_check"] = self.int8_check
         if self.warnings or self.int8_check is not None:  # an int8 export always says, others when they warn
             d["warnings"] = list(self.warnings)
-        for name in ("quant_error", "source", "keep_float"):
+        for name in ("quant_error", "source", "keep_float", "ptq"):
             if getattr(self, name) is not None:
                 d[name] = getattr(self, name)
         d.update(self.extra)

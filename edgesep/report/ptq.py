@@ -61,3 +61,16 @@ def sensitivity_table(report: dict[str, Any]) -> Any:
                       "-" if row["layer_sqnr_db"] is None else f"{row['layer_sqnr_db']:.1f}",
                       _db(row["sqnr_db"]), "-" if gain is None else f"{gain:+.1f}", _pct(row["top1_agreement"]))
     return table
+
+
+def ptq_line(report: dict[str, Any]) -> str:
+    """One line on what ``--ptq`` did (export.json ``ptq``)."""
+    text = (f"ptq: {' + '.join(report['methods'])} on {report['samples']} calibration images "
+            f"({report['weights']} weights, {report['seconds']:.0f} s)")
+    guard = report.get("guard")
+    if guard:
+        verdict = "kept" if guard["kept"] else "not kept (nearest rounding was better)"
+        text += (f"; AdaRound {verdict}: int8 SQNR {_db(guard['adaround_sqnr_db'])} vs "
+                 f"{_db(guard['nearest_sqnr_db'])} dB nearest on {guard['selection_samples']} held-out "
+                 f"training images, {report['flipped_weights']} weights rounded the other way")
+    return text
