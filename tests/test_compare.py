@@ -127,7 +127,59 @@ def test_markdown_and_terminal_show_the_tables_and_verdicts(local_report):
     assert "| fused TFLite int8 |" in md and "| split ONNX float32 |" in md
     for plot in doc["plots"]:
         assert f"]({plot['file']})" in md
-    assert "Variants" in stdout and "local: latency (done)" in stdout and "p50 ms [95% CI]" in stdout
+    # the terminal gets the summary: one line per variant and verdict, unpadded in a pipe, the rest in report.md
+    lines = stdout.splitlines()
+    assert lines[0].split() == ["variant", "size", "top-1", "local", "p50", "ms", "[95%", "CI]"]
+    assert sum(ln.startswith(("fused ", "split ")) for ln in lines) == len(doc["variants"])
+    assert len(lines) < 40 and not any(ln != ln.rstrip() for ln in lines)
+    assert "every table: report.md or --verbose" in stdout and "edgesep: warning" not in stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("width", [80, 200])
+def test_compare_reads_on_one_screen_in_a_real_terminal(local_report, tmp_path, width):
+    """compare --resume (the same figures, no training) in a tmux pane of ``width`` columns, read back with
+    capture-pane: under 40 lines, each warning once, verdicts whole (wrapped between words at 80)."""
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed (.ci/run installs it)")
+    out, doc, _ = local_report
+    copy = tmp_path / "again"
+    shutil.copytree(out, copy)
+    screen = _tmux_run([sys.executable, "-m", "edgesep", "compare", "--device", "local", *SMALL, *FAST_COMPARE,
+                        "--out", str(copy), "--resume"], width, tmp_path)
+    lines = screen.rstrip("\n").splitlines()
+    assert lines[-1] == "EXIT=0", screen
+    assert len(lines) < 40 and max(len(ln) for ln in lines) <= width, screen
+    text = " ".join(screen.split())
+    section = doc["devices"]["local"]
+    for c in section["comparisons"]:
+        assert " ".join(f"local, {c['label']}: {c['verdict']}".split()) in text
+    for check in section.get("checks") or []:
+        assert text.count(" ".join(check["message"].split())) == 1, screen
+    assert sum(ln.startswith(("fused ", "split ")) for ln in lines) == len(doc["variants"])
+    if width == 200:
+        assert any(ln.strip() == f"local, {section['comparisons'][0]['label']}: {section['comparisons'][0]['verdict']}"
+                   for ln in lines)
+
+
+def _tmux_run(argv, width, tmp_path):
+    """Run ``argv`` in a detached tmux pane ``width`` columns wide (COLUMNS/LINES unset, so only the pane's size
+    counts); the pane's text once it has finished, ending in ``EXIT=code``."""
+    import shlex
+
+    sock, done = tmp_path / "tmux.sock", tmp_path / "done"
+    command = (f"env -u COLUMNS -u LINES {shlex.join(map(str, argv))}; echo EXIT=$?; touch {shlex.quote(str(done))}; "
+               "sleep 600")
+    subprocess.run(["tmux", "-S", sock, "-f", "/dev/null", "new-session", "-d", "-x", str(width), "-y", "100",
+                    command], check=True, timeout=30)
+    try:
+        deadline = time.monotonic() + 600
+        while not done.exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return subprocess.run(["tmux", "-S", sock, "capture-pane", "-p"], capture_output=True, text=True,
+                              check=True, timeout=30).stdout
+    finally:
+        subprocess.run(["tmux", "-S", sock, "kill-server"], capture_output=True, timeout=30)
 
 
 @pytest.mark.slow

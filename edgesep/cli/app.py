@@ -122,6 +122,38 @@ def table_console(wide: int):
     return Console(width=max(wide, shutil.get_terminal_size().columns))
 
 
+def echo_rich(*renderables, wide: int = 160) -> None:
+    """Print rich renderables on stdout through ``table_console(wide)``; a pipe or file gets them without the
+    trailing spaces rich pads lines with."""
+    import sys
+
+    console = table_console(wide)
+    if sys.stdout.isatty():
+        for renderable in renderables:
+            console.print(renderable)
+        return
+    with console.capture() as captured:
+        for renderable in renderables:
+            console.print(renderable)
+    click.echo("\n".join(line.rstrip() for line in captured.get().splitlines()))
+
+
+def echo_wrapped(lines, indent: str = "    ", err: bool = False) -> None:
+    """Print plain lines on stdout (``err``: stderr); on a terminal a line longer than its width wraps between
+    words (the rest indented), in a pipe or file each stays one line."""
+    import shutil
+    import sys
+    import textwrap
+
+    width = shutil.get_terminal_size().columns if (sys.stderr if err else sys.stdout).isatty() else 0
+    for line in lines:
+        if width and len(line) > width:
+            lead = line[:len(line) - len(line.lstrip())]
+            line = "\n".join(textwrap.wrap(line, width=width, initial_indent="", subsequent_indent=lead + indent,
+                                           break_on_hyphens=False))
+        click.echo(line, err=err)
+
+
 def check_out_dir(out_dir: str) -> "Path":
     """--out as a Path, refused in one line before any work when it cannot become a writable folder."""
     from edgesep.io import check_writable_dir

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING, Optional
 import click
 
 from edgesep.cli.app import (
-    BENCH_DEFAULTS, check_out_dir, cli, FiniteFloat, input_options, measure_options, note, device_options,
-    table_console, UserError)
+    BENCH_DEFAULTS, check_out_dir, cli, device_options, echo_rich, echo_wrapped, FiniteFloat, input_options,
+    measure_options, note, table_console, UserError)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -36,11 +36,12 @@ if TYPE_CHECKING:
               help="Independent sessions per device and runtime (a fresh runner each, shuffled order).")
 @click.option("--profile", is_flag=True,
               help="Then where the time goes: per block, depthwise vs pointwise (profile.md, profile.json, PNG).")
+@click.option("--verbose", "-v", is_flag=True, help="Print every table of report.md, not only the summary.")
 def compare(models: tuple[str, ...], targets: tuple[str, ...], int8: Optional[bool], seeds: Optional[int],
             width: Optional[float], input_size: Optional[int], blocks: Optional[str], epochs: Optional[int],
             data: Optional[str], preprocess: Optional[str], resize: bool, threads: Optional[int], runs: int,
             warmup_secs: float, min_secs: float, max_secs: float, device_options: dict, out_dir: str, resume: bool,
-            sessions: int, profile: bool) -> None:
+            sessions: int, profile: bool, verbose: bool) -> None:
     """Fused vs split: train both forms, export, benchmark on every device, write a report.
 
     Without MODEL: the built-in network in both forms, trained alike, exported (float32, int8, ONNX) and
@@ -75,11 +76,7 @@ def compare(models: tuple[str, ...], targets: tuple[str, ...], int8: Optional[bo
             doc = cmp.run_builtin(config, targets, bench, out, device_options=options, resume=resume,
                                   progress=progress, sessions=sessions)
     profiled = _compare_profile(doc, out, targets, options, bench) if profile else None
-    _compare_print(doc, out, profiled)
-    if resume:
-        from edgesep.report import resume_summary
-
-        click.echo(resume_summary(doc))
+    _compare_print(doc, out, verbose, resume, profiled)
 
 
 def _check_compare_options(models: tuple[str, ...], data: Optional[str], preprocess: Optional[str], resize: bool,
@@ -153,9 +150,12 @@ class _CompareProgress:
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
+        console = Console(stderr=True)
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                            TimeElapsedColumn(), TextColumn("{task.fields[note]}"), console=Console(stderr=True))
+                            TimeElapsedColumn(), TextColumn("{task.fields[note]}"), console=console,
+                            disable=not console.is_terminal)  # a log keeps only the summary and warnings
         self.tasks: dict[str, int] = {}
+        self.shown: dict[str, float] = {}  # per stage, the fraction shown so far: a bar never goes backwards
 
     def __enter__(self):
         self.bar.__enter__()
@@ -172,8 +172,10 @@ class _CompareProgress:
 
         checkpoint()  # a SIGTERM whose exception was swallowed (e.g. in a GC callback) is raised here again
         if stage in self.tasks:
-            self.bar.update(self.tasks[stage], completed=completed, note=note,
-                            **({"total": max(total, completed, 1)} if total is not None else {}))
+            total = max(total, completed, 1) if total is not None else self._total(stage)
+            fraction = max(completed / total, self.shown.get(stage, 0.0))
+            self.shown[stage] = fraction
+            self.bar.update(self.tasks[stage], completed=fraction * total, total=total, note=note)
 
     def finish(self, stage: str, ok: bool = True) -> None:
         if stage in self.tasks:
@@ -200,23 +202,26 @@ def _print_profile(document: dict, out: Path) -> None:
     click.echo(f"wrote profile.json, profile.md and {plots} per-block plot(s) to {out}")
 
 
-def _compare_print(doc: dict, out: Path, profiled: Optional[dict] = None) -> None:
-    """The report's tables on stdout (and --profile's); one error line per failed device and exit 1 if any
-    failed."""
-    from edgesep.report import compare_tables
+def _compare_print(doc: dict, out: Path, verbose: bool, resume: bool, profiled: Optional[dict] = None) -> None:
+    """The summary (or, with --verbose, every table) on stdout, then --profile's tables; each warning once on
+    stderr; one error line per failed device and exit 1 if any failed."""
+    from edgesep.report import compare_summary, compare_tables, resume_summary
 
-    console = table_console(140)
-    for renderable in compare_tables(doc):
-        console.print(renderable)
-    click.echo(f"wrote report.json, report.md and {len(doc.get('plots') or [])} plots to {out}")
+    if verbose:
+        echo_rich(*compare_tables(doc, warnings=False), wide=140)
+    else:
+        echo_wrapped(compare_summary(doc))
+    echo_wrapped([resume_summary(doc)] if resume else [])
+    echo_wrapped([f"wrote report.json, report.md and {len(doc.get('plots') or [])} plots to {out}"
+                  + ("" if verbose else " (every table: report.md or --verbose)")])
     if profiled is not None:
         _print_profile(profiled, out)
     failed = [(t, s) for t, s in doc["devices"].items() if s["status"] == "failed"]
-    for target, section in doc["devices"].items():
-        if section["status"] == "partial":  # e.g. no ONNX Runtime there: the TFLite session stands
-            click.echo(f"edgesep: warning: {target}: {section['error']}", err=True)
-        for check in section.get("checks") or []:  # load, CPU time, temperature, speed modes, threads
-            click.echo(f"edgesep: warning: {target}: {check['message']}", err=True)
+    warnings = [f"edgesep: warning: {target}: {section['error']}" for target, section in doc["devices"].items()
+                if section["status"] == "partial"]  # e.g. no ONNX Runtime there: the TFLite session stands
+    warnings += [f"edgesep: warning: {target}: {check['message']}" for target, section in doc["devices"].items()
+                 for check in section.get("checks") or []]  # load, CPU time, temperature, speed modes, threads
+    echo_wrapped(warnings, err=True)
     for target, section in failed:
         click.echo(f"edgesep: error: {target}: {section['error']}", err=True)
     if failed:

@@ -146,7 +146,7 @@ class DeviceBench:
         count = min(self.sessions, getattr(device, "max_sessions", None) or self.sessions)
         config = session_config(self.bench, count)
         for index in range(count):
-            for runs in todo:
+            for position, runs in enumerate(todo):
                 if runs.lost:
                     continue
                 order = session_order(runs.group.items, index, self.bench.seed)
@@ -158,7 +158,9 @@ class DeviceBench:
                         other.lost = True
                     return
                 try:
-                    measured = device.run(config, progress=self._model_progress(runs.group, index, config, count))
+                    done = (index * len(todo) + position, count * len(todo))  # sessions before this one, all
+                    measured = device.run(config, progress=self._model_progress(runs.group, index, config, count,
+                                                                                done))
                 except DeviceError as e:  # e.g. no ONNX Runtime on the device: this runtime's sessions are lost
                     runs.entries.append(SessionEntry(runs.group.format, runs.group.key, error=str(e), index=index))
                     runs.lost = True
@@ -184,15 +186,16 @@ class DeviceBench:
                                                       entries=[e.to_dict() for e in runs.entries])
             self.store.save(self.done)
 
-    def _model_progress(self, group: Group, index: int, config: BenchConfig,
-                        count: int) -> Callable[[str, int, int], None]:
+    def _model_progress(self, group: Group, index: int, config: BenchConfig, count: int,
+                        before: tuple[int, int]) -> Callable[[str, int, int], None]:
+        """Progress over the whole stage: ``before`` = (sessions finished, sessions in all) plus this one's part."""
         state: dict[str, tuple[int, int]] = {}
         label = f"{group.format} session {index + 1}/{count}" if count > 1 else group.format
 
         def on_progress(model: str, done: int, total: int) -> None:
             state[model] = (done, max(total, done, 1))
             known = sum(t for _, t in state.values()) + (len(group.items) - len(state)) * config.runs
-            self.progress(label, sum(d for d, _ in state.values()), known)
+            self.progress(label, before[0] + sum(d for d, _ in state.values()) / max(known, 1), before[1])
 
         return on_progress
 

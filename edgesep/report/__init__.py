@@ -7,12 +7,12 @@ Imports nothing of edgesep but ``edgesep.io``.
 """
 from __future__ import annotations
 
-from edgesep.report.comparison import (compare_markdown, compare_sections, compare_tables, compare_verdicts,
-                                      resume_summary)
+from edgesep.report.comparison import (compare_markdown, compare_sections, compare_summary, compare_tables,
+                                      compare_verdicts, resume_summary)
 from edgesep.report.plots import PLOT_DPI, PLOT_SIZES, compare_plots
 from edgesep.report.tables import bench_markdown, bench_rows, bench_table, edgetpu_table, export_table
 from edgesep.report.text import format_ms
 
 __all__ = ["PLOT_DPI", "PLOT_SIZES", "bench_markdown", "bench_rows", "bench_table", "compare_markdown",
-           "compare_plots", "compare_sections", "compare_tables", "compare_verdicts", "edgetpu_table",
+           "compare_plots", "compare_sections", "compare_summary", "compare_tables", "compare_verdicts", "edgetpu_table",
            "export_table", "format_ms", "resume_summary"]

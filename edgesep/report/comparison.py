@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from edgesep.report.tables import SHARED_MEMORY_NOTE, bench_rows, emulated_note, format_memory
-from edgesep.report.text import count_text, md_cell, ops_text, pct, pp, size_text
+from edgesep.report.text import count_text, format_ms, md_cell, ops_text, pct, pp, size_text
 
 
 def _variant_rows(doc: dict[str, Any]) -> dict[str, Any]:
@@ -124,9 +124,9 @@ def compare_sections(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return sections
 
 
-def compare_verdicts(doc: dict[str, Any]) -> list[str]:
+def compare_verdicts(doc: dict[str, Any], warnings: bool = True) -> list[str]:
     """One line per device and comparison (``local, TFLite int8: fused is 1.08x faster than split (...)``),
-    then the int8 accuracy verdict."""
+    then the int8 accuracy verdict; ``warnings``: also each device's stability warnings."""
     lines = []
     for target, section in (doc.get("devices") or {}).items():
         if section.get("status") == "failed":
@@ -135,7 +135,7 @@ def compare_verdicts(doc: dict[str, Any]) -> list[str]:
         emulated = " (emulated device: not the hardware's speed)" if (section.get("host") or {}).get("emulated") else ""
         for c in section.get("comparisons") or []:
             lines.append(f"{target}, {c['label']}: {c.get('verdict')}{emulated}")
-        lines += [f"{target}: warning: {c['message']}" for c in section.get("checks") or []]
+        lines += [f"{target}: warning: {c['message']}" for c in section.get("checks") or []] if warnings else []
     acc = doc.get("accuracy")
     if acc:
         lines.append(f"int8 accuracy: {acc['verdict']}")
@@ -205,8 +205,36 @@ def compare_markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def compare_tables(doc: dict[str, Any]) -> list:
-    """The report's sections as rich renderables (tables, then notes), and the verdicts."""
+def _summary_cells(doc: dict[str, Any], v: dict[str, Any], targets: list[str]) -> list[str]:
+    acc = v.get("accuracy")
+    cells = [v["name"], size_text(v.get("bytes"))]
+    for target in targets:
+        r = ((doc["devices"][target].get("results") or {}).get(v["id"])) or {}
+        acc = r.get("accuracy") if acc is None else acc
+        lat = r.get("latency_ms") or {}
+        ci = lat.get("ci95_p50") if len(targets) == 1 else None
+        cells.append("failed" if r.get("error") else "-" if not lat else
+                     format_ms(lat.get("p50")) + (f" [{format_ms(ci[0])}, {format_ms(ci[1])}]" if ci else ""))
+    return cells[:2] + [pct(acc)] + cells[2:]
+
+
+def compare_summary(doc: dict[str, Any]) -> list[str]:
+    """The compare report in a few unpadded lines for a terminal: one line per variant (size, top-1, median
+    latency on each device), then one per verdict. Stability warnings are left to the caller (said once)."""
+    targets = [t for t, s in (doc.get("devices") or {}).items() if s.get("status") != "failed"]
+    one = len(targets) == 1
+    header = ["variant", "size", "top-1"] + [f"{t} p50 ms" + (" [95% CI]" if one else "") for t in targets]
+    rows = [header] + [_summary_cells(doc, v, targets) for v in doc.get("variants") or []]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+             for row in rows]
+    verdicts = compare_verdicts(doc, warnings=False)
+    return lines + (["verdicts:"] + [f"  {v}" for v in verdicts] if verdicts else [])
+
+
+def compare_tables(doc: dict[str, Any], warnings: bool = True) -> list:
+    """The report's sections as rich renderables (tables, then notes), and the verdicts; ``warnings``: also the
+    devices' stability warnings."""
     from rich.table import Table
     from rich.text import Text
 
@@ -218,8 +246,8 @@ def compare_tables(doc: dict[str, Any]) -> list:
         for row in section["rows"]:
             table.add_row(*row)
         out.append(table)
-        out += [Text("  " + n) for n in section["notes"]]
-    verdicts = compare_verdicts(doc)
+        out += [Text("  " + n) for n in section["notes"] if warnings or not n.startswith("warning: ")]
+    verdicts = compare_verdicts(doc, warnings)
     if verdicts:
         out.append(Text("Verdicts", style="bold"))
         out += [Text("  " + v) for v in verdicts]
