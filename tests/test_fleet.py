@@ -178,6 +178,30 @@ def test_store_keeps_one_row_per_attempt_and_the_report_reads_the_newest(tmp_pat
     assert len(lines) == 5 and lines[0].startswith("id,sweep_id,key,plan_hash")  # every attempt
 
 
+def test_sweep_verdicts_say_they_are_unpaired_and_accuracy_near_chance_is_flagged(tmp_path, bench_models):
+    import dataclasses
+
+    from edgesep.fleet import report
+    from edgesep.fleet.store import SweepStore, job_row
+
+    store = SweepStore(tmp_path)
+    plan = parse_plan("[[models]]\n[[devices]]\ntarget='local'\n", tmp_path / "p.toml")
+    sweep = store.begin_sweep(plan, "embedded")
+    fused = [1.0 + 0.01 * i for i in range(30)]
+    for name, form, samples, keras in (("b-fused-s0", "fused", fused, 0.17), ("b-split-s0", "split", fused, 0.95)):
+        job, outcome, status, error = _job(name, form, "int8", "local", samples, accuracy=0.15)
+        art = dataclasses.replace(job.artifact, path=str(bench_models["int8.tflite"]), keras_accuracy=keras)
+        store.record_job(job_row(dataclasses.replace(job, artifact=art), outcome, status, error, 1, sweep, plan.hash))
+    store.close()
+    report.write_report(tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    assert "(unpaired, no A/A control)" in text and "no A/A control ran" in text
+    warnings = report.chance_warnings(report.report_rows(tmp_path))
+    assert warnings == ["b-fused-s0: Keras accuracy 0.1700 is near chance (0.1000 for 10 classes): the model has "
+                        "barely learned, so its accuracy drops say little (train longer)"]
+    assert f"**warning**: {warnings[0]}" in text and "b-split-s0: Keras" not in text
+
+
 def test_parquet_is_written_or_refused_in_one_line(tmp_path):
     import importlib.util
 

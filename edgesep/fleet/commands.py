@@ -75,6 +75,8 @@ def _outputs(out: Path, report: bool, as_csv: bool, parquet: bool, echo: Echo) -
     if report:
         written = render.write_report(out)
         echo(f"wrote {', '.join(written)} to {out}")
+        for warning in render.chance_warnings(render.report_rows(out)):
+            echo(f"edgesep: warning: {warning}", err=True)
     if as_csv:
         echo(f"wrote {render.write_csv(out)}")
     if parquet:

@@ -28,6 +28,11 @@ def _rows(out: Path, latest: bool = True) -> list[dict[str, Any]]:
         store.close()
 
 
+def report_rows(out) -> list[dict[str, Any]]:
+    """The rows the report reads from ``out/sweep.db`` (the newest per job key)."""
+    return _rows(Path(out))
+
+
 def _label(row: dict[str, Any]) -> str:
     return f"{row['model']} ({row['format']} {row['precision']})"
 
@@ -64,8 +69,25 @@ def fused_split_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+UNPAIRED = ("unpaired: each artifact ran in its own job, and no A/A control ran, so the interval omits "
+            "job-to-job and load variation; treat a small difference as unproven")
+NEAR_CHANCE = 0.1  # Keras accuracy within this share of the way from chance (1/classes) to 1 is "near chance"
+
+
+def _classes(path: Optional[str]) -> Optional[int]:
+    """The class count of an artifact (its first output's last dimension), when the file is here to read."""
+    from edgesep.converters.inspect import inspect_model
+
+    try:
+        shape = inspect_model(path).outputs[0]["shape"] if path else None
+    except (EdgesepError, OSError, IndexError, KeyError):
+        return None
+    return int(shape[-1]) if shape and shape[-1] and int(shape[-1]) > 1 else None
+
+
 def accuracy_drops(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per exported artifact: Keras accuracy, artifact accuracy and the drop (from the export's verification)."""
+    """Per exported artifact: Keras accuracy, artifact accuracy and the drop (from the export's verification),
+    and the class count where the artifact can be read (for the near-chance flag)."""
     seen, out = set(), []
     for r in rows:
         if r["accuracy"] is None or r["keras_accuracy"] is None or r["artifact_hash"] in seen:
@@ -73,8 +95,20 @@ def accuracy_drops(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         seen.add(r["artifact_hash"])
         out.append({"model": r["model"], "format": r["format"], "precision": r["precision"],
                     "keras_accuracy": r["keras_accuracy"], "accuracy": r["accuracy"],
-                    "drop": r["keras_accuracy"] - r["accuracy"]})
+                    "drop": r["keras_accuracy"] - r["accuracy"], "classes": _classes(r.get("artifact"))})
     return out
+
+
+def chance_warnings(rows: list[dict[str, Any]]) -> list[str]:
+    """One warning per model whose Keras accuracy is near chance: its accuracy figures say little."""
+    out = {}
+    for d in accuracy_drops(rows):
+        chance = 1 / d["classes"] if d["classes"] else None
+        if chance is not None and d["keras_accuracy"] < chance + NEAR_CHANCE * (1 - chance):
+            out.setdefault(d["model"], f"{d['model']}: Keras accuracy {d['keras_accuracy']:.4f} is near chance "
+                                       f"({chance:.4f} for {d['classes']} classes): the model has barely learned, "
+                                       "so its accuracy drops say little (train longer)")
+    return list(out.values())
 
 
 def _md(header: list[str], body: list[list[str]]) -> list[str]:
@@ -102,13 +136,17 @@ def report_markdown(rows: list[dict[str, Any]], plots: list[str]) -> str:
         lines += _md(["device", "model", "artifact", "fused/split (95% CI)", "verdict"],
                      [[r["device"], r["model"], f"{r['format']} {r['precision']}",
                        f"{r['ratio']:.3f} ({r['lo']:.3f}-{r['hi']:.3f})",
-                       latency_verdict("fused", "split", r["ratio"], r["lo"], r["hi"])] for r in ratios])
+                       latency_verdict("fused", "split", r["ratio"], r["lo"], r["hi"]) + " (unpaired, no A/A control)"]
+                      for r in ratios])
+        lines += [f"Verdicts: {UNPAIRED}.", ""]
     drops = accuracy_drops(rows)
     if drops:
         lines += ["## Accuracy of the exported artifacts", ""]
         lines += _md(["model", "artifact", "Keras", "artifact", "drop (pp)"],
                      [[d["model"], f"{d['format']} {d['precision']}", f"{d['keras_accuracy']:.4f}",
                        f"{d['accuracy']:.4f}", f"{d['drop'] * 100:.2f}"] for d in drops])
+        lines += [f"- **warning**: {w}" for w in chance_warnings(rows)]
+        lines += [""] if lines[-1] != "" else []
     failed = [r for r in rows if r["status"] != "ok"]
     if failed:
         lines += ["## Jobs without a result", ""]
