@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional
 
-from edgesep.errors import DataError, UsageError
+from edgesep.errors import DataError
 
 
 def accuracy_npz(spec: str, paths: list[Path], tmp: Path, *, preprocess=None, resize: bool = False,
@@ -15,70 +15,104 @@ def accuracy_npz(spec: str, paths: list[Path], tmp: Path, *, preprocess=None, re
     """A .npz for the runner: ``y`` and one ``x_HxWxC`` per distinct model input shape (``x`` the first).
 
     A ``.npz`` is used as given (``resize`` to fit another input size). Images (a folder, digits) go through
-    ``preprocess``; without it, through the preprocessing the export.json beside the models records, else
-    ``unit`` (pixels / 255), said through ``note``.
+    ``preprocess``; without it, each model's through the preprocessing its own export.json records, else
+    ``unit`` (pixels / 255), said through ``note``. Models whose preprocessing differs get their own array,
+    ``x@SHA`` (the first 16 hex digits of the model file's SHA-256), which the runner prefers.
     """
     import numpy as np
 
-    from edgesep.data import load_dataset
-
-    shapes, classes = _inputs_and_classes(paths)
+    shapes, classes, model_shapes = _inputs_and_classes(paths)
+    own = None
     if Path(spec).suffix != ".npz" and preprocess is None:
-        preprocess = _recorded_preprocess(paths, spec, note or (lambda text: None))
+        own = _recorded_preprocess(paths, spec, note or (lambda text: None))
+        preprocess, own = own[0], (own if len(set(own)) > 1 else None)
+    load = _loader(spec, classes, resize)
     arrays, labels = {}, None
     for shape in shapes:
-        ds = load_dataset(spec, input_shape=shape, num_classes=min(classes) if classes else None,
-                          preprocess=preprocess, resize=resize)
-        if labels is not None and not np.array_equal(labels, ds.y_test):
+        x, y = load(shape, preprocess)
+        if labels is not None and not np.array_equal(labels, y):
             raise DataError(f"{spec} gives different test labels for input shapes {shapes[0]} and {shape}")
-        labels = np.asarray(ds.y_test)
-        arrays["x_" + "x".join(str(v) for v in shape)] = np.asarray(ds.x_test, dtype=np.float32)
+        labels = y
+        arrays["x_" + "x".join(str(v) for v in shape)] = x
     arrays["x"] = arrays["x_" + "x".join(str(v) for v in shapes[0])]
+    for path, shape, prep in zip(paths, model_shapes, own or ()):
+        if shape is not None:
+            arrays["x@" + _file_sha(path)[:16]] = load(shape, prep)[0]
     out = tmp / "data.npz"
     np.savez(out, y=labels, **arrays)
     return out
 
 
-def _inputs_and_classes(paths: list[Path]) -> tuple[list[tuple[int, ...]], set[int]]:
-    """The distinct (H, W, C) image inputs of the models and their output widths (classes)."""
+def _loader(spec: str, classes: set[int], resize: bool):
+    """load(shape, preprocess) -> (x float32, y) of the test split, each combination loaded once."""
+    import numpy as np
+
+    from edgesep.data import load_dataset
+
+    cache: dict = {}
+
+    def load(shape, preprocess):
+        key = (tuple(shape), str(preprocess))
+        if key not in cache:
+            ds = load_dataset(spec, input_shape=shape, num_classes=min(classes) if classes else None,
+                              preprocess=preprocess, resize=resize)
+            cache[key] = (np.asarray(ds.x_test, dtype=np.float32), np.asarray(ds.y_test))
+        return cache[key]
+
+    return load
+
+
+def _file_sha(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _inputs_and_classes(paths: list[Path]) -> tuple[list[tuple[int, ...]], set[int], list]:
+    """The distinct (H, W, C) image inputs of the models, their output widths (classes) and each model's
+    (H, W, C) (None for a model without one image input)."""
     from edgesep.devices import runner
 
     try:
         described = runner.describe([str(p) for p in paths], allowed_tflite=("ai_edge_litert", "tflite_runtime"))
     except runner.FatalError as e:
         raise DataError(f"cannot read the models' input shapes for --data: {e}") from None
-    shapes, classes = [], set()
+    shapes, classes, per_model = [], set(), []
     for entry in described:
         outputs = entry.get("outputs") or []
         if outputs and outputs[0].get("shape"):
             classes.add(int(outputs[0]["shape"][-1]))
         inputs = entry.get("inputs") or []
-        if len(inputs) == 1 and len(inputs[0]["shape"]) == 4 and tuple(inputs[0]["shape"][1:]) not in shapes:
-            shapes.append(tuple(inputs[0]["shape"][1:]))
+        shape = tuple(inputs[0]["shape"][1:]) if len(inputs) == 1 and len(inputs[0]["shape"]) == 4 else None
+        per_model.append(shape)
+        if shape is not None and shape not in shapes:
+            shapes.append(shape)
     if not shapes:
         raise DataError("--data needs a model with one image input (N, H, W, C)")
-    return shapes, classes
+    return shapes, classes, per_model
 
 
-def _recorded_preprocess(paths: list[Path], spec: str, note: Callable[[str], None]) -> str:
-    """The --preprocess the export.json files beside ``paths`` record (one for all), else ``unit`` with a note."""
+def _recorded_preprocess(paths: list[Path], spec: str, note: Callable[[str], None]) -> list[str]:
+    """Per model, the --preprocess the export.json beside it records, else ``unit``; said through ``note``."""
     from edgesep.converters.records import EXPORT_JSON, read_export
 
     recorded = {}
-    for folder in {p.resolve().parent for p in paths}:
+    for folder in dict.fromkeys(p.resolve().parent for p in paths):
         result = read_export(folder)
         if result is not None and result.dataset.preprocess_spec is not None:
-            recorded[result.dataset.preprocess_spec] = folder / EXPORT_JSON
-    if len(recorded) > 1:
-        raise UsageError(f"the models' export.json files record different preprocessing ({', '.join(recorded)}): "
-                         "give --preprocess")
-    if recorded:
-        (given, source), = recorded.items()
-        note(f"--data {spec}: images through --preprocess {given}, as {source} records")
-        return given
-    note(f"--data {spec}: images through --preprocess unit (pixels / 255; no export.json beside the models "
-         "says otherwise); give --preprocess for another input range")
-    return "unit"
+            recorded[folder] = result.dataset.preprocess_spec
+    chosen = [recorded.get(p.resolve().parent, "unit") for p in paths]
+    for folder, given in recorded.items():
+        note(f"--data {spec}: images through --preprocess {given} for the models in {folder}, as "
+             f"{folder / EXPORT_JSON} records")
+    if len(recorded) < len({p.resolve().parent for p in paths}):
+        note(f"--data {spec}: images through --preprocess unit (pixels / 255) for the models with no "
+             "export.json beside them; give --preprocess for another input range")
+    return chosen
 
 
 def edgetpu_models(paths: list[Path], tmp: Path, target: str, delegate: str) -> tuple[list[Path], list]:

@@ -146,6 +146,17 @@ def test_bench_data_uses_the_preprocessing_export_recorded(image_folder, tmp_pat
     assert x.min() < -0.9 and "--preprocess symmetric" in notes[-1] and "export.json" in notes[-1]
     made = accuracy_npz(str(root), [model], tmp_path, preprocess="raw", note=notes.append)
     assert np.load(made)["x"].max() > 200 and len(notes) == 2  # given: no note
+    # a second model with no export.json beside it gets its own preprocessing, not the first one's
+    other = tmp_path / "other" / "float.tflite"
+    other.parent.mkdir()
+    other.write_bytes(bench_models["int8.tflite"].read_bytes())
+    made = accuracy_npz(str(root), [model, other], tmp_path, note=notes.append)
+    arrays = dict(np.load(made))
+    from edgesep.devices.runner import _pick_x
+
+    mine, theirs = (_pick_x(arrays, (1, 16, 16, 3), str(p)) for p in (model, other))
+    assert mine.min() < -0.9 and theirs.min() >= 0.0 and theirs.max() <= 1.0
+    assert np.array_equal(arrays["x"], mine)  # the first model's, for a runner that knows no x@SHA
 
 
 # ---------------------------------------------------------------- real models (slow)

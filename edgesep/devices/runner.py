@@ -17,7 +17,8 @@ Command line::
     --delegate D           xnnpack (default) | none | edgetpu | gpu | nnapi | PATH to a delegate library
     --delegate-option K=V  option for the delegate (repeatable), e.g. device=usb:0 for edgetpu
     --data FILE.npz        accuracy set: ``y`` (N,) int labels and ``x`` (N,H,W,C) float32 in [0, 1]; extra
-                           arrays named ``x_HxWxC`` (e.g. ``x_32x32x3``) are used by models with that input
+                           arrays named ``x_HxWxC`` (e.g. ``x_32x32x3``) are used by models with that input,
+                           ``x@SHA`` by the model file whose SHA-256 starts with those 16 hex digits
     --seed N               seed of the random latency input (default 0)
     --out FILE             write the JSON document to FILE instead of stdout
     --progress             progress lines on stderr (see below)
@@ -955,15 +956,27 @@ def load_data(path):
     return arrays
 
 
-def _pick_x(arrays, shape):
+def _pick_x(arrays, shape, path=None):
+    """The model's own ``x@SHA`` (its file's SHA-256, 16 hex digits) if the file has one, else ``x_HxWxC``, else ``x``."""
     key = "x_" + "x".join(str(v) for v in shape[1:])
-    x = arrays.get(key, arrays.get("x"))
+    x = arrays.get("x@" + _sha16(path)) if path and any(k.startswith("x@") for k in arrays) else None
+    x = arrays.get(key, arrays.get("x")) if x is None else x
     if x is None or tuple(x.shape[1:]) != tuple(shape[1:]):
         have = ", ".join("%s %s" % (k, tuple(v.shape)) for k, v in sorted(arrays.items()) if k != "y")
         raise ModelError("data does not fit the model input %s (have %s)" % (list(shape), have))
     if len(x) != len(arrays["y"]):
         raise ModelError("data has %d inputs but %d labels" % (len(x), len(arrays["y"])))
     return x
+
+
+def _sha16(path):
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 def quantize_input(x, info):
@@ -986,7 +999,7 @@ def _accuracy(slot, arrays, progress):
     if len(info) != 1:
         raise ModelError("accuracy needs a model with one input; this one has %d" % len(info))
     shape = info[0]["shape"]
-    x = quantize_input(_pick_x(arrays, shape), info[0])
+    x = quantize_input(_pick_x(arrays, shape, slot.path), info[0])
     y = _labels(arrays["y"], slot.entry["outputs"])
     batch = max(int(shape[0]), 1)
     preds = []
