@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from edgesep.devices import roofline
-from edgesep.devices.base import BenchConfig, BenchResult
+from edgesep.devices.base import BenchConfig, BenchResult, DeviceError
 from edgesep.devices.opcut import CutOp, cut_model, model_precision, op_macs
 
 PROFILE_MIN_RUNS = 10
@@ -284,13 +284,15 @@ def profile_results(results: Sequence[BenchResult], paths: Sequence[Path], make_
     keys = {i: peak_key(r, p, config) for i, (r, p) in enumerate(zip(results, paths)) if not r.error}
     peaks = {k: roofline.cached(cache_root, k) if cache_root else None for k in set(keys.values())}
     python_keys = {keys[i] for i in keys if results[i].extra.get("runner") != "benchmark_model"}
-    peak_files = {k: roofline.peak_model(k, tmp / "peak" / k.digest()) for k in python_keys if peaks[k] is None}
+    peak_files = {k: roofline.peak_model(k, tmp / "peak" / k.digest()) for k in python_keys
+                  if peaks[k] is None and k.precision != "unknown"}
     tflite = [i for i in keys if paths[i].suffix.lower() == ".tflite" and results[i].extra.get("runner") !=
               "benchmark_model"]
     cuts = cut_all([paths[i] for i in tflite], tmp)
     timed, cost = time_single_ops(make_device, cuts, config, [f for f in peak_files.values() if f])
-    for key, file in peak_files.items():
-        peaks[key] = _peak_from(key, timed.get(file) if file else None, cache_root)
+    for key in peaks:
+        if key in peak_files or key.precision == "unknown":
+            peaks[key] = _peak_from(key, timed.get(peak_files[key]) if key in peak_files else None, cache_root)
     for i, ops in zip(tflite, cuts):
         from_single_ops(results[i], ops, timed, cost, peaks[keys[i]])
     for i in keys:
@@ -307,7 +309,10 @@ def peak_key(result: BenchResult, path: Path, config: BenchConfig) -> roofline.P
         nodes = (result.extra.get("profile") or {}).get("nodes") or []
         precision = roofline.precision_of("onnx", [str(n.get("type")) for n in nodes])
     else:
-        precision = model_precision(path)
+        try:
+            precision = model_precision(path)
+        except DeviceError:  # not readable here (the device judges the model): no peak for an unknown precision
+            precision = "unknown"
     return roofline.PeakKey(device=result.device, cpu=str((result.host or {}).get("cpu")),
                             runtime=str(result.runtime), format=fmt, precision=precision,
                             threads=result.threads if result.threads is not None else config.threads,
@@ -319,9 +324,11 @@ def _peak_from(key: roofline.PeakKey, timed: Optional[BenchResult], cache_root: 
     if timed is None:
         return {"precision": key.precision, "gmacs": None,
                 "error": f"no peak model for {key.precision} {key.format} models"}
-    if not timed.samples_ms:
-        return {"precision": key.precision, "gmacs": None, "error": timed.error or "the peak model gave no samples"}
-    doc = roofline.record(key, statistics.median(timed.samples_ms))
+    # the peak is the best the device did: the fastest run, not the median a busy machine drags down
+    best = min(timed.samples_ms) if timed.samples_ms else (timed.latency_ms or {}).get("min")  # benchmark_model: its min
+    if not best:
+        return {"precision": key.precision, "gmacs": None, "error": timed.error or "the peak model gave no times"}
+    doc = roofline.record(key, best)
     if cache_root is not None:
         roofline.store(cache_root, key, doc)
     return doc
@@ -332,7 +339,8 @@ def _rerun_benchmark_model(result: BenchResult, path: Path, make_device: Callabl
     """benchmark_model once more on ``path`` with its op profiler on (and on the peak model when it is not
     cached); its table as ``result``'s records."""
     t0 = time.monotonic()
-    peak_file = roofline.peak_model(key, tmp / "peak" / key.digest()) if peaks.get(key) is None else None
+    peak_file = (roofline.peak_model(key, tmp / "peak" / key.digest())
+                 if peaks.get(key) is None and key.precision != "unknown" else None)
     device = make_device(op_profiling=True)
     try:
         device.prepare([path] + ([peak_file] if peak_file else []))
@@ -345,4 +353,8 @@ def _rerun_benchmark_model(result: BenchResult, path: Path, make_device: Callabl
     if again[0].error or not report.get("op_profile"):
         _failed(result, "benchmark_model op profile", again[0].error or "benchmark_model printed no op profile")
         return
-    from_benchmark_model(result, report, cut_model(path, None), time.monotonic() - t0, peaks.get(key))
+    try:
+        ops = cut_model(path, None)
+    except DeviceError:  # a model this host cannot read: the rows stand without MACs
+        ops = []
+    from_benchmark_model(result, report, ops, time.monotonic() - t0, peaks.get(key))

@@ -64,6 +64,10 @@ def profile_lines(result: dict[str, Any]) -> list[str]:
                      f"{peak.get('model', 'large convolution')})")
     elif peak.get("error"):
         lines.append(f"peak not measured: {peak['error']}")
+    host = result.get("host") or {}
+    if host.get("emulated"):
+        lines.append(f"measured under emulation ({host.get('emulator') or 'an emulator'}): per-op times and the peak "
+                     "say nothing about the real hardware")
     lines.append(f"profile cost {_num(p.get('cost_s'), '.2f')} s, {p.get('runs') or '-'} runs per op, apart from the "
                  "timed runs (not in samples_ms)")
     lines += list(p.get("notes") or [])
