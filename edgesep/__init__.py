@@ -50,7 +50,9 @@ _API = {
     "Preprocess": "edgesep.data",
     "parse_preprocess": "edgesep.data",
     "Verification": "edgesep.converters.verify",
-    "model_and_data": "edgesep.converters.export",
+    "ModelSource": "edgesep.source",
+    "DataOptions": "edgesep.data",
+    "export_source": "edgesep.converters.export",
     # fused vs split, and the session-level statistics behind every verdict
     "CompareConfig": "edgesep.compare",
     "run_builtin": "edgesep.compare",

@@ -7,55 +7,58 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional
 
+from edgesep.data import PRESETS, DataOptions, Preprocess
 from edgesep.errors import DataError
 
 
-def accuracy_npz(spec: str, paths: list[Path], tmp: Path, *, preprocess=None, resize: bool = False,
+def accuracy_npz(inputs: DataOptions, paths: list[Path], folder: Path, *, name: str = "data.npz",
                  note: Optional[Callable[[str], None]] = None) -> Path:
     """A .npz for the runner: ``y`` and one ``x_HxWxC`` per distinct model input shape (``x`` the first).
 
-    A ``.npz`` is used as given (``resize`` to fit another input size). Images (a folder, digits) go through
-    ``preprocess``; without it, each model's through the preprocessing its own export.json records, else
-    ``unit`` (pixels / 255), said through ``note``. Models whose preprocessing differs get their own array,
-    ``x@SHA`` (the first 16 hex digits of the model file's SHA-256), which the runner prefers.
+    ``inputs`` is ``--data``/``--preprocess``/``--resize``, parsed once. A ``.npz`` is used as given (``resize``
+    to fit another input size). Images (a folder, digits) go through ``inputs.preprocess``; without it, each
+    model's through the preprocessing its own export.json records, else ``unit`` (pixels / 255), said through
+    ``note``. Models whose preprocessing differs get their own array, ``x@SHA`` (the first 16 hex digits of the
+    model file's SHA-256), which the runner prefers. Written atomically to ``folder / name``.
     """
+    import io
+
     import numpy as np
 
+    from edgesep.io import write_bytes
+
     shapes, classes, model_shapes = _inputs_and_classes(paths)
-    own = None
-    if Path(spec).suffix != ".npz" and preprocess is None:
-        own = _recorded_preprocess(paths, spec, note or (lambda text: None))
+    preprocess, own = inputs.preprocess, None
+    if not inputs.is_npz and preprocess is None:
+        own = _recorded_preprocess(paths, inputs.data, note or (lambda text: None))
         preprocess, own = own[0], (own if len(set(own)) > 1 else None)
-    load = _loader(spec, classes, resize)
+    load = _loader(inputs, classes)
     arrays, labels = {}, None
     for shape in shapes:
         x, y = load(shape, preprocess)
         if labels is not None and not np.array_equal(labels, y):
-            raise DataError(f"{spec} gives different test labels for input shapes {shapes[0]} and {shape}")
+            raise DataError(f"{inputs.data} gives different test labels for input shapes {shapes[0]} and {shape}")
         labels = y
         arrays["x_" + "x".join(str(v) for v in shape)] = x
     arrays["x"] = arrays["x_" + "x".join(str(v) for v in shapes[0])]
     for path, shape, prep in zip(paths, model_shapes, own or ()):
         if shape is not None:
             arrays["x@" + _file_sha(path)[:16]] = load(shape, prep)[0]
-    out = tmp / "data.npz"
-    np.savez(out, y=labels, **arrays)
-    return out
+    buffer = io.BytesIO()
+    np.savez(buffer, y=labels, **arrays)
+    return write_bytes(folder / name, buffer.getvalue())
 
 
-def _loader(spec: str, classes: set[int], resize: bool):
+def _loader(inputs: DataOptions, classes: set[int]):
     """load(shape, preprocess) -> (x float32, y) of the test split, each combination loaded once."""
     import numpy as np
 
-    from edgesep.data import load_dataset
-
     cache: dict = {}
 
-    def load(shape, preprocess):
-        key = (tuple(shape), str(preprocess))
+    def load(shape, preprocess: Optional[Preprocess]):
+        key = (tuple(shape), preprocess)
         if key not in cache:
-            ds = load_dataset(spec, input_shape=shape, num_classes=min(classes) if classes else None,
-                              preprocess=preprocess, resize=resize)
+            ds = inputs.load(shape, num_classes=min(classes) if classes else None, preprocess=preprocess)
             cache[key] = (np.asarray(ds.x_test, dtype=np.float32), np.asarray(ds.y_test))
         return cache[key]
 
@@ -96,18 +99,18 @@ def _inputs_and_classes(paths: list[Path]) -> tuple[list[tuple[int, ...]], set[i
     return shapes, classes, per_model
 
 
-def _recorded_preprocess(paths: list[Path], spec: str, note: Callable[[str], None]) -> list[str]:
-    """Per model, the --preprocess the export.json beside it records, else ``unit``; said through ``note``."""
+def _recorded_preprocess(paths: list[Path], spec: str, note: Callable[[str], None]) -> list[Preprocess]:
+    """Per model, the preprocessing the export.json beside it records, else ``unit``; said through ``note``."""
     from edgesep.converters.records import EXPORT_JSON, read_export
 
-    recorded = {}
+    recorded: dict[Path, Preprocess] = {}
     for folder in dict.fromkeys(p.resolve().parent for p in paths):
         result = read_export(folder)
-        if result is not None and result.dataset.preprocess_spec is not None:
-            recorded[folder] = result.dataset.preprocess_spec
-    chosen = [recorded.get(p.resolve().parent, "unit") for p in paths]
+        if result is not None and result.dataset.preprocess is not None:
+            recorded[folder] = result.dataset.preprocess
+    chosen = [recorded.get(p.resolve().parent, PRESETS["unit"]) for p in paths]
     for folder, given in recorded.items():
-        note(f"--data {spec}: images through --preprocess {given} for the models in {folder}, as "
+        note(f"--data {spec}: images through --preprocess {given.spec()} for the models in {folder}, as "
              f"{folder / EXPORT_JSON} records")
     if len(recorded) < len({p.resolve().parent for p in paths}):
         note(f"--data {spec}: images through --preprocess unit (pixels / 255) for the models with no "

@@ -145,6 +145,7 @@ def test_export_without_data_verifies_on_random_images(tmp_path):
 
 def test_int8_needs_calibration_data(tmp_path):
     from edgesep.converters import ConversionError
+    from edgesep.errors import UsageError
     from edgesep.converters.export import ExportConfig, export
     from edgesep.converters.tflite import export_tflite
     from edgesep.models import build_model
@@ -152,7 +153,7 @@ def test_int8_needs_calibration_data(tmp_path):
     model = build_model("split", input_shape=(16, 16, 3), blocks=((8, 1),))
     with pytest.raises(ConversionError, match="representative data"):
         export_tflite(model, tmp_path / "m.tflite", precision="int8")
-    with pytest.raises(ConversionError, match="calibration"):
+    with pytest.raises(UsageError, match="needs --data to calibrate"):
         export(model, tmp_path, ExportConfig(precisions=("int8",)))
     with pytest.raises(ConversionError, match="shape"):
         export_tflite(model, tmp_path / "m.tflite", precision="int8", representative_data=np.zeros((2, 8, 8, 3)))

@@ -118,7 +118,7 @@ def test_user_model_with_images_needs_a_stated_preprocessing(image_folder, tmp_p
     np.savez(tmp_path / "d.npz", x=np.zeros((12, SIZE, SIZE, 3), np.float32), y=np.arange(12) % 3)
     for args, text in ((["--data", str(tmp_path / "d.npz"), "--preprocess", "raw"], "--preprocess is for images"),
                        (["--data", str(root), "--preprocess", "imagenet"], "unknown --preprocess 'imagenet'"),
-                       (["--resize"], "--resize fits a .npz")):
+                       (["--resize"], "--resize says how --data becomes model input")):
         assert main(["export", "--model", str(tmp_path / "m.keras"), *args, "--out", str(out)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and text in err[0], err
@@ -128,29 +128,30 @@ def test_user_model_with_images_needs_a_stated_preprocessing(image_folder, tmp_p
 
 def test_bench_data_uses_the_preprocessing_export_recorded(image_folder, tmp_path, bench_models):
     from edgesep.bench import accuracy_npz
+    from edgesep.data import DataOptions
 
     root, pixels = image_folder
     model = tmp_path / "m" / "float.tflite"
     model.parent.mkdir()
     model.write_bytes(bench_models["float.tflite"].read_bytes())  # input 16x16x3
     notes = []
-    made = accuracy_npz(str(root), [model], tmp_path, note=notes.append)
+    made = accuracy_npz(DataOptions(str(root)), [model], tmp_path, note=notes.append)
     assert np.load(made)["x"].max() <= 1.0 and "--preprocess unit" in notes[-1] and "no export.json" in notes[-1]
     from edgesep.converters.records import DatasetSummary
     from export_records import minimal_export
 
     doc = minimal_export(dataset=DatasetSummary("folder", 1, None, {"preprocess": PRESETS["symmetric"].to_dict()}))
     (model.parent / "export.json").write_text(json.dumps(doc))
-    made = accuracy_npz(str(root), [model], tmp_path, note=notes.append)
+    made = accuracy_npz(DataOptions(str(root)), [model], tmp_path, note=notes.append)
     x = np.load(made)["x"]
     assert x.min() < -0.9 and "--preprocess symmetric" in notes[-1] and "export.json" in notes[-1]
-    made = accuracy_npz(str(root), [model], tmp_path, preprocess="raw", note=notes.append)
+    made = accuracy_npz(DataOptions(str(root), "raw"), [model], tmp_path, note=notes.append)
     assert np.load(made)["x"].max() > 200 and len(notes) == 2  # given: no note
     # a second model with no export.json beside it gets its own preprocessing, not the first one's
     other = tmp_path / "other" / "float.tflite"
     other.parent.mkdir()
     other.write_bytes(bench_models["int8.tflite"].read_bytes())
-    made = accuracy_npz(str(root), [model, other], tmp_path, note=notes.append)
+    made = accuracy_npz(DataOptions(str(root)), [model, other], tmp_path, note=notes.append)
     arrays = dict(np.load(made))
     from edgesep.devices.runner import _pick_x
 

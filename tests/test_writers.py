@@ -16,16 +16,13 @@ DATA = Path(__file__).parent / "data"
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"model": "m.keras", "form": "fused"}, "--form builds the built-in network"),
     ({"per_tensor": True}, "add --int8"),
     ({"equalize": True}, "add --int8"),
     ({"edgetpu": True}, "--edgetpu compiles the int8 model; add --int8"),
     ({"int16x8": True, "edgetpu": True}, "--edgetpu compiles the int8 model; add --int8"),
-    ({"model": "m.keras", "int16x8": True}, "--int16x8 with --model needs --data"),
     ({"relu6": "clip"}, "--relu6 says how --equalize"),
     ({"no_guard": True}, "--no-guard switches off"),
     ({"int8": True, "edgetpu": True, "io_dtype": "float32"}, "--edgetpu needs integer input/output"),
-    ({"model": "m.keras", "int8": True}, "--int8 with --model needs --data"),
     ({"io_dtype": "int4"}, "unknown io_dtype 'int4'; valid: int8, uint8, float32"),
     ({"int8": True, "equalize": True, "relu6": "gelu"}, "unknown relu6 mode 'gelu'; valid: clip, replace, keep"),
     ({"calib_samples": 0}, "calib_samples must be >= 1"),
@@ -34,6 +31,16 @@ def test_every_option_rule_is_the_configs(options, message):
     with pytest.raises(UsageError, match=message) as e:
         ExportConfig.from_options(**options)
     assert e.value.exit_code == 2 and "\n" not in str(e.value)
+
+
+def test_quantized_exports_need_data_one_rule_one_error():
+    for flag in ("int8", "int16x8"):
+        config = ExportConfig.from_options(**{flag: True})
+        config.check_data(True)
+        with pytest.raises(UsageError, match=f"--{flag} with --model needs --data to calibrate") as e:
+            config.check_data(False)
+        assert e.value.exit_code == 2
+    ExportConfig().check_data(False)  # float needs no calibration
 
 
 def test_config_rules_hold_for_the_python_api_too():

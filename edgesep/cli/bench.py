@@ -13,6 +13,7 @@ from edgesep.devices.base import BenchConfig
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from edgesep.data import DataOptions
     from edgesep.devices.base import BenchResult, Device
 
 
@@ -50,6 +51,7 @@ def bench(models: tuple[str, ...], target: str, threads: Optional[int], runs: in
     """
     from pathlib import Path
 
+    from edgesep.data import DataOptions
     from edgesep.devices import parse_target, split_options
     from edgesep.devices.harness import check_model_file
 
@@ -59,15 +61,14 @@ def bench(models: tuple[str, ...], target: str, threads: Optional[int], runs: in
     target = target.strip()
     if out_file:
         check_out_file(out_file)
-    if (preprocess or resize) and not data:
-        raise click.UsageError("--preprocess and --resize say how --data becomes model input; add --data")
+    inputs = DataOptions(data, preprocess, resize)  # --preprocess parsed here, once
     config = _bench_config(delegate_options, threads=threads, runs=runs, warmup=warmup, warmup_secs=warmup_secs,
                            min_secs=min_secs, max_secs=max_secs, delegate=delegate, seed=seed)
     options = split_options([target], device_options)[target]
     device = parse_target(target, **options)
     if profile:
         config = BenchConfig.from_dict({**config.to_dict(), "profile": True})
-    results = _bench_measure(device, paths, target, config, data, preprocess, resize, options)
+    results = _bench_measure(device, paths, target, config, inputs, options)
     _bench_output(results, as_json, out_file, config.threads)
 
 
@@ -82,8 +83,8 @@ def _bench_config(delegate_options: tuple[str, ...], **fields) -> BenchConfig:
         raise click.UsageError(str(e)) from None
 
 
-def _bench_measure(device: Device, paths: list[Path], target: str, config: BenchConfig, data: Optional[str],
-                   preprocess: Optional[str], resize: bool, options: dict) -> list[BenchResult]:
+def _bench_measure(device: Device, paths: list[Path], target: str, config: BenchConfig, inputs: DataOptions,
+                   options: dict) -> list[BenchResult]:
     """Accuracy data and Edge TPU copies staged in a private temp folder, then the session."""
     import tempfile
     from pathlib import Path
@@ -91,8 +92,7 @@ def _bench_measure(device: Device, paths: list[Path], target: str, config: Bench
     from edgesep.bench import accuracy_npz, edgetpu_models, profile_session
 
     with tempfile.TemporaryDirectory(prefix="edgesep-bench-") as tmp:
-        data_file = accuracy_npz(data, paths, Path(tmp), preprocess=preprocess, resize=resize,
-                                 note=note) if data else None
+        data_file = accuracy_npz(inputs, paths, Path(tmp), note=note) if inputs.data else None
         if data_file is not None:
             config = BenchConfig.from_dict({**config.to_dict(), "data": str(data_file)})
         run_paths, edgetpu_reports = edgetpu_models(paths, Path(tmp), target, config.delegate)

@@ -12,6 +12,8 @@ from edgesep.cli.app import (
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from edgesep.data import DataOptions
+
 
 @cli.command()
 @click.argument("models", nargs=-1, metavar="[MODEL...]")
@@ -52,11 +54,13 @@ def compare(models: tuple[str, ...], targets: tuple[str, ...], int8: Optional[bo
     from pathlib import Path
 
     from edgesep import compare as cmp
+    from edgesep.data import DataOptions
     from edgesep.devices.harness import check_model_file
 
     _check_compare_options(models, data, preprocess, resize, {
         "--int8/--no-int8": int8, "--seeds": seeds, "--width": width, "--input-size": input_size, "--blocks": blocks,
         "--epochs": epochs})
+    inputs = DataOptions(data, preprocess, resize) if models else None  # --preprocess parsed here, once
     bench, config = _compare_configs(models, dict(threads=threads, runs=runs, warmup_secs=warmup_secs,
                                                   min_secs=min_secs, max_secs=max_secs),
                                      width, input_size, epochs, seeds, int8, data, blocks)
@@ -69,7 +73,7 @@ def compare(models: tuple[str, ...], targets: tuple[str, ...], int8: Optional[bo
     progress = _CompareProgress()
     with progress:
         if models:
-            data_file = _compare_models_data(data, paths, out, preprocess, resize) if data else None
+            data_file = _compare_models_data(inputs, paths, out) if data else None
             doc = cmp.run_models(paths, targets, bench, out, data_file=data_file, device_options=options,
                                  resume=resume, progress=progress, sessions=sessions)
         else:
@@ -89,8 +93,6 @@ def _check_compare_options(models: tuple[str, ...], data: Optional[str], preproc
                                    "MODEL files")
         if len(models) < 2:
             raise click.UsageError("compare needs two or more MODEL files (or none, for the built-in experiment)")
-        if (preprocess or resize) and not data:
-            raise click.UsageError("--preprocess and --resize say how --data becomes model input; add --data")
     elif preprocess or resize:
         raise click.UsageError("--preprocess and --resize apply to MODEL files; the built-in network is trained "
                                "on images in [0, 1] at --input-size")
@@ -126,21 +128,11 @@ def _compare_device_options(targets: tuple[str, ...], given: dict) -> dict[str, 
     return options
 
 
-def _compare_models_data(spec: str, paths: list[Path], out: Path, preprocess: Optional[str],
-                         resize: bool) -> Path:
-    """The runner .npz for on-device accuracy of given models, in ``out/data`` (moved in when complete)."""
-    import os
-    import tempfile
-    from pathlib import Path
-
+def _compare_models_data(inputs: DataOptions, paths: list[Path], out: Path) -> Path:
+    """The runner .npz for on-device accuracy of given models: ``out/data/models.npz``, written atomically."""
     from edgesep.bench import accuracy_npz
 
-    (out / "data").mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".edgesep-data-", dir=out / "data") as tmp:
-        made = accuracy_npz(spec, paths, Path(tmp), preprocess=preprocess, resize=resize, note=note)
-        target = out / "data" / "models.npz"
-        os.replace(made, target)
-    return target
+    return accuracy_npz(inputs, paths, out / "data", name="models.npz", note=note)
 
 
 class _CompareProgress:

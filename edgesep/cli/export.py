@@ -75,47 +75,33 @@ def export(model_path: Optional[str], input_size: Optional[tuple[int, int]], tru
            preprocess: Optional[str], resize: bool, calib_samples: int, edgetpu: bool, out_dir: str) -> None:
     """Fold BatchNorm, export TFLite (float32/fp16/int8/int16x8) and ONNX (float32/int8), verify each against Keras."""
     from edgesep.converters.export_config import ExportConfig
+    from edgesep.source import ModelSource
 
-    config = ExportConfig.from_options(model=model_path, form=form, data=data, int8=int8, fp16=fp16,
+    source = ModelSource.from_options(model=model_path, form=form, data=data, preprocess=preprocess, resize=resize,
+                                      input_size=input_size, trust_model=trust_model, custom_objects=custom_objects)
+    config = ExportConfig.from_options(int8=int8, fp16=fp16,
                                        per_tensor=per_tensor, equalize=equalize, relu6=relu6, no_guard=no_guard,
                                        io_dtype=io_dtype, no_onnx=no_onnx, calib_samples=calib_samples,
                                        edgetpu=edgetpu, int16x8=int16x8, keep_float=keep_float,
                                        target_sqnr=target_sqnr, target_agreement=target_agreement, ptq=ptq)
-    _check_model_options(model_path, input_size, trust_model, custom_objects)
+    if model_path:
+        from edgesep.converters.graph import check_model_path
+
+        check_model_path(model_path)  # before the watched child and TensorFlow's start-up
     check_out_dir(out_dir)
     if (code := _watched(out_dir)) is not None:  # the work ran in a watched child, which printed everything
         raise click.exceptions.Exit(code)
 
     from rich.console import Console
 
-    from edgesep.converters.export import check_export, export as run_export, model_and_data
+    from edgesep.converters.export import export_source
     from edgesep.interrupt import checked
     from edgesep.supervise import recording
 
-    check_export(config, out_dir)  # --out writable, no other export writing there, the tools present
     with Console(stderr=True).status("starting") as status:
         step = recording(checked(lambda stage: status.update(f"[bold]{stage}")))
-        model, dataset, info = model_and_data(model_path, form=form or "split", data=data, progress=step,
-                                              preprocess=preprocess, resize=resize, note=note,
-                                              input_size=input_size, trust_model=trust_model,
-                                              custom_objects=custom_objects)
-        result = run_export(model, out_dir, config, dataset, progress=step, extra=info, preprocess=preprocess,
-                            note=note)
+        result = export_source(source, out_dir, config, progress=step, note=note)
     _print_result(result, out_dir)
-
-
-def _check_model_options(model_path, input_size, trust_model: bool, custom_objects) -> None:
-    """The --model options' rules, before the watched child and TensorFlow's start-up."""
-    if input_size and not model_path:
-        raise click.UsageError("--input-size fixes the input of a --model that takes any size; add --model")
-    if (trust_model or custom_objects) and not model_path:
-        raise click.UsageError("--trust-model and --custom-objects are for a --model file; add --model")
-    if model_path:
-        from edgesep.converters.custom_objects import LoadOptions
-        from edgesep.converters.graph import check_model_path
-
-        check_model_path(model_path)
-        LoadOptions(trust_model, custom_objects)
 
 
 def _print_result(result, out_dir: str) -> None:
@@ -218,14 +204,15 @@ def _sensitivity(model: str, as_json: bool, data: Optional[str], samples: int, q
 
     if Path(model).suffix not in (".keras", ".h5", ".hdf5"):
         raise click.UsageError(f"--sensitivity quantizes a Keras model (.keras/.h5/.hdf5), not {Path(model).name}")
-    from edgesep.converters.export import model_and_data
     from edgesep.converters.sensitivity import model_sensitivity
+    from edgesep.source import ModelSource
     from edgesep.report.ptq import sensitivity_table
 
     def estimate(count: int, seconds: float) -> None:
         click.echo(f"edgesep: measuring {count} ops kept float, about {seconds:.0f} s", err=True)
 
-    keras_model, dataset, _ = model_and_data(model, data=data, note=note)
+    loaded = ModelSource(model=model, data=data).load(note=note)
+    keras_model, dataset = loaded.model, loaded.dataset
     report = model_sensitivity(keras_model, dataset, samples=samples, quick=quick, on_estimate=estimate)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))

@@ -1,6 +1,8 @@
 """The export front door: fold, run the artifact writers the config names, verify, write export.json.
 
-``export(model, out_dir, config, dataset)`` holds a lock on ``out_dir`` (a second export into it refuses at
+``export_source(source, out_dir, config)`` is ``edgesep export``: a ``ModelSource`` (``edgesep.source``) is
+checked with the config, loaded, and exported; ``export(model, out_dir, config, dataset)`` exports a Keras
+model already in hand. Both hold a lock on ``out_dir`` (a second export into it refuses at
 once), checks it is writable before any conversion, writes every artifact into a staging folder inside it
 and moves the set in only when every step succeeded; the artifacts an earlier export.json listed there and
 this export did not make again are removed, so the folder always describes one export. The artifacts come
@@ -16,103 +18,26 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from edgesep.converters import ConversionError
-from edgesep.converters._quiet import import_tensorflow
 from edgesep.converters.export_config import PRECISIONS, ExportConfig  # re-exported here
 from edgesep.converters.graph import check_exportable, load_model, output_names  # load_model re-exported here
 from edgesep.converters.records import (EXPORT_JSON, ArtifactRecord, DatasetSummary, ExportResult, ModelSummary,
                                         OutputCheck, read_export)
 from edgesep.converters.writers import ExportJob, artifact_record, check_output, writers_for
-from edgesep.errors import DataError, UsageError
 
-__all__ = ["ExportConfig", "ExportResult", "PRECISIONS", "check_export", "export", "load_model", "model_and_data"]
+__all__ = ["ExportConfig", "ExportResult", "PRECISIONS", "check_export", "export", "export_source", "load_model"]
+
+Say = Callable[[str], None]
 
 RANDOM_VERIFY_SAMPLES = 64
 QUANT_ERROR_SAMPLES = 100
 
 
-def model_and_data(model_path: Optional[str] = None, *, form: str = "split", data: Optional[str] = None,
-                   train_cfg=None, progress: Optional[Callable[[str], None]] = None, preprocess=None,
-                   resize: bool = False, note: Optional[Callable[[str], None]] = None,
-                   input_size: Optional[tuple[int, int]] = None, trust_model: bool = False,
-                   custom_objects: Optional[str] = None):
-    """The model to export and the data to calibrate and verify it with (``input_size``, ``trust_model``,
-    ``custom_objects``: see ``load_model``).
-
-    With ``model_path`` the user's Keras model is loaded and ``data`` (if any) is read at its input size with
-    labels checked against its outputs. Images (a folder, digits) need ``preprocess``; without it the model is
-    read (``input_domain.suggest_preprocess``) and the choice is passed to ``note``, or a UsageError asks for
-    it. A ``.npz`` is used as given (resized only with ``resize``). Without ``model_path`` the built-in network
-    of ``form`` is trained on ``data`` (default: the built-in digits, images in [0, 1]), or taken from the cache.
-
-    Returns:
-        ``(model, dataset_or_None, info)``; ``info`` describes where the model came from (for export.json).
-    """
-    from edgesep.data import BUILTIN, load_dataset, parse_preprocess
-
-    say = progress or (lambda stage: None)
-    recipe = parse_preprocess(preprocess)
-    if resize and data is None:
-        raise UsageError("--resize fits a .npz given with --data; add --data")
-    if data is not None and data != BUILTIN and not Path(data).exists():  # before any slow import
-        raise DataError(f"data not found: {data} (use 'digits', an image folder or a .npz file)")
-    if model_path is not None:
-        return _user_model_and_data(model_path, input_size, trust_model, custom_objects, data,
-                                    (recipe, resize, note or (lambda text: None)), say)
-    if trust_model or custom_objects:
-        raise UsageError("--trust-model and --custom-objects are for a --model file; add --model")
-    if recipe is not None and recipe.name != "unit":
-        raise UsageError("--preprocess is for --model: the built-in network is trained on images in [0, 1] "
-                         "(--preprocess unit)")
-    from edgesep.models import ModelConfig
-    from edgesep.train import train_builtin
-
-    say("load data")
-    dataset = load_dataset(data or BUILTIN, ModelConfig().input_shape, resize=resize)
-    if dataset.preprocess is not None:
-        dataset = dataclasses.replace(dataset, preprocess_source="the built-in network takes images in [0, 1]")
-    say("train built-in model")
-    import_tensorflow()
-    model, info = train_builtin(ModelConfig(form=form, num_classes=max(dataset.num_classes, 2)), train_cfg,
-                                dataset=dataset, on_progress=lambda p: say(f"train built-in model: {p.describe()}"))
-    return model, dataset, {"source": {"builtin": form, "cached": info["cached"],
-                                       "train_test_accuracy": info["test_accuracy"]}}
-
-
-def _user_model_and_data(model_path, input_size, trust_model: bool, custom_objects: Optional[str], data, how, say):
-    """The user's model file loaded and ``data`` read for it (``how``: recipe, resize, note)."""
-    say("load model")
-    model = load_model(model_path, input_size=input_size, trust_model=trust_model, custom_objects=custom_objects)
-    dataset = None
-    if data is not None:
-        say("load data")
-        dataset = _user_data(model, data, *how)
-    source = {"model": str(model_path), **({"input_size": list(input_size)} if input_size else {})}
-    return model, dataset, {"source": source}
-
-
-def _user_data(model, data: str, recipe, resize: bool, note: Callable[[str], None]):
-    """The user's data at the user's model's input: images through the given or model-read preprocessing."""
-    from edgesep.converters.input_domain import suggest_preprocess
-    from edgesep.data import PREPROCESS_HELP, load_dataset
-
-    shape, classes = model.input_shape[1:], int(model.output_shape[-1])
-    is_npz = Path(data).suffix == ".npz" and Path(data).is_file()
-    source = "given (--preprocess)"
-    if recipe is None and not is_npz:
-        recipe, reason = suggest_preprocess(model)
-        if recipe is None:
-            raise UsageError(f"--data {data} holds images: say how they become {model.name}'s input with "
-                             f"--preprocess {PREPROCESS_HELP} ({reason})")
-        source = f"read from the model: {reason}"
-        note(f"{reason}; using --preprocess {recipe.name} ({recipe.families}); give --preprocess to override")
-    dataset = load_dataset(data, shape, num_classes=classes, preprocess=recipe, resize=resize)
-    return dataset if is_npz else dataclasses.replace(dataset, preprocess_source=source)
-
-
-def check_export(config: ExportConfig, out_dir) -> None:
-    """Fail before any work when ``out_dir`` cannot be written or a writer's tool is missing on this host."""
+def check_export(config: ExportConfig, out_dir, has_data: bool = True) -> None:
+    """Fail before any work when int8 has no data to calibrate, ``out_dir`` cannot be written or a writer's
+    tool is missing on this host."""
     from edgesep.io import check_writable_dir, locked_dir
 
+    config.check_data(has_data)
     check_writable_dir(out_dir)
     writers_for(config.artifact_keys())
     if Path(out_dir).is_dir():
@@ -120,9 +45,22 @@ def check_export(config: ExportConfig, out_dir) -> None:
             pass
 
 
-def export(model, out_dir, config: ExportConfig = ExportConfig(), dataset=None, *,
-           progress: Optional[Callable[[str], None]] = None, extra: Optional[dict] = None, preprocess=None,
-           note: Optional[Callable[[str], None]] = None) -> ExportResult:
+def export_source(source, out_dir, config: ExportConfig = ExportConfig(), *, progress: Optional[Say] = None,
+                  note: Optional[Say] = None, extra: Optional[dict] = None) -> ExportResult:
+    """The front door of ``edgesep export``: a model source and a config -> the export (also written).
+
+    ``source`` is an ``edgesep.source.ModelSource`` (a Keras file or the built-in network, its data and
+    preprocessing): everything is checked before it is loaded (or trained), then it is exported as
+    :func:`export` does; export.json's ``source`` says where the model came from.
+    """
+    check_export(config, out_dir, source.has_data)
+    loaded = source.load(progress=progress, note=note)
+    return _export_checked(loaded.model, Path(out_dir), config, loaded.dataset, progress=progress,
+                           extra={"source": loaded.doc, **(extra or {})}, preprocess=source.preprocess, note=note)
+
+
+def export(model, out_dir, config: ExportConfig = ExportConfig(), dataset=None, *, progress: Optional[Say] = None,
+           extra: Optional[dict] = None, preprocess=None, note: Optional[Say] = None) -> ExportResult:
     """Fold, export and verify ``model`` into ``out_dir``; returns the export (``to_dict()`` is export.json,
     also written).
 
@@ -134,33 +72,35 @@ def export(model, out_dir, config: ExportConfig = ExportConfig(), dataset=None, 
         progress: called with a short stage name before each stage.
         extra: more top-level fields for export.json: ``source`` (where the model came from) and caller
             sections (e.g. ``compare``).
-        preprocess: without ``dataset``: how the seeded random verification images are made (a preset name
-            or ``edgesep.data.Preprocess``); default: what the model tells (``suggest_preprocess``), else unit.
+        preprocess: without ``dataset``: how the seeded random verification images are made (an
+            ``edgesep.data.Preprocess``); default: what the model tells (``suggest_preprocess``), else unit.
         note: called with one line when export chooses something the user did not say.
 
     Raises:
         UsageError, ConversionError, EdgeTpuError, OutputError: with nothing half-written left in ``out_dir``.
     """
+    check_export(config, out_dir, dataset is not None)
+    return _export_checked(model, Path(out_dir), config, dataset, progress=progress, extra=extra,
+                           preprocess=preprocess, note=note)
+
+
+def _export_checked(model, out_dir: Path, config: ExportConfig, dataset, *, progress: Optional[Say],
+                    extra: Optional[dict], preprocess, note: Optional[Say]) -> ExportResult:
+    """:func:`export` after ``check_export``: the model checks, then the staged, locked export."""
     from edgesep.io import StagedDir, locked_dir, write_json
 
-    say = progress or (lambda stage: None)
-    if config.quantized and dataset is None:
-        raise ConversionError(f"{config.quantized[0]} export needs data for calibration (--data, or the built-in "
-                              "digits)")
     if dataset is not None and tuple(dataset.x_test.shape[1:]) != tuple(model.input_shape[1:]):
         raise ConversionError(f"data images are {tuple(dataset.x_test.shape[1:])}, the model takes "
                               f"{tuple(model.input_shape[1:])}")
-    check_export(config, out_dir)
     check_exportable(model)  # a dynamic input size, several outputs, broken weights: one line, nothing written
     if config.onnx:
         from edgesep.converters.onnx import refuse_unsupported
 
         refuse_unsupported(model)  # before any conversion work
-    out_dir = Path(out_dir)
     extra = dict(extra or {})
     with locked_dir(out_dir), StagedDir(out_dir) as stage:
         inputs = _inputs(model, dataset, config.seed, preprocess, note or (lambda text: None))
-        result = _export_into(model, stage.path, out_dir, config, dataset, inputs, say)
+        result = _export_into(model, stage.path, out_dir, config, dataset, inputs, progress or (lambda stage: None))
         result = dataclasses.replace(result, source=extra.pop("source", None), extra=extra)
         write_json(stage.path / EXPORT_JSON, result.to_dict())
         stage.commit(replaces=_previous_artifacts(out_dir))
@@ -188,9 +128,9 @@ def _inputs(model, dataset, seed: int, preprocess, note: Callable[[str], None]) 
     if dataset is not None:
         return _Inputs(dataset.x_test, dataset.y_test, dataset.input_doc())
     from edgesep.converters.input_domain import suggest_preprocess
-    from edgesep.data import PRESETS, parse_preprocess
+    from edgesep.preprocess import PRESETS
 
-    recipe, source = parse_preprocess(preprocess), "given (--preprocess)"
+    recipe, source = preprocess, "given (--preprocess)"
     if recipe is None:
         recipe, reason = suggest_preprocess(model)
         source = f"read from the model: {reason}" if recipe else f"assumed: {reason}"

@@ -118,23 +118,17 @@ class ExportConfig:
             object.__setattr__(self, "target_sqnr_db", 30.0)
 
     @classmethod
-    def from_options(cls, *, model: Optional[str] = None, form: Optional[str] = None, data: Optional[str] = None,
-                     int8: bool = False, fp16: bool = False, per_tensor: bool = False, equalize: bool = False,
+    def from_options(cls, *, int8: bool = False, fp16: bool = False, per_tensor: bool = False, equalize: bool = False,
                      relu6: Optional[str] = None, no_guard: bool = False, io_dtype: Optional[str] = None,
                      no_onnx: bool = False, calib_samples: int = 200, edgetpu: bool = False,
                      int16x8: bool = False, keep_float: Optional[str] = None,
                      target_sqnr: Optional[float] = None, target_agreement: Optional[float] = None,
                      ptq: Optional[str] = None) -> "ExportConfig":
         """The config of ``edgesep export``'s options; every rule between them is checked here (UsageError)."""
-        if model and form:
-            raise UsageError("--form builds the built-in network; it cannot be combined with --model")
         if relu6 and not equalize:
             raise UsageError("--relu6 says how --equalize treats ReLU6; add --equalize")
         if no_guard and not equalize:
             raise UsageError("--no-guard switches off the accuracy guard of --equalize; add --equalize")
-        if model and (int8 or int16x8) and not data:
-            flag = "--int8" if int8 else "--int16x8"
-            raise UsageError(f"{flag} with --model needs --data to calibrate (a folder of images or a .npz)")
         names = _names(keep_float)
         io_dtype = io_dtype or ("float32" if names else "int8")
         precisions = (("float32",) + (("float16",) if fp16 else ()) + (("int8",) if int8 else ())
@@ -148,6 +142,13 @@ class ExportConfig:
     def quantized(self) -> tuple[str, ...]:
         """The calibrated precisions asked for (``int8``, ``int16x8``)."""
         return tuple(p for p in self.precisions if p in QUANTIZED)
+
+    def check_data(self, has_data: bool) -> None:
+        """The one rule between the config and the data: int8/int16x8 need images to calibrate (UsageError).
+        The built-in network always has its digits; a Keras model needs ``--data`` (``dataset=`` in Python)."""
+        if self.quantized and not has_data:
+            raise UsageError(f"--{self.quantized[0]} with --model needs --data to calibrate (a folder of images "
+                             "or a .npz)")
 
     def artifact_keys(self) -> tuple[str, ...]:
         """The writers this config asks for, in the order they run (``edgesep.converters.writers``)."""

@@ -33,6 +33,7 @@ from typing import Any, Mapping, Optional
 
 from edgesep.converters.export_config import ExportConfig
 from edgesep.errors import DataError
+from edgesep.preprocess import Preprocess
 
 EXPORT_JSON = "export.json"
 CHECK_KEYS = ("max_abs_error_vs_keras", "accuracy", "top1_agreement_vs_keras", "output_sqnr_db_vs_keras")
@@ -185,11 +186,13 @@ class DatasetSummary:
     input: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
-    def preprocess_spec(self) -> Optional[str]:
-        """The ``--preprocess`` spec the images went through (None: tensors used as given, or not recorded)."""
+    def preprocess(self) -> Optional[Preprocess]:
+        """The preprocessing the images went through (None: tensors used as given, or not recorded)."""
         recipe = self.input.get("preprocess")
-        spec = recipe.get("spec") if isinstance(recipe, Mapping) else None
-        return spec if isinstance(spec, str) else None
+        try:
+            return Preprocess.from_dict(recipe) if isinstance(recipe, Mapping) else None
+        except (KeyError, TypeError, ValueError):
+            return None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "test_samples": int(self.test_samples)}

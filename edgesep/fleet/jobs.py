@@ -160,37 +160,35 @@ def run_export(job: dict[str, Any], keras_bytes: Optional[bytes] = None) -> dict
     Returns:
         ``{"doc": export.json document, "files": {artifact name: bytes}}``; export.json gets ``fleet.key``.
     """
-    from edgesep.converters.export import ExportConfig, export
+    from edgesep.converters.export import ExportConfig, export_source
 
     spec, exp = job["model"], job["export"]
     config = ExportConfig(precisions=tuple(exp["precisions"]), onnx=exp["onnx"], calib_samples=exp["calib_samples"])
+    extra: dict[str, Any] = {"fleet": {"key": job["key"], "model": spec}}
     with tempfile.TemporaryDirectory(prefix="edgesep-fleet-export-") as tmp:
         if spec["path"] is None:
-            model, dataset, info = _builtin_model(spec, exp["data"])
+            source = _builtin_source(spec, exp["data"])
         else:
-            from edgesep.converters.export import model_and_data
+            from edgesep.source import ModelSource
 
             path = Path(tmp) / Path(spec["path"]).name
             path.write_bytes(keras_bytes or b"")
             data = exp["data"] if "int8" in config.precisions or exp["data"] != "digits" else None
-            model, dataset, info = model_and_data(str(path), data=data)
-            info = {"source": {"model": spec["path"]}}
+            source = ModelSource(model=str(path), data=data)
+            extra["source"] = {"model": spec["path"]}  # the plan's path, not this temporary copy
         out = Path(tmp) / "out"
-        result = export(model, out, config, dataset, extra={**info, "fleet": {"key": job["key"], "model": spec}})
+        result = export_source(source, out, config, extra=extra)
         files = {a.path: (out / a.path).read_bytes() for a in result.artifacts}
     return {"doc": result.to_dict(), "files": files}
 
 
-def _builtin_model(spec: dict[str, Any], data: str):
-    from edgesep.data import load_dataset
+def _builtin_source(spec: dict[str, Any], data: str):
+    """The plan's built-in network point as a ModelSource (trained by ``edgesep.train`` when loaded)."""
     from edgesep.models import ModelConfig
-    from edgesep.train import TrainConfig, train_builtin
+    from edgesep.source import ModelSource
+    from edgesep.train import TrainConfig
 
-    shape = (spec["input_size"], spec["input_size"], 3)
-    dataset = load_dataset(data, shape)
-    model_cfg = ModelConfig(form=spec["form"], input_shape=shape, num_classes=max(dataset.num_classes, 2),
-                            width=spec["width"], blocks=tuple(tuple(b) for b in spec["blocks"]))
-    model, info = train_builtin(model_cfg, TrainConfig(epochs=spec["epochs"], seed=spec["seed"], data=data),
-                                dataset=dataset)
-    return model, dataset, {"source": {"builtin": spec["form"], "cached": info["cached"],
-                                       "train_test_accuracy": info["test_accuracy"]}}
+    network = ModelConfig(form=spec["form"], input_shape=(spec["input_size"], spec["input_size"], 3),
+                          width=spec["width"], blocks=tuple(tuple(b) for b in spec["blocks"]))
+    return ModelSource(network=network, train=TrainConfig(epochs=spec["epochs"], seed=spec["seed"], data=data),
+                       data=data)
