@@ -179,11 +179,13 @@ def test_a_lambda_model_asks_for_trust_then_for_its_module_in_one_line(lambda_mo
 
 
 def test_trusted_lambda_and_custom_layers_fold_equalize_and_export(lambda_model, tmp_path):
-    from edgesep.converters.export import ExportConfig, export, model_and_data
+    from edgesep.converters.export import ExportConfig, export
+    from edgesep.source import ModelSource
 
     model_file, module_file, data = lambda_model
-    model, dataset, _ = model_and_data(str(model_file), data=str(data), trust_model=True,
-                                       custom_objects=str(module_file))
+    loaded = ModelSource(model=str(model_file), data=str(data), trust_model=True,
+                         custom_objects=str(module_file)).load()
+    model, dataset = loaded.model, loaded.dataset
     result = export(model, tmp_path / "out", ExportConfig(precisions=("float32", "int8"), equalize=True), dataset)
     assert [f["bn"] for f in result.fold["folded"]] == ["bn1", "bn2"]
     assert result.artifact("tflite:float32").max_abs_error_vs_keras < 1e-4

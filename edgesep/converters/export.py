@@ -73,15 +73,17 @@ def export(model, out_dir, config: ExportConfig = ExportConfig(), dataset=None, 
         extra: more top-level fields for export.json: ``source`` (where the model came from) and caller
             sections (e.g. ``compare``).
         preprocess: without ``dataset``: how the seeded random verification images are made (an
-            ``edgesep.data.Preprocess``); default: what the model tells (``suggest_preprocess``), else unit.
+            ``edgesep.data.Preprocess``, or a ``--preprocess`` spec); default: what the model tells (``suggest_preprocess``), else unit.
         note: called with one line when export chooses something the user did not say.
 
     Raises:
         UsageError, ConversionError, EdgeTpuError, OutputError: with nothing half-written left in ``out_dir``.
     """
+    from edgesep.preprocess import parse_preprocess
+
     check_export(config, out_dir, dataset is not None)
     return _export_checked(model, Path(out_dir), config, dataset, progress=progress, extra=extra,
-                           preprocess=preprocess, note=note)
+                           preprocess=parse_preprocess(preprocess), note=note)
 
 
 def _export_checked(model, out_dir: Path, config: ExportConfig, dataset, *, progress: Optional[Say],
