@@ -38,3 +38,4 @@ def test_bench_tells_same_named_files_apart_in_table_verdict_and_json(bench_mode
     text = " ".join(proc.stdout.split())
     assert text.count("out/model.tflite") >= 2 and text.count("out-fused/model.tflite") >= 2, proc.stdout
     assert "out-fused/model.tflite vs out/model.tflite:" in text
+    assert all(line == line.rstrip() for line in proc.stdout.splitlines())  # a pipe gets no padding

@@ -130,11 +130,11 @@ def echo_rich(*renderables, wide: int = 160) -> None:
     console = table_console(wide)
     if sys.stdout.isatty():
         for renderable in renderables:
-            console.print(renderable)
+            console.print(renderable, markup=False, highlight=False)
         return
     with console.capture() as captured:
         for renderable in renderables:
-            console.print(renderable)
+            console.print(renderable, markup=False, highlight=False)
     click.echo("\n".join(line.rstrip() for line in captured.get().splitlines()))
 
 

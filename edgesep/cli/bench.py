@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING, Optional
 import click
 
 from edgesep.cli.app import (
-    BENCH_DEFAULTS, check_out_file, cli, device_options, FiniteFloat, input_options, measure_options, note,
-    table_console, UserError)
+    BENCH_DEFAULTS, check_out_file, cli, device_options, echo_rich, echo_wrapped, FiniteFloat, input_options,
+    measure_options, note, UserError)
 from edgesep.devices.base import BenchConfig
 
 if TYPE_CHECKING:
@@ -122,9 +122,8 @@ def _bench_output(results: list[BenchResult], as_json: bool, out_file: Optional[
     else:
         _bench_print(doc["results"])
         _bench_print_profiles(doc["results"])
-        console = table_console(160)  # wraps a long verdict between words, like the table above it
-        for c in bench_ratios(results) if len(results) > 1 else ():  # each model against the first, as compare
-            console.print(f"{c.spec.label}: {c.verdict}", markup=False, highlight=False)
+        # each model against the first, as compare; a long verdict wraps between words on a terminal
+        echo_wrapped([f"{c.spec.label}: {c.verdict}" for c in (bench_ratios(results) if len(results) > 1 else ())])
     if len(results) > 1:  # a verdict from a loaded machine may not hold on an idle one
         from edgesep.compare.analysis import host_checks
 
@@ -180,7 +179,7 @@ def _bench_print(results: list[dict]) -> None:
         table.caption = (f"{host.get('cpu')}, {host.get('cores')} cores, governor {host.get('governor') or '-'}, "
                          f"temp {'-' if temp is None else f'{temp:.0f} C'}"
                          + (f"\n{table.caption}" if table.caption else ""))
-    table_console(160).print(table)
+    echo_rich(table, wide=160)
 
 
 def _bench_print_profiles(results: list[dict]) -> None:
@@ -188,7 +187,7 @@ def _bench_print_profiles(results: list[dict]) -> None:
 
     for result in results:
         if result.get("profile"):
-            table_console(160).print(profile_table(result))
+            echo_rich(profile_table(result), wide=160)
 
 
 def _bench_failures(results: list[BenchResult]) -> None:
@@ -229,4 +228,4 @@ def devices(as_json: bool, adb_path: Optional[str], adb_server_port: Optional[in
         table.add_column(column)
     for d in found:
         table.add_row(d.serial, d.state, d.model or "-", d.abi or "-", d.android or "-")
-    table_console(100).print(table)
+    echo_rich(table, wide=100)

@@ -7,7 +7,7 @@ import click
 
 from edgesep.cli.app import (
     BENCH_DEFAULTS, check_out_dir, cli, device_options, echo_rich, echo_wrapped, FiniteFloat, input_options,
-    measure_options, note, table_console, UserError)
+    measure_options, note, UserError)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -187,9 +187,7 @@ def _compare_profile(doc: dict, out: Path, targets: tuple[str, ...], options: di
 def _print_profile(document: dict, out: Path) -> None:
     from edgesep.compare.profile import profile_tables
 
-    console = table_console(140)
-    for renderable in profile_tables(document):
-        console.print(renderable, markup=False, highlight=False)
+    echo_rich(*profile_tables(document), wide=140)
     plots = sum(1 for s in document["devices"].values() if s.get("plot"))
     click.echo(f"wrote profile.json, profile.md and {plots} per-block plot(s) to {out}")
 

@@ -5,7 +5,7 @@ from typing import Optional
 
 import click
 
-from edgesep.cli.app import check_out_dir, cli, input_options, note, table_console
+from edgesep.cli.app import check_out_dir, cli, echo_rich, input_options, note
 from edgesep.converters.export_config import IO_DTYPES, RELU6_MODES
 
 
@@ -106,11 +106,9 @@ def export(model_path: Optional[str], input_size: Optional[tuple[int, int]], tru
 
 def _print_result(result, out_dir: str) -> None:
     """The export table, what --ptq and --keep-float did, the warnings and the Edge TPU report."""
-    from rich.console import Console
-
     from edgesep.report import edgetpu_table, export_table
 
-    table_console(160).print(export_table(result.to_dict()))
+    echo_rich(export_table(result.to_dict()), wide=160)
     if result.ptq is not None:
         from edgesep.report.ptq import ptq_line
 
@@ -118,11 +116,11 @@ def _print_result(result, out_dir: str) -> None:
     if result.keep_float is not None:
         from edgesep.report.ptq import keep_float_table
 
-        table_console(160).print(keep_float_table(result.keep_float))
+        echo_rich(keep_float_table(result.keep_float), wide=160)
     for warning in result.warnings:
         click.echo(f"edgesep: warning: {warning}", err=True)
     if result.edgetpu is not None:
-        Console().print(edgetpu_table({"compiled": True, "report": result.edgetpu}))
+        echo_rich(edgetpu_table({"compiled": True, "report": result.edgetpu}), wide=160)
     click.echo(f"wrote {len(result.artifacts)} artifacts and export.json to {out_dir}")
 
 
@@ -185,11 +183,7 @@ def inspect(model: str, as_json: bool, quant_error: bool, data: Optional[str], r
     if as_json:
         click.echo(json.dumps(document, indent=2))
         return
-    from rich.console import Console
-
-    console = Console()
-    for section in sections:
-        console.print(section)
+    echo_rich(*sections, wide=120)
 
 
 def _sensitivity(model: str, as_json: bool, data: Optional[str], samples: int, quick: bool, misused: bool) -> None:
@@ -217,4 +211,4 @@ def _sensitivity(model: str, as_json: bool, data: Optional[str], samples: int, q
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return
-    table_console(160).print(sensitivity_table(report.to_dict()))
+    echo_rich(sensitivity_table(report.to_dict()), wide=160)
