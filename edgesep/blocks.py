@@ -12,35 +12,31 @@ from __future__ import annotations
 
 from typing import Callable
 
+from edgesep.registry import Registry
+
 ACTIVATIONS = ("relu6", "relu")
 DEFAULT_BN_MOMENTUM = 0.9  # 0.99 leaves moving statistics unconverged after a short training run
 
-_BLOCKS: dict[str, Callable] = {}
+_BLOCKS: Registry[Callable] = Registry("block form", error=ValueError)
 
 
 def register_block(name: str) -> Callable[[Callable], Callable]:
     """Decorator registering a block builder ``fn(x, filters, *, kernel_size, strides, ...)`` under ``name``."""
 
     def decorate(fn: Callable) -> Callable:
-        if name in _BLOCKS:
-            raise ValueError(f"block form {name!r} is already registered")
-        _BLOCKS[name] = fn
-        return fn
+        return _BLOCKS.add(name, fn)
 
     return decorate
 
 
 def list_blocks() -> list[str]:
     """Names of the registered block forms, sorted."""
-    return sorted(_BLOCKS)
+    return sorted(_BLOCKS.names())
 
 
 def get_block(name: str) -> Callable:
     """The builder registered under ``name``; an unknown name raises listing the known ones."""
-    try:
-        return _BLOCKS[name]
-    except KeyError:
-        raise ValueError(f"unknown block form {name!r}; known forms: {', '.join(list_blocks())}") from None
+    return _BLOCKS.get(name)
 
 
 def build_block(form: str, x, filters: int, **kwargs):

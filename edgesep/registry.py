@@ -41,6 +41,10 @@ class Registry(Generic[T]):
         except KeyError:
             raise self.error(f"unknown {self.what} {name!r}; known: {', '.join(self._entries)}") from None
 
+    def pop(self, name: str) -> T:
+        """Unregister ``name`` (a test or plugin removing what it added); returns its entry."""
+        return self._entries.pop(name)
+
     def names(self) -> tuple[str, ...]:
         """The registered names, in registration order."""
         return tuple(self._entries)

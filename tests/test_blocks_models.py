@@ -8,7 +8,7 @@ from edgesep.models import ModelConfig, build_model
 
 def test_registry_lists_builtin_forms_and_rejects_unknown():
     assert {"fused", "split"} <= set(blocks.list_blocks())
-    with pytest.raises(ValueError, match="known forms: .*fused.*split"):
+    with pytest.raises(ValueError, match="unknown block form .*; known: .*fused.*split"):
         blocks.get_block("nope")
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from edgesep.converters.export_config import PRECISIONS, QUANTIZED, tflite_key
 from edgesep.converters.records import ArtifactRecord, OutputCheck
 from edgesep.errors import ConversionError, EdgeTpuError, UsageError
+from edgesep.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,28 +102,22 @@ class ArtifactWriter:
     describe: Optional[Callable[[ExportJob, Path], dict[str, Any]]] = None
 
 
-_WRITERS: dict[str, ArtifactWriter] = {}
+_WRITERS: Registry[ArtifactWriter] = Registry("artifact")
 
 
 def register_writer(writer: ArtifactWriter) -> ArtifactWriter:
     """Add ``writer`` to the registry (a key is registered once)."""
-    if writer.key in _WRITERS:
-        raise ValueError(f"artifact writer {writer.key!r} is already registered")
-    _WRITERS[writer.key] = writer
-    return writer
+    return _WRITERS.add(writer.key, writer)
 
 
 def list_writers() -> tuple[str, ...]:
     """The registered writer keys."""
-    return tuple(_WRITERS)
+    return _WRITERS.names()
 
 
 def get_writer(key: str) -> ArtifactWriter:
     """The writer registered under ``key``; an unknown key lists the known ones."""
-    try:
-        return _WRITERS[key]
-    except KeyError:
-        raise UsageError(f"unknown artifact {key!r}; known: {', '.join(_WRITERS)}") from None
+    return _WRITERS.get(key)
 
 
 def writers_for(keys: tuple[str, ...]) -> list[ArtifactWriter]:
