@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgesep.devices import stats
+from edgesep import stats
 
 
 def test_summary_matches_numpy():

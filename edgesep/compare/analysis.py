@@ -26,7 +26,7 @@ def latency_comparisons(results: Mapping[str, Measurement], comparisons: Sequenc
     """The a/b latency ratio per comparison, with its interval, the A/A noise floor and the verdict.
 
     Variants measured in the same session group (one runtime) are compared session by session:
-    ``edgesep.devices.stats.session_ratio`` (geometric mean of the per-session ratios of medians; interval
+    ``edgesep.stats.session_ratio`` (geometric mean of the per-session ratios of medians; interval
     from resampling sessions, then blocks of consecutive paired rounds). The group's A/A control (its
     baseline loaded twice) gives the noise floor a difference must clear (``noise_floor``). Variants of
     different groups (e.g. a .tflite against an .onnx file) get independent bootstraps of the pooled medians
@@ -80,7 +80,7 @@ def bench_ratios(results: Sequence[Any]) -> tuple[LatencyComparison, ...]:
 def control_floors(results: Mapping[str, Measurement],
                    controls: Mapping[str, Measurement]) -> dict[str, dict[str, Any]]:
     """Per session group key: the A/A control's ratio against its original, its interval and the floor."""
-    from edgesep.devices.stats import noise_floor
+    from edgesep.stats import noise_floor
 
     floors = {}
     for control in controls.values():
@@ -94,7 +94,7 @@ def control_floors(results: Mapping[str, Measurement],
 
 def _session_ratio(a: Measurement, b: Measurement) -> Any:
     """``session_ratio`` over the sessions both measured, or None."""
-    from edgesep.devices.stats import session_ratio
+    from edgesep.stats import session_ratio
 
     sa, sb = a.session_samples(), b.session_samples()
     common = sorted(set(sa) & set(sb))
@@ -123,7 +123,7 @@ def _compare(a: Optional[Measurement], b: Optional[Measurement], spec: Compariso
 
 
 def _unpaired(a: Measurement, b: Measurement, spec: ComparisonSpec) -> LatencyComparison:
-    from edgesep.devices.stats import ratio_of_medians
+    from edgesep.stats import ratio_of_medians
 
     xa, xb = a.samples, b.samples
     xa, xb = xa[::-(-len(xa) // MAX_PAIRS)], xb[::-(-len(xb) // MAX_PAIRS)]
@@ -284,7 +284,7 @@ def host_checks(host: Mapping[str, Any], threads: Optional[int]) -> tuple[dict[s
 def stability_checks(section: DeviceSection, threads: Optional[int]) -> tuple[dict[str, Any], ...]:
     """Warnings on how steady a device's sessions were: load average, runner CPU time vs wall time,
     temperature rise, two speed modes in a variant's samples, default threads on a busy machine."""
-    from edgesep.devices.stats import bimodality
+    from edgesep.stats import bimodality
 
     hosts = [e.host for e in section.sessions if e.host] or ([section.host] if section.host else [])
     cores = next((h.get("cores") for h in hosts if h.get("cores")), None) or section.host.get("cores")

@@ -237,7 +237,7 @@ def session_host(host: Mapping[str, Any]) -> dict[str, Any]:
 def pool_sessions(variant: Variant, runs: Sequence[tuple[int, Mapping[str, BenchResult]]], key: str,
                   seed: int = 0) -> Measurement:
     """One variant's results of several sessions as one measurement (samples pooled in session order)."""
-    from edgesep.devices.stats import summarize
+    from edgesep.stats import summarize
 
     mine = [(i, r[variant.id]) for i, r in runs if variant.id in r]
     good = [(i, r) for i, r in mine if not r.error and r.samples_ms]

@@ -23,7 +23,7 @@ from edgesep.devices import runner
 from edgesep.devices.base import BenchConfig, BenchResult, DeviceError, ProgressFn
 from edgesep.devices.runner import ERROR_PREFIX as RUNNER_ERROR_PREFIX
 from edgesep.devices.runner import MODEL_SUFFIXES, PROGRESS_PREFIX, TFLITE_IDENTIFIER
-from edgesep.devices.stats import summarize
+from edgesep.stats import summarize
 
 RUNNER_PATH = Path(runner.__file__)
 STDERR_TAIL_LINES = 30

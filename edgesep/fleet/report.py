@@ -52,7 +52,7 @@ def _samples(row: dict[str, Any]) -> Optional[list[float]]:
 
 def fused_split_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per device and matched pair (same format, precision, seed and name but the form): fused / split."""
-    from edgesep.devices.stats import ratio_of_medians
+    from edgesep.stats import ratio_of_medians
 
     groups: dict[tuple, dict[str, dict[str, Any]]] = {}
     for r in rows:

@@ -2,6 +2,7 @@
 the ratio over several sessions (``session_ratio``: two-level bootstrap over sessions, then blocks of
 consecutive rounds), the A/A noise floor (``noise_floor``) and a two-speed-modes check (``bimodality``).
 These are THE latency statistics of edgesep: ``compare``, ``bench`` and fleet sweeps call them.
+Ground floor: the standard library and numpy only (no edgesep module below it).
 
 Outlier policy: no sample is ever dropped. ``summarize`` counts the samples above
 ``median + OUTLIER_K * MAD`` (MAD scaled by 1.4826 to match a normal standard deviation) and reports that
