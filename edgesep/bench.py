@@ -59,6 +59,9 @@ def _loader(inputs: DataOptions, classes: set[int]):
         key = (tuple(shape), preprocess)
         if key not in cache:
             ds = inputs.load(shape, num_classes=min(classes) if classes else None, preprocess=preprocess)
+            if not ds.labelled:
+                raise DataError(f"--data {inputs.data} holds no labels ('y'): bench --data measures accuracy "
+                                "against them")
             cache[key] = (np.asarray(ds.x_test, dtype=np.float32), np.asarray(ds.y_test))
         return cache[key]
 

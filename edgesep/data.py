@@ -4,7 +4,8 @@ A ``.npz`` holds the model's input tensors: ``x`` is used as given (no scaling, 
 or has its channels fitted only when asked (``resize=True``). Images (a folder, or the built-in digits) become
 tensors through a stated :class:`Preprocess`, with presets named after the Keras application families, so
 that calibration and verification see the values the model was trained on. Every dataset comes out as
-float32 NHWC tensors at the model's input size, with int labels, and says how it was made (``input_doc``).
+float32 NHWC tensors at the model's input size, with int labels (a ``.npz`` may have none: it calibrates and
+verifies without accuracy), and says how it was made (``input_doc``).
 """
 from __future__ import annotations
 
@@ -78,9 +79,9 @@ class Dataset:
 
     name: str
     x_train: np.ndarray
-    y_train: np.ndarray
+    y_train: Optional[np.ndarray]
     x_test: np.ndarray
-    y_test: np.ndarray
+    y_test: Optional[np.ndarray]
     class_names: tuple[str, ...]
     kind: str = "builtin"
     preprocess: Optional[Preprocess] = None
@@ -90,6 +91,11 @@ class Dataset:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def labelled(self) -> bool:
+        """Does it hold labels? (A ``.npz`` with only ``x`` calibrates and verifies, without accuracy.)"""
+        return self.y_test is not None
 
     def calibration(self, n: int = 200, seed: int = 0) -> np.ndarray:
         """``n`` training images drawn without replacement (all of them when there are fewer)."""
@@ -126,7 +132,7 @@ class Dataset:
 
         x, y = (self.x_test, self.y_test) if split == "test" else (self.x_train, self.y_train)
         buffer = io.BytesIO()
-        np.savez(buffer, x=x, y=y)
+        np.savez(buffer, x=x, **({} if y is None else {"y": y}))
         write_bytes(path, buffer.getvalue())
 
 
@@ -164,7 +170,7 @@ def load_dataset(spec: str = BUILTIN, input_shape: Sequence[int] = (32, 32, 3), 
             ds = _load_npz(path, shape, resize)
         else:
             raise DataError(f"unsupported data {spec}: use 'digits', an image folder or a .npz file with x and y")
-    if num_classes is not None:
+    if num_classes is not None and ds.labelled:
         _check_labels(ds, num_classes)
     for part in (ds.x_train, ds.x_test):
         if part.size and not np.isfinite(part).all():
@@ -186,10 +192,16 @@ def _check_labels(ds: Dataset, num_classes: int) -> None:
                         f"found {int(labels.min())}..{int(labels.max())} in {ds.name}")
 
 
-def _split(name: str, x: np.ndarray, y: np.ndarray, class_names: Sequence[str], **how: Any) -> Dataset:
-    """A fixed stratified split (``TEST_FRACTION`` to test, seed ``SPLIT_SEED``)."""
+def _split(name: str, x: np.ndarray, y: Optional[np.ndarray], class_names: Sequence[str], **how: Any) -> Dataset:
+    """A fixed stratified split (``TEST_FRACTION`` to test, seed ``SPLIT_SEED``); without labels, a plain one."""
     from sklearn.model_selection import train_test_split
 
+    if y is None:
+        try:
+            xtr, xte = train_test_split(x, test_size=TEST_FRACTION, random_state=SPLIT_SEED)
+        except ValueError as e:
+            raise DataError(f"cannot split {name} into train and test: {e}") from None
+        return Dataset(name, xtr, None, xte, None, (), **how)
     counts = np.bincount(y)
     stratify = y if len(y) >= 2 * len(counts) and counts[counts > 0].min() >= 2 else None
     try:
@@ -234,19 +246,18 @@ def _load_digits(shape: tuple[int, int, int], recipe: Optional[Preprocess]) -> D
 def _load_npz(path: Path, shape: tuple[int, int, int], resize: bool) -> Dataset:
     try:
         with np.load(path, allow_pickle=False) as f:
-            if "x" not in f or "y" not in f:
-                raise DataError(f"{path} must contain arrays 'x' and 'y' (found: {', '.join(f.files) or 'none'})")
-            x, y = np.asarray(f["x"]), np.asarray(f["y"])
+            if "x" not in f:
+                raise DataError(f"{path} must contain an array 'x' (and labels 'y' for accuracy; found: "
+                                f"{', '.join(f.files) or 'none'})")
+            x, y = np.asarray(f["x"]), (np.asarray(f["y"]) if "y" in f else None)
     except DataError:
         raise
     except Exception as e:  # zipfile/pickle/format errors of a corrupt file
         raise DataError(f"cannot read {path}: {type(e).__name__}: {e}") from None
-    if x.ndim not in (3, 4) or len(x) == 0 or len(x) != len(y) or y.ndim != 1:
-        raise DataError(f"{path}: need x of shape (N, H, W[, C]) and y of shape (N,), got {x.shape} and {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"{path}: labels y must be integers, got {y.dtype}")
-    if y.min() < 0 or y.max() >= MAX_CLASSES:
-        raise DataError(f"{path}: labels y must lie in 0..{MAX_CLASSES - 1}, found {int(y.min())}..{int(y.max())}")
+    if x.ndim not in (3, 4) or len(x) == 0:
+        raise DataError(f"{path}: need x of shape (N, H, W[, C]), got {x.shape}")
+    if y is not None:
+        _check_npz_labels(path, x, y)
     if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
         raise DataError(f"{path}: x must hold numbers, got {x.dtype}")
     x = x.astype(np.float32)
@@ -262,8 +273,19 @@ def _load_npz(path: Path, shape: tuple[int, int, int], resize: bool) -> Dataset:
                             f"{'x'.join(map(str, shape))}; a .npz is used as given: save it at that size, or pass "
                             "--resize to resize bilinearly and fit the channels")
         x, resized_from = _resize(x, shape), given
+    if y is None:
+        return _split(path.name, x, None, (), kind="npz", resized_from=resized_from)
     names = [str(i) for i in range(int(y.max()) + 1)]
     return _split(path.name, x, y.astype(np.int64), names, kind="npz", resized_from=resized_from)
+
+
+def _check_npz_labels(path: Path, x: np.ndarray, y: np.ndarray) -> None:
+    if len(x) != len(y) or y.ndim != 1:
+        raise DataError(f"{path}: need x of shape (N, H, W[, C]) and y of shape (N,), got {x.shape} and {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{path}: labels y must be integers, got {y.dtype}")
+    if y.min() < 0 or y.max() >= MAX_CLASSES:
+        raise DataError(f"{path}: labels y must lie in 0..{MAX_CLASSES - 1}, found {int(y.min())}..{int(y.max())}")
 
 
 def _load_image_folder(root: Path, shape: tuple[int, int, int], recipe: Preprocess) -> Dataset:

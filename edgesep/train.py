@@ -10,6 +10,7 @@ import time
 from typing import Any, Callable, Optional
 
 from edgesep.data import Dataset, load_dataset
+from edgesep.errors import DataError
 from edgesep.models import ModelConfig, build_from_config
 
 
@@ -113,6 +114,8 @@ def train_builtin(model_cfg: Optional[ModelConfig] = None, train_cfg: Optional[T
     model_cfg = model_cfg or ModelConfig()
     train_cfg = train_cfg or TrainConfig()
     ds = dataset or load_dataset(train_cfg.data, model_cfg.input_shape, num_classes=model_cfg.num_classes)
+    if not ds.labelled:
+        raise DataError(f"{ds.name} holds no labels ('y'): the built-in network trains on labelled data")
     path = cache_dir() / f"{model_cfg.form}-{cache_key(model_cfg, train_cfg, ds)}.keras"
     meta_path = path.with_suffix(".json")
     if use_cache and path.exists() and meta_path.exists():

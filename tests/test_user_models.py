@@ -204,3 +204,29 @@ def test_custom_objects_must_be_a_python_file_and_import(tmp_path):
         LoadOptions(custom_objects=str(tmp_path / "missing.py"))
     with pytest.raises(UsageError, match="importing .*bad.py failed: RuntimeError: boom"):
         LoadOptions(custom_objects=str(tmp_path / "bad.py")).objects()
+
+
+# --------------------------------------------------------------------------- unlabelled data, a collapsed int8 output
+
+def test_unlabelled_npz_calibrates_and_verifies_and_a_collapsed_softmax_is_loud(tmp_path):
+    """A 1000-way softmax over near-equal scores: int8 (scale 1/256) rounds every probability to 0."""
+    import keras
+
+    from edgesep.converters.export import ExportConfig, export, model_and_data
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((SIZE, SIZE, 3))
+    y = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 3, name="conv")(inp))
+    dense = keras.layers.Dense(1000, activation="softmax", name="probs", kernel_initializer="zeros",
+                               bias_initializer=keras.initializers.RandomUniform(-0.5, 0.5))
+    keras.Model(inp, dense(y), name="wide").save(tmp_path / "wide.keras")
+    np.savez(tmp_path / "x.npz", x=_images(60))
+    model, dataset, _ = model_and_data(str(tmp_path / "wide.keras"), data=str(tmp_path / "x.npz"))
+    assert not dataset.labelled
+    result = export(model, tmp_path / "out", ExportConfig(precisions=("float32", "int8"), onnx=False), dataset)
+    assert result.keras_accuracy is None and all(a.accuracy is None for a in result.artifacts)
+    check = result.artifact("tflite:int8").check()
+    assert check.top1_agreement_vs_keras is not None and check.output_sqnr_db_vs_keras < 10
+    loud = [w for w in result.warnings if "COLLAPSED" in w]
+    assert len(loud) == 1 and "model_int8.tflite" in loud[0] and "--io-dtype float32" in loud[0]
+    assert result.artifact("tflite:float32").check().output_sqnr_db_vs_keras > 60

@@ -61,7 +61,8 @@ class InputSize(click.ParamType):
               help="--keep-float auto's goal instead: top-1 agreement with the float model (0..1).")
 @click.option("--no-onnx", is_flag=True, help="Skip the ONNX exports (model.onnx and, with --int8, model_int8.onnx).")
 @click.option("--data", metavar="digits|DIR|FILE.npz",
-              help="Calibration/verification data: 'digits', an ImageFolder dir or a .npz with x, y.")
+              help="Calibration/verification data: 'digits', an ImageFolder dir or a .npz with x (and labels y for "
+                   "accuracy).")
 @input_options
 @click.option("--calib-samples", type=click.IntRange(min=1), default=200, show_default=True,
               help="Training images used to calibrate int8.")

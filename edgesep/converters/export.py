@@ -155,13 +155,14 @@ def _export_into(model, folder: Path, out_dir: Path, config: ExportConfig, datas
     from edgesep.converters.verify import predict_keras, top1
 
     say("fold")
-    folded, fold_report = fold_with_report(depthwise_grouped(model))
+    model_in = depthwise_grouped(model)  # the same function; Conv2D(groups == channels) as DepthwiseConv2D
+    folded, fold_report = fold_with_report(model_in)
     reference = predict_keras(model, inputs.x)
     int8_model, equalize_doc = folded, None
     calib = dataset.calibration(config.calib_samples, config.seed) if config.quantized else None
     if config.equalize and config.quantized:
         say("equalize")
-        int8_model, equalize_doc, calib = _equalized(model, folded, dataset, config, say)
+        int8_model, equalize_doc, calib = _equalized(model_in, folded, dataset, config, say)
     ptq_doc = None
     if config.ptq:
         from edgesep.converters.ptq import ptq_for_export
@@ -187,7 +188,15 @@ def _export_into(model, folder: Path, out_dir: Path, config: ExportConfig, datas
         say("quantization error per layer")
         result = dataclasses.replace(result, int8_check=int8_check, warnings=tuple(int8_check["warnings"]),
                                      quant_error=_quant_error(job))
-    return dataclasses.replace(result, warnings=result.warnings + tuple(job.warnings))
+    return dataclasses.replace(result, warnings=result.warnings + tuple(job.warnings) + _truth(result, model))
+
+
+def _truth(result: ExportResult, model) -> tuple[str, ...]:
+    """Collapsed quantized outputs, and a Keras accuracy at chance level (``edgesep.converters.truth``)."""
+    from edgesep.converters.truth import chance_level, collapsed_outputs
+
+    chance = chance_level(result.keras_accuracy, int(model.outputs[0].shape[-1]))
+    return tuple(collapsed_outputs(result.artifacts)) + ((chance,) if chance else ())
 
 
 def _dataset_summary(dataset, inputs: _Inputs, calib, config: ExportConfig) -> DatasetSummary:
@@ -257,7 +266,7 @@ def _equalized(model, folded, dataset, config: ExportConfig, say):
         return chosen, doc, calib
     calib = dataset.calibration(config.calib_samples, config.seed)
     equalized, report = equalize_with_report(model, relu6=config.relu6, calibration_data=calib,
-                                             eval_data=(dataset.x_test, dataset.y_test))
+                                             eval_data=(dataset.x_test, dataset.y_test) if dataset.labelled else None)
     return equalized, report.to_dict(), calib
 
 

@@ -82,7 +82,8 @@ class InputCheck:
         int8_range: the float values the int8 input can represent, ``[lo, hi]``.
         calibration_range: min/max of the calibration tensors.
         data_range: min/max of the held-out tensors.
-        saturated_values: share of held-out input values outside ``int8_range``.
+        saturated_values: share of held-out input values more than half a quantization step outside
+            ``int8_range`` (closer ones round onto its end, as any value inside does).
         saturated_inputs: share of held-out inputs with at least 1 % of their values outside it.
         warnings: one line per problem found.
     """
@@ -128,7 +129,9 @@ def int8_input_check(path, calibration: np.ndarray, x: np.ndarray) -> Optional[I
     if rng is None:
         return None
     lo, hi = rng
-    outside = (x < lo) | (x > hi)
+    half_step = (hi - lo) / 255 / 2 * 1.001  # within half a step (and float rounding) of the range a value
+    # rounds onto its end, as the values inside do: that is not saturation
+    outside = (x < lo - half_step) | (x > hi + half_step)
     per_input = outside.reshape(len(x), -1).mean(axis=1)
     check = dict(int8_range=(lo, hi), calibration_range=(float(calibration.min()), float(calibration.max())),
                  data_range=(float(x.min()), float(x.max())), saturated_values=float(outside.mean()),

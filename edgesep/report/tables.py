@@ -103,9 +103,20 @@ def _export_caption(doc: dict[str, Any]) -> list[str]:
     guard = (doc.get("equalize") or {}).get("guard")
     if guard:
         caption.append(f"equalize guard: {guard['outcome']} ({guard['links_kept']}/{guard['links']} links "
-                       f"equalized); int8 accuracy {guard['accuracy']:.4f}, without equalization "
-                       f"{guard['accuracy_without_equalize']:.4f}, every link equalized {guard['accuracy_every_link']:.4f}")
+                       f"equalized); {_guard_figures(guard)}")
     return caption + [f"warning: {w}" for w in doc.get("warnings") or []]
+
+
+def _guard_figures(guard: dict[str, Any]) -> str:
+    """The guard's int8 accuracy with and without equalization, or (no labels) its top-1 agreement."""
+    if guard.get("accuracy") is not None:
+        return (f"int8 accuracy {guard['accuracy']:.4f}, without equalization "
+                f"{guard['accuracy_without_equalize']:.4f}, every link equalized {guard['accuracy_every_link']:.4f}")
+    agree = guard.get("agreement") or {}
+    if agree.get("chosen") is None:
+        return "no labels"
+    return (f"int8 top-1 agreement with float {agree['chosen']:.4f}, without equalization "
+            f"{agree['without_equalize']:.4f}, every link equalized {agree['every_link']:.4f} (no labels)")
 
 
 def _input_line(doc: dict[str, Any]) -> str:

@@ -1,0 +1,63 @@
+"""Warnings that must be true: a collapsed quantized output is loud, a Keras accuracy at chance level says
+so, saturation counts only values beyond half a quantization step, and a .npz without labels loads."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgesep.converters.records import ArtifactRecord, OutputCheck
+from edgesep.converters.truth import chance_level, collapsed_outputs
+
+
+def _art(precision: str, *checks: OutputCheck) -> ArtifactRecord:
+    return ArtifactRecord(f"tflite:{precision}", f"model_{precision}.tflite", "tflite", precision, "TFLite", 1, "0",
+                          {}, checks)
+
+
+def test_a_collapsed_int8_output_is_named_with_causes_and_fixes():
+    healthy = OutputCheck("scores", 1e-3, None, 0.99, 38.0)
+    collapsed = OutputCheck("probs", 1e-3, None, 0.0, 0.0)
+    lines = collapsed_outputs([_art("float32", collapsed), _art("int8", healthy, collapsed)])
+    assert len(lines) == 1
+    assert "model_int8.tflite" in lines[0] and "'probs'" in lines[0] and "COLLAPSED" in lines[0]
+    assert "0.0 dB" in lines[0] and "0 %" in lines[0]
+    for fix in ("--io-dtype float32", "--int16x8", "--per-tensor", "softmax"):
+        assert fix in lines[0]
+    assert collapsed_outputs([_art("int8", OutputCheck("boxes", 1e-3, None, None, 9.0))])  # SQNR alone
+    assert collapsed_outputs([_art("int8", healthy), _art("int16x8", healthy)]) == []
+
+
+def test_chance_level_accuracy_says_check_the_input_domain():
+    line = chance_level(0.11, 10)
+    assert line is not None and "--preprocess / the input domain" in line and "0.1100" in line
+    assert chance_level(0.97, 10) is None and chance_level(None, 10) is None and chance_level(0.5, 1) is None
+    assert chance_level(0.14, 10) is not None and chance_level(0.2, 10) is None
+
+
+def test_saturation_counts_only_values_beyond_half_a_step(monkeypatch):
+    from edgesep.converters import input_domain
+
+    lo, hi = -127 * 2 / 255, 128 * 2 / 255  # int8 range of [-1, 1] data: [-0.9961, 1.0039]
+    monkeypatch.setattr(input_domain, "int8_input_range", lambda path: (lo, hi))
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (20, 8, 8, 3)).astype(np.float32)
+    x[:, 0, 0, :] = -1.0  # the symmetric range's end: half a step below lo, rounds onto it
+    check = input_domain.int8_input_check("m.tflite", x, x)
+    assert check.saturated_values == 0.0 and check.warnings == ()
+    wrong = (x * 1.5).astype(np.float32)  # genuinely outside
+    check = input_domain.int8_input_check("m.tflite", x, wrong)
+    assert check.saturated_values > 0.2 and "saturate" in check.warnings[0]
+
+
+def test_npz_without_labels_loads_unlabelled(tmp_path):
+    from edgesep.data import load_dataset
+
+    np.savez(tmp_path / "x.npz", x=np.random.default_rng(0).random((30, 8, 8, 3)).astype(np.float32))
+    ds = load_dataset(str(tmp_path / "x.npz"), (8, 8, 3), num_classes=10)
+    assert not ds.labelled and ds.y_train is None and ds.y_test is None
+    assert len(ds.x_train) + len(ds.x_test) == 30 and len(ds.x_test) > 0 and len(ds.calibration(10)) == 10
+    np.savez(tmp_path / "y.npz", y=np.arange(3))
+    from edgesep.errors import DataError
+
+    with pytest.raises(DataError, match="must contain an array 'x'"):
+        load_dataset(str(tmp_path / "y.npz"), (8, 8, 3))
