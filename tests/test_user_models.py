@@ -212,7 +212,8 @@ def test_unlabelled_npz_calibrates_and_verifies_and_a_collapsed_softmax_is_loud(
     """A 1000-way softmax over near-equal scores: int8 (scale 1/256) rounds every probability to 0."""
     import keras
 
-    from edgesep.converters.export import ExportConfig, export, model_and_data
+    from edgesep.converters.export import ExportConfig, export
+    from edgesep.source import ModelSource
 
     keras.utils.set_random_seed(0)
     inp = keras.Input((SIZE, SIZE, 3))
@@ -221,7 +222,8 @@ def test_unlabelled_npz_calibrates_and_verifies_and_a_collapsed_softmax_is_loud(
                                bias_initializer=keras.initializers.RandomUniform(-0.5, 0.5))
     keras.Model(inp, dense(y), name="wide").save(tmp_path / "wide.keras")
     np.savez(tmp_path / "x.npz", x=_images(60))
-    model, dataset, _ = model_and_data(str(tmp_path / "wide.keras"), data=str(tmp_path / "x.npz"))
+    loaded = ModelSource(str(tmp_path / "wide.keras"), data=str(tmp_path / "x.npz")).load()
+    model, dataset = loaded.model, loaded.dataset
     assert not dataset.labelled
     result = export(model, tmp_path / "out", ExportConfig(precisions=("float32", "int8"), onnx=False), dataset)
     assert result.keras_accuracy is None and all(a.accuracy is None for a in result.artifacts)
