@@ -5,9 +5,11 @@ float32 and int8 TFLite, float32 and int8 ONNX) and keras.applications MobileNet
 alpha 1.0, randomized BatchNorm statistics; float32 and full-integer int8 TFLite with random calibration
 images, float32 ONNX through tf2onnx). Each is measured by ``edgesep bench --profile --json`` on the device
 (default local) in its own bench, and the script prints, per model, the profile's method, the per-op sum,
-the measured whole, their ratio against the goal (within +-20 %), and the profile's own cost.
+the measured whole, their ratio against the goal (within +-20 %), the ratio against the whole model timed
+again between its ops in the profile session (single-op profiles: the same load on both sides), and the
+profile's own cost. ``--keep DIR`` keeps (and reuses) the exported models there.
 
-    python scripts/bench_profile.py [--models builtin,mobilenet_v2] [--device local] [--threads 1]
+    python scripts/bench_profile.py [--models builtin,mobilenet_v2] [--device local] [--threads 1] [--keep DIR]
 """
 from __future__ import annotations
 
@@ -27,13 +29,18 @@ def export_builtin(out: Path) -> list[Path]:
     paths = []
     for form in ("split", "fused"):
         folder = out / f"builtin-{form}"
-        subprocess.run([sys.executable, "-m", "edgesep", "export", "--form", form, "--int8", "--out", str(folder)],
-                       check=True, capture_output=True, text=True)
+        if not (folder / "export.json").is_file():
+                subprocess.run([sys.executable, "-m", "edgesep", "export", "--form", form, "--int8", "--out",
+                            str(folder)], check=True, capture_output=True, text=True)
         paths += [folder / n for n in ("model.tflite", "model_int8.tflite", "model.onnx", "model_int8.onnx")]
     return paths
 
 
 def export_mobilenet_v2(out: Path) -> list[Path]:
+    folder = out / "mobilenet_v2"
+    names = ("model.tflite", "model_int8.tflite", "model.onnx")
+    if all((folder / n).is_file() for n in names):
+        return [folder / n for n in names]
     import keras
     import numpy as np
     import tensorflow as tf
@@ -47,8 +54,7 @@ def export_mobilenet_v2(out: Path) -> list[Path]:
             c = layer.get_weights()[0].shape
             layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c), rng.normal(0, 0.5, c),
                                rng.uniform(0.5, 2.0, c)])
-    folder = out / "mobilenet_v2"
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / "model.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -78,14 +84,17 @@ def main(argv=None) -> int:
     parser.add_argument("--models", default="builtin,mobilenet_v2")
     parser.add_argument("--device", default="local")
     parser.add_argument("--threads", default="1")
+    parser.add_argument("--keep", metavar="DIR", help="export the models into DIR (reused when already there)")
     args = parser.parse_args(argv)
     makers = {"builtin": export_builtin, "mobilenet_v2": export_mobilenet_v2}
     print(f"device {args.device}, threads {args.threads or 'default'}; goal: per-op sum within +-{GOAL:.0%} of the "
           "measured whole (p50)")
-    print(f"{'model':34} {'method':27} {'sum ms':>9} {'whole ms':>9} {'ratio':>6}  goal  {'cost s':>7}  peak GMAC/s")
+    print(f"{'model':34} {'method':27} {'sum ms':>9} {'whole ms':>9} {'ratio':>6}  goal  {'session':>7}  "
+          f"{'cost s':>7}  peak GMAC/s")
     with tempfile.TemporaryDirectory(prefix="edgesep-bench-profile-") as tmp:
+        where = Path(args.keep) if args.keep else Path(tmp)
         for name in args.models.split(","):
-            for path in makers[name](Path(tmp)):
+            for path in makers[name](where):
                 r = profile(path, args.device, args.threads)
                 label = f"{path.parent.name}/{path.name}"
                 p = r.get("profile") or {}
@@ -93,8 +102,9 @@ def main(argv=None) -> int:
                     print(f"{label:34} failed: {r.get('error') or p.get('error')}")
                     continue
                 ok = "yes" if p["ratio"] and abs(p["ratio"] - 1) <= GOAL else "NO"
+                session = f"{p['session_ratio']:.2f}" if p.get("session_ratio") else "-"
                 print(f"{label:34} {p['method']:27} {p['sum_ms']:9.4f} {p['whole_ms']:9.4f} {p['ratio']:6.2f}  "
-                      f"{ok:4}  {p['cost_s']:7.2f}  {p.get('peak_gmacs') or '-'}")
+                      f"{ok:4}  {session:>7}  {p['cost_s']:7.2f}  {p.get('peak_gmacs') or '-'}")
                 sys.stdout.flush()
     return 0
 

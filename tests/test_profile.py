@@ -104,6 +104,8 @@ def test_cli_profile_json_has_ops_covering_the_graph_and_a_checked_ratio(bench_m
         assert profile["sum_ms"] == pytest.approx(sum(op["ms"] for op in result["ops"]), rel=1e-3)
         assert "profile" not in result["extra"]  # made a record, not left raw
     assert tfl["profile"]["isolated"] is True and "in isolation" in tfl["profile"]["notes"][0]
+    assert tfl["profile"]["session_whole_ms"] > 0 and tfl["profile"]["session_ratio"] == pytest.approx(
+        tfl["profile"]["sum_ms"] / tfl["profile"]["session_whole_ms"], rel=1e-3)
     assert any(op["type"] == "Conv" and op["macs"] for op in onnx["ops"])
 
 

@@ -64,7 +64,9 @@ class OpRecord:
 
 @dataclasses.dataclass(frozen=True)
 class ProfileRecord:
-    """How the ops were timed and how well their sum matches the whole (``ratio`` = ``sum_ms`` / ``whole_ms``)."""
+    """How the ops were timed and how well their sum matches the whole (``ratio`` = ``sum_ms`` / ``whole_ms``,
+    the timed runs' p50). Single-op profiles also time the whole model again, interleaved with its ops in the
+    profile session (``session_whole_ms``, ``session_ratio``): the same load and heat on both sides."""
 
     method: str
     isolated: bool
@@ -77,6 +79,8 @@ class ProfileRecord:
     peak: Optional[dict[str, Any]] = None
     notes: tuple[str, ...] = ()
     error: Optional[str] = None
+    session_whole_ms: Optional[float] = None
+    session_ratio: Optional[float] = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -98,7 +102,8 @@ def whole_ms(result: BenchResult) -> Optional[float]:
 
 
 def finish(ops: list[OpRecord], result: BenchResult, method: str, isolated: bool, cost_s: Optional[float],
-           runs: Optional[int], notes: Sequence[str], peak: Optional[dict[str, Any]] = None) -> ProfileRecord:
+           runs: Optional[int], notes: Sequence[str], peak: Optional[dict[str, Any]] = None,
+           session_whole_ms: Optional[float] = None) -> ProfileRecord:
     """Shares, GMAC/s and peak shares filled in; the records set on ``result`` (``ops``, ``profile``)."""
     whole = whole_ms(result)
     peak_gmacs = (peak or {}).get("gmacs")
@@ -114,7 +119,8 @@ def finish(ops: list[OpRecord], result: BenchResult, method: str, isolated: bool
     record = ProfileRecord(method=method, isolated=isolated, whole_ms=whole, sum_ms=total,
                            ratio=round(total / whole, 4) if total and whole else None,
                            cost_s=None if cost_s is None else round(cost_s, 3), runs=runs, peak_gmacs=peak_gmacs,
-                           peak=peak, notes=tuple(notes))
+                           peak=peak, notes=tuple(notes), session_whole_ms=session_whole_ms,
+                           session_ratio=round(total / session_whole_ms, 4) if total and session_whole_ms else None)
     result.ops = [op.to_dict() for op in done]
     result.profile = record.to_dict()
     return record
@@ -251,8 +257,9 @@ def time_single_ops(make_device: Callable[[], Any], cuts: list[list[CutOp]], con
 
 
 def from_single_ops(result: BenchResult, ops: Sequence[CutOp], timed: dict[Path, BenchResult], cost_s: float,
-                    peak: Optional[dict[str, Any]] = None) -> ProfileRecord:
-    """The single-op timings of one model as its records (each op's median of its runs)."""
+                    peak: Optional[dict[str, Any]] = None, whole: Optional[BenchResult] = None) -> ProfileRecord:
+    """The single-op timings of one model as its records (each op's median of its runs); ``whole`` is the
+    whole model timed in the same session (its median: ``session_whole_ms``)."""
     records = []
     runs = []
     for op in ops:
@@ -267,7 +274,9 @@ def from_single_ops(result: BenchResult, ops: Sequence[CutOp], timed: dict[Path,
         records.append(OpRecord(index=op.index, name=op.name, type=op.type, ms=ms, macs=op.macs, block=block,
                                 part=part, kind=op.kind, note=note))
     notes = [ISOLATION_NOTE] + [f"op {r.index} ({r.type}) not timed: {r.note}" for r in records if r.ms is None]
-    return finish(records, result, "single-op models", True, cost_s, min(runs) if runs else None, notes, peak)
+    session = statistics.median(whole.samples_ms) if whole is not None and whole.samples_ms else None
+    return finish(records, result, "single-op models", True, cost_s, min(runs) if runs else None, notes, peak,
+                  session)
 
 
 
@@ -289,12 +298,13 @@ def profile_results(results: Sequence[BenchResult], paths: Sequence[Path], make_
     tflite = [i for i in keys if paths[i].suffix.lower() == ".tflite" and results[i].extra.get("runner") !=
               "benchmark_model"]
     cuts = cut_all([paths[i] for i in tflite], tmp)
-    timed, cost = time_single_ops(make_device, cuts, config, [f for f in peak_files.values() if f])
+    wholes = [paths[i] for i in tflite]  # each whole model again, interleaved with its ops: the same load on both
+    timed, cost = time_single_ops(make_device, cuts, config, [f for f in peak_files.values() if f] + wholes)
     for key in peaks:
         if key in peak_files or key.precision == "unknown":
             peaks[key] = _peak_from(key, timed.get(peak_files[key]) if key in peak_files else None, cache_root)
     for i, ops in zip(tflite, cuts):
-        from_single_ops(results[i], ops, timed, cost, peaks[keys[i]])
+        from_single_ops(results[i], ops, timed, cost, peaks[keys[i]], timed.get(paths[i]))
     for i in keys:
         if results[i].extra.get("runner") == "benchmark_model":
             _rerun_benchmark_model(results[i], paths[i], make_device, config, tmp, keys[i], peaks, cache_root)

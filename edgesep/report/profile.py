@@ -58,6 +58,9 @@ def profile_lines(result: dict[str, Any]) -> list[str]:
     lines = [f"per-op sum {_num(p.get('sum_ms'), '.4g')} ms / measured whole (p50) {_num(p.get('whole_ms'), '.4g')} "
              f"ms = ratio {_num(p.get('ratio'), '.2f')}"
              + (" (per-op in isolation)" if p.get("isolated") else "")]
+    if p.get("session_ratio"):
+        lines.append(f"the whole model timed again between its ops in the profile session: {p['session_whole_ms']:.4g} "
+                     f"ms, ratio {p['session_ratio']:.2f}")
     peak = p.get("peak") or {}
     if peak.get("gmacs"):
         lines.append(f"peak {peak['gmacs']:.2f} GMAC/s ({peak.get('precision')}, {peak.get('source', 'measured')}: "
