@@ -61,3 +61,42 @@ def test_npz_without_labels_loads_unlabelled(tmp_path):
 
     with pytest.raises(DataError, match="must contain an array 'x'"):
         load_dataset(str(tmp_path / "y.npz"), (8, 8, 3))
+
+
+@pytest.mark.slow
+def test_inspect_says_macs_partial_naming_a_custom_op(tmp_path):
+    import tensorflow as tf
+
+    from edgesep.converters.inspect import inspect_model
+
+    @tf.function(input_signature=[tf.TensorSpec((1, 8, 8, 3), tf.float32)])
+    def f(x):
+        y = tf.nn.conv2d(x, tf.ones((3, 3, 3, 4)), 1, "SAME")
+        return tf.nn.dilation2d(y, tf.zeros((3, 3, 4)), [1, 1, 1, 1], "SAME", "NHWC", [1, 1, 1, 1])
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()])
+    converter.allow_custom_ops = True  # Dilation2D has no TFLite kernel: it stays a custom op
+    (tmp_path / "custom.tflite").write_bytes(converter.convert())
+    info = inspect_model(tmp_path / "custom.tflite")
+    assert info.ops.get("Dilation2D") == 1 and info.macs == 8 * 8 * 4 * 27
+    assert info.macs_partial and any("Dilation2D" in n for n in info.notes)
+
+
+@pytest.mark.slow
+def test_inspect_keras_says_macs_partial_naming_a_custom_layer_with_weights():
+    import keras
+
+    from edgesep.converters.inspect.keras import keras_contents
+
+    class MyDense(keras.layers.Layer):
+        def build(self, shape):
+            self.w = self.add_weight(shape=(shape[-1], 3))
+
+        def call(self, x):
+            return keras.ops.matmul(x, self.w)
+
+    inp = keras.Input((4,))
+    contents = keras_contents(keras.Model(inp, MyDense()(keras.layers.Dense(4)(inp))))
+    assert contents.macs_partial and any("MyDense" in n for n in contents.notes)
+    plain = keras_contents(keras.Model(inp, keras.layers.Dense(3)(inp)))
+    assert not plain.macs_partial and plain.notes == []

@@ -73,8 +73,18 @@ def keras_contents(model) -> Contents:
         params=int(model.count_params()), macs=macs,
         inputs=[_io(t.name, t) for t in model.inputs],
         outputs=[_io(name, t) for name, t in zip(names, model.outputs)],
-        notes=macs_note(skipped), macs_partial=bool(skipped),
+        notes=macs_note(skipped) + _custom_note(layers), macs_partial=bool(skipped) or bool(_custom_note(layers)),
     )
+
+
+def _custom_note(layers) -> list[str]:
+    """The note naming custom layers with weight matrices: their work is unknown, so MACs leave it out."""
+    unknown = sorted({type(layer).__name__ for layer in layers
+                      if not type(layer).__module__.startswith("keras.")
+                      and not any(c.__name__ in KERAS_MACS for c in type(layer).__mro__)
+                      and any(len(w.shape) >= 2 for w in layer.weights)})
+    return [f"MACs are partial: they exclude custom layers whose MACs are unknown: {', '.join(unknown)}"] if unknown \
+        else []
 
 
 def _io(name: str, tensor) -> dict[str, Any]:

@@ -83,6 +83,19 @@ def _params(ops, tensors, inputs) -> tuple[int, list[dict[str, Any]], Counter]:
     return params, param_tensors, activations
 
 
+def _custom_note(p: Path) -> list[str]:
+    """The note naming custom ops (their work is unknown to edgesep, so MACs leave it out)."""
+    from edgesep.converters.flatbuffer import read_tflite as read_flatbuffer
+
+    try:
+        customs = sorted({name for name in read_flatbuffer(p).custom_ops if name})
+    except Exception:  # noqa: BLE001 - an unreadable table: the interpreter already read the ops
+        return []
+    if not customs:
+        return []
+    return [f"MACs are partial: they exclude custom ops whose MACs are unknown: {', '.join(customs)}"]
+
+
 def read_tflite(p: Path) -> Contents:
     """The :class:`Contents` of a TFLite file."""
     interp, ops, inputs, outputs = _load(p)
@@ -95,7 +108,7 @@ def read_tflite(p: Path) -> Contents:
 
     macs, skipped = count_macs(((op["op_name"], op) for op in ops), TFLITE_MACS, shape)
     op_types = sorted_counts(op["op_name"] for op in ops)
-    notes += macs_note(skipped)
+    notes += macs_note(skipped) + _custom_note(p)
     partial = bool(notes)
     if op_types.get("VAR_HANDLE"):
         notes.append(f"{op_types['VAR_HANDLE']} resource variables (VAR_HANDLE) hold weights that params does not "
