@@ -109,17 +109,10 @@ def cli() -> None:
 
 
 def table_console(wide: int):
-    """The console tables print on: a terminal's own width (tables fit it: the export table moves its ops
-    under the table at 80 columns), or ``wide`` columns when stdout is a pipe or a file (logs keep every
-    column)."""
-    import shutil
-    import sys
+    """The console tables print on (``edgesep.report.live.table_console``)."""
+    from edgesep.report.live import table_console as console
 
-    from rich.console import Console
-
-    if sys.stdout.isatty():
-        return Console()
-    return Console(width=max(wide, shutil.get_terminal_size().columns))
+    return console(wide)
 
 
 def echo_rich(*renderables, wide: int = 160) -> None:

@@ -138,22 +138,11 @@ def _bench_output(results: list[BenchResult], as_json: bool, out_file: Optional[
 def _bench_run(device: Device, paths: list[Path], data_file: Optional[Path],
                config: BenchConfig) -> list[BenchResult]:
     """prepare + run with a progress bar on stderr; the device is cleaned up whatever happens."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from edgesep.devices.base import DeviceError
+    from edgesep.report.live import model_bars
     from edgesep.report.text import distinct_labels
 
-    console = Console(stderr=True)
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=console, transient=True, disable=not console.is_terminal)  # a log gets no blank line
-    tasks: dict = {}
-    labels = dict(zip(map(str, paths), distinct_labels([str(p) for p in paths])))
-
-    def progress(model: str, done: int, total: int) -> None:
-        if model not in tasks:
-            tasks[model] = bar.add_task(labels.get(model, model), total=max(total, 1))
-        bar.update(tasks[model], completed=done, total=max(total, done, 1))
+    bar, progress = model_bars(dict(zip(map(str, paths), distinct_labels([str(p) for p in paths]))))
 
     try:
         with bar:
@@ -221,11 +210,6 @@ def devices(as_json: bool, adb_path: Optional[str], adb_server_port: Optional[in
         click.echo("no adb devices attached (connect a phone with USB debugging on, or 'adb connect HOST:PORT')")
         return
 
-    from rich.table import Table
+    from edgesep.report.tables import devices_table
 
-    table = Table(title="adb devices")
-    for column in ("serial", "state", "model", "ABI", "Android"):
-        table.add_column(column)
-    for d in found:
-        table.add_row(d.serial, d.state, d.model or "-", d.abi or "-", d.android or "-")
-    echo_rich(table, wide=100)
+    echo_rich(devices_table([d.to_dict() for d in found]), wide=100)

@@ -70,7 +70,7 @@ def compare(models: tuple[str, ...], targets: tuple[str, ...], int8: Optional[bo
     paths = [Path(m) for m in models]
     for path in paths:
         check_model_file(path)
-    progress = _CompareProgress()
+    progress = _compare_progress()
     with progress:
         if models:
             data_file = _compare_models_data(inputs, paths, out) if data else None
@@ -135,46 +135,13 @@ def _compare_models_data(inputs: DataOptions, paths: list[Path], out: Path) -> P
     return accuracy_npz(inputs, paths, out / "data", name="models.npz", note=note)
 
 
-class _CompareProgress:
-    """A rich progress bar on stderr, one row per stage (train, export, bench per device, plots)."""
+def _compare_progress():
+    """The stages' bars on stderr; a SIGTERM whose exception was swallowed (e.g. in a GC callback) is raised
+    again at the next update."""
+    from edgesep.interrupt import checkpoint
+    from edgesep.report.live import StageProgress
 
-    def __init__(self) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-
-        console = Console(stderr=True)
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                            TimeElapsedColumn(), TextColumn("{task.fields[note]}"), console=console,
-                            disable=not console.is_terminal)  # a log keeps only the summary and warnings
-        self.tasks: dict[str, int] = {}
-        self.shown: dict[str, float] = {}  # per stage, the fraction shown so far: a bar never goes backwards
-
-    def __enter__(self):
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.bar.__exit__(*exc)
-
-    def start(self, stage: str, total: float) -> None:
-        self.tasks[stage] = self.bar.add_task(stage, total=max(total, 1), note="")
-
-    def update(self, stage: str, completed: float, total: Optional[float] = None, note: str = "") -> None:
-        from edgesep.interrupt import checkpoint
-
-        checkpoint()  # a SIGTERM whose exception was swallowed (e.g. in a GC callback) is raised here again
-        if stage in self.tasks:
-            total = max(total, completed, 1) if total is not None else self._total(stage)
-            fraction = max(completed / total, self.shown.get(stage, 0.0))
-            self.shown[stage] = fraction
-            self.bar.update(self.tasks[stage], completed=fraction * total, total=total, note=note)
-
-    def finish(self, stage: str, ok: bool = True) -> None:
-        if stage in self.tasks:
-            self.bar.update(self.tasks[stage], completed=self._total(stage), note="done" if ok else "[red]failed")
-
-    def _total(self, stage: str) -> float:
-        return next(t.total for t in self.bar.tasks if t.id == self.tasks[stage]) or 1
+    return StageProgress(on_update=checkpoint)
 
 
 def _compare_profile(doc: dict, out: Path, targets: tuple[str, ...], options: dict, bench) -> None:

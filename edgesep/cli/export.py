@@ -93,13 +93,12 @@ def export(model_path: Optional[str], input_size: Optional[tuple[int, int]], tru
     if (code := _watched(out_dir)) is not None:  # the work ran in a watched child, which printed everything
         raise click.exceptions.Exit(code)
 
-    from rich.console import Console
-
     from edgesep.converters.export import export_source
     from edgesep.interrupt import checked
+    from edgesep.report.live import status as live_status
     from edgesep.supervise import recording
 
-    with Console(stderr=True).status("starting") as status:
+    with live_status("starting") as status:
         step = recording(checked(lambda stage: status.update(f"[bold]{stage}")))
         result = export_source(source, out_dir, config, progress=step, note=note)
     _print_result(result, out_dir)

@@ -42,7 +42,7 @@ def sweep_command(plan: Optional[str], out_dir: Optional[str], address: Optional
 def _run(plan_path: str, out_dir: str, address: Optional[str], resume: bool, echo: Echo):
     from edgesep.fleet.cluster import require_ray, split_address
     from edgesep.fleet.plan import load_plan
-    from edgesep.fleet.progress import SweepProgress
+    from edgesep.report.live import SweepProgress
     from edgesep.fleet.sweep import run_sweep
 
     plan = load_plan(plan_path)

@@ -111,105 +111,51 @@ def chance_warnings(rows: list[dict[str, Any]]) -> list[str]:
     return list(out.values())
 
 
-def _md(header: list[str], body: list[list[str]]) -> list[str]:
-    cells = [[c.replace("|", "\\|") for c in row] for row in [header, *body]]
-    return (["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(header)]
-            + ["| " + " | ".join(row) + " |" for row in cells[1:]] + [""])
-
-
-def report_markdown(rows: list[dict[str, Any]], plots: list[str]) -> str:
-    """report.md of a sweep's rows."""
+def report_document(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What report.md shows, decided here: job counts, the latency table, fused/split ratios with their verdicts,
+    accuracy drops, near-chance warnings and the jobs without a result (rendered by ``edgesep.report.sweep``)."""
     from edgesep.compare.analysis import latency_verdict
-    from edgesep.report import format_ms
 
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
-    lines = ["# Sweep report", "", "Jobs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ".", ""]
     labels, devices, p50 = latency_table(rows)
-    if labels:
-        lines += ["## Median latency (ms)", ""]
-        lines += _md(["model", *devices], [[lab, *(format_ms(p50.get((lab, d))) for d in devices)] for lab in labels])
-    ratios = fused_split_ratios(rows)
-    if ratios:
-        lines += ["## Fused vs split latency per device", ""]
-        lines += _md(["device", "model", "artifact", "fused/split (95% CI)", "verdict"],
-                     [[r["device"], r["model"], f"{r['format']} {r['precision']}",
-                       f"{r['ratio']:.3f} ({r['lo']:.3f}-{r['hi']:.3f})",
-                       latency_verdict("fused", "split", r["ratio"], r["lo"], r["hi"]) + " (unpaired, no A/A control)"]
-                      for r in ratios])
-        lines += [f"Verdicts: {UNPAIRED}.", ""]
-    drops = accuracy_drops(rows)
-    if drops:
-        lines += ["## Accuracy of the exported artifacts", ""]
-        lines += _md(["model", "artifact", "Keras", "artifact", "drop (pp)"],
-                     [[d["model"], f"{d['format']} {d['precision']}", f"{d['keras_accuracy']:.4f}",
-                       f"{d['accuracy']:.4f}", f"{d['drop'] * 100:.2f}"] for d in drops])
-        lines += [f"- **warning**: {w}" for w in chance_warnings(rows)]
-        lines += [""] if lines[-1] != "" else []
-    failed = [r for r in rows if r["status"] != "ok"]
-    if failed:
-        lines += ["## Jobs without a result", ""]
-        lines += _md(["device", "model", "status", "error"],
-                     [[r["device"], _label(r), r["status"], r["error"] or ""] for r in failed])
-    lines += [f"![{p}]({p})" for p in plots]
-    return "\n".join(lines).rstrip() + "\n"
+    ratios = [{**r, "verdict": latency_verdict("fused", "split", r["ratio"], r["lo"], r["hi"])}
+              for r in fused_split_ratios(rows)]
+    failed = [{"device": r["device"], "label": _label(r), "status": r["status"], "error": r["error"]}
+              for r in rows if r["status"] != "ok"]
+    return {"counts": counts, "labels": labels, "devices": devices, "p50": p50, "ratios": ratios,
+            "unpaired": UNPAIRED, "drops": accuracy_drops(rows), "warnings": chance_warnings(rows), "failed": failed}
 
 
-def _save(fig, path: Path) -> None:
-    from edgesep.io import write_bytes
+def report_markdown(rows: list[dict[str, Any]], plots: list[str]) -> str:
+    """report.md of a sweep's rows."""
+    from edgesep.report.sweep import sweep_markdown
 
-    buffer = io.BytesIO()
-    fig.savefig(buffer, dpi=110, format="png", bbox_inches="tight")
-    write_bytes(path, buffer.getvalue())
+    return sweep_markdown(report_document(rows), plots)
 
 
 def plot_heatmap(rows: list[dict[str, Any]], out: Path) -> Optional[str]:
     """models x devices heatmap of median latency; None when nothing was measured."""
+    from edgesep.io import write_bytes
+    from edgesep.report.sweep import heatmap_png
+
     labels, devices, p50 = latency_table(rows)
     if not labels:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    grid = np.array([[p50.get((lab, d), np.nan) for d in devices] for lab in labels])
-    fig, ax = plt.subplots(figsize=(2.0 + 1.4 * len(devices), 1.2 + 0.4 * len(labels)))
-    image = ax.imshow(grid, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(devices)), devices, rotation=30, ha="right")
-    ax.set_yticks(range(len(labels)), labels)
-    for (i, j), value in np.ndenumerate(grid):
-        if not np.isnan(value):
-            r, g, b, _ = image.cmap(image.norm(value))  # dark text on the light (yellow) end, white on the dark
-            ax.text(j, i, f"{value:.3g}", ha="center", va="center", fontsize=8,
-                    color="black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white")
-    fig.colorbar(image, ax=ax, label="median latency (ms)")
-    ax.set_title("Median latency, models x devices")
-    _save(fig, out / HEATMAP)
-    plt.close(fig)
+    write_bytes(out / HEATMAP, heatmap_png(labels, devices, p50))
     return HEATMAP
 
 
 def plot_ratios(rows: list[dict[str, Any]], out: Path) -> Optional[str]:
     """fused/split ratio with its interval, one point per device and pair; None without pairs."""
+    from edgesep.io import write_bytes
+    from edgesep.report.sweep import ratios_png
+
     ratios = fused_split_ratios(rows)
     if not ratios:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 1.2 + 0.35 * len(ratios)))
-    for i, r in enumerate(ratios):
-        ax.errorbar(r["ratio"], i, xerr=[[r["ratio"] - r["lo"]], [r["hi"] - r["ratio"]]], fmt="o", capsize=3)
-    ax.axvline(1.0, color="grey", lw=0.8)
-    ax.set_yticks(range(len(ratios)), [f"{r['device']}: {r['model']} {r['precision']}" for r in ratios])
-    ax.set_xlabel("fused / split median latency (95% CI; unpaired jobs, no A/A control)")
-    _save(fig, out / RATIOS)
-    plt.close(fig)
+    write_bytes(out / RATIOS, ratios_png(ratios))
     return RATIOS
 
 

@@ -319,3 +319,15 @@ def edgetpu_table(facts: dict[str, Any]):
     if not report:
         table.add_row("compiler report", "no log beside the model")
     return table
+
+
+def devices_table(found: list[dict[str, Any]]):
+    """The attached Android devices (``edgesep devices``): serial, state, model, ABI, Android version."""
+    from rich.table import Table
+
+    table = Table(title="adb devices")
+    for column in ("serial", "state", "model", "ABI", "Android"):
+        table.add_column(column)
+    for d in found:
+        table.add_row(d["serial"], d["state"], d.get("model") or "-", d.get("abi") or "-", d.get("android") or "-")
+    return table
