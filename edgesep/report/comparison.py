@@ -222,14 +222,26 @@ def compare_summary(doc: dict[str, Any]) -> list[str]:
     """The compare report in a few unpadded lines for a terminal: one line per variant (size, top-1, median
     latency on each device), then one per verdict. Stability warnings are left to the caller (said once)."""
     targets = [t for t, s in (doc.get("devices") or {}).items() if s.get("status") != "failed"]
-    one = len(targets) == 1
-    header = ["variant", "size", "top-1"] + [f"{t} p50 ms" + (" [95% CI]" if one else "") for t in targets]
-    rows = [header] + [_summary_cells(doc, v, targets) for v in doc.get("variants") or []]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
-             for row in rows]
+    body = [_summary_cells(doc, v, targets) for v in doc.get("variants") or []]
+    legend: list[str] = []
+    if len(targets) == 1:
+        header = ["variant", "size", "top-1", f"{targets[0]} p50 ms [95% CI]"]
+    else:
+        header = ["variant", "size", "top-1"] + targets
+        if len(_aligned([header] + body)[0]) > 78:  # long targets: numbered columns, named below
+            header = header[:3] + [f"device {i}" for i in range(1, len(targets) + 1)]
+            legend = [f"device {i}: {t}" for i, t in enumerate(targets, start=1)]
+        legend.insert(0, "latency: p50 ms per device")
     verdicts = compare_verdicts(doc, warnings=False)
-    return lines + (["verdicts:"] + [f"  {v}" for v in verdicts] if verdicts else [])
+    return (_aligned([header] + body) + legend
+            + (["verdicts:"] + [f"  {v}" for v in verdicts] if verdicts else []))
+
+
+def _aligned(rows: list[list[str]]) -> list[str]:
+    """Rows as text columns two spaces apart: the first left-aligned, the others right-aligned; no padding."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+            for row in rows]
 
 
 def compare_tables(doc: dict[str, Any], warnings: bool = True) -> list:
