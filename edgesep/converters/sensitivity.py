@@ -1,7 +1,7 @@
 """Per-op int8 sensitivity: how much keeping each op float raises the output SQNR (and agreement).
 
 For each candidate op (every op, or in quick mode the ``QUICK_CANDIDATES`` ops whose own int8 output the
-debugger's per-layer statistics rate worst), the model is quantized once more with that op kept float
+debugger's per-layer statistics rate worst, plus the ops that write the model's output), the model is quantized once more with that op kept float
 (``edgesep.converters.mixed``: the op and the ops reading its output) and run on held-out images against
 the float model. One calibration serves every candidate; the time per candidate is measured on the first
 one and an estimate is given before the rest start.
@@ -58,8 +58,17 @@ def candidates(selective: Selective, quick: bool) -> tuple[list[str], dict[str, 
     layer = selective.layer_sqnr_db()
     names = selective.labels()
     if quick:
-        names = sorted(names, key=lambda n: layer.get(n, np.inf))[:QUICK_CANDIDATES]
+        worst = sorted(names, key=lambda n: layer.get(n, np.inf))[:QUICK_CANDIDATES]
+        names = list(dict.fromkeys(worst + _output_ops(selective)))
     return names, layer
+
+
+def _output_ops(selective: Selective) -> list[str]:
+    """The ops writing the model's output and those only they read: the output's own requantization is a
+    loss the per-layer statistics do not rank (each op there looks accurate against its own range)."""
+    sinks = {op.index for op in selective.ops if not op.readers}
+    near = [op for op in selective.ops if op.index in sinks or (op.readers and set(op.readers) <= sinks)]
+    return list(dict.fromkeys(op.label for op in near))
 
 
 def _gain(new: Score, plain: Score) -> Optional[float]:
