@@ -176,3 +176,14 @@ def test_garbage_model_leaves_no_running_sweep_and_no_ray(tmp_path, out):
     db = sqlite3.connect(run / "sweep.db")
     assert [r[0] for r in db.execute("SELECT status FROM sweeps")] == ["failed"]
     db.close()
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("args, needle", [
+    (["--head", "--port", "12345"], "--port 12345"),
+    (["--head", "--listen", "127.0.0.5"], "--listen 127.0.0.5"),
+    (["--address", "127.0.0.1:6379", "--listen", "127.0.0.1", "--device", "local"], "own loopback address"),
+    (["--address", "127.1:1", "--device", "local"], "own loopback address"),
+])
+def test_worker_options_that_cannot_work(args, needle, tmp_path):
+    check_refused(["worker", *args], tmp_path, code=USAGE, needles=[needle], bound=30)

@@ -258,82 +258,8 @@ def offered_resources() -> dict[str, float]:
     return {k: v for k, v in ray.cluster_resources().items() if k.startswith("edgesep/")}
 
 
-# ---------------------------------------------------------------- edgesep worker
+def nodes_offering(resource: str) -> set[str]:
+    """Ids of the live nodes that offer ``resource``."""
+    import ray
 
-def check_device(target: str, options: dict[str, Any]) -> None:
-    """Raise a one-line ``DeviceError`` unless the device answers (adb: attached and online; ssh: logs in)."""
-    from edgesep.devices import check_device as answers
-
-    answers(target, options)
-
-
-def worker_command(address: Optional[str], listen: Optional[str], resources: dict[str, float], head: bool,
-                   port: int = DEFAULT_PORT, num_cpus: Optional[int] = None) -> list[str]:
-    """The ``ray start --block`` command of an edgesep worker (or head) node.
-
-    Raises:
-        UsageError: a network address would be bound without ``--listen``.
-    """
-    ray_exe = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
-    if ray_exe is None:
-        raise RayMissing(f"the ray command is not installed: {INSTALL_HINT}")
-    if head:
-        bind = listen or "127.0.0.1"
-        argv = [ray_exe, "start", "--head", f"--port={port}", "--include-dashboard=false"]
-    else:
-        if not address:
-            raise UsageError("edgesep worker needs --address HEAD:PORT (or --head to start the head)")
-        host, head_port = split_address(address)
-        if is_loopback(host):
-            raise UsageError("the head is on this machine: give the devices to the head itself "
-                             "(edgesep worker --head --device ...) instead of a second node here")
-        if listen is None:
-            raise UsageError(f"joining {host} binds this node's Ray ports on the network: add --listen ADDR "
-                             "(this host's address on a network you trust)")
-        bind = listen
-        argv = [ray_exe, "start", f"--address={host}:{head_port}"]
-    if listen is not None and not _is_local_address(listen):
-        raise UsageError(f"--listen {listen}: not an address of this machine")
-    argv += [f"--node-ip-address={bind}", f"--resources={json.dumps(resources)}", "--disable-usage-stats",
-             "--block"]
-    return argv + ([f"--num-cpus={num_cpus}"] if num_cpus is not None else [])
-
-
-def _is_local_address(addr: str) -> bool:
-    if is_loopback(addr):
-        return True
-    try:
-        with socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET) as s:
-            s.bind((addr.strip("[]"), 0))
-        return True
-    except OSError:
-        return False
-
-
-def run_worker(argv: Sequence[str], listen: Optional[str], head: bool, say: Callable[[str], None]) -> int:
-    """Run the node in the foreground until Ctrl-C or SIGTERM (passed on to Ray); returns ray's exit code."""
-    import signal
-
-    env = dict(os.environ)
-    if listen is None or is_loopback(listen):
-        env[LOOPBACK_ENV] = "0"
-    else:
-        say("edgesep: warning: " + PROTECT_HINT.format(addr=listen))
-    if head:
-        env.setdefault(AUTH_ENV, "token")
-        if env[AUTH_ENV] == "token" and not os.path.isfile(os.path.expanduser(TOKEN_FILE)):
-            subprocess.run([argv[0], "get-auth-token", "--generate"], capture_output=True, env=env, check=False)
-        say(f"edgesep: Ray token authentication is {'on' if env[AUTH_ENV] == 'token' else 'off'}; copy "
-            f"{TOKEN_FILE} to every host that joins (workers and sweeps use it when it is there)")
-    else:
-        token_mode(env)
-    child = subprocess.Popen(list(argv), env=env)
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: child.terminate())
-    try:
-        return child.wait()
-    except KeyboardInterrupt:
-        child.send_signal(signal.SIGINT)
-        child.wait()
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return {n["NodeID"] for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get(resource, 0) >= 1}

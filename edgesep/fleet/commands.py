@@ -95,21 +95,27 @@ def _failures(summary, echo: Echo) -> None:
 
 def worker_command(address: Optional[str], head: bool, port: int, targets: Sequence[str], listen: Optional[str],
                    num_cpus: Optional[int], options: dict, echo: Echo) -> int:
-    """Check the devices answer, then run a Ray node offering them (``--head``: the head node) until Ctrl-C."""
-    from edgesep.devices import device_resource, options_for, parse_target
-    from edgesep.fleet.cluster import check_device, require_ray, run_worker, worker_command as command
+    """Check the devices answer, then run a Ray node offering them (``--head``: the head node) until Ctrl-C.
+
+    A worker on a loopback address of the head's machine offers ``local`` as ``edgesep/local:<its address>``
+    (the plan names it ``target = 'local'``, ``host = '127.0.0.2'``).
+    """
+    from edgesep.devices import check_device, device_resource, options_for, parse_target
+    from edgesep.fleet.cluster import is_loopback, require_ray
+    from edgesep.fleet.worker import node_command, run_node
 
     if head and address:
         raise UsageError("--head starts a new cluster; it takes no --address")
     if not targets and not head:
         raise UsageError("name the devices this node owns: --device adb:SERIAL (repeatable)")
     require_ray("edgesep worker")
+    host = listen if not head and listen and is_loopback(listen) else None
     resources = {}
     for target in targets:
         parse_target(target, **options_for(target, options))
-        resources[device_resource(target)] = 1.0
-    argv = command(address, listen, resources, head, port, num_cpus)
+        resources[device_resource(target, host)] = 1.0
+    node = node_command(address, listen, resources, head, port, num_cpus)
     for target in targets:
         check_device(target, options_for(target, options))
-        echo(f"{target}: answers; offered as {device_resource(target)}")
-    return run_worker(argv, listen, head, lambda line: echo(line, err=True))
+        echo(f"{target}: answers; offered as {device_resource(target, host)}")
+    return run_node(node, lambda line: echo(line, err=True))

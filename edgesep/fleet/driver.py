@@ -49,6 +49,7 @@ class DeviceState:
     running: Optional[tuple[MeasureJob, Any, float]] = None  # (job, object ref, dispatch time)
     status: str = "ready"  # ready | lost | gone
     lost_at: float = 0.0
+    lost_nodes: frozenset = frozenset()  # the nodes that offered the device when it was lost
     gone_reason: str = ""
     node: dict[str, Any] = dataclasses.field(default_factory=dict)
     counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
@@ -220,7 +221,11 @@ class Sweep:
     # ---------------------------------------------------------------- faults
     def _lost(self, state: DeviceState, job: MeasureJob, dispatched: float, e: BaseException) -> None:
         """The device's node (or its actor) is gone: requeue the job once or fail it, as the plan says."""
+        from edgesep.fleet.cluster import nodes_offering
+
         state.actor, state.status, state.lost_at = None, "lost", time.time()
+        # Ray may list a killed node as alive for a while: the device is back only on a node not among these
+        state.lost_nodes = frozenset(nodes_offering(state.spec.resource))
         outcome = {**state.node, "started": dispatched, "ended": time.time()}
         policy = self.plan.faults.lost_node
         if policy == "requeue" and self.attempts[job.key] < 2:
@@ -240,12 +245,11 @@ class Sweep:
         lost = [d for d in self.devices.values() if d.status == "lost"]
         if not lost:
             return
-        from edgesep.fleet.cluster import offered_resources
+        from edgesep.fleet.cluster import nodes_offering
 
-        offered = offered_resources()
         timeout = self.plan.faults.requeue_timeout
         for state in lost:
-            if offered.get(state.spec.resource, 0) >= 1:
+            if nodes_offering(state.spec.resource) - state.lost_nodes:
                 state.status = "ready"
             elif time.time() - state.lost_at > timeout:
                 self._give_up(state, f"worker node of {state.spec.target} lost and not back within {timeout:g} s")

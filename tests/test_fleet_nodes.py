@@ -1,0 +1,237 @@
+"""The fleet on real, separate Ray nodes: a head and two ``edgesep worker`` nodes on 127.0.0.1/.2/.3.
+
+Each node is a real ``ray start`` (own raylet, object store, node IP and temp folder) started by the real
+``edgesep worker`` CLI, owning one ``local`` device (the workers' named by their loopback address). Sweeps run
+as the real CLI joining the head. The nodes are small (one CPU each, a 1% object store) and stopped by id.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from test_fleet import _address, _descendants
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+NODE_ENV = {"RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION": "0.01", "RAY_AUTH_MODE": "disabled"}
+WORKERS = ("127.0.0.2", "127.0.0.3")
+
+
+class Node:
+    """One ``edgesep worker`` process and its stderr file."""
+
+    def __init__(self, args, folder: Path, name: str, ready: str):
+        self.args, self.err, self.ready = args, folder / f"{name}.err", ready
+        self.proc = None
+
+    def start(self, timeout: float = 120) -> "Node":
+        with open(self.err, "w") as err:
+            self.proc = subprocess.Popen([sys.executable, "-m", "edgesep", "worker", *self.args],
+                                         stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL,
+                                         env={**os.environ, **NODE_ENV})
+        deadline = time.monotonic() + timeout
+        while self.ready not in self.err.read_text():
+            assert self.proc.poll() is None and time.monotonic() < deadline, self.err.read_text()[-2000:]
+            time.sleep(0.3)
+        return self
+
+    def pids(self) -> set[int]:
+        return _descendants(self.proc.pid) | {self.proc.pid}
+
+    def kill(self) -> None:
+        """SIGKILL the node's own processes (the host is lost: nothing gets to clean up)."""
+        for pid in self.pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        return self.proc.wait(timeout=90)
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory):
+    from sshd import closed_port
+
+    folder = tmp_path_factory.mktemp("nodes")
+    port = closed_port()
+    head = Node(["--head", "--port", str(port), "--device", "local", "--num-cpus", "1"], folder, "head",
+                "edgesep: head on 127.0.0.1").start()
+    workers = {}
+    try:
+        for ip in WORKERS:
+            workers[ip] = Node(["--address", f"127.0.0.1:{port}", "--listen", ip, "--device", "local",
+                                "--num-cpus", "1"], folder, ip, f"node {ip} joined").start()
+        yield {"address": f"127.0.0.1:{port}", "head": head, "workers": workers}
+    finally:
+        for node in [*workers.values(), head]:
+            if node.proc is not None:
+                node.stop()
+
+
+def _plan(tmp_path: Path, models, min_secs: float = 0.0, faults: str = "") -> Path:
+    text = "".join(f"[[models]]\npath = {str(m)!r}\n" for m in models)
+    text += "[[devices]]\ntarget = 'local'\n" + "".join(f"[[devices]]\ntarget = 'local'\nhost = '{ip}'\n"
+                                                        for ip in WORKERS)
+    text += (f"[bench]\nruns = 3\nwarmup = 1\nwarmup_secs = 0.0\nmin_secs = {min_secs}\nmax_secs = {min_secs + 2}\n"
+             f"threads = 1\n{faults}")
+    path = tmp_path / "plan.toml"
+    path.write_text(text)
+    return path
+
+
+def _sweep(*args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "edgesep", "sweep", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **NODE_ENV}, **kwargs)
+
+
+def _rows(out: Path) -> list[dict]:
+    db = sqlite3.connect(out / "sweep.db")
+    db.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in db.execute("SELECT * FROM jobs ORDER BY id")]
+    finally:
+        db.close()
+
+
+def _sockets(pids: set[int]) -> tuple[list[str], list[str]]:
+    """(local addresses of LISTEN sockets, remote addresses of connected ones) owned by ``pids``."""
+    inodes = set()
+    for pid in pids:
+        try:
+            inodes |= {os.readlink(fd)[8:-1] for fd in Path(f"/proc/{pid}/fd").iterdir()
+                       if os.readlink(fd).startswith("socket:[")}
+        except OSError:
+            continue
+    listening, peers = [], []
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes:
+                (listening if fields[3] == "0A" else peers).append(_address(fields[1] if fields[3] == "0A"
+                                                                             else fields[2]))
+    return listening, peers
+
+
+def _ip(addr: str):
+    return ipaddress.ip_address(addr.rsplit(":", 1)[0].strip("[]"))
+
+
+def test_each_device_runs_on_its_own_node_and_all_traffic_stays_on_loopback(nodes, bench_models, tmp_path):
+    out = tmp_path / "out"
+    sweep = _sweep(_plan(tmp_path, [bench_models["float.tflite"], bench_models["int8.tflite"]]), "--out", out,
+                   "--address", nodes["address"])
+    _, err = sweep.communicate(timeout=300)
+    assert sweep.returncode == 0, err[-2000:]
+    rows = _rows(out)
+    assert len(rows) == 6 and {r["status"] for r in rows} == {"ok"}
+    assert {(r["host"], r["node_ip"]) for r in rows} == {(None, "127.0.0.1"), *((ip, ip) for ip in WORKERS)}
+    assert len({r["node_id"] for r in rows}) == 3  # three nodes, not three names of one
+    for name, node in [("127.0.0.1", nodes["head"]), *nodes["workers"].items()]:
+        listening, peers = _sockets(node.pids())
+        assert listening and peers, name
+        assert all(_ip(a).is_loopback for a in peers), (name, peers)  # no traffic leaves 127/8
+        # the head binds 127.0.0.1 only; Ray binds a worker's raylet on every interface unless its address is
+        # 127.0.0.1 (node_manager.cc), which edgesep worker says; its own services bind the node's address
+        allowed = {ipaddress.ip_address(name)} | ({ipaddress.ip_address("0.0.0.0"), ipaddress.ip_address("::")}
+                                                   if name != "127.0.0.1" else set())
+        assert all(_ip(a) in allowed or getattr(_ip(a), "ipv4_mapped", None) in allowed for a in listening), \
+            (name, listening)
+    assert "binds this node's raylet on every interface" in nodes["workers"]["127.0.0.2"].err.read_text()
+
+
+def test_worker_killed_mid_job_is_requeued_and_finished_when_it_returns(nodes, bench_models, tmp_path):
+    out = tmp_path / "out"
+    lost = nodes["workers"]["127.0.0.2"]
+    plan = _plan(tmp_path, [bench_models["float.tflite"], bench_models["int8.tflite"]], min_secs=4.0,
+                 faults="[faults]\nlost_node = 'requeue'\nrequeue_timeout = 120\n")
+    sweep = _sweep(plan, "--out", out, "--address", nodes["address"])
+    deadline = time.monotonic() + 120
+    while not any("ray::DeviceActor" in _cmdline(pid) for pid in lost.pids()):  # its device has a job
+        assert time.monotonic() < deadline and sweep.poll() is None
+        time.sleep(0.2)
+    time.sleep(1.0)
+    lost.kill()
+    time.sleep(2.0)
+    lost.start()
+    _, err = sweep.communicate(timeout=300)
+    assert sweep.returncode == 0, err[-2000:]
+    rows = _rows(out)
+    mine = [r for r in rows if r["host"] == "127.0.0.2"]
+    others = [r for r in rows if r["host"] != "127.0.0.2"]
+    assert [r["status"] for r in mine].count("requeued") == 1 and [r["status"] for r in mine].count("ok") == 2
+    requeued = next(r for r in mine if r["status"] == "requeued")
+    redone = next(r for r in mine if r["key"] == requeued["key"] and r["status"] == "ok")
+    assert redone["attempt"] == 2 and redone["node_ip"] == "127.0.0.2" and redone["node_id"] != requeued["node_id"]
+    assert len(others) == 4 and {r["status"] for r in others} == {"ok"}  # the other nodes' jobs: untouched
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def test_driver_killed_mid_sweep_resumes(nodes, bench_models, tmp_path):
+    out = tmp_path / "out"
+    plan = _plan(tmp_path, [bench_models["float.tflite"], bench_models["int8.tflite"]], min_secs=2.0)
+    sweep = _sweep(plan, "--out", out, "--address", nodes["address"])
+    deadline = time.monotonic() + 120
+    while not ((out / "sweep.db").is_file() and _count(out) >= 1):
+        assert time.monotonic() < deadline and sweep.poll() is None
+        time.sleep(0.2)
+    sweep.kill()
+    sweep.wait()
+    done = _count(out)
+    assert 1 <= done < 6
+    again = _sweep(plan, "--out", out, "--address", nodes["address"], "--resume")
+    stdout, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err[-2000:]
+    rows = _rows(out)
+    assert sorted(r["status"] for r in rows) == ["ok"] * 6 and f"{done} already done" in stdout
+
+
+def _count(out: Path) -> int:
+    try:
+        db = sqlite3.connect(f"{(out / 'sweep.db').as_uri()}?mode=ro", uri=True, timeout=5)
+        try:
+            return db.execute("SELECT count(*) FROM jobs WHERE status = 'ok'").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
+
+
+def test_worker_pointed_at_nothing_answers_in_seconds(tmp_path):
+    from hostile import check_refused
+    from sshd import closed_port
+
+    address = f"127.0.0.1:{closed_port()}"
+    check_refused(["worker", "--address", address, "--listen", "127.0.0.2", "--device", "local"], tmp_path,
+                  code=1, needles=[address], bound=20)
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_head_stopped_by_a_signal_says_one_line_and_leaves_nothing(signame, tmp_path):
+    from hostile import SIGNALS, interrupt_after
+    from sshd import closed_port
+
+    outcome = interrupt_after(["worker", "--head", "--port", str(closed_port()), "--device", "local", "--num-cpus",
+                               "1"], tmp_path, signum=SIGNALS[signame], when="edgesep: head on", timeout=180,
+                              env=NODE_ENV)
+    assert outcome.code == 128 + SIGNALS[signame], outcome.stderr[-2000:]
+    assert "Traceback" not in outcome.stderr and "Aborted" not in outcome.stderr
+    assert outcome.stderr.strip().splitlines()[-1].startswith("edgesep: interrupted")
+    assert outcome.new_tmp == [], outcome.new_tmp  # the node's session, logs and caches
