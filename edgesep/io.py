@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 from edgesep.errors import OutputError
 
@@ -75,6 +75,38 @@ def write_bytes(path: PathLike, data: bytes) -> Path:
         _unlink(tmp)
         raise
     return path
+
+
+def write_with(path: PathLike, make: Callable[[Path], Any]) -> Path:
+    """Atomic write by a tool that writes to a path (``model.save``): ``make(tmp)`` writes a temp file in the
+    same folder (named like ``path``, same suffix), which is then renamed onto ``path``."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+        os.close(fd)
+        os.unlink(name)  # the tool creates it (some refuse an existing file)
+    except OSError as e:
+        raise OutputError(_describe_os_error(path, e)) from None
+    try:
+        make(Path(name))
+        os.replace(name, path)
+    except OSError as e:
+        _unlink(name)
+        raise OutputError(_describe_os_error(path, e)) from None
+    except BaseException:
+        _unlink(name)
+        raise
+    return path
+
+
+def move(source: PathLike, path: PathLike) -> Path:
+    """Move a finished file (a tool's output) onto ``path`` in one rename; OutputError in one line."""
+    try:
+        os.replace(source, path)
+    except OSError as e:
+        raise OutputError(_describe_os_error(path, e)) from None
+    return Path(path)
 
 
 def write_text(path: PathLike, text: str) -> Path:

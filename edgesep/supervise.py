@@ -35,9 +35,12 @@ def record_stage(stage: str) -> None:
     """In a supervised child: note the stage, so that a crash can be reported with it."""
     path = os.environ.get(STAGE_ENV)
     if path:
+        from edgesep.errors import OutputError
+        from edgesep.io import write_text
+
         try:
-            Path(path).write_text(stage)
-        except OSError:
+            write_text(path, stage)
+        except OutputError:
             pass
 
 

@@ -173,10 +173,7 @@ def recalibrate_batchnorm(model, x) -> int:
 
 
 def _save_atomic(model, meta: dict, path: Path, meta_path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
-    tmp_meta = meta_path.with_name(f".{meta_path.name}.{os.getpid()}.tmp")
-    tmp_meta.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp_meta, meta_path)
+    from edgesep.io import write_text, write_with
+
+    write_with(path, model.save)
+    write_text(meta_path, json.dumps(meta, indent=1))

@@ -31,7 +31,6 @@ Never imports TensorFlow: model files are read with ``edgesep.converters.flatbuf
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import shutil
 import subprocess
@@ -41,6 +40,7 @@ from typing import Any, Optional, Sequence
 
 from edgesep.converters.flatbuffer import FLOAT_TYPES, TfliteFile, read_tflite
 from edgesep.errors import ConversionError, EdgeTpuError, last_line
+from edgesep.io import move
 
 EDGETPU_CUSTOM_OP = "edgetpu-custom-op"
 COMPILER = "edgetpu_compiler"
@@ -276,10 +276,10 @@ def compile_edgetpu(tflite_path: Path, out_dir: Path, compiler: Optional[str] = 
                    or f"exit {proc.returncode}")
             raise EdgeTpuError(f"{COMPILER} failed on {tflite_path.name}: {why}")
         final = out_dir / produced.name
-        os.replace(produced, final)
+        move(produced, final)
         log = produced.with_suffix(".log")
         if log.is_file():
-            os.replace(log, final.with_suffix(".log"))
+            move(log, final.with_suffix(".log"))
             report.log_path = str(final.with_suffix(".log"))
             if not report.operators:
                 report.operators = parse_compiler_output(final.with_suffix(".log").read_text()).operators

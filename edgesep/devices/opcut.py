@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from edgesep.errors import DeviceError
+from edgesep.io import write_bytes
 
 TFLITE_FILE_ID = b"TFL3"
 COMPUTE_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV")
@@ -191,7 +192,7 @@ def cut_model(path: Path, out_dir: Optional[Path]) -> list[CutOp]:
             ops.append(CutOp(index, kind, name, macs, kind=role))
             continue
         target = out_dir / f"op_{index:03d}.tflite"
-        target.write_bytes(pack(_single_op_model(model, op, schema)))
+        write_bytes(target, pack(_single_op_model(model, op, schema)))
         ops.append(CutOp(index, kind, name, macs, target, kind=role))
     return ops
 

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from edgesep.io import write_bytes
+
 
 SIDE, CHANNELS, KERNEL = 14, 128, 3
 PEAK_MACS = SIDE * SIDE * CHANNELS * CHANNELS * KERNEL * KERNEL
@@ -98,7 +100,7 @@ def peak_tflite(precision: str, path: Path) -> Path:
     model = schema.ModelT()
     model.version, model.operatorCodes, model.subgraphs, model.buffers = 3, [code], [sub], buffers
     model.description = b"edgesep roofline peak"
-    path.write_bytes(opcut.pack(model))
+    write_bytes(path, opcut.pack(model))
     return path
 
 
@@ -126,7 +128,7 @@ def peak_onnx(precision: str, path: Path) -> Path:
         [helper.make_tensor_value_info("output", kind, [1, CHANNELS, SIDE, SIDE])], initializer=init)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
-    path.write_bytes(model.SerializeToString())
+    write_bytes(path, model.SerializeToString())
     return path
 
 

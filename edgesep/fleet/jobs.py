@@ -169,10 +169,11 @@ def run_export(job: dict[str, Any], keras_bytes: Optional[bytes] = None) -> dict
         if spec["path"] is None:
             source = _builtin_source(spec, exp["data"])
         else:
+            from edgesep.io import write_bytes
             from edgesep.source import ModelSource
 
             path = Path(tmp) / Path(spec["path"]).name
-            path.write_bytes(keras_bytes or b"")
+            write_bytes(path, keras_bytes or b"")
             data = exp["data"] if "int8" in config.precisions or exp["data"] != "digits" else None
             source = ModelSource(model=str(path), data=data)
             extra["source"] = {"model": spec["path"]}  # the plan's path, not this temporary copy
