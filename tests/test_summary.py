@@ -35,3 +35,17 @@ def test_several_devices_with_long_names_fit_80_columns():
     assert lines[0].endswith("top-1  device 1  device 2  device 3")
     assert [f"device {i}: {t}" for i, t in enumerate(targets, start=1)] == lines[10:13]
     assert "latency: p50 ms per device" in lines
+
+
+def test_a_stage_progress_never_goes_backwards():
+    from edgesep.report.live import StageProgress
+
+    progress = StageProgress()
+    with progress:
+        progress.start("bench local", 1)
+        shown = []
+        for done, total in ((3, 10), (9, 10), (1, 10), (0.5, 1), (2, 3)):  # a new session starts over at 1/10
+            progress.update("bench local", done, total)
+            task = progress.bar.tasks[0]
+            shown.append(task.completed / task.total)
+    assert shown == sorted(shown) and shown[-1] == 0.9
