@@ -52,8 +52,12 @@ def _latency_plot(plt, doc: dict[str, Any], target: str, out_dir) -> Optional[di
         return None
     fig, ax = plt.subplots(figsize=PLOT_SIZES["latency"])
     data = [r["samples_ms"] for _, r in rows]
-    box = ax.boxplot(data, vert=False, whis=(5, 95), showfliers=False, patch_artist=True, widths=0.6,
-                     medianprops={"color": "black"})
+    import matplotlib
+
+    sideways = {"orientation": "horizontal"} if tuple(map(int, matplotlib.__version__.split(".")[:2])) >= (3, 10) \
+        else {"vert": False}  # 'vert' is deprecated from Matplotlib 3.11
+    box = ax.boxplot(data, whis=(5, 95), showfliers=False, patch_artist=True, widths=0.6,
+                     medianprops={"color": "black"}, **sideways)
     for patch, (v, _) in zip(box["boxes"], rows):
         patch.set_facecolor(_FORM_COLORS.get(v.get("form"), _FORM_COLORS[None]))
         patch.set_alpha(0.55)
