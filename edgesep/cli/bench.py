@@ -128,8 +128,7 @@ def _bench_output(results: list[BenchResult], as_json: bool, out_file: Optional[
         from edgesep.compare.analysis import host_checks
 
         host = next((r.host for r in results if r.host), None) or {}
-        for check in host_checks(host, threads):
-            click.echo(f"edgesep: warning: {check['message']}", err=True)
+        echo_wrapped([f"edgesep: warning: {check['message']}" for check in host_checks(host, threads)], err=True)
     if out_file:
         write_text(out_file, text + "\n")
     _bench_failures(results)
