@@ -109,6 +109,15 @@ def move(source: PathLike, path: PathLike) -> Path:
     return Path(path)
 
 
+def open_log(path: PathLike):
+    """A file a child process streams its output into (not atomic: it grows as the child runs); opening it
+    fails in one line (OutputError)."""
+    try:
+        return open(path, "wb")
+    except OSError as e:
+        raise OutputError(_describe_os_error(path, e)) from None
+
+
 def write_text(path: PathLike, text: str) -> Path:
     """Atomic text write (UTF-8)."""
     return write_bytes(path, text.encode())

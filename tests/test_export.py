@@ -210,10 +210,11 @@ def test_per_tensor_with_equalize_does_not_lose_fidelity(trained_split, digits, 
     assert cle["artifacts"][0]["ops"].get("MINIMUM", 0) == (0 if guard["outcome"] == "reverted" else guard["links_kept"])
     from rich.console import Console
 
+    from edgesep.converters.records import ExportResult
     from edgesep.report import export_table
 
     console = Console(width=200, record=True)
-    console.print(export_table(cle))
+    console.print(export_table(ExportResult.from_dict(cle)))
     assert f"equalize guard: {guard['outcome']} ({guard['links_kept']}/8 links" in console.export_text()
     ratios = cle["equalize"]["depthwise_range_ratio"]
     assert len(ratios) == 4

@@ -10,16 +10,21 @@ OPS_ONNX = {"Clip": 9, "Conv": 9, "Add": 1, "GlobalAveragePool": 1, "MatMul": 1,
 
 def _doc():
     def art(path, precision, ops, agree=None, sqnr=None):
-        return {"path": path, "format": path.rsplit(".", 1)[1], "precision": precision, "bytes": 134963,
+        return {"path": path, "format": path.rsplit(".", 1)[1], "precision": precision, "bytes": 134963, "sha256": "0",
                 "runtime": "TFLite" if path.endswith(".tflite") else "ONNX Runtime",
                 "ops": ops, "max_abs_error_vs_keras": 1.4e-06, "accuracy": 0.9889,
                 "top1_agreement_vs_keras": agree, "output_sqnr_db_vs_keras": sqnr}
 
-    return {"model": {"name": "edgesep_split", "form": "split"}, "keras_accuracy": 0.9889,
-            "dataset": {"name": "digits", "input": {"kind": "builtin", "preprocess": {"spec": "unit"}}},
+    from edgesep.converters.records import ExportResult
+
+    return ExportResult.from_dict({
+            "model": {"name": "edgesep_split", "form": "split", "input_shape": [1, 32, 32, 3], "params": 0, "macs": 0},
+            "keras_accuracy": 0.9889,
+            "dataset": {"name": "digits", "test_samples": 540,
+                        "input": {"kind": "builtin", "preprocess": {"spec": "unit"}}},
             "artifacts": [art("model.tflite", "float32", OPS_TFLITE), art("model_fp16.tflite", "float16", OPS_TFLITE),
                           art("model_int8.tflite", "int8", OPS_INT8, 0.998, 31.8),
-                          art("model.onnx", "float32", OPS_ONNX)]}
+                          art("model.onnx", "float32", OPS_ONNX)]})
 
 
 def _render(width):

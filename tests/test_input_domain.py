@@ -272,9 +272,10 @@ def test_calibration_outside_the_data_domain_is_reported(tmp_path):
     assert all("COLLAPSED" in w for w in doc["warnings"][2:])  # and the int8 output may well have collapsed
     from rich.console import Console
 
+    from edgesep.converters.records import ExportResult
     from edgesep.report import export_table
 
     console = Console(width=200, record=True)
-    console.print(export_table(doc))
+    console.print(export_table(ExportResult.from_dict(doc)))
     text = console.export_text()
     assert "tensors used as given" in text and "warning: " in text and "held-out inputs" in text

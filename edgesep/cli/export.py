@@ -108,7 +108,7 @@ def _print_result(result, out_dir: str) -> None:
     """The export table, what --ptq and --keep-float did, the warnings and the Edge TPU report."""
     from edgesep.report import edgetpu_table, export_table
 
-    echo_rich(export_table(result.to_dict()), wide=160)
+    echo_rich(export_table(result), wide=160)
     if result.ptq is not None:
         from edgesep.report.ptq import ptq_line
 

@@ -123,6 +123,7 @@ def run_node(node: NodeCommand, say: Callable[[str], None]) -> int:
     folder removed.
     """
     from edgesep.fleet.session import probe_head, ray_temp_dir
+    from edgesep.io import open_log
 
     if node.head_address is not None:
         probe_head(*node.head_address)
@@ -140,7 +141,7 @@ def run_node(node: NodeCommand, say: Callable[[str], None]) -> int:
         env["TMPDIR"] = str(tmp)  # the node's model cache and scratch files go with it
         argv = [*node.argv, f"--temp-dir={tmp}"]  # its own session folder, also beside a head on this machine
         log = tmp / "ray-start.log"
-        with open(log, "wb") as f:
+        with open_log(log) as f:
             child = subprocess.Popen(argv, env=env, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True)
         try:

@@ -6,15 +6,15 @@ from typing import Any, Optional
 from edgesep.report.text import distinct_labels, format_ms, ops_text, size_text
 
 
-def export_table(doc: dict[str, Any]) -> "ExportTable":
-    """A rich renderable of export.json's artifacts: the runtime each is for, size, ops, max error, top-1
-    agreement and SQNR vs Keras, accuracy; the caption says what the data were (used as given, preprocessing, resizing), the int8 input
-    check and any warnings.
+def export_table(result: Any) -> "ExportTable":
+    """A rich renderable of an export (an ``edgesep.converters.records.ExportResult``, read by attribute): the
+    runtime each artifact is for, size, ops, max error, top-1 agreement and SQNR vs Keras, accuracy; the caption
+    says what the data were (used as given, preprocessing, resizing), the int8 input check and any warnings.
 
     It fits the console it is printed on: where the op list has room, it is a column; on a narrow terminal
     (80 columns) it goes below the table, one line per distinct op set, wrapped between ops, never inside one.
     """
-    return ExportTable(doc)
+    return ExportTable(result)
 
 
 class ExportTable:
@@ -22,13 +22,13 @@ class ExportTable:
 
     COLUMNS = ("artifact", "for", "precision", "size", "max err", "agree", "SQNR dB", "accuracy")
 
-    def __init__(self, doc: dict[str, Any]):
-        self.doc = doc
+    def __init__(self, result: Any):
+        self.result = result
 
     def __rich_console__(self, console, options):
         from rich.measure import Measurement
 
-        ops = [ops_text(a.get("ops", {})) for a in self.doc["artifacts"]]
+        ops = [ops_text(dict(a.ops)) for a in self.result.artifacts]
         longest_op = max((len(tok) for text in ops for tok in text.split()), default=0)
         narrow = self._table(with_ops=False)
         need = Measurement.get(console, options, narrow).maximum + longest_op + 2
@@ -43,10 +43,10 @@ class ExportTable:
         from rich import box
         from rich.table import Table
 
-        doc = self.doc
-        title = f"{doc['model']['name']} ({doc['model'].get('form') or 'custom'})"
-        if doc.get("keras_accuracy") is not None:
-            title += f" - Keras accuracy {doc['keras_accuracy']:.4f}"
+        result = self.result
+        title = f"{result.model.name} ({result.model.form or 'custom'})"
+        if result.keras_accuracy is not None:
+            title += f" - Keras accuracy {result.keras_accuracy:.4f}"
         table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,
                       title_justify="left", caption_justify="left")
         columns = list(self.COLUMNS)
@@ -60,18 +60,9 @@ class ExportTable:
             else:
                 table.add_column(column, no_wrap=True, justify="left" if column in ("artifact", "for", "precision")
                                  else "right")
-        for art in doc["artifacts"]:
-            err, acc = art.get("max_abs_error_vs_keras"), art.get("accuracy")
-            agree, sqnr = art.get("top1_agreement_vs_keras"), art.get("output_sqnr_db_vs_keras")
-            cells = [art["path"], art.get("runtime") or "-", art["precision"], size_text(art.get("bytes")),
-                     "-" if err is None else f"{err:.1e}", "-" if agree is None else f"{agree:.3f}",
-                     "-" if sqnr is None else f"{sqnr:.1f}", "-" if acc is None else f"{acc:.4f}"]
-            if with_ops:
-                cells.insert(4, ops_text(art.get("ops", {})))
-            else:
-                del cells[1]
-            table.add_row(*cells)
-        table.caption = "\n".join(_export_caption(doc)) or None
+        for art in result.artifacts:
+            table.add_row(*_artifact_cells(art, with_ops))
+        table.caption = "\n".join(_export_caption(result)) or None
         return table
 
     def _runtime_lines(self):
@@ -79,9 +70,9 @@ class ExportTable:
         from rich.text import Text
 
         groups: dict[str, list[str]] = {}
-        for art in self.doc["artifacts"]:
-            if art.get("runtime"):
-                groups.setdefault(art["runtime"], []).append(art["path"])
+        for art in self.result.artifacts:
+            if art.runtime:
+                groups.setdefault(art.runtime, []).append(art.path)
         if groups:
             yield Text.assemble(("for: ", "bold"), "; ".join(f"{r}: {', '.join(p)}" for r, p in groups.items()))
 
@@ -90,21 +81,36 @@ class ExportTable:
         from rich.text import Text
 
         groups: dict[str, list[str]] = {}
-        for art, text in zip(self.doc["artifacts"], ops):
+        for art, text in zip(self.result.artifacts, ops):
             if text:
-                groups.setdefault(text, []).append(art["path"])
+                groups.setdefault(text, []).append(art.path)
         for text, paths in groups.items():
             yield Text.assemble((f"ops of {', '.join(paths)}: ", "bold"), text)
 
 
-def _export_caption(doc: dict[str, Any]) -> list[str]:
+def _artifact_cells(art: Any, with_ops: bool) -> list[str]:
+    """One artifact's row: the only output's check (several outputs: their checks are in export.json)."""
+    check = art.check()
+    err, acc = (check.max_abs_error_vs_keras, check.accuracy) if check else (None, None)
+    agree, sqnr = (check.top1_agreement_vs_keras, check.output_sqnr_db_vs_keras) if check else (None, None)
+    cells = [art.path, art.runtime or "-", art.precision, size_text(art.bytes),
+             "-" if err is None else f"{err:.1e}", "-" if agree is None else f"{agree:.3f}",
+             "-" if sqnr is None else f"{sqnr:.1f}", "-" if acc is None else f"{acc:.4f}"]
+    if with_ops:
+        cells.insert(4, ops_text(dict(art.ops)))
+    else:
+        del cells[1]
+    return cells
+
+
+def _export_caption(result: Any) -> list[str]:
     """The lines under the export table: input data, int8 input check, equalize guard, warnings."""
-    caption = [line for line in (_input_line(doc), _int8_line(doc.get("int8_check"))) if line]
-    guard = (doc.get("equalize") or {}).get("guard")
+    caption = [line for line in (_input_line(result.dataset), _int8_line(result.int8_check)) if line]
+    guard = (result.equalize or {}).get("guard")
     if guard:
         caption.append(f"equalize guard: {guard['outcome']} ({guard['links_kept']}/{guard['links']} links "
                        f"equalized); {_guard_figures(guard)}")
-    return caption + [f"warning: {w}" for w in doc.get("warnings") or []]
+    return caption + [f"warning: {w}" for w in result.warnings]
 
 
 def _guard_figures(guard: dict[str, Any]) -> str:
@@ -119,13 +125,12 @@ def _guard_figures(guard: dict[str, Any]) -> str:
             f"{agree['without_equalize']:.4f}, every link equalized {agree['every_link']:.4f} (no labels)")
 
 
-def _input_line(doc: dict[str, Any]) -> str:
-    """What the verification/calibration data were, from export.json's dataset.input."""
-    dataset = doc.get("dataset") or {}
-    info = dataset.get("input")
-    if not isinstance(info, dict):
+def _input_line(dataset: Any) -> str:
+    """What the verification/calibration data were, from the export's dataset summary."""
+    info = dataset.input
+    if not info:
         return ""
-    name = dataset.get("name", "data")
+    name = dataset.name or "data"
     if info.get("kind") == "npz":
         line = f"data: {name}, tensors used as given"
     else:
