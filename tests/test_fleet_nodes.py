@@ -32,10 +32,12 @@ class Node:
         self.proc = None
 
     def start(self, timeout: float = 120) -> "Node":
+        tmp = self.err.with_suffix(".tmp")  # where a killed node's folder stays
+        tmp.mkdir(exist_ok=True)
         with open(self.err, "w") as err:
             self.proc = subprocess.Popen([sys.executable, "-m", "edgesep", "worker", *self.args],
                                          stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL,
-                                         env={**os.environ, **NODE_ENV})
+                                         env={**os.environ, **NODE_ENV, "TMPDIR": str(tmp)})
         deadline = time.monotonic() + timeout
         while self.ready not in self.err.read_text():
             assert self.proc.poll() is None and time.monotonic() < deadline, self.err.read_text()[-2000:]
@@ -92,8 +94,11 @@ def _plan(tmp_path: Path, models, min_secs: float = 0.0, faults: str = "") -> Pa
 
 
 def _sweep(*args, **kwargs):
+    tmp = Path(args[2]).parent / "sweep-tmp"  # where a killed driver's folder stays
+    tmp.mkdir(exist_ok=True)
     return subprocess.Popen([sys.executable, "-m", "edgesep", "sweep", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **NODE_ENV}, **kwargs)
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **NODE_ENV, "TMPDIR": str(tmp)},
+                            **kwargs)
 
 
 def _rows(out: Path) -> list[dict]:
