@@ -172,7 +172,8 @@ def test_store_keeps_one_row_per_attempt_and_the_report_reads_the_newest(tmp_pat
     written = report.write_report(tmp_path)
     text = (tmp_path / "report.md").read_text()
     assert written == ["report.md", "latency_heatmap.png", "fused_split_ratios.png"]
-    assert "fused is 2.00x faster than split" in text and "| adb:X | b-split-s0 (tflite int8) | failed |" in text
+    assert "| adb:X | b-split-s0 (tflite int8) | failed |" in text
+    assert "faster" not in text and "not judged (unpaired, no A/A control)" in text  # an unpaired ratio: no verdict
     assert "| b-split-s0 | tflite int8 | 0.9500 | 0.9400 | 1.00 |" in text
     lines = Path(report.write_csv(tmp_path)).read_text().splitlines()
     assert len(lines) == 5 and lines[0].startswith("id,sweep_id,key,plan_hash")  # every attempt
@@ -630,3 +631,34 @@ def test_worker_head_offers_its_device_on_loopback_with_token_auth(bench_models,
         _, err = head.communicate(timeout=60)
     assert "token authentication is on" in err
     assert not _descendants(head.pid)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_paired_groups_judge_as_compare_does_aa_no_difference_and_width_different(tmp_path):
+    """[[groups]]: one job per device runs a, b and the A/A control in sessions; the report's verdicts come
+    from those sessions. An A/A group (one model against itself) is no difference; width 1.5 vs 1.0 is."""
+    from edgesep.fleet.store import SweepStore
+
+    plan = _write(tmp_path, "[[models]]\nname = 'n'\nform = 'fused'\nwidth = [1.0, 1.5]\nepochs = 1\n"
+                            "[export]\nprecisions = ['float32']\n[[devices]]\ntarget = 'local'\n"
+                            "[bench]\nruns = 60\nwarmup = 5\nmin_secs = 0.5\nmax_secs = 3.0\nthreads = 1\n"
+                            "[[groups]]\nname = 'width'\nmodels = ['n-fused-w1.5-i32-s0', 'n-fused-w1-i32-s0']\n"
+                            "[[groups]]\nname = 'aa'\nmodels = ['n-fused-w1-i32-s0', 'n-fused-w1-i32-s0']\n")
+    out = tmp_path / "out"
+    proc = _sweep(plan, "--out", out, "--report", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    store = SweepStore(out, create=False)
+    groups = {g["name"]: g for g in store.group_results()}
+    store.close()
+    assert {name: len(g["samples"]) for name, g in groups.items()} == {"width": 3, "aa": 3}  # 3 sessions each
+    assert all(len(s["a"]) > 5 and len(s["control"]) > 5 for g in groups.values() for s in g["samples"])
+    from edgesep.fleet.report import paired_verdicts
+
+    verdicts = {v["group"]: v for v in paired_verdicts(list(groups.values()))}
+    assert not verdicts["aa"]["significant"] and verdicts["aa"]["verdict"].startswith("no ")
+    assert verdicts["width"]["significant"] and verdicts["width"]["hi"] > 1.0 < verdicts["width"]["lo"]
+    assert "n-fused-w1-i32-s0 is " in verdicts["width"]["verdict"] and "faster than n-fused-w1.5" in \
+        verdicts["width"]["verdict"]
+    text = (out / "report.md").read_text()
+    assert "## Paired verdicts" in text and "A/A control" in text and verdicts["width"]["verdict"] in text

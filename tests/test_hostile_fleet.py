@@ -58,6 +58,10 @@ def test_plan_file_that_is_no_plan(kind, tmp_path, out):
     ("[[models]]\nwidth = inf\n", "models[1].width"),
     ("[[models]]\n[faults]\nrequeue_timeout = nan\n", "faults.requeue_timeout"),
     ("[[models]]\n[faults]\nrequeue_timeout = inf\n", "faults.requeue_timeout"),
+    ("[[models]]\n[[groups]]\nmodels = ['nope', 'builtin-fused-w1-i32-s0']\n", "groups[1].models"),
+    ("[[models]]\n[[groups]]\nmodels = ['builtin-fused-w1-i32-s0']\n", "groups[1].models"),
+    ("[[models]]\n[[groups]]\nmodels = ['builtin-fused-w1-i32-s0', 'builtin-split-w1-i32-s0']\nsessions = 1\n",
+     "groups[1].sessions"),
 ])
 def test_plan_values_that_cannot_work_are_usage_errors(body, needle, tmp_path, out):
     plan = tmp_path / "plan.toml"

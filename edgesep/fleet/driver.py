@@ -16,10 +16,10 @@ from typing import Any, Callable, Optional
 import ray
 
 from edgesep.errors import describe, one_line
-from edgesep.fleet.jobs import (Artifact, ExportJob, MeasureJob, export_artifacts, export_jobs, file_artifacts,
-                                measure_jobs, read_export)
+from edgesep.fleet.jobs import (Artifact, ExportJob, GroupJob, MeasureJob, export_artifacts, export_jobs,
+                                file_artifacts, group_jobs, measure_jobs, read_export)
 from edgesep.fleet.plan import SweepPlan
-from edgesep.fleet.store import SweepStore, job_row, utc
+from edgesep.fleet.store import SweepStore, group_row, job_row, utc
 from edgesep.fleet.tasks import export_task, new_actor
 
 LOST = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
@@ -71,7 +71,9 @@ class Sweep:
                  offered: dict[str, float], absent_hint: Callable[[Any], str],
                  progress: Optional[Callable[[dict[str, Any]], None]] = None) -> None:
         self.plan, self.out, self.store, self.sweep_id = plan, Path(out), store, sweep_id
-        self.done_keys = store.ok_keys() if resume else set()
+        self.done_keys = (store.ok_keys() | store.ok_group_keys()) if resume else set()
+        self.arrived: dict[str, list[Artifact]] = {}  # model name -> its artifacts, for the paired groups
+        self.grouped: set[str] = set()
         self.progress = progress or (lambda snapshot: None)
         self.devices = {d.resource: DeviceState(d) for d in plan.devices}
         for state in self.devices.values():
@@ -137,7 +139,14 @@ class Sweep:
         return ready
 
     def _enqueue(self, artifacts: list[Artifact]) -> None:
-        for job in measure_jobs(artifacts, self.plan):
+        jobs: list = measure_jobs(artifacts, self.plan)
+        for art in artifacts:
+            self.arrived.setdefault(art.model, []).append(art)
+        for group in self.plan.groups:  # a group's job once both of its models have their artifacts
+            if group.name not in self.grouped and group.a in self.arrived and group.b in self.arrived:
+                self.grouped.add(group.name)
+                jobs += group_jobs(group, self.arrived, self.plan)
+        for job in jobs:
             state = self.devices[job.device.resource]
             if job.key in self.done_keys:
                 state.counts["skipped"] += 1
@@ -156,8 +165,13 @@ class Sweep:
             if state.actor is None:
                 state.actor = new_actor(state.spec.resource, state.spec.target, dict(state.spec.options))
             self.attempts[job.key] += 1
-            art = job.artifact
-            ref = state.actor.measure.remote(Path(art.path).name, art.sha256, self._blob(art), job.bench)
+            if isinstance(job, GroupJob):
+                items = [(role, Path(x.path).name, x.sha256) for role, x in (("a", job.a), ("b", job.b))]
+                ref = state.actor.measure_group.remote(items, job.bench, job.group.sessions, self._blob(job.a),
+                                                       self._blob(job.b))
+            else:
+                art = job.artifact
+                ref = state.actor.measure.remote(Path(art.path).name, art.sha256, self._blob(art), job.bench)
             state.running = (job, ref, time.time())
 
     def _blob(self, art: Artifact):
@@ -186,9 +200,13 @@ class Sweep:
             error = outcome.get("error")
             self._record(job, outcome, "failed" if error else "ok", one_line(error) if error else None)
 
-    def _record(self, job: MeasureJob, outcome: dict[str, Any], status: str, error: Optional[str]) -> None:
-        row = job_row(job, outcome, status, error, max(self.attempts[job.key], 1), self.sweep_id, self.plan.hash)
-        self.store.record_job(row)
+    def _record(self, job, outcome: dict[str, Any], status: str, error: Optional[str]) -> None:
+        attempt = max(self.attempts[job.key], 1)
+        if isinstance(job, GroupJob):
+            row = group_row(job, outcome, status, error, attempt, self.sweep_id)
+            self.store.record_group(row, outcome.get("sessions") or [] if status == "ok" else [])
+        else:
+            self.store.record_job(job_row(job, outcome, status, error, attempt, self.sweep_id, self.plan.hash))
         self.devices[job.device.resource].counts[status] += 1
 
     def _export_done(self, job: ExportJob, ref) -> None:

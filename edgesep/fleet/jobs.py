@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-from edgesep.fleet.plan import DeviceSpec, ExportSpec, ModelSpec, SweepPlan
+from edgesep.fleet.plan import DeviceSpec, ExportSpec, GroupSpec, ModelSpec, SweepPlan
 
 if TYPE_CHECKING:
     from edgesep.converters.records import ExportResult
@@ -80,6 +80,36 @@ class MeasureJob:
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "artifact": self.artifact.to_dict(), "device": self.device.to_dict(),
                 "bench": dict(self.bench)}
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupJob:
+    """Two artifacts (same format and precision) of a ``[[groups]]`` entry measured together on one device."""
+
+    key: str
+    group: GroupSpec
+    a: Artifact
+    b: Artifact
+    device: DeviceSpec
+    bench: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "group": self.group.to_dict(), "a": self.a.to_dict(), "b": self.b.to_dict(),
+                "device": self.device.to_dict(), "bench": dict(self.bench)}
+
+
+def group_jobs(group: GroupSpec, arrived: dict[str, list[Artifact]], plan: SweepPlan) -> list[GroupJob]:
+    """One job per device and (format, precision) both models of ``group`` have, once both have arrived."""
+    kinds = {(x.format, x.precision): x for x in arrived[group.b]}
+    pairs = [(x, kinds[(x.format, x.precision)]) for x in arrived[group.a] if (x.format, x.precision) in kinds]
+    jobs = []
+    for device in plan.devices:
+        bench = {**plan.bench, **({"delegate": device.delegate} if device.delegate else {})}
+        for a, b in pairs:
+            key = _digest({"group": group.to_dict(), "a": a.sha256, "b": b.sha256,
+                           "device": measure_key(a, device, bench)})
+            jobs.append(GroupJob(key=key, group=group, a=a, b=b, device=device, bench=bench))
+    return jobs
 
 
 def export_jobs(plan: SweepPlan) -> list[ExportJob]:

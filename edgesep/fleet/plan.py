@@ -114,8 +114,22 @@ class FaultSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class GroupSpec:
+    """``[[groups]]``: two models measured together on each device as ``compare`` does (a vs b, b the baseline):
+    ``sessions`` fresh runner processes, rounds interleaved, with an A/A control (b loaded twice)."""
+
+    name: str
+    a: str
+    b: str
+    sessions: int = 3
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
 class SweepPlan:
-    """A checked plan: models, devices, export and bench settings, fault policy; ``hash`` identifies it."""
+    """A checked plan: models, devices, export and bench settings, fault policy, paired groups; ``hash``."""
 
     file: str
     models: tuple[ModelSpec, ...]
@@ -125,11 +139,13 @@ class SweepPlan:
     faults: FaultSpec
     hash: str
     text: str
+    groups: tuple[GroupSpec, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"file": self.file, "hash": self.hash, "models": [m.to_dict() for m in self.models],
                 "devices": [d.to_dict() for d in self.devices], "bench": dict(self.bench),
-                "export": self.export.to_dict(), "faults": self.faults.to_dict()}
+                "export": self.export.to_dict(), "faults": self.faults.to_dict(),
+                "groups": [g.to_dict() for g in self.groups]}
 
 
 def load_plan(path) -> SweepPlan:
@@ -175,7 +191,7 @@ def parse_plan(text: str, path) -> SweepPlan:
     path = Path(path)
     where = path.name
     doc = _toml_loads(text, where)
-    _only(doc, ("models", "devices", "bench", "export", "faults"), where, "")
+    _only(doc, ("models", "devices", "bench", "export", "faults", "groups"), where, "")
     base = path.resolve().parent
     models = _list(doc, "models", where)
     devices = _list(doc, "devices", where)
@@ -196,8 +212,24 @@ def parse_plan(text: str, path) -> SweepPlan:
         raise PlanError(f"{where}: export.data: int8 export of a Keras file needs data to calibrate")
     faults = _faults(_table(doc, "faults", where), where)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    groups = tuple(_group(g, f"groups[{i + 1}]", where, names)
+                   for i, g in enumerate(_list(doc, "groups", where) if "groups" in doc else []))
     return SweepPlan(file=str(path), models=specs, devices=device_specs, bench=bench, export=export,
-                     faults=faults, hash=digest, text=text)
+                     faults=faults, hash=digest, text=text, groups=groups)
+
+
+def _group(entry: dict[str, Any], prefix: str, where: str, names: list[str]) -> GroupSpec:
+    _only(entry, ("name", "models", "sessions"), where, prefix + ".")
+    models = entry.get("models")
+    if not isinstance(models, list) or len(models) != 2:
+        raise PlanError(f"{where}: {prefix}.models: two model names, [A, B] (B is the baseline)")
+    a, b = (_typed(m, str, f"{prefix}.models", where) for m in models)
+    unknown = next((m for m in (a, b) if m not in names), None)
+    if unknown is not None:
+        raise PlanError(f"{where}: {prefix}.models: no model is named {unknown!r}; models: {', '.join(names)}")
+    name = _name(_typed(entry.get("name", f"{a}-vs-{b}"), str, f"{prefix}.name", where), f"{prefix}.name", where)
+    return GroupSpec(name=name, a=a, b=b, sessions=_typed(entry.get("sessions", 3), int, f"{prefix}.sessions",
+                                                          where, minimum=2))
 
 
 # ---------------------------------------------------------------- sections

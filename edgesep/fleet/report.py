@@ -28,6 +28,41 @@ def _rows(out: Path, latest: bool = True) -> list[dict[str, Any]]:
         store.close()
 
 
+def _groups(out: Path) -> list[dict[str, Any]]:
+    store = SweepStore(out, create=False)
+    try:
+        return store.group_results()
+    finally:
+        store.close()
+
+
+PAIRED = ("paired: each group ran on its device as compare runs it, in sessions (a fresh runner process each) "
+          "over a, b and an A/A control (b loaded twice) in shuffled order with interleaved rounds; a difference "
+          "must clear the control's noise floor")
+
+
+def paired_verdicts(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per group, device and artifact kind: the session ratio a/b, its interval, the A/A floor and the verdict
+    (``edgesep.compare.analysis.judge_sessions``, the same judgement as ``compare``)."""
+    from edgesep.compare.analysis import judge_sessions
+    from edgesep.compare.records import ComparisonSpec
+
+    out = []
+    for g in groups:
+        sessions = g["samples"]
+        if not sessions:
+            continue
+        b_name = g["b_model"] if g["b_model"] != g["a_model"] else f"{g['b_model']} (again)"
+        spec = ComparisonSpec(label=g["name"], a="a", b="b", a_name=g["a_model"], b_name=b_name)
+        c = judge_sessions(spec, [s["a"] for s in sessions], [s["b"] for s in sessions],
+                           [s["control"] for s in sessions])
+        out.append({"group": g["name"], "device": g["device"], "host": g["host"], "node_ip": g["node_ip"],
+                    "artifact": f"{g['format']} {g['precision']}", "ratio": c.ratio, "lo": c.lo, "hi": c.hi,
+                    "sessions": len(sessions), "noise_floor": c.details.get("noise_floor"),
+                    "significant": bool(c.details.get("significant")), "verdict": c.verdict})
+    return out
+
+
 def report_rows(out) -> list[dict[str, Any]]:
     """The rows the report reads from ``out/sweep.db`` (the newest per job key)."""
     return _rows(Path(out))
@@ -111,28 +146,27 @@ def chance_warnings(rows: list[dict[str, Any]]) -> list[str]:
     return list(out.values())
 
 
-def report_document(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def report_document(rows: list[dict[str, Any]], groups: Optional[list[dict[str, Any]]] = None) -> dict[str, Any]:
     """What report.md shows, decided here: job counts, the latency table, fused/split ratios with their verdicts,
     accuracy drops, near-chance warnings and the jobs without a result (rendered by ``edgesep.report.sweep``)."""
-    from edgesep.compare.analysis import latency_verdict
 
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     labels, devices, p50 = latency_table(rows)
-    ratios = [{**r, "verdict": latency_verdict("fused", "split", r["ratio"], r["lo"], r["hi"])}
-              for r in fused_split_ratios(rows)]
+    ratios = [{**r, "significant": False, "verdict": "not judged (unpaired, no A/A control): measure them as a "
+                                                      "[[groups]] entry for a verdict"} for r in fused_split_ratios(rows)]
     failed = [{"device": r["device"], "label": _label(r), "status": r["status"], "error": r["error"]}
               for r in rows if r["status"] != "ok"]
     return {"counts": counts, "labels": labels, "devices": devices, "p50": p50, "ratios": ratios,
-            "unpaired": UNPAIRED, "drops": accuracy_drops(rows), "warnings": chance_warnings(rows), "failed": failed}
+            "unpaired": UNPAIRED, "paired": paired_verdicts(groups or []), "paired_note": PAIRED, "drops": accuracy_drops(rows), "warnings": chance_warnings(rows), "failed": failed}
 
 
-def report_markdown(rows: list[dict[str, Any]], plots: list[str]) -> str:
-    """report.md of a sweep's rows."""
+def report_markdown(rows: list[dict[str, Any]], plots: list[str], groups: Optional[list[dict[str, Any]]] = None) -> str:
+    """report.md of a sweep's rows (and its paired groups)."""
     from edgesep.report.sweep import sweep_markdown
 
-    return sweep_markdown(report_document(rows), plots)
+    return sweep_markdown(report_document(rows, groups), plots)
 
 
 def plot_heatmap(rows: list[dict[str, Any]], out: Path) -> Optional[str]:
@@ -166,7 +200,7 @@ def write_report(out) -> list[str]:
     out = Path(out)
     rows = _rows(out)
     plots = [p for p in (plot_heatmap(rows, out), plot_ratios(rows, out)) if p]
-    write_text(out / "report.md", report_markdown(rows, plots))
+    write_text(out / "report.md", report_markdown(rows, plots, _groups(out)))
     return ["report.md", *plots]
 
 

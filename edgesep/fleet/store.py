@@ -39,7 +39,15 @@ CREATE TABLE IF NOT EXISTS jobs (id INTEGER PRIMARY KEY,
     {", ".join(f"{name} {kind}" for name, kind in JOB_COLUMNS)},
     CHECK (status IN ({", ".join(repr(s) for s in STATUSES)})));
 CREATE INDEX IF NOT EXISTS jobs_key ON jobs (key, status);
+CREATE TABLE IF NOT EXISTS groups (id INTEGER PRIMARY KEY, sweep_id INTEGER, key TEXT NOT NULL, name TEXT,
+    a_model TEXT, b_model TEXT, a_hash TEXT, b_hash TEXT, format TEXT, precision TEXT, device TEXT, host TEXT,
+    node_id TEXT, node_ip TEXT, runtime TEXT, status TEXT NOT NULL, error TEXT, attempt INTEGER, sessions INTEGER,
+    started REAL, ended REAL, CHECK (status IN ({", ".join(repr(s) for s in STATUSES)})));
+CREATE TABLE IF NOT EXISTS group_sessions (group_id INTEGER NOT NULL REFERENCES groups (id), session INTEGER,
+    run_order TEXT, a_ms TEXT, b_ms TEXT, control_ms TEXT);
 """
+GROUP_COLUMNS = ("sweep_id", "key", "name", "a_model", "b_model", "a_hash", "b_hash", "format", "precision", "device",
+                 "host", "node_id", "node_ip", "runtime", "status", "error", "attempt", "sessions", "started", "ended")
 
 
 def utc(seconds: Optional[float]) -> Optional[str]:
@@ -123,11 +131,55 @@ class SweepStore:
         return self._transaction(f"INSERT INTO jobs ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
                                  (row.get(n) for n in names))
 
+    def record_group(self, row: dict[str, Any], sessions: list[dict[str, Any]]) -> None:
+        """One finished attempt of a paired group and its sessions' samples, in one transaction."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = self.db.execute(f"INSERT INTO groups ({', '.join(GROUP_COLUMNS)}) VALUES "
+                                         f"({', '.join('?' * len(GROUP_COLUMNS))})", [row.get(n) for n in GROUP_COLUMNS])
+                self.db.executemany("INSERT INTO group_sessions VALUES (?, ?, ?, ?, ?, ?)", [
+                    (cursor.lastrowid, s["index"], json.dumps(s["order"]),
+                     *(json.dumps(s["samples"][role]) for role in ("a", "b", "control"))) for s in sessions])
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as e:
+            raise OutputError(f"{self.path}: {e}") from None
+
+    def ok_group_keys(self) -> set[str]:
+        """Keys of every paired group already measured ``ok``."""
+        try:
+            return {row[0] for row in self.db.execute("SELECT DISTINCT key FROM groups WHERE status = 'ok'")}
+        except sqlite3.Error as e:
+            raise OutputError(f"{self.path}: not a usable sweep database: {e}") from None
+
+    def group_results(self) -> list[dict[str, Any]]:
+        """The newest ``ok`` attempt per group key, each with ``sessions``: [{a, b, control}] sample lists."""
+        try:
+            rows = self.db.execute(f"SELECT id, {', '.join(GROUP_COLUMNS)} FROM groups WHERE status = 'ok' "
+                                   "ORDER BY id").fetchall()
+            latest = {r[2]: dict(zip(("id", *GROUP_COLUMNS), r)) for r in rows}
+            for row in latest.values():
+                found = self.db.execute("SELECT a_ms, b_ms, control_ms FROM group_sessions WHERE group_id = ? "
+                                        "ORDER BY session", (row["id"],)).fetchall()
+                row["samples"] = [{k: json.loads(v) for k, v in zip(("a", "b", "control"), s)} for s in found]
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                return []  # a sweep.db from before paired groups
+            raise OutputError(f"{self.path}: not a usable sweep database: {e}") from None
+        except (sqlite3.Error, ValueError) as e:
+            raise OutputError(f"{self.path}: not a usable sweep database: {e}") from None
+        return sorted(latest.values(), key=lambda r: r["id"])
+
     def failures(self, sweep_id: int) -> list[tuple[str, str, str]]:
         """(device, artifact file name, error) of every job that failed in run ``sweep_id``."""
         try:
             rows = self.db.execute("SELECT device, artifact, error FROM jobs WHERE sweep_id = ? AND status = "
                                    "'failed' ORDER BY id", (sweep_id,)).fetchall()
+            rows += self.db.execute("SELECT device, 'group ' || name, error FROM groups WHERE sweep_id = ? AND "
+                                    "status = 'failed' ORDER BY id", (sweep_id,)).fetchall()
         except sqlite3.Error as e:
             raise OutputError(f"{self.path}: {e}") from None
         return [(device, Path(artifact or "").name, error or "failed") for device, artifact, error in rows]
@@ -158,6 +210,17 @@ def _now() -> float:
     import time
 
     return time.time()
+
+
+def group_row(job, outcome: dict[str, Any], status: str, error: Optional[str], attempt: int,
+              sweep_id: int) -> dict[str, Any]:
+    """The ``groups`` row of one finished attempt of ``job`` (a ``GroupJob``)."""
+    return {"sweep_id": sweep_id, "key": job.key, "name": job.group.name, "a_model": job.a.model,
+            "b_model": job.b.model, "a_hash": job.a.sha256, "b_hash": job.b.sha256, "format": job.a.format,
+            "precision": job.a.precision, "device": job.device.target, "host": job.device.host,
+            "node_id": outcome.get("node_id"), "node_ip": outcome.get("ip"), "runtime": outcome.get("runtime"),
+            "status": status, "error": error, "attempt": attempt, "sessions": len(outcome.get("sessions") or []),
+            "started": outcome.get("started"), "ended": outcome.get("ended")}
 
 
 def job_row(job, outcome: dict[str, Any], status: str, error: Optional[str], attempt: int, sweep_id: int,

@@ -66,6 +66,47 @@ class DeviceActor:
         outcome["ended"] = time.time()
         return outcome
 
+    def measure_group(self, items: list, bench: dict[str, Any], sessions: int, a_bytes: bytes,
+                      b_bytes: bytes) -> dict[str, Any]:
+        """``items`` = [(role "a"/"b", name, sha256)] with their bytes (top-level arguments, so Ray hands them
+        over resolved): ``sessions`` runner processes over a, b and the A/A
+        control (b loaded a second time), shuffled per session, rounds interleaved, as ``compare`` measures.
+        Never raises; each session comes back as ``{index, order, samples: {role: [ms]}}``."""
+        from edgesep.compare.sessions import session_config, session_order
+        from edgesep.devices import parse_target
+        from edgesep.devices.base import BenchConfig
+
+        outcome = {**_node(), "started": time.time(), "sessions": [], "runtime": None, "error": None}
+        device = None
+        try:
+            data = {"a": a_bytes, "b": b_bytes}
+            paths = {role: self._cached(f"{role}-{name}", sha, data[role]) for role, name, sha in items}
+            paths["control"] = self._cached(f"control-{items[1][1]}", items[1][2], b_bytes)
+            device = parse_target(self.target, **self.options)
+            config = session_config(BenchConfig.from_dict(bench), sessions)
+            for index in range(sessions):
+                order = session_order(["a", "b", "control"], index, config.seed)
+                device.prepare([paths[role] for role in order])
+                results = device.run(config)
+                error = next((r.error for r in results if r.error), None)
+                if error:
+                    raise EdgesepError(error)
+                outcome["runtime"] = results[0].runtime
+                outcome["sessions"].append({"index": index, "order": order,
+                                            "samples": {role: list(r.samples_ms) for role, r in zip(order, results)}})
+        except EdgesepError as e:
+            outcome["error"] = str(e)
+        except Exception as e:  # a device implementation's bug must not kill the actor
+            outcome["error"] = describe(e)
+        finally:
+            if device is not None:
+                try:
+                    device.cleanup()
+                except EdgesepError:
+                    pass
+        outcome["ended"] = time.time()
+        return outcome
+
     def _cached(self, name: str, sha256: str, data: bytes) -> Path:
         from edgesep.io import write_bytes
 

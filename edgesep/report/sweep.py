@@ -26,9 +26,16 @@ def sweep_markdown(doc: dict[str, Any], plots: list[str]) -> str:
         lines += ["## Fused vs split latency per device", ""]
         lines += _md(["device", "model", "artifact", "fused/split (95% CI)", "verdict"],
                      [[r["device"], r["model"], f"{r['format']} {r['precision']}",
-                       f"{r['ratio']:.3f} ({r['lo']:.3f}-{r['hi']:.3f})", r["verdict"] + " (unpaired, no A/A control)"]
-                      for r in doc["ratios"]])
-        lines += [f"Verdicts: {doc['unpaired']}.", ""]
+                       f"{r['ratio']:.3f} ({r['lo']:.3f}-{r['hi']:.3f})", r["verdict"]] for r in doc["ratios"]])
+        lines += [f"Ratios: {doc['unpaired']}.", ""]
+    if doc.get("paired"):
+        lines += ["## Paired verdicts", ""]
+        lines += _md(["group", "device", "node", "artifact", "sessions", "a/b (95% CI)", "A/A floor", "verdict"],
+                     [[p["group"], p["device"] + (f" ({p['host']})" if p["host"] else ""), p["node_ip"] or "-",
+                       p["artifact"], str(p["sessions"]), f"{p['ratio']:.3f} ({p['lo']:.3f}-{p['hi']:.3f})",
+                       f"±{p['noise_floor']:.1%}" if p["noise_floor"] is not None else "-", p["verdict"]]
+                      for p in doc["paired"]])
+        lines += [f"Verdicts: {doc['paired_note']}.", ""]
     if doc["drops"]:
         lines += ["## Accuracy of the exported artifacts", ""]
         lines += _md(["model", "artifact", "Keras", "artifact", "drop (pp)"],
