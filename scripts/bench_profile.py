@@ -9,6 +9,11 @@ the measured whole, their ratio against the goal (within +-20 %), the ratio agai
 again between its ops in the profile session (single-op profiles: the same load on both sides), and the
 profile's own cost. ``--keep DIR`` keeps (and reuses) the exported models there.
 
+On a loaded machine a long whole-model run is preempted (its wall time grows with the load) while a 0.1 ms op
+fits in one time slice; so with ``--device local --threads 1`` the script also times the whole model's CPU
+time per run in this process (``time.thread_time``, the interpreter's one thread is this thread) and prints
+the per-op sum against it ("vs CPU"), with the load average: the check that survives a busy machine.
+
     python scripts/bench_profile.py [--models builtin,mobilenet_v2] [--device local] [--threads 1] [--keep DIR]
 """
 from __future__ import annotations
@@ -69,6 +74,33 @@ def export_mobilenet_v2(out: Path) -> list[Path]:
     return [folder / n for n in ("model.tflite", "model_int8.tflite", "model.onnx")]
 
 
+def cpu_ms(path: Path, runs: int = 30) -> float:
+    """Median CPU time (ms) of one inference of ``path`` on one thread in this process."""
+    import statistics
+    import time
+
+    import numpy as np
+
+    from edgesep.devices import runner
+
+    backends = runner.load_backends([str(path)])
+    model = runner.open_model(str(path), backends, threads=1)
+    rng = np.random.default_rng(0)
+    inputs = []
+    for d in model.input_info():
+        dtype = np.dtype(d["dtype"])
+        inputs.append(rng.random(d["shape"]).astype(dtype) if dtype.kind == "f" else
+                      rng.integers(np.iinfo(dtype).min, np.iinfo(dtype).max, size=d["shape"]).astype(dtype))
+    model.set_inputs(inputs)
+    model.invoke()
+    times = []
+    for _ in range(runs):
+        t0 = time.thread_time()
+        model.invoke()
+        times.append(time.thread_time() - t0)
+    return statistics.median(times) * 1e3
+
+
 def profile(path: Path, device: str, threads: str) -> dict:
     args = [sys.executable, "-m", "edgesep", "bench", str(path), "--device", device, "--profile", "--json"]
     if threads:
@@ -89,8 +121,10 @@ def main(argv=None) -> int:
     makers = {"builtin": export_builtin, "mobilenet_v2": export_mobilenet_v2}
     print(f"device {args.device}, threads {args.threads or 'default'}; goal: per-op sum within +-{GOAL:.0%} of the "
           "measured whole (p50)")
+    cpu = args.device == "local" and args.threads == "1"
+    print(f"load average {' '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} cores")
     print(f"{'model':34} {'method':27} {'sum ms':>9} {'whole ms':>9} {'ratio':>6}  goal  {'session':>7}  "
-          f"{'cost s':>7}  peak GMAC/s")
+          f"{'vs CPU':>6}  {'cost s':>7}  peak GMAC/s")
     with tempfile.TemporaryDirectory(prefix="edgesep-bench-profile-") as tmp:
         where = Path(args.keep) if args.keep else Path(tmp)
         for name in args.models.split(","):
@@ -103,8 +137,9 @@ def main(argv=None) -> int:
                     continue
                 ok = "yes" if p["ratio"] and abs(p["ratio"] - 1) <= GOAL else "NO"
                 session = f"{p['session_ratio']:.2f}" if p.get("session_ratio") else "-"
+                vs_cpu = f"{p['sum_ms'] / cpu_ms(path):.2f}" if cpu else "-"
                 print(f"{label:34} {p['method']:27} {p['sum_ms']:9.4f} {p['whole_ms']:9.4f} {p['ratio']:6.2f}  "
-                      f"{ok:4}  {session:>7}  {p['cost_s']:7.2f}  {p.get('peak_gmacs') or '-'}")
+                      f"{ok:4}  {session:>7}  {vs_cpu:>6}  {p['cost_s']:7.2f}  {p.get('peak_gmacs') or '-'}")
                 sys.stdout.flush()
     return 0
 

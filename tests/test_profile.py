@@ -188,3 +188,17 @@ def test_compare_profile_writes_the_per_block_table_and_plot(bench_models, tmp_p
     md = (out / "profile.md").read_text()
     assert "| block1 | blocks_fused.tflite |" in md and "ratio" in md
     assert "where the time goes per block on local" in proc.stdout
+
+
+def test_onnx_graph_gives_macs_and_layer_names_the_trace_leaves_out(bench_models):
+    from edgesep.converters.inspect.onnx import read_onnx
+    from edgesep.devices import onnxgraph
+
+    nodes = onnxgraph.graph_nodes(bench_models["float.onnx"])
+    convs = {e["name"]: e for e in nodes.values() if e["macs"]}
+    assert sum(e["macs"] for e in convs.values()) == read_onnx(bench_models["float.onnx"]).macs
+    assert sorted(e["kind"] for e in convs.values()).count("depthwise") == 1
+    name, entry = next((n, e) for n, e in convs.items() if e["kind"] == "depthwise")
+    assert onnxgraph.original(f"{name}_token_33", nodes) is entry
+    assert onnxgraph.original(entry["output"].split(":")[0] + ":0_nchwc", nodes)["output"] == entry["output"]
+    assert onnxgraph.graph_nodes(bench_models["float.tflite"]) == {}  # not ONNX: the trace's shapes stand

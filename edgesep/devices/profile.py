@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from edgesep.devices import roofline
+from edgesep.devices import onnxgraph, roofline
 from edgesep.devices.base import BenchConfig, BenchResult, DeviceError
 from edgesep.devices.opcut import CutOp, cut_model, model_precision, op_macs
 
@@ -134,62 +134,29 @@ def _failed(result: BenchResult, method: str, error: str) -> None:
 
 # ------------------------------------------------------------------ onnx: the runner's trace
 
-ONNX_CONVS = ("Conv", "FusedConv", "ConvInteger", "QLinearConv", "NhwcFusedConv", "QLinearConvTranspose")
-ONNX_MATMUL = ("MatMul", "FusedMatMul", "Gemm", "FusedGemm", "MatMulInteger", "QLinearMatMul")
-
-
-def onnx_macs(op_type: str, inputs: list[Optional[list[int]]], outputs: list[Optional[list[int]]]) -> Optional[int]:
-    """MACs of one onnxruntime node from the shapes its profiler recorded (None: not counted or unknown).
-
-    The trace lists a node's inputs without the initializers it does not show (often the weights of an
-    un-transformed node), so a convolution's weight is the first input after the data of the output's rank.
-    """
-    out = outputs[0] if outputs else None
-    if not out:
-        return None
-    if op_type in ONNX_CONVS:
-        weights = [s for s in inputs[1:] if s and len(s) == len(out)]
-        return _prod(out) * _prod(weights[0][1:]) if weights else None  # W [M, C/group, *k]
-    if op_type in ONNX_MATMUL and inputs and inputs[0]:
-        return _prod(out) * int(inputs[0][-1])
-    return None
-
-
-def onnx_kind(op_type: str, inputs: list[Optional[list[int]]], outputs: list[Optional[list[int]]]) -> str:
-    """``depthwise`` / ``pointwise`` / ``conv`` / ``other`` of an onnxruntime node from its recorded shapes."""
-    out = outputs[0] if outputs else None
-    if op_type in ONNX_CONVS and out:
-        weights = [s for s in inputs[1:] if s and len(s) == len(out)]
-        if not weights:
-            return "conv"
-        w = weights[0]
-        if w[1] == 1 and w[0] > 1 and _prod(w[2:]) > 1:
-            return "depthwise"
-        return "pointwise" if _prod(w[2:]) == 1 else "conv"
-    return "conv" if op_type in ONNX_MATMUL else "other"
-
-
-def _prod(values) -> int:
-    out = 1
-    for v in values:
-        out *= max(int(v), 1)
-    return out
-
-
-def from_onnx(result: BenchResult, peak: Optional[dict[str, Any]] = None) -> Optional[ProfileRecord]:
-    """The runner's onnxruntime profile (``extra["profile"]``) as the result's records."""
+def from_onnx(result: BenchResult, peak: Optional[dict[str, Any]] = None,
+              path: Optional[Path] = None) -> Optional[ProfileRecord]:
+    """The runner's onnxruntime profile (``extra["profile"]``) as the result's records; MACs, kind and layer
+    name from the trace's shapes, else from the graph of ``path`` (``edgesep.devices.onnxgraph``)."""
     raw = result.extra.pop("profile", None)
     if not raw:
         return None
     if raw.get("error"):
         _failed(result, "onnxruntime profiler", raw["error"])
         return None
+    graph = onnxgraph.graph_nodes(path) if path is not None else {}
     ops = []
     for i, node in enumerate(raw.get("nodes") or []):
-        block, part = block_of(node["name"])
         shapes = (str(node.get("type")), node.get("input_shapes") or [], node.get("output_shapes") or [])
-        ops.append(OpRecord(index=i, name=node["name"], type=shapes[0], ms=node["us"] / 1e3, macs=onnx_macs(*shapes),
-                            block=block, part=part, kind=onnx_kind(*shapes)))
+        macs, kind = onnxgraph.macs(*shapes), onnxgraph.kind(*shapes)
+        known = onnxgraph.original(node["name"], graph) or {}
+        if macs is None and shapes[0] in onnxgraph.CONVS + onnxgraph.MATMULS:  # weights not in the trace
+            macs, kind = known.get("macs"), known.get("kind", kind)
+        block, part = block_of(node["name"])
+        if block is None:
+            block, part = block_of(known.get("output", ""))
+        ops.append(OpRecord(index=i, name=node["name"], type=shapes[0], ms=node["us"] / 1e3, macs=macs, block=block,
+                            part=part, kind=kind))
     notes = [ONNX_NOTE, f"the profiled session's own median run: {raw['run_us'] / 1e3:.4g} ms"
              if raw.get("run_us") else ONNX_NOTE]
     return finish(ops, result, "onnxruntime profiler", False, (raw.get("cost_ms") or 0) / 1e3, raw.get("runs"),
@@ -309,7 +276,7 @@ def profile_results(results: Sequence[BenchResult], paths: Sequence[Path], make_
         if results[i].extra.get("runner") == "benchmark_model":
             _rerun_benchmark_model(results[i], paths[i], make_device, config, tmp, keys[i], peaks, cache_root)
         elif paths[i].suffix.lower() == ".onnx":
-            from_onnx(results[i], peaks[keys[i]])
+            from_onnx(results[i], peaks[keys[i]], paths[i])
 
 
 def peak_key(result: BenchResult, path: Path, config: BenchConfig) -> roofline.PeakKey:
