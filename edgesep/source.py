@@ -132,7 +132,9 @@ class ModelSource:
                                  f"--preprocess {PREPROCESS_HELP} ({reason})")
             source = f"read from the model: {reason}"
             note(f"{reason}; using --preprocess {recipe.name} ({recipe.families}); give --preprocess to override")
-        dataset = self.inputs.load(model.input_shape[1:], int(model.output_shape[-1]), preprocess=recipe)
+        from edgesep.converters.outputs import plan_outputs
+
+        dataset = self.inputs.load(model.input_shape[1:], plan_outputs(model).classes, preprocess=recipe)
         return dataset if self.inputs.is_npz else dataclasses.replace(dataset, preprocess_source=source)
 
     def _train_builtin(self, say: Say) -> LoadedSource:

@@ -19,7 +19,7 @@ import numpy as np
 
 from edgesep.converters import ConversionError
 from edgesep.converters.export_config import PRECISIONS, ExportConfig  # re-exported here
-from edgesep.converters.graph import check_exportable, load_model, output_names  # load_model re-exported here
+from edgesep.converters.graph import check_exportable, load_model  # load_model re-exported here
 from edgesep.converters.records import (EXPORT_JSON, ArtifactRecord, DatasetSummary, ExportResult, ModelSummary,
                                         OutputCheck, read_export)
 from edgesep.converters.writers import ExportJob, artifact_record, check_output, writers_for
@@ -152,12 +152,15 @@ def _export_into(model, folder: Path, out_dir: Path, config: ExportConfig, datas
     from edgesep import __version__
     from edgesep.converters.fold import fold_with_report
     from edgesep.converters.grouped import depthwise_grouped
-    from edgesep.converters.verify import predict_keras, top1
+    from edgesep.converters.outputs import keras_outputs, plan_outputs
+    from edgesep.converters.verify import top1
 
     say("fold")
     model_in = depthwise_grouped(model)  # the same function; Conv2D(groups == channels) as DepthwiseConv2D
     folded, fold_report = fold_with_report(model_in)
-    reference = predict_keras(model, inputs.x)
+    plan = plan_outputs(model)
+    references = tuple(keras_outputs(model, inputs.x))
+    reference = references[0]
     int8_model, equalize_doc = folded, None
     calib = dataset.calibration(config.calib_samples, config.seed) if config.quantized else None
     if config.equalize and config.quantized:
@@ -174,12 +177,14 @@ def _export_into(model, folder: Path, out_dir: Path, config: ExportConfig, datas
 
         calib, selection, selection_what = selection_images(dataset, config)
     job = ExportJob(folder, out_dir, config, folded, int8_model, calib, inputs.x, inputs.y, reference,
-                    outputs=tuple(output_names(model)), selection=selection, selection_what=selection_what)
+                    outputs=plan.names, references=references, plan=plan, selection=selection,
+                    selection_what=selection_what)
     artifacts = _write_and_verify(job, say)
     result = ExportResult(
         edgesep_version=__version__, model=_model_summary(model, folder, artifacts),
         dataset=_dataset_summary(dataset, inputs, calib, config), artifacts=artifacts,
-        keras_accuracy=None if inputs.y is None else top1(reference, inputs.y), config=config,
+        keras_accuracy=None if inputs.y is None or plan.label is None else top1(references[plan.label], inputs.y),
+        config=config,
         fold=fold_report.to_dict(), equalize=equalize_doc, edgetpu=job.sections.get("edgetpu"),
         keep_float=job.sections.get("keep_float"), ptq=ptq_doc)
     if "int8" in config.precisions:
@@ -188,15 +193,16 @@ def _export_into(model, folder: Path, out_dir: Path, config: ExportConfig, datas
         say("quantization error per layer")
         result = dataclasses.replace(result, int8_check=int8_check, warnings=tuple(int8_check["warnings"]),
                                      quant_error=_quant_error(job))
-    return dataclasses.replace(result, warnings=result.warnings + tuple(job.warnings) + _truth(result, model))
+    return dataclasses.replace(result, warnings=result.warnings + tuple(job.warnings) + _truth(result, plan, inputs.y is not None))
 
 
-def _truth(result: ExportResult, model) -> tuple[str, ...]:
-    """Collapsed quantized outputs, and a Keras accuracy at chance level (``edgesep.converters.truth``)."""
+def _truth(result: ExportResult, plan, labelled: bool) -> tuple[str, ...]:
+    """Collapsed quantized outputs, a Keras accuracy at chance level (``edgesep.converters.truth``), and why a
+    model with several outputs has no accuracy."""
     from edgesep.converters.truth import chance_level, collapsed_outputs
 
-    chance = chance_level(result.keras_accuracy, int(model.outputs[0].shape[-1]))
-    return tuple(collapsed_outputs(result.artifacts)) + ((chance,) if chance else ())
+    notes = [chance_level(result.keras_accuracy, plan.classes or 0), plan.note() if labelled else None]
+    return tuple(collapsed_outputs(result.artifacts)) + tuple(n for n in notes if n)
 
 
 def _dataset_summary(dataset, inputs: _Inputs, calib, config: ExportConfig) -> DatasetSummary:
@@ -248,6 +254,7 @@ def _int8_check(job: ExportJob, art: ArtifactRecord) -> dict:
     return {"held_out_samples": int(len(job.x)), "calibration_samples": int(len(job.calibration)),
             "calibrated_on": "training split", "verified_on": "test split (not calibrated on)",
             "top1_agreement": figures.top1_agreement_vs_keras, "output_sqnr_db": figures.output_sqnr_db_vs_keras,
+            **({"outputs": [c.to_dict() for c in art.checks]} if len(art.checks) > 1 else {}),
             **(check.to_dict() if check is not None else {"warnings": []})}
 
 

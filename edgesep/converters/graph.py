@@ -327,16 +327,12 @@ def check_exportable(model) -> None:
     Raises:
         UsageError: the input has a dynamic height or width (fix it with ``--input-size`` /
             :func:`with_input_size`).
-        ConversionError: several outputs (edgesep verifies one), or weights holding NaN or Infinity.
+        ConversionError: weights holding NaN or Infinity.
     """
     shape = tuple(model.input_shape[1:])
     if any(d is None for d in shape):
         raise UsageError(f"{model.name!r} takes images of any size {shape}: give the size to export at with "
                          f"--input-size H,W")
-    if len(model.outputs) != 1:
-        names = ", ".join(output_names(model))
-        raise ConversionError(f"{model.name!r} has {len(model.outputs)} outputs ({names}); edgesep exports and "
-                              f"verifies models with one output")
     for variable in model.weights:
         value = np.asarray(variable.numpy())
         if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):

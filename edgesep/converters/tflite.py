@@ -92,8 +92,13 @@ frozen_graph = _frozen_graph  # public name for the other converters (mixed prec
 
 
 def _inference(model):
+    from edgesep.converters.graph import flat_outputs, output_names
+
+    names = output_names(model)
+
     def serving_default(input):  # noqa: A002  (the input tensor's name in the flatbuffer)
-        return model(input, training=False)
+        outputs = flat_outputs(model(input, training=False))
+        return outputs[0] if len(outputs) == 1 else dict(zip(names, outputs))  # signature outputs by name
     return serving_default
 
 
@@ -120,7 +125,31 @@ def _convert(model, precision: str, calib: Optional[np.ndarray], per_channel: bo
                 tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
                 tf.lite.OpsSet.TFLITE_BUILTINS]
             converter._experimental_disable_per_channel = not per_channel
-        return converter.convert()
+        flatbuffer = converter.convert()
+    return flatbuffer if len(model.outputs) == 1 else _name_outputs(flatbuffer, model, _frozen_graph(model))
+
+
+def _name_outputs(flatbuffer: bytes, model, frozen) -> bytes:
+    """The flatbuffer with each output tensor named after the model output it is, found through the traced
+    function (its dict of outputs, flattened by sorted key, gives the graph outputs ``Identity_k``; shapes are
+    checked): readers then map outputs by name, whatever order the converter left them in."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from edgesep.converters.graph import output_names
+
+    shapes = dict(zip(output_names(model), (tuple(t.shape[1:]) for t in model.outputs)))
+    keys = sorted(shapes)
+    if [tuple(t.shape[1:]) for t in frozen.outputs] != [shapes[k] for k in keys]:
+        raise ConversionError(f"cannot tell the traced outputs of {model.name!r} apart by name")
+    by_graph_name = {t.name.split(":")[0]: key for t, key in zip(frozen.outputs, keys)}
+    model = flatbuffer_utils.convert_bytearray_to_object(flatbuffer)
+    graph = model.subgraphs[0]
+    names = [graph.tensors[i].name.decode() for i in graph.outputs]
+    if sorted(n for n in names if n in by_graph_name) != sorted(by_graph_name):
+        raise ConversionError(f"cannot tell the TFLite outputs {names} apart as the model's {keys}")
+    for i in graph.outputs:
+        graph.tensors[i].name = by_graph_name[graph.tensors[i].name.decode()].encode()
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def float_ops(path) -> list[str]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -29,23 +29,54 @@ def predict_keras(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
 
 
 def predict_tflite(path: Path, x: np.ndarray) -> np.ndarray:
-    """A .tflite model's float outputs on ``x``, one image at a time, (de)quantizing int8/uint8 I/O."""
+    """A .tflite model's (first) float output on ``x``, one image at a time, (de)quantizing int8/uint8 I/O."""
+    return predict_tflite_all(path, x)[0]
+
+
+def predict_tflite_all(path: Path, x: np.ndarray, names: Optional[Sequence[str]] = None) -> list[np.ndarray]:
+    """Every float output of a .tflite model on ``x``; with ``names``, in that order, mapped by the signature's
+    output names (the converter may order a model's outputs differently from Keras)."""
     from ai_edge_litert.interpreter import Interpreter
 
     with quiet(f"loading {path.name}"):
         interpreter = Interpreter(model_path=str(path), num_threads=2)
         interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    results = []
+    inp, outs = interpreter.get_input_details()[0], tflite_outputs(interpreter, names)
+    results: list[list[np.ndarray]] = [[] for _ in outs]
     for image in x:
         interpreter.set_tensor(inp["index"], _quantize(image[None], inp))
         interpreter.invoke()
-        results.append(_dequantize(interpreter.get_tensor(out["index"]), out))
-    return np.concatenate(results)
+        for got, out in zip(results, outs):
+            got.append(_dequantize(interpreter.get_tensor(out["index"]), out))
+    return [np.concatenate(got) for got in results]
+
+
+def tflite_outputs(interpreter, names: Optional[Sequence[str]] = None) -> list[dict]:
+    """The interpreter's output details, in the order of ``names`` (matched by tensor name, as edgesep names a
+    model's outputs in the flatbuffer, or by a signature's output names)."""
+    details = interpreter.get_output_details()
+    if not names or len(details) == 1:
+        return details
+    by_name = {d["name"]: d for d in details}
+    if not set(names) <= set(by_name):
+        signatures = interpreter._get_full_signature_list()
+        outputs = next(iter(signatures.values()))["outputs"] if len(signatures) == 1 else {}
+        by_index = {d["index"]: d for d in details}
+        by_name = {name: by_index[index] for name, index in outputs.items() if index in by_index}
+    if not set(names) <= set(by_name):
+        raise ConversionError(f"cannot tell the TFLite model's outputs apart: it names them "
+                              f"{sorted(by_name) or [d['name'] for d in details]}, the model's are {list(names)}")
+    return [by_name[name] for name in names]
 
 
 def predict_onnx(path: Path, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """An .onnx model's outputs on ``x`` with onnxruntime's CPU provider."""
+    """An .onnx model's (first) output on ``x`` with onnxruntime's CPU provider."""
+    return predict_onnx_all(path, x, batch_size=batch_size)[0]
+
+
+def predict_onnx_all(path: Path, x: np.ndarray, names: Optional[Sequence[str]] = None,
+                     batch_size: int = 256) -> list[np.ndarray]:
+    """Every output of an .onnx model on ``x`` (with ``names``: those, in that order)."""
     from edgesep.converters._quiet import import_onnxruntime
 
     ort = import_onnxruntime()
@@ -57,8 +88,12 @@ def predict_onnx(path: Path, x: np.ndarray, batch_size: int = 256) -> np.ndarray
     inp = session.get_inputs()[0]
     if isinstance(inp.shape[0], int):  # a static batch dimension: feed exactly that many
         batch_size = inp.shape[0]
-    return np.concatenate([session.run(None, {inp.name: x[i:i + batch_size]})[0]
-                           for i in range(0, len(x), batch_size)]).astype(np.float32)
+    known = [o.name for o in session.get_outputs()]
+    wanted = list(names) if names and len(known) > 1 else None
+    if wanted and not set(wanted) <= set(known):
+        raise ConversionError(f"{path.name} has outputs {known}, the model's are {wanted}")
+    parts = [session.run(wanted, {inp.name: x[i:i + batch_size]}) for i in range(0, len(x), batch_size)]
+    return [np.concatenate(chunks).astype(np.float32) for chunks in zip(*parts)]
 
 
 _PREDICTORS: dict[str, Callable[[Path, np.ndarray], np.ndarray]] = {".tflite": predict_tflite, ".onnx": predict_onnx}

@@ -30,8 +30,10 @@ class ExportJob:
         folded: the BN-folded Keras model (float artifacts).
         int8_model: the model int8 artifacts are made from (folded, and equalized with ``--equalize``).
         calibration: the calibration images (None without int8).
-        x, y, reference: held-out inputs, their labels (or None) and the Keras model's outputs on them.
+        x, y, reference: held-out inputs, their labels (or None) and the Keras model's (first) output on them.
         outputs: the Keras model's output names, in its output order (the keys of the per-output checks).
+        references: the Keras model's every output on ``x``, in its order.
+        plan: the ``edgesep.converters.outputs.OutputPlan`` (class-score outputs, the labelled one).
         written: writer key -> written file, filled as the writers run.
         sections: export.json sections the writers add (e.g. ``edgetpu``: the compiler's report).
         warnings: one line per problem a writer found (export.json ``warnings``).
@@ -50,6 +52,8 @@ class ExportJob:
     y: Optional[np.ndarray]
     reference: np.ndarray
     outputs: tuple[str, ...] = ()
+    references: tuple[np.ndarray, ...] = ()
+    plan: Any = None
     written: dict[str, Path] = dataclasses.field(default_factory=dict)
     sections: dict[str, Any] = dataclasses.field(default_factory=dict)
     warnings: list[str] = dataclasses.field(default_factory=list)
@@ -67,6 +71,10 @@ def verify_against_keras(job: ExportJob, path: Path) -> tuple[OutputCheck, ...]:
     one :class:`OutputCheck` per model output, keyed by the output's name."""
     from edgesep.converters.verify import verify_artifact
 
+    if job.plan is not None:
+        from edgesep.converters.outputs import verify_outputs
+
+        return verify_outputs(path, job.x, job.references, job.plan, job.y)
     name = job.outputs[0] if job.outputs else None
     return (OutputCheck.from_verification(name, verify_artifact(path, job.x, job.reference, job.y)),)
 

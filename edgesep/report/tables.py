@@ -61,7 +61,8 @@ class ExportTable:
                 table.add_column(column, no_wrap=True, justify="left" if column in ("artifact", "for", "precision")
                                  else "right")
         for art in result.artifacts:
-            table.add_row(*_artifact_cells(art, with_ops))
+            for row in _artifact_rows(art, with_ops):
+                table.add_row(*row)
         table.caption = "\n".join(_export_caption(result)) or None
         return table
 
@@ -88,19 +89,29 @@ class ExportTable:
             yield Text.assemble((f"ops of {', '.join(paths)}: ", "bold"), text)
 
 
-def _artifact_cells(art: Any, with_ops: bool) -> list[str]:
-    """One artifact's row: the only output's check (several outputs: their checks are in export.json)."""
-    check = art.check()
+def _artifact_rows(art: Any, with_ops: bool) -> list[list[str]]:
+    """One artifact's rows: one for its only output, or one per output (named) where there are several."""
+    several = len(art.checks) > 1
+    rows = []
+    for i, check in enumerate(art.checks if several else [art.check()]):
+        first = i == 0
+        name = f"{art.path} {check.output}" if several and first else (f"  {check.output}" if several else art.path)
+        cells = [name, (art.runtime or "-") if first else "", art.precision if first else "",
+                 size_text(art.bytes) if first else "", *_figures(check)]
+        if with_ops:
+            cells.insert(4, ops_text(dict(art.ops)) if first else "")
+        else:
+            del cells[1]
+        rows.append(cells)
+    return rows
+
+
+def _figures(check: Any) -> list[str]:
+    """max err, agree, SQNR dB and accuracy cells of one output's check (None: not verified)."""
     err, acc = (check.max_abs_error_vs_keras, check.accuracy) if check else (None, None)
     agree, sqnr = (check.top1_agreement_vs_keras, check.output_sqnr_db_vs_keras) if check else (None, None)
-    cells = [art.path, art.runtime or "-", art.precision, size_text(art.bytes),
-             "-" if err is None else f"{err:.1e}", "-" if agree is None else f"{agree:.3f}",
-             "-" if sqnr is None else f"{sqnr:.1f}", "-" if acc is None else f"{acc:.4f}"]
-    if with_ops:
-        cells.insert(4, ops_text(dict(art.ops)))
-    else:
-        del cells[1]
-    return cells
+    return ["-" if err is None else f"{err:.1e}", "-" if agree is None else f"{agree:.3f}",
+            "-" if sqnr is None else f"{sqnr:.1f}", "-" if acc is None else f"{acc:.4f}"]
 
 
 def _export_caption(result: Any) -> list[str]:
@@ -152,8 +163,13 @@ def _int8_line(check: Optional[dict[str, Any]]) -> str:
     agree, sqnr = check.get("top1_agreement"), check.get("output_sqnr_db")
     agree_text = "-" if agree is None else f"{100 * agree:.1f} %"
     sqnr_text = "-" if sqnr is None else f"{sqnr:.1f} dB"
-    return (f"int8 on {check.get('held_out_samples')} held-out inputs: top-1 agreement with Keras {agree_text}, "
-            f"output SQNR {sqnr_text}; input range [{lo:.4g}, {hi:.4g}], "
+    figures = f"top-1 agreement with Keras {agree_text}, output SQNR {sqnr_text}"
+    if check.get("outputs"):  # several outputs: each one's SQNR (and agreement where it is class scores)
+        figures = "; ".join(f"{o['output']}: SQNR " + ("-" if o.get("output_sqnr_db_vs_keras") is None else
+                                                       f"{o['output_sqnr_db_vs_keras']:.1f} dB")
+                            + ("" if o.get("top1_agreement_vs_keras") is None else
+                               f", agreement {100 * o['top1_agreement_vs_keras']:.1f} %") for o in check["outputs"])
+    return (f"int8 on {check.get('held_out_samples')} held-out inputs: {figures}; input range [{lo:.4g}, {hi:.4g}], "
             f"{100 * check.get('saturated_values', 0):.2f} % of values saturate")
 
 

@@ -1,0 +1,159 @@
+"""Models with several outputs, first-class (slow: real conversions).
+
+Three real shapes: a BlazeFace-like detector (boxes + scores from two scales, with reshapes and
+concatenations), an MTCNN-like face model (box regression, landmarks and a softmax score, with PReLU) and a
+two-head classifier. Each exports to TFLite (float32, int8) and ONNX (float32, int8) with one check per output,
+by the model's own output names and in its order, in every artifact; the names are chosen so that their sorted
+order differs from the model's (TFLite orders a dict's outputs by name: edgesep maps them by name). Each
+output's int8 SQNR is within 1 dB of the raw TFLite converter's given the same calibration tensors.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+SIZE = 32
+
+
+def _detector():
+    import keras
+    from keras import layers
+
+    inp = keras.Input((SIZE, SIZE, 3))
+    x = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(16, 3, strides=2, padding="same")(inp)))
+    x = layers.ReLU()(layers.DepthwiseConv2D(3, padding="same")(x))
+    x8 = layers.ReLU()(layers.Conv2D(24, 1, strides=2)(x))  # 8x8
+    x4 = layers.ReLU()(layers.Conv2D(32, 3, strides=2, padding="same")(x8))  # 4x4
+    boxes = [layers.Reshape((-1, 16))(layers.Conv2D(a * 16, 1)(f)) for f, a in ((x8, 2), (x4, 6))]
+    scores = [layers.Reshape((-1, 1))(layers.Conv2D(a, 1)(f)) for f, a in ((x8, 2), (x4, 6))]
+    regressors = layers.Concatenate(axis=1, name="regressors")(boxes)  # [1, 224, 16]
+    classificators = layers.Concatenate(axis=1, name="classificators")(scores)  # [1, 224, 1]
+    return keras.Model(inp, [regressors, classificators], name="blazeface_like")
+
+
+def _face():
+    import keras
+    from keras import layers
+
+    inp = keras.Input((SIZE, SIZE, 3))
+    x = inp
+    for filters in (16, 24, 32):
+        x = layers.PReLU(shared_axes=[1, 2])(layers.BatchNormalization()(layers.Conv2D(filters, 3, padding="same")(x)))
+        x = layers.MaxPooling2D()(x)
+    x = layers.PReLU()(layers.Dense(64)(layers.Flatten()(x)))
+    prob = layers.Dense(2, activation="softmax", name="prob1")(x)
+    return keras.Model(inp, [prob, layers.Dense(4, name="conv6_2")(x), layers.Dense(10, name="conv6_3")(x)],
+                       name="onet_like")
+
+
+def _two_heads():
+    import keras
+    from keras import layers
+
+    inp = keras.Input((SIZE, SIZE, 3))
+    x = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(16, 3, strides=2, padding="same")(inp)))
+    x = layers.GlobalAveragePooling2D()(layers.ReLU()(layers.Conv2D(32, 3, strides=2, padding="same")(x)))
+    return keras.Model(inp, [layers.Dense(5, activation="softmax", name="species")(x),
+                             layers.Dense(3, activation="softmax", name="age")(x)], name="two_heads")
+
+
+MODELS = {"detector": _detector, "face": _face, "two_heads": _two_heads}
+
+
+def _randomize(model) -> None:
+    from keras_bn import randomize_bn
+
+    randomize_bn(model)
+
+
+def _raw_int8(model, calib) -> bytes:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([x[None]] for x in calib)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+def _sqnr(got, want) -> float:
+    want = want.astype(np.float64)
+    return float(10 * np.log10(np.sum(want ** 2) / np.sum((got - want) ** 2)))
+
+
+@pytest.fixture(scope="module", params=list(MODELS))
+def exported(request, tmp_path_factory):
+    """(name, model, dataset, ExportResult, out folder) of one multi-output model, exported once."""
+    import keras
+
+    from edgesep.converters.export import ExportConfig, export
+    from edgesep.data import Dataset
+
+    keras.utils.set_random_seed(0)
+    model = MODELS[request.param]()
+    _randomize(model)
+    x = np.random.default_rng(1).uniform(-1, 1, (100, SIZE, SIZE, 3)).astype(np.float32)
+    labels = np.arange(100) % 5 if request.param == "two_heads" else None
+    data = Dataset(request.param, x[:70], None if labels is None else labels[:70], x[70:],
+                   None if labels is None else labels[70:], tuple("01234") if labels is not None else (), kind="npz")
+    out = tmp_path_factory.mktemp(request.param)
+    result = export(model, out, ExportConfig(precisions=("float32", "int8"), calib_samples=60), data)
+    return request.param, model, data, result, out
+
+
+def test_every_artifact_checks_every_output_by_name_in_the_models_order(exported):
+    import onnxruntime as ort
+
+    from edgesep.converters.graph import output_names
+
+    name, model, _, result, out = exported
+    names = output_names(model)
+    assert names != sorted(names), "the test needs names whose sorted order differs from the model's"
+    assert [a.key for a in result.artifacts] == ["tflite:float32", "tflite:int8", "onnx:float32", "onnx:int8"]
+    for art in result.artifacts:
+        assert [c.output for c in art.checks] == names, art.path
+        assert art.to_dict()["max_abs_error_vs_keras"] is None  # no single figure for several outputs
+    for key in ("tflite:float32", "onnx:float32"):
+        assert all(c.max_abs_error_vs_keras < 1e-4 for c in result.artifact(key).checks), (name, key)
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == names
+    assert [o["output"] for o in result.int8_check["outputs"]] == names
+
+
+def test_agreement_and_accuracy_only_where_an_output_is_class_scores(exported):
+    name, _, _, result, _ = exported
+    checks = {c.output: c for c in result.artifact("tflite:float32").checks}
+    if name == "detector":
+        assert all(c.top1_agreement_vs_keras is None and c.accuracy is None for c in checks.values())
+    elif name == "face":
+        assert checks["prob1"].top1_agreement_vs_keras == 1.0
+        assert checks["conv6_2"].top1_agreement_vs_keras is None and checks["conv6_3"].top1_agreement_vs_keras is None
+    else:  # two softmax heads and labels: which head they belong to is not known: no accuracy, a note
+        assert result.keras_accuracy is None and all(c.accuracy is None for c in checks.values())
+        assert any("no accuracy" in w and "--label-output" in w for w in result.warnings)
+
+
+def test_each_outputs_int8_sqnr_is_within_1_db_of_the_raw_converter(exported, tmp_path):
+    from edgesep.converters.outputs import keras_outputs
+    from edgesep.converters.verify import predict_tflite_all
+
+    name, model, data, result, out = exported
+    calib = data.calibration(60, 0)
+    (tmp_path / "raw.tflite").write_bytes(_raw_int8(model, calib))
+    names = [c.output for c in result.artifact("tflite:int8").checks]
+    reference = keras_outputs(model, data.x_test)
+    raw_outputs = predict_tflite_all(tmp_path / "raw.tflite", data.x_test)  # it names them output_0, output_1...
+    raw = [next(r for r in raw_outputs if r.shape == want.shape) for want in reference]  # shapes differ here
+    ours = predict_tflite_all(out / "model_int8.tflite", data.x_test, names)
+    for i, output in enumerate(names):
+        mine, theirs = _sqnr(ours[i], reference[i]), _sqnr(raw[i], reference[i])
+        print(f"{name} {output}: edgesep {mine:.2f} dB, raw converter {theirs:.2f} dB")
+        assert mine >= theirs - 1.0, (name, output, mine, theirs)
+        assert result.artifact("tflite:int8").check(output).output_sqnr_db_vs_keras == pytest.approx(mine, abs=1e-6)
