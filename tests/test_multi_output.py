@@ -157,3 +157,18 @@ def test_each_outputs_int8_sqnr_is_within_1_db_of_the_raw_converter(exported, tm
         print(f"{name} {output}: edgesep {mine:.2f} dB, raw converter {theirs:.2f} dB")
         assert mine >= theirs - 1.0, (name, output, mine, theirs)
         assert result.artifact("tflite:int8").check(output).output_sqnr_db_vs_keras == pytest.approx(mine, abs=1e-6)
+
+
+def test_the_table_has_one_row_per_output(exported):
+    from rich.console import Console
+
+    from edgesep.report import export_table
+
+    name, _, _, result, _ = exported
+    console = Console(width=200, record=True)
+    console.print(export_table(result))
+    text = console.export_text()
+    names = [c.output for c in result.artifact("tflite:int8").checks]
+    assert f"model_int8.tflite {names[0]}" in text
+    assert all(text.count(f"  {n} ") >= 4 for n in names[1:])  # under each of the four artifacts
+    assert all(f"{n}: SQNR" in text for n in names)  # the int8 line, per output

@@ -116,7 +116,8 @@ def _figures(check: Any) -> list[str]:
 
 def _export_caption(result: Any) -> list[str]:
     """The lines under the export table: input data, int8 input check, equalize guard, warnings."""
-    caption = [line for line in (_input_line(result.dataset), _int8_line(result.int8_check)) if line]
+    int8 = _int8_line(result.int8_check, result.artifact("tflite:int8"))
+    caption = [line for line in (_input_line(result.dataset), int8) if line]
     guard = (result.equalize or {}).get("guard")
     if guard:
         caption.append(f"equalize guard: {guard['outcome']} ({guard['links_kept']}/{guard['links']} links "
@@ -155,7 +156,7 @@ def _input_line(dataset: Any) -> str:
     return line
 
 
-def _int8_line(check: Optional[dict[str, Any]]) -> str:
+def _int8_line(check: Optional[dict[str, Any]], art: Any = None) -> str:
     """The int8 check of export.json in one line: agreement, SQNR, input range, saturation."""
     if not check or check.get("int8_range") is None:
         return ""
@@ -164,11 +165,11 @@ def _int8_line(check: Optional[dict[str, Any]]) -> str:
     agree_text = "-" if agree is None else f"{100 * agree:.1f} %"
     sqnr_text = "-" if sqnr is None else f"{sqnr:.1f} dB"
     figures = f"top-1 agreement with Keras {agree_text}, output SQNR {sqnr_text}"
-    if check.get("outputs"):  # several outputs: each one's SQNR (and agreement where it is class scores)
-        figures = "; ".join(f"{o['output']}: SQNR " + ("-" if o.get("output_sqnr_db_vs_keras") is None else
-                                                       f"{o['output_sqnr_db_vs_keras']:.1f} dB")
-                            + ("" if o.get("top1_agreement_vs_keras") is None else
-                               f", agreement {100 * o['top1_agreement_vs_keras']:.1f} %") for o in check["outputs"])
+    if art is not None and len(art.checks) > 1:  # several outputs: each one's SQNR (and agreement: class scores)
+        figures = "; ".join(f"{c.output}: SQNR " + ("-" if c.output_sqnr_db_vs_keras is None else
+                                                    f"{c.output_sqnr_db_vs_keras:.1f} dB")
+                            + ("" if c.top1_agreement_vs_keras is None else
+                               f", agreement {100 * c.top1_agreement_vs_keras:.1f} %") for c in art.checks)
     return (f"int8 on {check.get('held_out_samples')} held-out inputs: {figures}; input range [{lo:.4g}, {hi:.4g}], "
             f"{100 * check.get('saturated_values', 0):.2f} % of values saturate")
 
