@@ -141,3 +141,18 @@ def test_reexport_replaces_the_artifact_set_and_edgetpu_is_a_writer(tmp_path, mo
     again = export(trained_split[0], out, ExportConfig(precisions=("float32",), onnx=False), digits).to_dict()
     assert sorted(p.name for p in out.iterdir()) == ["export.json", "mine.txt", "model.tflite"]
     assert [a["path"] for a in again["artifacts"]] == ["model.tflite"] and "edgetpu" not in again
+
+
+def test_a_registered_writer_is_asked_for_by_key(tmp_path):
+    """A new artifact is one register_writer call: --artifact KEY asks for it, no other option needed."""
+    from edgesep.converters.export import check_export
+
+    config = ExportConfig.from_options(writers=("onnx:float32", "tflite:fp16"))
+    assert config.artifact_keys() == ("tflite:float32", "onnx:float32", "tflite:fp16")
+    assert config.to_dict()["writers"] == ["onnx:float32", "tflite:fp16"] and "writers" not in ExportConfig().to_dict()
+    assert ExportConfig.from_dict(config.to_dict()) == config
+    assert [w.key for w in check_export(config, tmp_path / "out")] == list(config.artifact_keys())
+    with pytest.raises(UsageError, match="artifact onnx:int8 is calibrated: add --int8"):
+        check_export(ExportConfig(writers=("onnx:int8",)), tmp_path / "out")
+    with pytest.raises(UsageError, match="unknown artifact 'tflite:int9'; known: tflite:float32"):
+        check_export(ExportConfig(writers=("tflite:int9",)), tmp_path / "out")

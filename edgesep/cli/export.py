@@ -67,13 +67,16 @@ class InputSize(click.ParamType):
 @click.option("--calib-samples", type=click.IntRange(min=1), default=200, show_default=True,
               help="Training images used to calibrate int8.")
 @click.option("--edgetpu", is_flag=True, help="Also compile the int8 model with edgetpu_compiler (must be installed).")
+@click.option("--artifact", "writers", multiple=True, metavar="KEY",
+              help="Also run this registered artifact writer (e.g. onnx:int8); repeatable.")
 @click.option("--out", "out_dir", default="out", show_default=True, metavar="DIR", help="Output folder.")
 def export(model_path: Optional[str], input_size: Optional[tuple[int, int]], trust_model: bool,
            custom_objects: Optional[str], form: Optional[str], int8: bool,
            fp16: bool, int16x8: bool, per_tensor: bool, equalize: bool, relu6: Optional[str], no_guard: bool,
            io_dtype: Optional[str], keep_float: Optional[str], target_sqnr: Optional[float],
            target_agreement: Optional[float], ptq: Optional[str], no_onnx: bool, data: Optional[str],
-           preprocess: Optional[str], resize: bool, calib_samples: int, edgetpu: bool, out_dir: str) -> None:
+           preprocess: Optional[str], resize: bool, calib_samples: int, edgetpu: bool, writers: tuple[str, ...],
+           out_dir: str) -> None:
     """Fold BatchNorm, export TFLite (float32/fp16/int8/int16x8) and ONNX (float32/int8), verify each against Keras."""
     from edgesep.converters.export_config import ExportConfig
     from edgesep.source import ModelSource
@@ -84,7 +87,8 @@ def export(model_path: Optional[str], input_size: Optional[tuple[int, int]], tru
                                        per_tensor=per_tensor, equalize=equalize, relu6=relu6, no_guard=no_guard,
                                        io_dtype=io_dtype, no_onnx=no_onnx, calib_samples=calib_samples,
                                        edgetpu=edgetpu, int16x8=int16x8, keep_float=keep_float,
-                                       target_sqnr=target_sqnr, target_agreement=target_agreement, ptq=ptq)
+                                       target_sqnr=target_sqnr, target_agreement=target_agreement, ptq=ptq,
+                                       writers=writers)
     if model_path:
         from edgesep.converters.graph import check_model_path
 

@@ -22,7 +22,8 @@ from edgesep.converters.export_config import PRECISIONS, ExportConfig  # re-expo
 from edgesep.converters.graph import check_exportable, load_model  # load_model re-exported here
 from edgesep.converters.records import (EXPORT_JSON, ArtifactRecord, DatasetSummary, ExportResult, ModelSummary,
                                         OutputCheck, read_export)
-from edgesep.converters.writers import ExportJob, artifact_record, check_output, writers_for
+from edgesep.errors import UsageError
+from edgesep.converters.writers import ArtifactWriter, ExportJob, artifact_record, check_output, writers_for
 
 __all__ = ["ExportConfig", "ExportResult", "PRECISIONS", "check_export", "export", "export_source", "load_model"]
 
@@ -32,17 +33,21 @@ RANDOM_VERIFY_SAMPLES = 64
 QUANT_ERROR_SAMPLES = 100
 
 
-def check_export(config: ExportConfig, out_dir, has_data: bool = True) -> None:
+def check_export(config: ExportConfig, out_dir, has_data: bool = True) -> tuple[ArtifactWriter, ...]:
     """Fail before any work when int8 has no data to calibrate, ``out_dir`` cannot be written or a writer's
-    tool is missing on this host."""
+    tool is missing on this host; the writers the config asks for, in the order they run."""
     from edgesep.io import check_writable_dir, locked_dir
 
     config.check_data(has_data)
     check_writable_dir(out_dir)
-    writers_for(config.artifact_keys())
+    writers = tuple(writers_for(config.artifact_keys()))
+    uncalibrated = [w.key for w in writers if "calibration" in w.needs and not config.quantized]
+    if uncalibrated:
+        raise UsageError(f"artifact {uncalibrated[0]} is calibrated: add --int8 (or --int16x8)")
     if Path(out_dir).is_dir():
         with locked_dir(out_dir):  # another export writing there: refuse now, not after the conversions
             pass
+    return writers
 
 
 def export_source(source, out_dir, config: ExportConfig = ExportConfig(), *, progress: Optional[Say] = None,
@@ -53,9 +58,9 @@ def export_source(source, out_dir, config: ExportConfig = ExportConfig(), *, pro
     preprocessing): everything is checked before it is loaded (or trained), then it is exported as
     :func:`export` does; export.json's ``source`` says where the model came from.
     """
-    check_export(config, out_dir, source.has_data)
+    writers = check_export(config, out_dir, source.has_data)
     loaded = source.load(progress=progress, note=note)
-    return _export_checked(loaded.model, Path(out_dir), config, loaded.dataset, progress=progress,
+    return _export_checked(loaded.model, Path(out_dir), config, loaded.dataset, writers, progress=progress,
                            extra={"source": loaded.doc, **(extra or {})}, preprocess=source.preprocess, note=note)
 
 
@@ -81,13 +86,13 @@ def export(model, out_dir, config: ExportConfig = ExportConfig(), dataset=None, 
     """
     from edgesep.preprocess import parse_preprocess
 
-    check_export(config, out_dir, dataset is not None)
-    return _export_checked(model, Path(out_dir), config, dataset, progress=progress, extra=extra,
+    writers = check_export(config, out_dir, dataset is not None)
+    return _export_checked(model, Path(out_dir), config, dataset, writers, progress=progress, extra=extra,
                            preprocess=parse_preprocess(preprocess), note=note)
 
 
-def _export_checked(model, out_dir: Path, config: ExportConfig, dataset, *, progress: Optional[Say],
-                    extra: Optional[dict], preprocess, note: Optional[Say]) -> ExportResult:
+def _export_checked(model, out_dir: Path, config: ExportConfig, dataset, writers: tuple[ArtifactWriter, ...], *,
+                    progress: Optional[Say], extra: Optional[dict], preprocess, note: Optional[Say]) -> ExportResult:
     """:func:`export` after ``check_export``: the model checks, then the staged, locked export."""
     from edgesep.io import StagedDir, locked_dir, write_json
 
@@ -102,7 +107,8 @@ def _export_checked(model, out_dir: Path, config: ExportConfig, dataset, *, prog
     extra = dict(extra or {})
     with locked_dir(out_dir), StagedDir(out_dir) as stage:
         inputs = _inputs(model, dataset, config.seed, preprocess, note or (lambda text: None))
-        result = _export_into(model, stage.path, out_dir, config, dataset, inputs, progress or (lambda stage: None))
+        result = _export_into(model, stage.path, out_dir, config, dataset, inputs, writers,
+                              progress or (lambda stage: None))
         result = dataclasses.replace(result, source=extra.pop("source", None), extra=extra)
         write_json(stage.path / EXPORT_JSON, result.to_dict())
         stage.commit(replaces=_previous_artifacts(out_dir))
@@ -147,7 +153,7 @@ def _inputs(model, dataset, seed: int, preprocess, note: Callable[[str], None]) 
 
 
 def _export_into(model, folder: Path, out_dir: Path, config: ExportConfig, dataset, inputs: _Inputs,
-                 say) -> ExportResult:
+                 writers: tuple[ArtifactWriter, ...], say) -> ExportResult:
     """Fold (and equalize), write and verify every artifact into ``folder``; the export's record."""
     from edgesep import __version__
     from edgesep.converters.fold import fold_with_report
@@ -179,7 +185,7 @@ def _export_into(model, folder: Path, out_dir: Path, config: ExportConfig, datas
     job = ExportJob(folder, out_dir, config, folded, int8_model, calib, inputs.x, inputs.y, reference,
                     outputs=plan.names, references=references, plan=plan, selection=selection,
                     selection_what=selection_what)
-    artifacts = _write_and_verify(job, say)
+    artifacts = _write_and_verify(job, writers, say)
     result = ExportResult(
         edgesep_version=__version__, model=_model_summary(model, folder, artifacts),
         dataset=_dataset_summary(dataset, inputs, calib, config), artifacts=artifacts,
@@ -226,9 +232,8 @@ def _quant_error(job: ExportJob) -> dict[str, Any]:
     return section
 
 
-def _write_and_verify(job: ExportJob, say) -> tuple[ArtifactRecord, ...]:
+def _write_and_verify(job: ExportJob, writers: tuple[ArtifactWriter, ...], say) -> tuple[ArtifactRecord, ...]:
     """Run every writer of the config, then verify what each wrote; the artifacts' records."""
-    writers = writers_for(job.config.artifact_keys())
     records = []
     for writer in writers:
         say(writer.key.replace(":", " "))

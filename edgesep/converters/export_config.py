@@ -46,6 +46,8 @@ class ExportConfig:
         keep_float: ops (Keras layer names) the int8 models keep in float, or ``("auto",)``: the fewest that
             meet the target (``edgesep.converters.keep_float``). Needs int8 with float32 I/O.
         target_sqnr_db, target_agreement: auto's target, output SQNR in dB (default 30) or top-1 agreement.
+        writers: more registered writers to run (``edgesep.converters.writers`` keys), after the ones the
+            other options ask for: a new kind of artifact is one ``register_writer`` call, asked for by key.
         ptq: post-training methods after folding (and CLE) for the int8 models: ``bias-correction``,
             ``adaround`` (``edgesep.converters.ptq``).
     """
@@ -65,9 +67,11 @@ class ExportConfig:
     target_sqnr_db: Optional[float] = None
     target_agreement: Optional[float] = None
     ptq: tuple[str, ...] = ()
+    writers: tuple[str, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "precisions", tuple(dict.fromkeys(self.precisions)))
+        object.__setattr__(self, "writers", tuple(dict.fromkeys(self.writers)))
         bad = [p for p in self.precisions if p not in PRECISIONS]
         if bad:
             raise UsageError(f"unknown precision {bad[0]!r}; valid: {', '.join(PRECISIONS)}")
@@ -123,7 +127,7 @@ class ExportConfig:
                      no_onnx: bool = False, calib_samples: int = 200, edgetpu: bool = False,
                      int16x8: bool = False, keep_float: Optional[str] = None,
                      target_sqnr: Optional[float] = None, target_agreement: Optional[float] = None,
-                     ptq: Optional[str] = None) -> "ExportConfig":
+                     ptq: Optional[str] = None, writers: tuple[str, ...] = ()) -> "ExportConfig":
         """The config of ``edgesep export``'s options; every rule between them is checked here (UsageError)."""
         if relu6 and not equalize:
             raise UsageError("--relu6 says how --equalize treats ReLU6; add --equalize")
@@ -136,7 +140,8 @@ class ExportConfig:
         return cls(precisions=precisions, onnx=not no_onnx, per_channel=not per_tensor, io_dtype=io_dtype,
                    calib_samples=calib_samples, equalize=equalize, relu6=relu6 or "clip",
                    equalize_guard=not no_guard, edgetpu=edgetpu, keep_float=names, target_sqnr_db=target_sqnr,
-                   target_agreement=target_agreement, ptq=tuple(m.strip() for m in (ptq or "").split(",") if m.strip()))
+                   target_agreement=target_agreement, ptq=tuple(m.strip() for m in (ptq or "").split(",") if m.strip()),
+                   writers=tuple(writers))
 
     @property
     def quantized(self) -> tuple[str, ...]:
@@ -156,19 +161,24 @@ class ExportConfig:
         keys += ["onnx:float32"] if self.onnx else []
         keys += ["onnx:int8"] if self.onnx and "int8" in self.precisions else []
         keys += ["edgetpu"] if self.edgetpu else []
-        return tuple(keys)
+        return tuple(dict.fromkeys(keys + list(self.writers)))
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["precisions"] = list(self.precisions)
         d["keep_float"] = list(self.keep_float)
         d["ptq"] = list(self.ptq)
+        if self.writers:  # only when asked: export keys (compare --resume) of every other config stay as they were
+            d["writers"] = list(self.writers)
+        else:
+            d.pop("writers")
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ExportConfig":
         return cls(**{**d, "precisions": tuple(d.get("precisions", ("float32",))),
-                      "keep_float": tuple(d.get("keep_float", ())), "ptq": tuple(d.get("ptq", ()))})
+                      "keep_float": tuple(d.get("keep_float", ())), "ptq": tuple(d.get("ptq", ())),
+                      "writers": tuple(d.get("writers", ()))})
 
 
 def _names(value: Optional[str]) -> tuple[str, ...]:
