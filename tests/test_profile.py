@@ -88,12 +88,17 @@ def test_block_of_reads_the_builders_layer_names():
     assert block_of("m/block3_pwx/conv") == (None, None) and block_of("stem_conv") == (None, None)
 
 
-def test_cli_profile_json_has_ops_covering_the_graph_and_a_checked_ratio(bench_models, tmp_path):
+def test_cli_profile_table_and_json_have_ops_covering_the_graph_and_a_checked_ratio(bench_models, tmp_path):
     models = [bench_models["int8.tflite"], bench_models["float.onnx"]]
+    out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, "-m", "edgesep", "bench", *map(str, models), *FAST, "--profile",
-                           "--json"], capture_output=True, text=True, timeout=300)
+                           "--out", str(out)], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, EDGESEP_CACHE=str(tmp_path / "cache")))
     assert proc.returncode == 0, proc.stderr
-    tfl, onnx = json.loads(proc.stdout)["results"]
+    for text in ("where the time goes: int8.tflite (single-op models)", "where the time goes: float.onnx "
+                 "(onnxruntime profiler)", "measured whole (p50)", "= ratio ", "not in samples_ms", "DEPTHWISE_CONV_2D"):
+        assert text in proc.stdout
+    tfl, onnx = json.loads(out.read_text())["results"]
     graph = [op["op_name"] for op in _interpreter(models[0])._get_ops_details()]
     assert [op["type"] for op in tfl["ops"]] == graph and [op["index"] for op in tfl["ops"]] == list(range(len(graph)))
     for result, method in ((tfl, "single-op models"), (onnx, "onnxruntime profiler")):
@@ -107,16 +112,6 @@ def test_cli_profile_json_has_ops_covering_the_graph_and_a_checked_ratio(bench_m
     assert tfl["profile"]["session_whole_ms"] > 0 and tfl["profile"]["session_ratio"] == pytest.approx(
         tfl["profile"]["sum_ms"] / tfl["profile"]["session_whole_ms"], rel=1e-3)
     assert any(op["type"] == "Conv" and op["macs"] for op in onnx["ops"])
-
-
-def test_cli_profile_table_states_ratio_and_cost(bench_models):
-    proc = subprocess.run([sys.executable, "-m", "edgesep", "bench", str(bench_models["float.tflite"]), *FAST,
-                           "--profile"], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert "where the time goes: float.tflite (single-op models)" in proc.stdout
-    assert "measured whole (p50)" in proc.stdout and "= ratio " in proc.stdout
-    assert "profile cost" in proc.stdout and "not in samples_ms" in proc.stdout
-    assert "DEPTHWISE_CONV_2D" in proc.stdout
 
 
 @pytest.mark.parametrize("precision", ["float32", "int8"])
@@ -136,6 +131,7 @@ def test_peak_models_are_one_big_convolution_of_their_precision(tmp_path, precis
     assert session.run(None, {"input": x})[0].shape == (1, roofline.CHANNELS, roofline.SIDE, roofline.SIDE)
 
 
+@pytest.mark.slow
 def test_cli_peak_is_measured_once_then_cached_per_device_runtime_and_threads(bench_models, tmp_path):
     from edgesep.devices.roofline import PeakKey
 
@@ -160,6 +156,7 @@ def test_cli_peak_is_measured_once_then_cached_per_device_runtime_and_threads(be
     assert conv["peak_share"] == pytest.approx(conv["gmacs"] / first["profile"]["peak_gmacs"], rel=1e-2)
 
 
+@pytest.mark.slow
 def test_compare_profile_writes_the_per_block_table_and_plot(bench_models, tmp_path):
     out = tmp_path / "report"
     models = [bench_models["blocks_split.tflite"], bench_models["blocks_fused.tflite"]]
