@@ -15,6 +15,7 @@ from typing import Callable
 from edgesep.registry import Registry
 
 ACTIVATIONS = ("relu6", "relu")
+FORMS = ("fused", "split")  # the two built-in forms edgesep compares (ratios are fused / split)
 DEFAULT_BN_MOMENTUM = 0.9  # 0.99 leaves moving statistics unconverged after a short training run
 
 _BLOCKS: Registry[Callable] = Registry("block form", error=ValueError)

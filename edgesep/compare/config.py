@@ -5,10 +5,10 @@ import dataclasses
 import re
 from typing import Any
 
+from edgesep.blocks import FORMS  # re-exported here: ratios are fused / split
 from edgesep.models import DEFAULT_BLOCKS
 
 REPORT_VERSION = 1
-FORMS = ("fused", "split")  # ratios are fused / split
 # kind -> (format, precision, artifact file, label)
 KINDS = {"float32": ("tflite", "float32", "model.tflite", "TFLite float32"),
          "int8": ("tflite", "int8", "model_int8.tflite", "TFLite int8"),

@@ -17,7 +17,7 @@ import ray
 
 from edgesep.errors import describe, one_line
 from edgesep.fleet.jobs import (Artifact, ExportJob, GroupJob, MeasureJob, export_artifacts, export_jobs,
-                                file_artifacts, group_jobs, measure_jobs, read_export)
+                                file_artifacts, group_jobs, measure_jobs, reusable_export)
 from edgesep.fleet.plan import SweepPlan
 from edgesep.fleet.store import SweepStore, group_row, job_row, utc
 from edgesep.fleet.tasks import export_task, new_actor
@@ -120,7 +120,7 @@ class Sweep:
             if not model.exported:
                 self._enqueue(file_artifacts(model))
         for job in export_jobs(self.plan):
-            reused = read_export(self.out, job)
+            reused = reusable_export(self.out, job)
             if reused is not None:
                 self.export_counts["reused"] += 1
                 self._enqueue(export_artifacts(job, reused, self.out))

@@ -147,7 +147,7 @@ def export_artifacts(job: ExportJob, result: "ExportResult", out: Path) -> list[
             for a in result.artifacts]
 
 
-def read_export(out: Path, job: ExportJob) -> Optional["ExportResult"]:
+def reusable_export(out: Path, job: ExportJob) -> Optional["ExportResult"]:
     """The export of ``job`` left by an earlier run, if complete and made by the same job key."""
     from edgesep.converters.records import read_export as read
 

@@ -12,11 +12,11 @@ import math
 from pathlib import Path
 from typing import Any, Optional
 
+from edgesep.blocks import FORMS
 from edgesep.devices import device_options, device_resource  # device_resource re-exported here
 from edgesep.errors import UsageError
 
 MODEL_SUFFIXES = (".tflite", ".onnx", ".keras", ".h5")
-FORMS = ("fused", "split")
 LOST_NODE_POLICIES = ("requeue", "fail")
 BENCH_KEYS = ("threads", "runs", "warmup", "warmup_secs", "min_secs", "max_secs", "delegate", "seed")
 # device keys besides target/host: the options the device schemes own, each handed to parse_target as is
