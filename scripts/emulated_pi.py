@@ -73,11 +73,19 @@ def locked() -> Iterator[None]:
 
 # ---------------------------------------------------------------- state
 
+STATE_KEYS = {"pid": int, "port": int, "rootfs": str, "target": str, "ssh_config": str, "pythons": dict}
+
+
 def read_state() -> Optional[dict]:
+    """live/state.json, or None when it is missing or damaged (then the instance counts as stale)."""
     try:
-        return json.loads((live() / "state.json").read_text())
+        state = json.loads((live() / "state.json").read_text())
     except (OSError, ValueError):
         return None
+    if not isinstance(state, dict) or not all(isinstance(state.get(k), t) and not isinstance(state.get(k), bool)
+                                              for k, t in STATE_KEYS.items()) or "machine" not in state:
+        return None
+    return state
 
 
 def write_state(state: dict) -> None:
@@ -303,11 +311,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupted)  # a killed `up` cleans up as after Ctrl-C
     try:
+        if fs.home().exists() and not fs.home().is_dir():
+            raise PiError(f"the cache folder {fs.home()} (EDGESEP_PI64_CACHE) is a file, not a folder")
         if args.command == "up":
             return up(args.json)
         return down() if args.command == "down" else status(args.json)
     except PiError as e:
         print(f"emulated_pi: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # the cache folder unusable (not writable, a file in its path, disk full)
+        print(f"emulated_pi: error: {e.filename or fs.home()}: {e.strerror or e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("emulated_pi: error: interrupted (cleaned up)", file=sys.stderr)

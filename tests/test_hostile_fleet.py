@@ -191,3 +191,36 @@ def test_garbage_model_leaves_no_running_sweep_and_no_ray(tmp_path, out):
 ])
 def test_worker_options_that_cannot_work(args, needle, tmp_path):
     check_refused(["worker", *args], tmp_path, code=USAGE, needles=[needle], bound=30)
+
+
+# ---------------------------------------------------------------- scripts/emulated_pi.py (status only: up/down are the CI's)
+
+@pytest.mark.parametrize("damage", ["[]", '{"pid": "x", "port": 1}', "{not json", '{"pid": 1, "port": 2, '
+                                    '"rootfs": "/", "target": "t", "ssh_config": "c", "pythons": {}}'])
+def test_emulated_pi_status_with_damaged_state_is_stale(damage, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "live").mkdir()
+    (tmp_path / "live" / "state.json").write_text(damage)
+    script = Path(__file__).resolve().parent.parent / "scripts" / "emulated_pi.py"
+    proc = subprocess.run([sys.executable, str(script), "status", "--json"], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "EDGESEP_PI64_CACHE": str(tmp_path)})
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr, proc.stderr
+    assert '"state": "stale"' in proc.stdout
+
+
+def test_emulated_pi_cache_that_is_a_file_is_one_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cache = tmp_path / "cache"
+    cache.write_text("not a folder")
+    script = Path(__file__).resolve().parent.parent / "scripts" / "emulated_pi.py"
+    proc = subprocess.run([sys.executable, str(script), "status"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "EDGESEP_PI64_CACHE": str(cache)})
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("emulated_pi: error: ")
+    assert "is a file" in lines[0] and cache.read_text() == "not a folder"
