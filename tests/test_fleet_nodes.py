@@ -240,3 +240,23 @@ def test_head_stopped_by_a_signal_says_one_line_and_leaves_nothing(signame, tmp_
     assert "Traceback" not in outcome.stderr and "Aborted" not in outcome.stderr
     assert outcome.stderr.strip().splitlines()[-1].startswith("edgesep: interrupted")
     assert outcome.new_tmp == [], outcome.new_tmp  # the node's session, logs and caches
+
+
+def test_sweep_without_the_token_of_a_token_head_is_one_line_naming_the_token(tmp_path, bench_models):
+    from hostile import check_refused
+    from sshd import closed_port
+
+    port = closed_port()
+    head = Node(["--head", "--port", str(port), "--device", "local", "--num-cpus", "1"], tmp_path, "head",
+                "edgesep: head on 127.0.0.1")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("RAY_AUTH_MODE", raising=False)
+        mp.setitem(NODE_ENV, "RAY_AUTH_MODE", "token")
+        head.start()
+    try:
+        plan = _plan(tmp_path, [bench_models["float.tflite"]])
+        address = f"127.0.0.1:{port}"
+        check_refused(["sweep", plan, "--out", tmp_path / "out", "--address", address], tmp_path, code=1,
+                      needles=[address, "token"], bound=45, env={"RAY_AUTH_MODE": "disabled"})
+    finally:
+        assert head.stop() == 128 + signal.SIGTERM
