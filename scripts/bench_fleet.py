@@ -3,12 +3,12 @@
 Usage: ``python scripts/bench_fleet.py [--exports 4] [--epochs 1]`` (needs Ray: ``pip install 'edgesep[fleet]'``).
 
 1. Scaling: an export-heavy plan (the built-in network, tiny blocks, ``--exports`` points: fused/split x
-   seeds, each trained for ``--epochs`` and exported) on a real ``ray.cluster_utils.Cluster`` on 127.0.0.1:
-   a head with no CPU for exports (it owns the local device) plus one worker node, then plus two worker nodes
-   (num_cpus=1 each). Each run gets a fresh training cache, so both train and export the same models.
+   seeds, each trained for ``--epochs`` and exported) on real ``edgesep worker`` nodes: a head on 127.0.0.1
+   with no CPU for exports (it owns the local device) plus one worker node on 127.0.0.2, then plus a second
+   on 127.0.0.3 (num_cpus=1 each; separate raylets, object stores and node IPs). Each run gets a fresh training cache, so both train and export the same models.
    Reported: the sweep's wall time (the CLI, start to exit), the export phase (first export start to last
    export end, from the database) and their ratios one node / two nodes.
-2. Overhead: four tiny models on three devices owned by the head, five runs each. On one device the jobs run
+2. Overhead: four tiny models on three devices, each owned by its own node (127.0.0.2-4), five runs each. On one device the jobs run
    back to back, so the gap between one job's end and the next job's start (both stamped by the device's
    actor) is what the sweep adds per job: collecting the result, one committed SQLite transaction, sending
    the next job through Ray. Reported: median and max gap against the goal (< 50 ms), and the median job.
@@ -16,8 +16,8 @@ Usage: ``python scripts/bench_fleet.py [--exports 4] [--epochs 1]`` (needs Ray: 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -25,24 +25,42 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray's loopback mode, before Ray is imported
-os.environ["RAY_AUTH_MODE"] = "disabled"  # cluster_utils' nodes run without Ray's token authentication
+os.environ["RAY_AUTH_MODE"] = "disabled"  # a private cluster on loopback, for the benchmark only
+os.environ.setdefault("RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION", "0.02")
 
-LOCAL = f"edgesep/local:{socket.gethostname()}"
 BENCH = "[bench]\nruns = 5\nwarmup = 1\nwarmup_secs = 0.0\nmin_secs = 0.0\nmax_secs = 2.0\nthreads = 1\n"
 
 
-def _cluster(workers: int, extra: dict[str, float]):
-    from ray.cluster_utils import Cluster
+@contextlib.contextmanager
+def _nodes(tmp: Path, workers: list[tuple[str, int]]) -> Iterator[str]:
+    """A real cluster of ``edgesep worker`` nodes: the head on 127.0.0.1 (no export CPU, owns ``local``) and
+    one node per (loopback address, CPUs), each owning ``local`` on its address; yields the head's address."""
+    from sshd import closed_port
 
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "node_ip_address": "127.0.0.1", "include_dashboard": False, "resources": {LOCAL: 1, **extra}})
-    for _ in range(workers):
-        cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
-    cluster.wait_for_nodes()
-    return cluster
+    port = closed_port()
+    specs = [(["--head", "--port", str(port), "--num-cpus", "0"], "edgesep: head on")]
+    specs += [(["--address", f"127.0.0.1:{port}", "--listen", ip, "--num-cpus", str(cpus)], f"node {ip} joined")
+              for ip, cpus in workers]
+    procs = []
+    try:
+        for i, (args, ready) in enumerate(specs):
+            err = tmp / f"node{i}.err"
+            with open(err, "w") as f:
+                procs.append(subprocess.Popen([sys.executable, "-m", "edgesep", "worker", *args, "--device", "local"],
+                                              stdout=subprocess.DEVNULL, stderr=f, stdin=subprocess.DEVNULL))
+            deadline = time.monotonic() + 180
+            while ready not in err.read_text():
+                if procs[-1].poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"node did not start: {err.read_text()[-2000:]}")
+                time.sleep(0.3)
+        yield f"127.0.0.1:{port}"
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+            proc.wait(timeout=120)
 
 
 def _sweep(plan: Path, out: Path, address: str, env: dict) -> float:
@@ -65,11 +83,8 @@ def scaling(tmp: Path, exports: int, epochs: int) -> dict[int, tuple[float, floa
     figures = {}
     for workers in (1, 2):
         env = dict(os.environ, EDGESEP_CACHE=str(tmp / f"cache{workers}"))  # train afresh in both runs
-        cluster = _cluster(workers, {})
-        try:
-            wall = _sweep(plan, tmp / f"out{workers}", cluster.address, env)
-        finally:
-            cluster.shutdown()
+        with _nodes(tmp, [(f"127.0.0.{2 + i}", 1) for i in range(workers)]) as address:
+            wall = _sweep(plan, tmp / f"out{workers}", address, env)
         db = sqlite3.connect(tmp / f"out{workers}" / "sweep.db")
         start, end, n = db.execute("SELECT min(started), max(ended), count(*) FROM exports "
                                    "WHERE status = 'ok'").fetchone()
@@ -86,16 +101,13 @@ def overhead(tmp: Path) -> tuple[list[float], list[float]]:
     from bench_models import bench_models
 
     models = bench_models()
-    hosts = ["bench-a", "bench-b", "bench-c"]
+    hosts = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
     plan = tmp / "overhead.toml"
     plan.write_text("".join(f"[[models]]\npath = {str(models[n])!r}\n"
                             for n in ("float.tflite", "int8.tflite", "prelu.tflite", "float.onnx"))
                     + "".join(f"[[devices]]\ntarget = 'local'\nhost = '{h}'\n" for h in hosts) + BENCH)
-    cluster = _cluster(0, {f"edgesep/local:{h}": 1 for h in hosts})
-    try:
-        _sweep(plan, tmp / "overhead", cluster.address, dict(os.environ))
-    finally:
-        cluster.shutdown()
+    with _nodes(tmp, [(h, 0) for h in hosts]) as address:
+        _sweep(plan, tmp / "overhead", address, dict(os.environ))
     db = sqlite3.connect(tmp / "overhead" / "sweep.db")
     gaps, jobs = [], []
     for host in hosts:
@@ -116,7 +128,7 @@ def main() -> int:
         figures = scaling(Path(tmp), args.exports, args.epochs)
         (w1, e1), (w2, e2) = figures[1], figures[2]
         print(f"  one -> two worker nodes: sweep x{w1 / w2:.2f} faster, export phase x{e1 / e2:.2f} faster")
-        print("overhead: 4 models x 3 devices on the head, 5 runs per job")
+        print("overhead: 4 models x 3 devices, each on its own node, 5 runs per job")
         gaps, jobs = overhead(Path(tmp))
         med = statistics.median(gaps) * 1000
         print(f"  per job: median {med:.1f} ms, max {max(gaps) * 1000:.1f} ms over {len(gaps)} gaps "

@@ -224,3 +224,36 @@ def test_emulated_pi_cache_that_is_a_file_is_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("emulated_pi: error: ")
     assert "is a file" in lines[0] and cache.read_text() == "not a folder"
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.parametrize("after", [1.5, 6.0])
+def test_ctrl_c_while_ray_starts_leaves_no_process_and_no_temp(after, tmp_path, bench_models):
+    import signal
+    import time
+    from pathlib import Path
+
+    from hostile import interrupt_after
+
+    plan = _plan(tmp_path, bench_models["float.tflite"])
+    t0 = time.monotonic()
+    outcome = interrupt_after(["sweep", plan, "--out", tmp_path / "run"], tmp_path, signum=signal.SIGINT,
+                              when=lambda: time.monotonic() - t0 > after, timeout=120)
+    assert outcome.code in (0, 130) and "Traceback" not in outcome.stderr, outcome.stderr[-2000:]
+    assert outcome.new_tmp == [], outcome.new_tmp
+    marker = str(tmp_path / "isolated-tmp")
+    deadline = time.monotonic() + 10
+    while True:  # Ray's agents and workers: ended by the driver, none left running for a minute
+        left = [p for p in Path("/proc").iterdir() if p.name.isdigit() and marker in _cmdline(p)]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert not left, [_cmdline(p)[:200] for p in left]
+
+
+def _cmdline(proc) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""

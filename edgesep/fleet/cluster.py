@@ -244,11 +244,13 @@ def _short(e: BaseException) -> str:
 
 
 def disconnect() -> None:
-    """Leave the cluster (stops the embedded instance)."""
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
+    """Leave the cluster (stops the embedded instance); a no-op when Ray was never (fully) imported."""
+    ray = sys.modules.get("ray")
+    try:
+        if ray is not None and ray.is_initialized():
+            ray.shutdown()
+    except AttributeError:  # Ctrl-C during `import ray`: a half-initialized module, nothing started
+        pass
 
 
 def offered_resources() -> dict[str, float]:
