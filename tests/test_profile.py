@@ -199,3 +199,26 @@ def test_onnx_graph_gives_macs_and_layer_names_the_trace_leaves_out(bench_models
     assert onnxgraph.original(f"{name}_token_33", nodes) is entry
     assert onnxgraph.original(entry["output"].split(":")[0] + ":0_nchwc", nodes)["output"] == entry["output"]
     assert onnxgraph.graph_nodes(bench_models["float.tflite"]) == {}  # not ONNX: the trace's shapes stand
+
+
+def test_block_rows_split_a_fused_block_by_kind_and_pair_the_forms():
+    from edgesep.report.profile import block_rows
+
+    def op(block, part, kind, ms, macs):
+        return {"block": block, "part": part, "kind": kind, "ms": ms, "macs": macs}
+
+    reports = [{"label": "split TFLite int8", "profile": {"peak_gmacs": 100.0},
+                "ops": [op("block1", "dw", "depthwise", 0.01, 1e5), op("block1", "pw", "pointwise", 0.02, 1e6),
+                        op(None, None, "conv", 0.5, 1e7)]},
+               {"label": "fused TFLite float32", "profile": {"peak_gmacs": 50.0},
+                "ops": [op("block1", "sep", "depthwise", 0.01, 1e5), op("block1", "sep", "pointwise", 0.04, 1e6)]},
+               {"label": "fused TFLite int8", "profile": {}, "ops": [op("block1", "sep", "depthwise", 0.02, 1e5)]}]
+    rows = block_rows(reports)
+    assert [(r["block"], r["label"]) for r in rows][:3] == [("block1", "fused TFLite int8"),
+                                                           ("block1", "split TFLite int8"),
+                                                           ("block1", "fused TFLite float32")]
+    split = next(r for r in rows if r["label"] == "split TFLite int8" and r["block"] == "block1")
+    assert split["dw_ms"] == 0.01 and split["pw_ms"] == 0.02 and split["total_ms"] == pytest.approx(0.03)
+    assert split["pw_gmacs"] == pytest.approx(50.0) and split["pw_peak_share"] == pytest.approx(0.5)
+    fused = next(r for r in rows if r["label"] == "fused TFLite float32" and r["block"] == "all blocks")
+    assert fused["dw_ms"] == 0.01 and fused["pw_ms"] == 0.04 and fused["pw_peak_share"] == pytest.approx(0.5)

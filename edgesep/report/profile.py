@@ -105,8 +105,20 @@ def block_rows(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row[f"{part}_gmacs"] = gmacs
             row[f"{part}_peak_share"] = gmacs / row["peak"] if gmacs and row["peak"] else None
         row["total_ms"] = sum(row[f"{p}_ms"] or 0.0 for p in PARTS)
-    ordered = sorted(rows.values(), key=lambda r: (r["block"] == "all blocks", _block_number(r["block"])))
-    return ordered
+    order = _label_order([r["label"] for r in reports])
+    return sorted(rows.values(), key=lambda r: (r["block"] == "all blocks", _block_number(r["block"]),
+                                                order[r["label"]]))
+
+
+def _label_order(labels: list[str]) -> dict[str, int]:
+    """Labels in the order given, but the built-in forms side by side per artifact (``fused TFLite int8`` next
+    to ``split TFLite int8``), so each pair reads at a glance."""
+    unique = list(dict.fromkeys(labels))
+    forms = [label.split(" ", 1) for label in unique]
+    if all(len(f) == 2 and f[0] in ("fused", "split") for f in forms):
+        kinds = list(dict.fromkeys(f[1] for f in forms))
+        unique = sorted(unique, key=lambda label: (kinds.index(label.split(" ", 1)[1]), label.split(" ", 1)[0]))
+    return {label: i for i, label in enumerate(unique)}
 
 
 def _block_number(block: str) -> int:
@@ -159,7 +171,7 @@ def block_plot(rows: list[dict[str, Any]], path: Path, title: str = "where the t
 
     rows = [r for r in rows if r["block"] != "all blocks"]
     blocks = list(dict.fromkeys(r["block"] for r in rows))
-    labels = list(dict.fromkeys(r["label"] for r in rows))
+    labels = list(dict.fromkeys(r["label"] for r in rows))  # block_rows' order: the forms side by side
     width = 0.8 / max(len(labels), 1)
     colors = {"dw": "#4c72b0", "pw": "#dd8452", "other": "#9e9e9e"}
     bars = len(blocks) * len(labels)
