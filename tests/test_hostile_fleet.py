@@ -257,3 +257,20 @@ def _cmdline(proc) -> str:
         return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+@pytest.mark.parametrize("damage", ["[]", '{"fleet": {"key": "KEY"}, "artifacts": [{"path": "m.tflite"}]}',
+                                    '{"fleet": {"key": "KEY"}, "artifacts": "model.tflite"}', "{not json",
+                                    '{"fleet": "KEY", "artifacts": []}'])
+def test_resume_with_a_damaged_export_json_exports_again(damage, tmp_path):
+    """--resume reuses an earlier export only when its export.json is whole: else it is exported again."""
+    from edgesep.fleet.jobs import export_jobs, reusable_export
+    from edgesep.fleet.plan import parse_plan
+
+    plan = parse_plan("[[models]]\nform = 'fused'\n[[devices]]\ntarget = 'local'\n", tmp_path / "plan.toml")
+    (job,) = export_jobs(plan)
+    folder = tmp_path / job.folder
+    folder.mkdir(parents=True)
+    (folder / "m.tflite").write_bytes(b"x")
+    (folder / "export.json").write_text(damage.replace("KEY", job.key))
+    assert reusable_export(tmp_path, job) is None
