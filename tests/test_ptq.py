@@ -105,17 +105,19 @@ def test_adaround_weights_survive_conversion_bit_for_bit(per_channel, tmp_path):
 
 
 @pytest.mark.slow
-def test_adaround_guard_never_keeps_a_lower_sqnr():
+def test_ptq_guard_never_keeps_a_lower_sqnr():
     from edgesep.converters.ptq import apply_ptq
 
     model = _small_cnn()
     rng = np.random.default_rng(2)
     calib, selection = rng.random((48, 12, 12, 3), np.float32), rng.random((32, 12, 12, 3), np.float32)
-    _, report = apply_ptq(model, calib, ["bias-correction", "adaround"], iterations=40, selection=selection)
+    chosen, report = apply_ptq(model, calib, ["bias-correction", "adaround"], iterations=40, selection=selection)
     guard = report.guard
-    assert guard["selection_samples"] == 32 and guard["nearest_sqnr_db"] > 10
-    assert guard["kept"] == (guard["adaround_sqnr_db"] >= guard["nearest_sqnr_db"])
-    if not guard["kept"]:
-        assert report.to_dict()["flipped_weights"] == 0
-    for layer in report.layers:
-        assert layer.adaround_kept is not None and layer.bias_shift_rms is not None
+    scores = guard["sqnr_db"]
+    assert guard["selection_samples"] == 32 and set(scores) == {"bias-correction+adaround", "bias-correction",
+                                                                "none"}
+    assert scores[guard["chosen"]] == max(scores.values()) and scores["none"] > 10
+    if guard["chosen"] == "none":
+        assert chosen is model and report.layers == ()
+    else:
+        assert all(layer.bias_shift_rms is not None for layer in report.layers)

@@ -55,8 +55,9 @@ class InputSize(click.ParamType):
                    "on training images held out from calibration.")
 @click.option("--target-sqnr", type=float, metavar="DB", help="--keep-float auto's goal: output SQNR in dB [30].")
 @click.option("--ptq", metavar="bias-correction,adaround",
-              help="With --int8: empirical bias correction and/or AdaRound (on the converter's weight grid; kept "
-                   "only where the int8 output SQNR on held-out training images is not lower) after folding/CLE.")
+              help="With --int8: empirical bias correction and/or AdaRound (on the converter's weight grid) after "
+                   "folding/CLE; a guard keeps the variant (or none) with the best int8 SQNR on held-out training "
+                   "images.")
 @click.option("--target-agreement", type=float, metavar="A",
               help="--keep-float auto's goal instead: top-1 agreement with the float model (0..1).")
 @click.option("--no-onnx", is_flag=True, help="Skip the ONNX exports (model.onnx and, with --int8, model_int8.onnx).")

@@ -69,8 +69,8 @@ def ptq_line(report: dict[str, Any]) -> str:
             f"({report['weights']} weights, {report['seconds']:.0f} s)")
     guard = report.get("guard")
     if guard:
-        verdict = "kept" if guard["kept"] else "not kept (nearest rounding was better)"
-        text += (f"; AdaRound {verdict}: int8 SQNR {_db(guard['adaround_sqnr_db'])} vs "
-                 f"{_db(guard['nearest_sqnr_db'])} dB nearest on {guard['selection_samples']} held-out "
-                 f"training images, {report['flipped_weights']} weights rounded the other way")
+        scores = ", ".join(f"{name} {_db(value)}" for name, value in guard["sqnr_db"].items())
+        kept = "none of them (the model as it was)" if guard["chosen"] == "none" else guard["chosen"]
+        text += (f"; int8 SQNR dB on {guard['selection_samples']} held-out training images: {scores}; "
+                 f"kept {kept}")
     return text

@@ -25,7 +25,8 @@ SAMPLES = 64  # calibration images the methods run on (the first of the calibrat
 
 @dataclasses.dataclass(frozen=True)
 class PtqReport:
-    """export.json ``ptq``: the methods, the images they ran on, each layer's result, AdaRound's guard."""
+    """export.json ``ptq``: the methods, the images they ran on, each layer's result (of the chosen candidate:
+    empty when the guard kept the model as it was) and the guard's figures."""
 
     methods: tuple[str, ...]
     per_channel: bool
@@ -70,10 +71,12 @@ def _walk(model, x: np.ndarray, methods: tuple[str, ...], per_channel: bool, ite
 def apply_ptq(model, calibration: np.ndarray, methods: Sequence[str], *, per_channel: bool = True,
               samples: int = SAMPLES, iterations: Optional[int] = None, selection: Optional[np.ndarray] = None,
               say: Callable[[str], None] = lambda s: None):
-    """(a copy of ``model`` with its weights on the int8 grid as ``methods`` chose them, ``PtqReport``).
+    """(``model`` or a copy with its weights on the int8 grid as ``methods`` chose them, ``PtqReport``).
 
-    With AdaRound and ``selection`` images (not calibration images), the int8 TFLite models of both roundings
-    are compared on them (output SQNR against ``model``) and AdaRound's is kept only when not lower.
+    With ``selection`` images (not calibration images) a guard converts the candidates to int8 TFLite and
+    compares their output SQNR against ``model`` on them: ``model`` itself (no method), with bias
+    correction only (when AdaRound was asked too) and with every method; the highest wins, ties going to
+    the one with more methods. So ``--ptq`` never lowers the int8 SQNR on the selection images.
     """
     import time
 
@@ -82,20 +85,23 @@ def apply_ptq(model, calibration: np.ndarray, methods: Sequence[str], *, per_cha
     x = np.asarray(calibration, np.float32)[:samples]
     work, results = _walk(model, x, methods, per_channel, iterations, say)
     guard = None
-    if "adaround" in methods and selection is not None:
-        say("adaround guard: int8 with nearest rounding")
-        nearest_methods = tuple(m for m in methods if m != "adaround")
-        near, near_results = _walk(model, x, nearest_methods, per_channel, None, lambda s: None)
-        guard = _guard(model, work, near, calibration, selection, per_channel)
-        if not guard["kept"]:
-            work, results = near, near_results
-    report = PtqReport(methods, per_channel, int(len(x)), results, time.perf_counter() - start, guard)
+    if selection is not None:
+        candidates = {"+".join(methods): (work, results)}
+        if "adaround" in methods and len(methods) > 1:
+            say("ptq guard: bias correction without AdaRound")
+            rest = tuple(m for m in methods if m != "adaround")
+            candidates["+".join(rest)] = _walk(model, x, rest, per_channel, None, lambda s: None)
+        candidates["none"] = (model, ())
+        say("ptq guard: int8 of each candidate on held-out images")
+        guard = _guard(model, {k: v[0] for k, v in candidates.items()}, calibration, selection, per_channel)
+        work, results = candidates[guard["chosen"]]
+    report = PtqReport(methods, per_channel, int(len(x)), tuple(results), time.perf_counter() - start, guard)
     return work, report
 
 
-def _guard(model, adarounded, nearest, calibration: np.ndarray, selection: np.ndarray,
+def _guard(model, candidates: dict[str, Any], calibration: np.ndarray, selection: np.ndarray,
            per_channel: bool) -> dict[str, Any]:
-    """Output SQNR of the int8 TFLite models of both roundings on ``selection``; AdaRound kept when not lower."""
+    """Output SQNR of each candidate's int8 TFLite model on ``selection``; the chosen one (first best)."""
     import tempfile
     from pathlib import Path
 
@@ -103,29 +109,26 @@ def _guard(model, adarounded, nearest, calibration: np.ndarray, selection: np.nd
     from edgesep.converters.verify import agreement, predict_keras, predict_tflite
 
     reference = predict_keras(model, selection)
-    scores = {}
-    with tempfile.TemporaryDirectory(prefix="edgesep-adaround-") as tmp:
-        for name, candidate in (("nearest", nearest), ("adaround", adarounded)):
-            path = export_tflite(candidate, Path(tmp) / f"{name}.tflite", precision="int8", fold=False,
+    scores: dict[str, Optional[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="edgesep-ptq-guard-") as tmp:
+        for i, (name, candidate) in enumerate(candidates.items()):
+            path = export_tflite(candidate, Path(tmp) / f"{i}.tflite", precision="int8", fold=False,
                                  representative_data=calibration, per_channel=per_channel, io_dtype="float32")
             scores[name] = agreement(predict_tflite(path, selection), reference)[1]
-    near, ada = (float("inf") if v is None else v for v in (scores["nearest"], scores["adaround"]))
-    return {"criterion": "int8 output SQNR on selection images not lower than with nearest rounding",
-            "selection_samples": int(len(selection)), "nearest_sqnr_db": scores["nearest"],
-            "adaround_sqnr_db": scores["adaround"], "kept": bool(ada >= near)}
+    best = max(scores, key=lambda k: float("inf") if scores[k] is None else scores[k])  # first of equals
+    return {"criterion": "int8 output SQNR on selection images; the highest wins (ties: more methods)",
+            "selection_samples": int(len(selection)), "sqnr_db": scores, "chosen": best}
 
 
 def ptq_for_export(int8_model, dataset, config, calibration: np.ndarray,
                    say: Callable[[str], None]) -> tuple[Any, dict[str, Any]]:
     """export's ``--ptq`` step: the model the int8 artifacts are made from, and export.json's ``ptq``.
 
-    AdaRound's guard chooses on training images held out beside the calibration draw, never the test split.
+    The guard chooses on training images held out beside the calibration draw, never the test split.
     """
     from edgesep.converters.guard import selection_split
 
-    selection = None
-    if "adaround" in config.ptq:
-        _, selection, _ = selection_split(dataset.x_train, config.calib_samples, config.seed)
+    _, selection, _ = selection_split(dataset.x_train, config.calib_samples, config.seed)
     chosen, report = apply_ptq(int8_model, calibration, config.ptq, per_channel=config.per_channel,
                                selection=selection if selection is not None and len(selection) else None,
                                say=say)
