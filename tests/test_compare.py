@@ -549,10 +549,20 @@ def test_bench_ratios_judge_each_model_against_the_first():
     results = [BenchResult(model="/m/a.tflite", device="local", samples_ms=base),
                BenchResult(model="/m/b.tflite", device="local", samples_ms=[x * 0.5 for x in base]),
                BenchResult(model="/m/c.onnx", device="local", error="no ONNX Runtime")]
-    faster, failed = bench_ratios(results)
+    faster, failed = bench_ratios(results)  # one session, no A/A control: a ratio, never a verdict
     assert faster.spec.label == "b.tflite vs a.tflite" and faster.ratio == pytest.approx(0.5)
-    assert faster.verdict.startswith("b.tflite is 2.00x faster than a.tflite") and "one session only" in faster.verdict
+    assert faster.verdict == "b.tflite/a.tflite = 0.50 (95% CI 0.50–0.50); one session, no A/A control: not a verdict"
+    assert faster.details["significant"] is False
     assert failed.verdict == "not measured" and failed.to_dict()["label"] == "c.onnx vs a.tflite"
+    sessions = [[BenchResult(model=r.model, device="local", samples_ms=[x * lv for x in r.samples_ms or []],
+                             error=r.error) for r in results] for lv in (1.0, 1.1, 0.95)]
+    control = [BenchResult(model="copy", device="local", samples_ms=list(s[0].samples_ms)) for s in sessions]
+    faster, failed = bench_ratios(results, sessions, control)
+    assert faster.verdict.startswith("b.tflite is 2.00x faster than a.tflite") and faster.details["significant"]
+    assert faster.verdict.endswith("; A/A floor ±0.0%; 3 sessions") and faster.details["sessions"] == 3
+    assert failed.verdict == "not measured"
+    (alone,) = bench_ratios(results[:2], sessions[:2])  # sessions but no control: still not a verdict
+    assert alone.verdict.endswith("2 sessions but no A/A control measured: not a verdict")
 
 
 def test_stability_checks_warn_about_load_cpu_time_heat_modes_and_threads():

@@ -57,24 +57,53 @@ def judge_sessions(spec: ComparisonSpec, a: Sequence[Sequence[float]], b: Sequen
     return comparison
 
 
-def bench_ratios(results: Sequence[Any]) -> tuple[LatencyComparison, ...]:
+def bench_ratios(results: Sequence[Any], sessions: Optional[Sequence[Sequence[Any]]] = None,
+                 control: Optional[Sequence[Any]] = None) -> tuple[LatencyComparison, ...]:
     """``edgesep bench`` with several models: each model's latency against the first one's, judged as compare
-    judges (one session: its rounds ran interleaved, so they are paired; the verdict says it is one session).
+    judges: over the sessions, against the floor of the A/A control (a copy of the first model measured as if
+    it were another). A verdict needs two sessions or more and the control; without them the ratio and its
+    interval are printed, none called significant (``details["significant"]`` false, the verdict says why).
 
     Args:
-        results: ``BenchResult`` records of one bench session, in the order given.
+        results: ``BenchResult`` records, one per model in the order given (pooled over the sessions).
+        sessions: per session, the models' results in the same order (default: ``results`` as one session).
+        control: per session, the A/A control's result (default: no control).
     """
     from edgesep.report.text import distinct_labels
 
     names = distinct_labels([str(r.model) for r in results])
+    runs = [list(s) for s in sessions] if sessions is not None else [list(results)]
     out = []
-    for i, r in enumerate(results[1:], start=1):
+    for i in range(1, len(results)):
         spec = ComparisonSpec(label=f"{names[i]} vs {names[0]}", a=str(i), b="0", a_name=names[i], b_name=names[0])
-        if r.error or results[0].error or not r.samples_ms or not results[0].samples_ms:
+        both = [k for k, s in enumerate(runs) if _measured(s[i]) and _measured(s[0])
+                and (control is None or _measured(control[k]))]
+        if not both:
             out.append(LatencyComparison(spec=spec, verdict="not measured"))
-        else:
-            out.append(judge_sessions(spec, [r.samples_ms], [results[0].samples_ms]))
+            continue
+        judged = judge_sessions(spec, [runs[k][i].samples_ms for k in both], [runs[k][0].samples_ms for k in both],
+                                [control[k].samples_ms for k in both] if control is not None else None)
+        out.append(_bench_verdict(judged, len(both)))
     return tuple(out)
+
+
+def _measured(result: Any) -> bool:
+    return not result.error and bool(result.samples_ms)
+
+
+def _bench_verdict(judged: LatencyComparison, sessions: int) -> LatencyComparison:
+    """What a bench verdict rests on, in its sentence: N sessions and the A/A floor, or why it is none."""
+    import dataclasses
+
+    floor = judged.details.get("noise_floor")
+    if sessions >= 2 and floor is not None:
+        text = judged.verdict if "A/A control ±" in judged.verdict else f"{judged.verdict}; A/A floor ±{floor:.1%}"
+        return dataclasses.replace(judged, verdict=f"{text}; {sessions} sessions")
+    r, lo, hi = ratio_text(judged.ratio, judged.lo, judged.hi)
+    why = "one session, no A/A control" if sessions < 2 else f"{sessions} sessions but no A/A control measured"
+    spec = judged.spec
+    return dataclasses.replace(judged, details={**judged.details, "significant": False},
+                               verdict=f"{spec.a_name}/{spec.b_name} = {r} (95% CI {lo}–{hi}); {why}: not a verdict")
 
 
 def control_floors(results: Mapping[str, Measurement],

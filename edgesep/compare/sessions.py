@@ -234,19 +234,51 @@ def session_host(host: Mapping[str, Any]) -> dict[str, Any]:
     return {k: host.get(k) for k in SESSION_HOST_KEYS if k in host}
 
 
+def pool_results(results: Sequence[BenchResult], seed: int = 0) -> BenchResult:
+    """One model's results of several sessions as one: the measured sessions' samples pooled in session order,
+    ``latency_ms`` summarizing the pool (the first result as it is when no session measured)."""
+    from edgesep.stats import summarize
+
+    good = [r for r in results if not r.error and r.samples_ms]
+    if not good:
+        return results[0]
+    samples = [x for r in good for x in r.samples_ms]
+    return dataclasses.replace(good[0], samples_ms=samples, latency_ms=summarize(samples, seed=seed).to_dict())
+
+
+def alternating_sessions(device: Any, paths: Sequence[Path], data_file: Optional[Path], config: BenchConfig,
+                         count: int, progress: Optional[Callable[[str, int, int], None]] = None
+                         ) -> list[list[BenchResult]]:
+    """``count`` sessions of ``paths`` on a device (``bench`` with several models): a fresh runner each, its
+    rounds interleaved, the order alternating (as given, reversed, as given, ...), the steady-state budget
+    shared among them (``session_config``). Returns each session's results in the order of ``paths``;
+    ``progress(model, done, total)`` counts over all sessions, so it never goes backwards.
+    """
+    config = session_config(config, count)
+    out = []
+    for index in range(count):
+        order = list(range(len(paths)))[::1 if index % 2 == 0 else -1]
+        device.prepare([paths[i] for i in order], data_file)
+
+        def on_progress(model: str, done: int, total: int, index: int = index) -> None:
+            if progress is not None:
+                progress(model, index * total + done, count * total)
+
+        measured = device.run(config, progress=on_progress)
+        by_index = dict(zip(order, measured))
+        out.append([by_index[i] for i in range(len(paths))])
+    return out
+
+
 def pool_sessions(variant: Variant, runs: Sequence[tuple[int, Mapping[str, BenchResult]]], key: str,
                   seed: int = 0) -> Measurement:
     """One variant's results of several sessions as one measurement (samples pooled in session order)."""
-    from edgesep.stats import summarize
-
     mine = [(i, r[variant.id]) for i, r in runs if variant.id in r]
     good = [(i, r) for i, r in mine if not r.error and r.samples_ms]
     if not good:
         return Measurement(result=mine[0][1], variant=variant.id, model=variant.path, session=key)
-    samples = [x for _, r in good for x in r.samples_ms]
-    first = good[0][1]
-    result = dataclasses.replace(first, samples_ms=samples, latency_ms=summarize(samples, seed=seed).to_dict())
-    return Measurement(result=result, variant=variant.id, model=variant.path, session=key,
+    return Measurement(result=pool_results([r for _, r in good], seed), variant=variant.id, model=variant.path,
+                       session=key,
                        session_rounds=tuple(len(r.samples_ms) for _, r in good),
                        session_index=tuple(i for i, _ in good))
 
