@@ -3,7 +3,8 @@
 ``python tests/bench_models.py OUTDIR`` writes float.tflite, int8.tflite (full-integer, int8 in/out),
 prelu.tflite (a "third-party-looking" net: ZeroPadding2D -> PAD, PReLU -> PRELU), float.onnx (tf2onnx) and
 blocks_split.tflite / blocks_fused.tflite (two blocks named as the builders name them: block1_dw + block1_pw, or
-block1_sep), all 16x16x3 -> 10 classes, plus models.json describing them. ``bench_models()`` returns the paths, building
+block1_sep) and heavy.tflite (three 3x3 convs of 48 filters: about 100x float.tflite's MACs), all 16x16x3 ->
+10 classes, plus models.json describing them. ``bench_models()`` returns the paths, building
 them once per content of this file (cached under ``$EDGESEP_TEST_CACHE/models``, the run's own folder).
 """
 from __future__ import annotations
@@ -18,7 +19,8 @@ from importlib import metadata
 from pathlib import Path
 
 INPUT_SHAPE = (16, 16, 3)
-NAMES = ("float.tflite", "int8.tflite", "prelu.tflite", "float.onnx", "blocks_split.tflite", "blocks_fused.tflite")
+NAMES = ("float.tflite", "int8.tflite", "prelu.tflite", "float.onnx", "blocks_split.tflite", "blocks_fused.tflite",
+         "heavy.tflite")
 CACHE = Path(os.environ.get("EDGESEP_TEST_CACHE") or Path.home() / ".cache" / "edgesep-test")  # conftest sets it
 
 
@@ -27,6 +29,16 @@ def _conv_model(keras):
     x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
     x = keras.layers.DepthwiseConv2D(3, padding="same")(x)
     x = keras.layers.Conv2D(16, 1, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, keras.layers.Dense(10)(x))
+
+
+def _heavy_model(keras):
+    """Clearly slower than ``_conv_model`` on any CPU (about 11 M MACs against its 0.1 M)."""
+    inp = keras.Input(INPUT_SHAPE, batch_size=1, name="image")
+    x = inp
+    for _ in range(3):
+        x = keras.layers.Conv2D(48, 3, padding="same", activation="relu")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     return keras.Model(inp, keras.layers.Dense(10)(x))
 
@@ -77,6 +89,7 @@ def build(out: Path) -> None:
     for form in ("split", "fused"):
         blocks = tf.lite.TFLiteConverter.from_keras_model(_blocks_model(keras, form))
         (out / f"blocks_{form}.tflite").write_bytes(blocks.convert())
+    (out / "heavy.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(_heavy_model(keras)).convert())
     spec = (tf.TensorSpec((1, *INPUT_SHAPE), tf.float32, name="image"),)
     fn = tf.function(lambda x: model(x), input_signature=spec)
     tf2onnx.convert.from_function(fn, input_signature=spec, opset=13, output_path=str(out / "float.onnx"))

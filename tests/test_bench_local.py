@@ -54,7 +54,8 @@ def test_cli_json_is_exactly_the_design_document(bench_models, tmp_path):
                                    "--json", "--out", out)
     assert code == 0, stderr
     doc = json.loads(stdout)  # nothing but the document on stdout
-    assert list(doc) == ["results"] and len(doc["results"]) == 2
+    assert list(doc) == ["results", "sessions", "control", "comparisons"] and len(doc["results"]) == 2
+    assert doc["sessions"] == 3 and doc["control"]["of"] == "int8.tflite"  # what the verdict rests on
     assert json.loads(out.read_text()) == doc
     for r in doc["results"]:
         assert DESIGN_KEYS <= set(r) and LATENCY_KEYS <= set(r["latency_ms"])
@@ -63,11 +64,11 @@ def test_cli_json_is_exactly_the_design_document(bench_models, tmp_path):
         assert len(r["latency_ms"]["ci95_p50"]) == 2 and len(r["samples_ms"]) >= 5
     assert doc["results"][0]["runtime"].startswith("ai_edge_litert ")
     assert doc["results"][1]["runtime"].startswith("onnxruntime ")
-    for r in doc["results"]:  # memory for TFLite and ONNX alike; two models shared one runner process
+    for r in doc["results"]:  # memory for TFLite and ONNX alike; two models and the A/A control shared a runner
         mem = r["memory_mb"]
         assert 0 < mem["baseline"] < mem["loaded"] <= mem["peak_startup"] and mem["peak"] > 0
         assert mem["model"] == pytest.approx(mem["loaded"] - mem["baseline"], abs=2e-3)
-        assert mem["models_in_process"] == 2 and mem["reason"] is None
+        assert mem["models_in_process"] == 3 and mem["reason"] is None
 
 
 def test_cli_table(bench_models):

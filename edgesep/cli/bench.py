@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional
 
+import dataclasses
+
 import click
 
 from edgesep.cli.app import (
@@ -15,6 +17,8 @@ if TYPE_CHECKING:
 
     from edgesep.data import DataOptions
     from edgesep.devices.base import BenchResult, Device
+
+DEFAULT_SESSIONS = 3  # sessions of a bench of several models (a verdict needs two or more and the A/A control)
 
 
 @cli.command()
@@ -34,6 +38,10 @@ if TYPE_CHECKING:
               help="Also measure top-1 accuracy on the test split of this labelled data (as export does).")
 @input_options
 @device_options("bench")
+@click.option("--sessions", type=click.IntRange(min=1), metavar="N",
+              help="Sessions, each a fresh runner with the models' order alternating; with several models an A/A "
+                   "control (a copy of the first) is measured too, and a verdict needs 2 or more. "
+                   "[default: 3 with several models, else 1]")
 @click.option("--seed", type=int, default=BENCH_DEFAULTS.seed, show_default=True,
               help="Seed of the random latency input.")
 @click.option("--profile", is_flag=True,
@@ -43,11 +51,12 @@ if TYPE_CHECKING:
               help="Also write the JSON document to FILE.")
 def bench(models: tuple[str, ...], target: str, threads: Optional[int], runs: int, warmup: int,
           warmup_secs: float, min_secs: float, max_secs: float, delegate: str, delegate_options: tuple[str, ...],
-          data: Optional[str], preprocess: Optional[str], resize: bool, device_options: dict, seed: int,
-          profile: bool, as_json: bool, out_file: Optional[str]) -> None:
+          data: Optional[str], preprocess: Optional[str], resize: bool, device_options: dict,
+          sessions: Optional[int], seed: int, profile: bool, as_json: bool, out_file: Optional[str]) -> None:
     """Measure latency (and accuracy with --data) of .tflite/.onnx models on a device.
 
-    Several models are measured in one session, interleaved round by round, so drift and heat hit all alike.
+    Several models are measured together, interleaved round by round, so drift and heat hit all alike, in
+    several sessions with an A/A control; each is judged against the first beyond the control's noise floor.
     """
     from pathlib import Path
 
@@ -68,8 +77,9 @@ def bench(models: tuple[str, ...], target: str, threads: Optional[int], runs: in
     device = parse_target(target, **options)
     if profile:
         config = BenchConfig.from_dict({**config.to_dict(), "profile": True})
-    results = _bench_measure(device, paths, target, config, inputs, options)
-    _bench_output(results, as_json, out_file, config.threads)
+    count = sessions or (DEFAULT_SESSIONS if len(paths) > 1 else 1)
+    measured = _bench_measure(device, paths, target, config, inputs, options, count)
+    _bench_output(measured.results, as_json, out_file, config.threads, measured)
 
 
 def _bench_config(delegate_options: tuple[str, ...], **fields) -> BenchConfig:
@@ -83,47 +93,81 @@ def _bench_config(delegate_options: tuple[str, ...], **fields) -> BenchConfig:
         raise click.UsageError(str(e)) from None
 
 
+@dataclasses.dataclass(frozen=True)
+class Measured:
+    """What a bench measured: one result per model (pooled over the sessions), each session's results and the
+    A/A control's per session (None without a control)."""
+
+    results: list[BenchResult]
+    sessions: list[list[BenchResult]]
+    control: Optional[list[BenchResult]]
+
+
 def _bench_measure(device: Device, paths: list[Path], target: str, config: BenchConfig, inputs: DataOptions,
-                   options: dict) -> list[BenchResult]:
-    """Accuracy data and Edge TPU copies staged in a private temp folder, then the session."""
+                   options: dict, count: int = 1) -> Measured:
+    """Accuracy data, Edge TPU copies and the A/A control's copy staged in a private temp folder (removed at
+    the end), then the sessions."""
     import tempfile
     from pathlib import Path
 
     from edgesep.bench import accuracy_npz, edgetpu_models, profile_session
+    from edgesep.compare.sessions import pool_results
 
     with tempfile.TemporaryDirectory(prefix="edgesep-bench-") as tmp:
         data_file = accuracy_npz(inputs, paths, Path(tmp), note=note) if inputs.data else None
         if data_file is not None:
             config = BenchConfig.from_dict({**config.to_dict(), "data": str(data_file)})
         run_paths, edgetpu_reports = edgetpu_models(paths, Path(tmp), target, config.delegate)
-        results = _bench_run(device, run_paths, data_file, config)
+        control = _control_copy(run_paths[0], Path(tmp)) if len(paths) > 1 and count > 1 else None
+        runs = _bench_run(device, run_paths + ([control] if control else []), data_file, config, count)
+        sessions = [s[:len(paths)] for s in runs]
+        results = [pool_results([s[i] for s in sessions], config.seed) if count > 1 else sessions[0][i]
+                   for i in range(len(paths))]
         if config.profile:
             profile_session(results, run_paths, target, options, config, Path(tmp), note=note)
         for result, path, report in zip(results, paths, edgetpu_reports):
             result.model = str(path)  # the user's file, also when a compiled copy ran
             if report is not None:
                 result.extra["edgetpu"] = report.to_dict()
-    return results
+    return Measured(results, sessions, [s[-1] for s in runs] if control else None)
+
+
+def _control_copy(path: Path, tmp: Path) -> Path:
+    """The A/A control: a byte copy of ``path`` under its own name, measured as if it were another model."""
+    import shutil
+
+    folder = tmp / "aa-control"
+    folder.mkdir()
+    return shutil.copyfile(path, folder / path.name)
 
 
 def _bench_output(results: list[BenchResult], as_json: bool, out_file: Optional[str],
-                  threads: Optional[int] = None) -> None:
+                  threads: Optional[int] = None, measured: Optional[Measured] = None) -> None:
     """Print the results (JSON or a table), then write --out: a file that cannot be written loses nothing."""
     from edgesep.compare.analysis import bench_ratios
     from edgesep.io import dumps, write_text
-
-    from edgesep.report.text import distinct_labels
+    from edgesep.report.text import bench_control_line, distinct_labels
 
     labels = distinct_labels([str(r.model) for r in results])  # tells same-named files in other folders apart
-    doc = {"results": [{**r.to_dict(), "label": label} for r, label in zip(results, labels)]}
+    doc: dict = {"results": [{**r.to_dict(), "label": label} for r, label in zip(results, labels)]}
+    comparisons = bench_ratios(results, measured.sessions if measured else None,
+                               measured.control if measured else None) if len(results) > 1 else ()
+    if measured is not None:  # what the verdicts rest on
+        doc["sessions"] = len(measured.sessions)
+    if comparisons:
+        control = next((c.details["control"] for c in comparisons if c.details.get("control")), None)
+        doc["control"] = {"of": labels[0], **{k: control[k] for k in ("ratio", "lo", "hi", "sessions", "floor")}
+                          } if control else None
+        doc["comparisons"] = [c.to_dict() for c in comparisons]
     text = dumps(doc, indent=None)
     if as_json:
         click.echo(text)
     else:
         _bench_print(doc["results"])
         _bench_print_profiles(doc["results"])
-        # each model against the first, as compare; a long verdict wraps between words on a terminal
-        echo_wrapped([f"{c.spec.label}: {c.verdict}" for c in (bench_ratios(results) if len(results) > 1 else ())])
+        # each model against the first, as compare; a long line wraps between words on a terminal
+        echo_wrapped(([bench_control_line(doc["control"])] if doc.get("control") else [])
+                     + [f"{c.spec.label}: {c.verdict}" for c in comparisons])
     if len(results) > 1:  # a verdict from a loaded machine may not hold on an idle one
         from edgesep.compare.analysis import host_checks
 
@@ -134,19 +178,20 @@ def _bench_output(results: list[BenchResult], as_json: bool, out_file: Optional[
     _bench_failures(results)
 
 
-def _bench_run(device: Device, paths: list[Path], data_file: Optional[Path],
-               config: BenchConfig) -> list[BenchResult]:
-    """prepare + run with a progress bar on stderr; the device is cleaned up whatever happens."""
+def _bench_run(device: Device, paths: list[Path], data_file: Optional[Path], config: BenchConfig,
+               count: int = 1) -> list[list[BenchResult]]:
+    """``count`` sessions with a progress bar on stderr; the device is cleaned up whatever happens."""
+    from edgesep.compare.sessions import alternating_sessions
     from edgesep.devices.base import DeviceError
     from edgesep.report.live import model_bars
     from edgesep.report.text import distinct_labels
 
-    bar, progress = model_bars(dict(zip(map(str, paths), distinct_labels([str(p) for p in paths]))))
+    names = [str(p) for p in paths]
+    bar, progress = model_bars(dict(zip(names, distinct_labels(names))))
 
     try:
         with bar:
-            device.prepare(paths, data_file)
-            results = device.run(config, progress=progress)
+            results = alternating_sessions(device, paths, data_file, config, count, progress)
     except BaseException:
         try:
             device.cleanup()

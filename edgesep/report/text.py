@@ -1,7 +1,7 @@
 """Text formatting shared by the renderers: sizes, milliseconds, percentages, counts, op lists."""
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 
 def size_text(n: Optional[int]) -> str:
@@ -62,3 +62,10 @@ def count_text(n: Optional[int]) -> str:
 def md_cell(text: object) -> str:
     """A Markdown table cell (pipes escaped, one line)."""
     return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def bench_control_line(control: Mapping[str, Any]) -> str:
+    """The A/A control of a bench (``doc["control"]``): a copy of the first model against it, and its floor."""
+    return (f"A/A control (a copy of {control['of']} measured as another model): ratio {control['ratio']:.3f} "
+            f"(95% CI {control['lo']:.3f}–{control['hi']:.3f}) over {control['sessions']} sessions; "
+            f"noise floor ±{control['floor']:.1%}")
