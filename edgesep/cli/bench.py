@@ -134,11 +134,9 @@ def _bench_measure(device: Device, paths: list[Path], target: str, config: Bench
 
 def _control_copy(path: Path, tmp: Path) -> Path:
     """The A/A control: a byte copy of ``path`` under its own name, measured as if it were another model."""
-    import shutil
+    from edgesep.io import write_bytes
 
-    folder = tmp / "aa-control"
-    folder.mkdir()
-    return shutil.copyfile(path, folder / path.name)
+    return write_bytes(tmp / "aa-control" / path.name, path.read_bytes())
 
 
 def _bench_output(results: list[BenchResult], as_json: bool, out_file: Optional[str],
