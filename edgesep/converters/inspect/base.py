@@ -14,14 +14,10 @@ PARAM_DTYPES = frozenset({"float16", "float32", "float64", "bfloat16", "int8", "
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelInfo:
-    """The facts ``inspect_model`` found in one model file.
+class Contents:
+    """What a format reader finds in a model file (``inspect_model`` adds the file's path, size and digest).
 
     Attributes:
-        path: the file inspected.
-        format: ``tflite``, ``onnx`` or ``keras``.
-        bytes: file size.
-        sha256: hex digest of the file.
         ops: op (or Keras layer) type -> count, sorted by name.
         params: parameter count (see the package docstring).
         macs: multiply-accumulates of one inference (dynamic batch taken as 1).
@@ -36,36 +32,33 @@ class ModelInfo:
             does not define, dynamic input dims beyond the batch); ``notes`` says which.
     """
 
+    ops: dict[str, int]
+    params: int
+    macs: int
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    quantization: Optional[dict[str, Any]] = None
+    notes: list[str] = dataclasses.field(default_factory=list)
+    macs_partial: bool = False
+
+
+FILE_FIELDS = ("path", "format", "bytes", "sha256")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelInfo(Contents):
+    """The facts ``inspect_model`` found in one model file: the file (``path``, ``format`` -- ``tflite``,
+    ``onnx`` or ``keras`` --, ``bytes``, ``sha256``) and its :class:`Contents`."""
+
     path: str
     format: str
     bytes: int
     sha256: str
-    ops: dict[str, int]
-    params: int
-    macs: int
-    inputs: list[dict[str, Any]]
-    outputs: list[dict[str, Any]]
-    quantization: Optional[dict[str, Any]] = None
-    notes: list[str] = dataclasses.field(default_factory=list)
-    macs_partial: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field."""
-        return dataclasses.asdict(self)
-
-
-@dataclasses.dataclass(frozen=True)
-class Contents:
-    """What a format reader returns; ``inspect_model`` adds path, size and digest."""
-
-    ops: dict[str, int]
-    params: int
-    macs: int
-    inputs: list[dict[str, Any]]
-    outputs: list[dict[str, Any]]
-    quantization: Optional[dict[str, Any]] = None
-    notes: list[str] = dataclasses.field(default_factory=list)
-    macs_partial: bool = False
+        """A JSON-ready dict of every field (the file's first)."""
+        d = dataclasses.asdict(self)
+        return {**{k: d.pop(k) for k in FILE_FIELDS}, **d}
 
 
 @dataclasses.dataclass(frozen=True)
