@@ -23,7 +23,7 @@ from edgesep.converters.graph import check_exportable, load_model  # load_model 
 from edgesep.converters.records import (EXPORT_JSON, ArtifactRecord, DatasetSummary, ExportResult, ModelSummary,
                                         OutputCheck, read_export)
 from edgesep.errors import UsageError
-from edgesep.converters.writers import ArtifactWriter, ExportJob, artifact_record, check_output, writers_for
+from edgesep.converters.writers import ArtifactWriter, WriteJob, artifact_record, check_output, writers_for
 
 __all__ = ["ExportConfig", "ExportResult", "PRECISIONS", "check_export", "export", "export_source", "load_model"]
 
@@ -182,7 +182,7 @@ def _export_into(model, folder: Path, out_dir: Path, config: ExportConfig, datas
         from edgesep.converters.keep_float import selection_images
 
         calib, selection, selection_what = selection_images(dataset, config)
-    job = ExportJob(folder, out_dir, config, folded, int8_model, calib, inputs.x, inputs.y, reference,
+    job = WriteJob(folder, out_dir, config, folded, int8_model, calib, inputs.x, inputs.y, reference,
                     outputs=plan.names, references=references, plan=plan, selection=selection,
                     selection_what=selection_what)
     artifacts = _write_and_verify(job, writers, say)
@@ -218,7 +218,7 @@ def _dataset_summary(dataset, inputs: _Inputs, calib, config: ExportConfig) -> D
     return DatasetSummary(dataset.name, int(len(inputs.x)), calibrated, inputs.doc)
 
 
-def _quant_error(job: ExportJob) -> dict[str, Any]:
+def _quant_error(job: WriteJob) -> dict[str, Any]:
     """Per-layer int8 error against the float model the int8 one came from: the written model.tflite when
     that is it (no second conversion), else the equalized Keras model. Paths recorded as artifact names."""
     from edgesep.converters.quant_error import quant_error_report
@@ -232,7 +232,7 @@ def _quant_error(job: ExportJob) -> dict[str, Any]:
     return section
 
 
-def _write_and_verify(job: ExportJob, writers: tuple[ArtifactWriter, ...], say) -> tuple[ArtifactRecord, ...]:
+def _write_and_verify(job: WriteJob, writers: tuple[ArtifactWriter, ...], say) -> tuple[ArtifactRecord, ...]:
     """Run every writer of the config, then verify what each wrote; the artifacts' records."""
     records = []
     for writer in writers:
@@ -249,7 +249,7 @@ def _write_and_verify(job: ExportJob, writers: tuple[ArtifactWriter, ...], say) 
     return tuple(records)
 
 
-def _int8_check(job: ExportJob, art: ArtifactRecord) -> dict:
+def _int8_check(job: WriteJob, art: ArtifactRecord) -> dict:
     """The int8 model on inputs it was not calibrated on: agreement with Keras, input range and saturation."""
     from edgesep.converters.input_domain import int8_input_check
 

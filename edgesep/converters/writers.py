@@ -2,7 +2,7 @@
 
 A writer has a key (``tflite:int8``), a file name, what it needs (calibration data, another writer's file,
 a tool on this host), ``write()`` and ``verify()``. ``export`` runs the writers its ``ExportConfig`` names,
-in order, on one :class:`ExportJob`; a new artifact is one :func:`register_writer` call.
+in order, on one :class:`WriteJob`; a new artifact is one :func:`register_writer` call.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from edgesep.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
-class ExportJob:
+class WriteJob:
     """What the writers of one export share.
 
     Attributes:
@@ -66,7 +66,7 @@ def _no_check() -> None:
     return None
 
 
-def verify_against_keras(job: ExportJob, path: Path) -> tuple[OutputCheck, ...]:
+def verify_against_keras(job: WriteJob, path: Path) -> tuple[OutputCheck, ...]:
     """The default check: the artifact's outputs on the held-out inputs against Keras' (``verify_artifact``),
     one :class:`OutputCheck` per model output, keyed by the output's name."""
     from edgesep.converters.verify import verify_artifact
@@ -102,12 +102,12 @@ class ArtifactWriter:
     format: str
     precision: str
     runtime: str
-    write: Callable[[ExportJob], Path]
-    verify: Optional[Callable[[ExportJob, Path], tuple[OutputCheck, ...]]] = verify_against_keras
+    write: Callable[[WriteJob], Path]
+    verify: Optional[Callable[[WriteJob, Path], tuple[OutputCheck, ...]]] = verify_against_keras
     needs: tuple[str, ...] = ()
     check: Callable[[], None] = _no_check
     delegate: Optional[str] = None
-    describe: Optional[Callable[[ExportJob, Path], dict[str, Any]]] = None
+    describe: Optional[Callable[[WriteJob, Path], dict[str, Any]]] = None
 
 
 _WRITERS: Registry[ArtifactWriter] = Registry("artifact")
@@ -139,7 +139,7 @@ def writers_for(keys: tuple[str, ...]) -> list[ArtifactWriter]:
     return chosen
 
 
-def artifact_record(writer: ArtifactWriter, job: ExportJob, path: Path) -> ArtifactRecord:
+def artifact_record(writer: ArtifactWriter, job: WriteJob, path: Path) -> ArtifactRecord:
     """The record of a file ``writer`` wrote (checks against Keras come later, from ``verify``)."""
     from edgesep.converters.inspect import op_counts
 
@@ -152,10 +152,10 @@ def artifact_record(writer: ArtifactWriter, job: ExportJob, path: Path) -> Artif
 
 # ------------------------------------------------------------------------------------------ the writers
 
-def _tflite(precision: str) -> Callable[[ExportJob], Path]:
+def _tflite(precision: str) -> Callable[[WriteJob], Path]:
     quantized = precision in QUANTIZED
 
-    def write(job: ExportJob) -> Path:
+    def write(job: WriteJob) -> Path:
         from edgesep.converters.tflite import export_tflite
 
         if precision == "int8" and job.config.keep_float:
@@ -169,7 +169,7 @@ def _tflite(precision: str) -> Callable[[ExportJob], Path]:
     return write
 
 
-def _float_ops(job: ExportJob, path: Path) -> dict[str, Any]:
+def _float_ops(job: WriteJob, path: Path) -> dict[str, Any]:
     """int16x8: the ops TFLite has no 16x8 kernel for stay float; one warning line names them."""
     from edgesep.converters.tflite import float_ops
 
@@ -180,13 +180,13 @@ def _float_ops(job: ExportJob, path: Path) -> dict[str, Any]:
     return {"float_ops": ops}
 
 
-def _onnx(job: ExportJob) -> Path:
+def _onnx(job: WriteJob) -> Path:
     from edgesep.converters.onnx import export_onnx
 
     return export_onnx(job.folded, job.folder / "model.onnx", opset=job.config.opset, fold=False)
 
 
-def _onnx_int8(job: ExportJob) -> Path:
+def _onnx_int8(job: WriteJob) -> Path:
     """QDQ int8 from the float ONNX of the int8 model: model.onnx itself unless equalization changed it."""
     import tempfile
 
@@ -200,7 +200,7 @@ def _onnx_int8(job: ExportJob) -> Path:
         return _quantize_onnx(job, source, target)
 
 
-def _quantize_onnx(job: ExportJob, source: Path, target: Path) -> Path:
+def _quantize_onnx(job: WriteJob, source: Path, target: Path) -> Path:
     """onnxruntime's static int8 of ``source``; the nodes of the layers tflite:int8 kept float stay float."""
     from edgesep.converters.onnx import quantize_onnx
 
@@ -220,7 +220,7 @@ def _edgetpu_check() -> None:
         raise EdgeTpuError(COMPILER_MISSING)
 
 
-def _edgetpu(job: ExportJob) -> Path:
+def _edgetpu(job: WriteJob) -> Path:
     """Compile the written int8 model; the compiler's report (paths as in ``out_dir``) joins export.json."""
     from edgesep.converters.edgetpu import compile_edgetpu
 
@@ -246,7 +246,7 @@ register_writer(ArtifactWriter("edgetpu", "model_int8_edgetpu.tflite", "tflite",
                                delegate="edgetpu"))
 
 
-def check_output(job: ExportJob, writer: ArtifactWriter, path: Path) -> None:
+def check_output(job: WriteJob, writer: ArtifactWriter, path: Path) -> None:
     """A writer must write the file it is registered with, inside the staging folder."""
     if path.parent != job.folder or path.name != writer.file_name:
         raise ConversionError(f"artifact writer {writer.key} wrote {path}, expected {writer.file_name}")
