@@ -89,3 +89,14 @@ def test_bad_sessions_are_one_line_usage_errors(bench_models, value, capsys):
     code, _, err = bench(capsys, bench_models["float.tflite"], bench_models["float.tflite"], "--sessions", value)
     assert code == 2
     assert_one_error_line(code, err, "--sessions")
+
+
+def test_load_warnings_read_every_session_and_warn_once():
+    from edgesep.compare.analysis import host_checks
+
+    quiet = {"cores": 2, "loadavg_before": [0.1, 0.1, 0.1], "cpu_s": 1.0, "wall_s": 1.0}
+    busy = {"cores": 2, "loadavg_before": [3.5, 3.5, 3.5], "cpu_s": 0.5, "wall_s": 1.0}
+    checks = host_checks([quiet, busy, quiet], threads=1)
+    assert [c["check"] for c in checks] == ["load", "cpu_time"]  # the later, loaded session counts too
+    assert "load average up to 3.5 on 2 cores" in checks[0]["message"]
+    assert host_checks([quiet, {}], threads=None) == ()

@@ -169,8 +169,9 @@ def _bench_output(results: list[BenchResult], as_json: bool, out_file: Optional[
     if len(results) > 1:  # a verdict from a loaded machine may not hold on an idle one
         from edgesep.compare.analysis import host_checks
 
-        host = next((r.host for r in results if r.host), None) or {}
-        echo_wrapped([f"edgesep: warning: {check['message']}" for check in host_checks(host, threads)], err=True)
+        runs = measured.sessions if measured else [results]
+        hosts = [next((r.host for r in session if r.host), {}) for session in runs]  # one record per session
+        echo_wrapped([f"edgesep: warning: {check['message']}" for check in host_checks(hosts, threads)], err=True)
     if out_file:
         write_text(out_file, text + "\n")
     _bench_failures(results)

@@ -305,9 +305,12 @@ def _host_checks(hosts: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def host_checks(host: Mapping[str, Any], threads: Optional[int]) -> tuple[dict[str, Any], ...]:
-    """The load, threads, CPU-time and temperature warnings of one session's host record (as compare's)."""
-    return tuple(_load_checks([host], host.get("cores"), threads) + _host_checks([host])) if host else ()
+def host_checks(hosts: Sequence[Mapping[str, Any]], threads: Optional[int]) -> tuple[dict[str, Any], ...]:
+    """The load, threads, CPU-time and temperature warnings of a bench's sessions' host records (as compare's:
+    each check once, for the worst session)."""
+    hosts = [h for h in hosts if h]
+    cores = next((h.get("cores") for h in hosts if h.get("cores")), None)
+    return tuple(_load_checks(hosts, cores, threads) + _host_checks(hosts))
 
 
 def stability_checks(section: DeviceSection, threads: Optional[int]) -> tuple[dict[str, Any], ...]:
