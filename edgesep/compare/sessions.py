@@ -251,14 +251,15 @@ def alternating_sessions(device: Any, paths: Sequence[Path], data_file: Optional
                          ) -> list[list[BenchResult]]:
     """``count`` sessions of ``paths`` on a device (``bench`` with several models): a fresh runner each, its
     rounds interleaved, the order alternating (as given, reversed, as given, ...), the steady-state budget
-    shared among them (``session_config``). Returns each session's results in the order of ``paths``;
+    shared among them (``session_config``); the accuracy on ``data_file`` in the first session only (the same
+    inferences again would only cost time). Returns each session's results in the order of ``paths``;
     ``progress(model, done, total)`` counts over all sessions, so it never goes backwards.
     """
     config = session_config(config, count)
     out = []
     for index in range(count):
         order = list(range(len(paths)))[::1 if index % 2 == 0 else -1]
-        device.prepare([paths[i] for i in order], data_file)
+        device.prepare([paths[i] for i in order], data_file if index == 0 else None)
 
         def on_progress(model: str, done: int, total: int, index: int = index) -> None:
             if progress is not None:
