@@ -8,6 +8,9 @@ time, as if it were another variant). The steady-state budget of the bench confi
 among the sessions (``session_config``); the warm-up is repeated in each. Devices run concurrently; a device
 that fails is reported in its own section. Each finished group is stored under ``bench/`` so ``--resume``
 reuses it without contacting the device.
+
+``edgesep bench`` with several models runs its sessions with ``alternating_sessions`` (one device, the models
+and an A/A control copy, the order reversed every other session) and pools them with ``pool_results``.
 """
 from __future__ import annotations
 
