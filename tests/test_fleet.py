@@ -662,3 +662,32 @@ def test_paired_groups_judge_as_compare_does_aa_no_difference_and_width_differen
         verdicts["width"]["verdict"]
     text = (out / "report.md").read_text()
     assert "## Paired verdicts" in text and "A/A control" in text and verdicts["width"]["verdict"] in text
+
+
+def test_groups_by_form_and_precision_pair_the_plans_artifacts(tmp_path):
+    """[[groups]] by = "form" pairs each fused built-in point with its split twin; by = "precision" pairs each
+    exported model's int8 with its float32 of the same format (no Ray)."""
+    from edgesep.fleet.jobs import Artifact, expand_groups, group_jobs
+
+    plan = parse_plan("[[models]]\nform = ['fused', 'split']\nwidth = [1.0, 0.5]\n[[devices]]\ntarget = 'local'\n"
+                      "[[groups]]\nby = 'form'\n[[groups]]\nby = 'precision'\nsessions = 2\n", tmp_path / "p.toml")
+    groups = expand_groups(plan)
+    forms = [(g.a, g.b) for g in groups if g.by is None]
+    assert forms == [("builtin-fused-w1-i32-s0", "builtin-split-w1-i32-s0"),
+                     ("builtin-fused-w0.5-i32-s0", "builtin-split-w0.5-i32-s0")]
+    assert sorted(g.a for g in groups if g.by == "precision") == sorted(m.name for m in plan.models)
+
+    def art(model, fmt, precision):
+        return Artifact(model=model, model_hash="h", form=None, seed=0, path=f"/x/{model}-{precision}.{fmt}",
+                        format=fmt, precision=precision, sha256=f"{model}{fmt}{precision}", bytes=1)
+
+    arrived = {m.name: [art(m.name, "tflite", "float32"), art(m.name, "tflite", "int8"), art(m.name, "onnx",
+                                                                                               "float32")]
+               for m in plan.models}
+    by_precision = next(g for g in groups if g.by == "precision")
+    (job,) = group_jobs(by_precision, arrived, plan)
+    assert (job.a.precision, job.b.precision, job.a.format) == ("int8", "float32", "tflite")
+    jobs = group_jobs(groups[0], arrived, plan)
+    assert sorted((j.a.format, j.a.precision) for j in jobs) == [("onnx", "float32"), ("tflite", "float32"),
+                                                                  ("tflite", "int8")]
+    assert all(j.a.model.startswith("builtin-fused") and j.b.model.startswith("builtin-split") for j in jobs)

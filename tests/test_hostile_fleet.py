@@ -274,3 +274,21 @@ def test_resume_with_a_damaged_export_json_exports_again(damage, tmp_path):
     (folder / "m.tflite").write_bytes(b"x")
     (folder / "export.json").write_text(damage.replace("KEY", job.key))
     assert reusable_export(tmp_path, job) is None
+
+
+def test_worker_warnings_are_true_for_what_it_binds(monkeypatch):
+    """No Ray start: the words a node would say. A token head on a network address does not claim to have no
+    authentication; a head without the token does; a loopback worker says Ray binds its raylet widely."""
+    from edgesep.fleet import worker
+
+    monkeypatch.setattr(worker, "_check_local", lambda addr: None)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    token_head = worker.node_command(None, "0.0.0.0", {}, head=True)
+    assert len(token_head.warnings) == 1 and "token authentication is on" in token_head.warnings[0]
+    assert "no authentication" not in token_head.warnings[0]
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    open_head = worker.node_command(None, "0.0.0.0", {}, head=True)
+    assert "no authentication" in open_head.warnings[0]
+    loopback = worker.node_command("127.0.0.1:6380", "127.0.0.2", {}, head=False)
+    assert loopback.bind == "127.0.0.2" and "every interface" in loopback.warnings[0]
+    assert worker.node_command(None, None, {}, head=True).warnings == ()

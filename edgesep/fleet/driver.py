@@ -17,7 +17,7 @@ import ray
 
 from edgesep.errors import describe, one_line
 from edgesep.fleet.jobs import (Artifact, ExportJob, GroupJob, MeasureJob, export_artifacts, export_jobs,
-                                file_artifacts, group_jobs, measure_jobs, reusable_export)
+                                expand_groups, file_artifacts, group_jobs, measure_jobs, reusable_export)
 from edgesep.fleet.plan import SweepPlan
 from edgesep.fleet.store import SweepStore, group_row, job_row, utc
 from edgesep.fleet.tasks import export_task, new_actor
@@ -73,6 +73,7 @@ class Sweep:
         self.plan, self.out, self.store, self.sweep_id = plan, Path(out), store, sweep_id
         self.done_keys = (store.ok_keys() | store.ok_group_keys()) if resume else set()
         self.arrived: dict[str, list[Artifact]] = {}  # model name -> its artifacts, for the paired groups
+        self.groups = expand_groups(plan)  # [[groups]], with by = "form" / "precision" made explicit
         self.grouped: set[str] = set()
         self.progress = progress or (lambda snapshot: None)
         self.devices = {d.resource: DeviceState(d) for d in plan.devices}
@@ -142,7 +143,7 @@ class Sweep:
         jobs: list = measure_jobs(artifacts, self.plan)
         for art in artifacts:
             self.arrived.setdefault(art.model, []).append(art)
-        for group in self.plan.groups:  # a group's job once both of its models have their artifacts
+        for group in self.groups:  # a group's job once both of its models have their artifacts
             if group.name not in self.grouped and group.a in self.arrived and group.b in self.arrived:
                 self.grouped.add(group.name)
                 jobs += group_jobs(group, self.arrived, self.plan)

@@ -98,10 +98,34 @@ class GroupJob:
                 "device": self.device.to_dict(), "bench": dict(self.bench)}
 
 
+def expand_groups(plan: SweepPlan) -> list[GroupSpec]:
+    """The plan's groups with the ``by`` ones made explicit: ``form``: fused vs split of each built-in point
+    (same width, size, blocks, seed, epochs); ``precision``: each exported model's int8 vs its float32."""
+    out = []
+    for g in plan.groups:
+        if g.by is None:
+            out.append(g)
+        elif g.by == "form":
+            for m in (m for m in plan.models if m.path is None and m.form == "fused"):
+                twin = next((o for o in plan.models if o.path is None and o.form == "split"
+                             and dataclasses.replace(o, name=m.name, form="fused") == m), None)
+                if twin is not None:
+                    out.append(GroupSpec(name=f"{m.name}-vs-split", a=m.name, b=twin.name, sessions=g.sessions))
+        else:
+            out += [GroupSpec(name=f"{m.name}-int8-vs-float32", a=m.name, b=m.name, sessions=g.sessions,
+                              by="precision") for m in plan.models if m.exported]
+    return out
+
+
 def group_jobs(group: GroupSpec, arrived: dict[str, list[Artifact]], plan: SweepPlan) -> list[GroupJob]:
-    """One job per device and (format, precision) both models of ``group`` have, once both have arrived."""
-    kinds = {(x.format, x.precision): x for x in arrived[group.b]}
-    pairs = [(x, kinds[(x.format, x.precision)]) for x in arrived[group.a] if (x.format, x.precision) in kinds]
+    """One job per device and artifact pair of ``group``, once both models have arrived: artifacts of the same
+    format and precision, or (``by = "precision"``) the model's int8 against its float32 of one format."""
+    if group.by == "precision":
+        floats = {x.format: x for x in arrived[group.b] if x.precision == "float32"}
+        pairs = [(x, floats[x.format]) for x in arrived[group.a] if x.precision == "int8" and x.format in floats]
+    else:
+        kinds = {(x.format, x.precision): x for x in arrived[group.b]}
+        pairs = [(x, kinds[(x.format, x.precision)]) for x in arrived[group.a] if (x.format, x.precision) in kinds]
     jobs = []
     for device in plan.devices:
         bench = {**plan.bench, **({"delegate": device.delegate} if device.delegate else {})}

@@ -22,7 +22,6 @@ BENCH_KEYS = ("threads", "runs", "warmup", "warmup_secs", "min_secs", "max_secs"
 # device keys besides target/host: the options the device schemes own, each handed to parse_target as is
 DEVICE_OPTIONS = tuple(o.name for o in device_options())
 DEVICE_PATH_OPTIONS = tuple(o.name for o in device_options() if o.kind == "path")
-MAX_PLAN_BYTES = 1 << 20  # a plan is a short text file; more is a mistake (/dev/zero, a model given as plan)
 NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-+=")
 
 
@@ -122,6 +121,7 @@ class GroupSpec:
     a: str
     b: str
     sessions: int = 3
+    by: Optional[str] = None  # "form" or "precision": one group per pair the plan's models make (a, b empty)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -154,22 +154,9 @@ def load_plan(path) -> SweepPlan:
     Raises:
         PlanError: the file is missing, not TOML, or a key is unknown, missing or invalid (one line).
     """
-    from edgesep.errors import DataError
-    from edgesep.io import require_regular_file
+    from edgesep.fleet.planfile import read_plan_text
 
-    path = require_regular_file(Path(path), "plan")  # a FIFO or a device would block or never end
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_PLAN_BYTES + 1)
-    except OSError as e:
-        raise DataError(f"{path}: cannot read plan: {e.strerror or e}") from None
-    if len(data) > MAX_PLAN_BYTES:
-        raise DataError(f"{path}: not a plan: over {MAX_PLAN_BYTES >> 20} MB (a plan is a short TOML file)")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not a plan: not UTF-8 text (byte {e.start})") from None
-    return parse_plan(text, path)
+    return parse_plan(read_plan_text(path), Path(path))
 
 
 def _toml_loads(text: str, where: str) -> dict[str, Any]:
@@ -219,7 +206,14 @@ def parse_plan(text: str, path) -> SweepPlan:
 
 
 def _group(entry: dict[str, Any], prefix: str, where: str, names: list[str]) -> GroupSpec:
-    _only(entry, ("name", "models", "sessions"), where, prefix + ".")
+    _only(entry, ("name", "models", "sessions", "by"), where, prefix + ".")
+    sessions = _typed(entry.get("sessions", 3), int, f"{prefix}.sessions", where, minimum=2)
+    if "by" in entry:
+        by = _typed(entry["by"], str, f"{prefix}.by", where)
+        if by not in ("form", "precision") or "models" in entry or "name" in entry:
+            raise PlanError(f"{where}: {prefix}.by: 'form' (fused vs split) or 'precision' (int8 vs float32), "
+                            "without models or name")
+        return GroupSpec(name=f"by-{by}", a="", b="", sessions=sessions, by=by)
     models = entry.get("models")
     if not isinstance(models, list) or len(models) != 2:
         raise PlanError(f"{where}: {prefix}.models: two model names, [A, B] (B is the baseline)")
@@ -228,8 +222,7 @@ def _group(entry: dict[str, Any], prefix: str, where: str, names: list[str]) -> 
     if unknown is not None:
         raise PlanError(f"{where}: {prefix}.models: no model is named {unknown!r}; models: {', '.join(names)}")
     name = _name(_typed(entry.get("name", f"{a}-vs-{b}"), str, f"{prefix}.name", where), f"{prefix}.name", where)
-    return GroupSpec(name=name, a=a, b=b, sessions=_typed(entry.get("sessions", 3), int, f"{prefix}.sessions",
-                                                          where, minimum=2))
+    return GroupSpec(name=name, a=a, b=b, sessions=sessions)
 
 
 # ---------------------------------------------------------------- sections

@@ -52,12 +52,17 @@ def paired_verdicts(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
         sessions = g["samples"]
         if not sessions:
             continue
-        b_name = g["b_model"] if g["b_model"] != g["a_model"] else f"{g['b_model']} (again)"
-        spec = ComparisonSpec(label=g["name"], a="a", b="b", a_name=g["a_model"], b_name=b_name)
+        a_name, b_name = g["a_model"], g["b_model"]
+        if a_name == b_name and g["precision"] != g["b_precision"]:  # by = "precision": int8 vs float32
+            a_name, b_name = f"{a_name} {g['precision']}", f"{b_name} {g['b_precision']}"
+        elif a_name == b_name:
+            b_name = f"{b_name} (again)"
+        spec = ComparisonSpec(label=g["name"], a="a", b="b", a_name=a_name, b_name=b_name)
         c = judge_sessions(spec, [s["a"] for s in sessions], [s["b"] for s in sessions],
                            [s["control"] for s in sessions])
         out.append({"group": g["name"], "device": g["device"], "host": g["host"], "node_ip": g["node_ip"],
-                    "artifact": f"{g['format']} {g['precision']}", "ratio": c.ratio, "lo": c.lo, "hi": c.hi,
+                    "artifact": f"{g['format']} {g['precision']}" + (f" vs {g['b_precision']}" if
+                                                                      g["b_precision"] != g["precision"] else ""), "ratio": c.ratio, "lo": c.lo, "hi": c.hi,
                     "sessions": len(sessions), "noise_floor": c.details.get("noise_floor"),
                     "significant": bool(c.details.get("significant")), "verdict": c.verdict})
     return out

@@ -40,14 +40,15 @@ CREATE TABLE IF NOT EXISTS jobs (id INTEGER PRIMARY KEY,
     CHECK (status IN ({", ".join(repr(s) for s in STATUSES)})));
 CREATE INDEX IF NOT EXISTS jobs_key ON jobs (key, status);
 CREATE TABLE IF NOT EXISTS groups (id INTEGER PRIMARY KEY, sweep_id INTEGER, key TEXT NOT NULL, name TEXT,
-    a_model TEXT, b_model TEXT, a_hash TEXT, b_hash TEXT, format TEXT, precision TEXT, device TEXT, host TEXT,
+    a_model TEXT, b_model TEXT, a_hash TEXT, b_hash TEXT, format TEXT, precision TEXT, b_precision TEXT,
+    device TEXT, host TEXT,
     node_id TEXT, node_ip TEXT, runtime TEXT, status TEXT NOT NULL, error TEXT, attempt INTEGER, sessions INTEGER,
     started REAL, ended REAL, CHECK (status IN ({", ".join(repr(s) for s in STATUSES)})));
 CREATE TABLE IF NOT EXISTS group_sessions (group_id INTEGER NOT NULL REFERENCES groups (id), session INTEGER,
     run_order TEXT, a_ms TEXT, b_ms TEXT, control_ms TEXT);
 """
-GROUP_COLUMNS = ("sweep_id", "key", "name", "a_model", "b_model", "a_hash", "b_hash", "format", "precision", "device",
-                 "host", "node_id", "node_ip", "runtime", "status", "error", "attempt", "sessions", "started", "ended")
+GROUP_COLUMNS = ("sweep_id", "key", "name", "a_model", "b_model", "a_hash", "b_hash", "format", "precision",
+                 "b_precision", "device", "host", "node_id", "node_ip", "runtime", "status", "error", "attempt", "sessions", "started", "ended")
 
 
 def utc(seconds: Optional[float]) -> Optional[str]:
@@ -217,7 +218,7 @@ def group_row(job, outcome: dict[str, Any], status: str, error: Optional[str], a
     """The ``groups`` row of one finished attempt of ``job`` (a ``GroupJob``)."""
     return {"sweep_id": sweep_id, "key": job.key, "name": job.group.name, "a_model": job.a.model,
             "b_model": job.b.model, "a_hash": job.a.sha256, "b_hash": job.b.sha256, "format": job.a.format,
-            "precision": job.a.precision, "device": job.device.target, "host": job.device.host,
+            "precision": job.a.precision, "b_precision": job.b.precision, "device": job.device.target, "host": job.device.host,
             "node_id": outcome.get("node_id"), "node_ip": outcome.get("ip"), "runtime": outcome.get("runtime"),
             "status": status, "error": error, "attempt": attempt, "sessions": len(outcome.get("sessions") or []),
             "started": outcome.get("started"), "ended": outcome.get("ended")}
