@@ -140,10 +140,11 @@ def edgetpu_models(paths: list[Path], tmp: Path, target: str, delegate: str) -> 
 def profile_session(results: list, paths: list[Path], target: str, options: dict, config, tmp: Path,
                     note: Optional[Callable[[str], None]] = None) -> None:
     """``--profile``: per-op records on every measured result, timed on fresh devices of ``target`` after the
-    timed runs (see ``edgesep.devices.profile``); a profile that fails is said in one note, the results stand."""
+    timed runs (see ``edgesep.devices.profile``). A profile that fails is said in one note and in each result's
+    ``profile.error``; the timed results stand."""
     from edgesep.devices import parse_target
-    from edgesep.devices.base import DeviceError
-    from edgesep.devices.profile import profile_results
+    from edgesep.devices.profile import profile_failed, profile_results
+    from edgesep.errors import one_line
     from edgesep.train import cache_dir
 
     def make_device(**extra):
@@ -151,6 +152,10 @@ def profile_session(results: list, paths: list[Path], target: str, options: dict
 
     try:
         profile_results(results, paths, make_device, config, tmp / "profile", cache_root=cache_dir())
-    except DeviceError as e:
+    except Exception as e:  # noqa: BLE001 - the profile is an extra: its failure must not lose the timed results
+        message = one_line(str(e)) if str(e) else type(e).__name__
+        for result in results:
+            if not result.error and result.profile is None:
+                profile_failed(result, message)
         if note:
-            note(f"--profile: {e}")
+            note(f"--profile failed: {message}")

@@ -126,6 +126,11 @@ def finish(ops: list[OpRecord], result: BenchResult, method: str, isolated: bool
     return record
 
 
+def profile_failed(result: BenchResult, error: str) -> None:
+    """Mark ``result``'s profile as failed with ``error`` (its timed figures stand)."""
+    _failed(result, "none", error)
+
+
 def _failed(result: BenchResult, method: str, error: str) -> None:
     result.ops = []
     result.profile = ProfileRecord(method=method, isolated=False, whole_ms=whole_ms(result), sum_ms=None,
