@@ -68,6 +68,7 @@ def test_a_tiny_model_is_faster_than_a_heavy_one_and_says_what_it_rests_on(bench
     (comparison,) = doc["comparisons"]
     assert comparison["significant"] is True and comparison["ratio"] > 1 and comparison["lo"] > 1
     assert comparison["label"] == "heavy.tflite vs float.tflite" and doc["control"]["sessions"] == 3
+    assert comparison["control"]["variant"] == "float.tflite (A/A control)"
     assert [r["label"] for r in doc["results"]] == ["float.tflite", "heavy.tflite"]
     for r in doc["results"]:  # each result pools its three sessions
         assert r["latency_ms"]["n"] == len(r["samples_ms"]) >= 24

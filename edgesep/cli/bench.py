@@ -15,6 +15,7 @@ from edgesep.devices.base import BenchConfig
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from edgesep.compare.records import LatencyComparison
     from edgesep.data import DataOptions
     from edgesep.devices.base import BenchResult, Device
 
@@ -156,7 +157,7 @@ def _bench_output(results: list[BenchResult], as_json: bool, out_file: Optional[
         control = next((c.details["control"] for c in comparisons if c.details.get("control")), None)
         doc["control"] = {"of": labels[0], **{k: control[k] for k in ("ratio", "lo", "hi", "sessions", "floor")}
                           } if control else None
-        doc["comparisons"] = [c.to_dict() for c in comparisons]
+        doc["comparisons"] = [_comparison_doc(c, f"{labels[0]} (A/A control)") for c in comparisons]
     text = dumps(doc, indent=None)
     if as_json:
         click.echo(text)
@@ -175,6 +176,14 @@ def _bench_output(results: list[BenchResult], as_json: bool, out_file: Optional[
     if out_file:
         write_text(out_file, text + "\n")
     _bench_failures(results)
+
+
+def _comparison_doc(comparison: LatencyComparison, control_name: str) -> dict:
+    """A comparison's JSON, its control named for a person (compare's internal variant id means nothing here)."""
+    doc = comparison.to_dict()
+    if doc.get("control"):
+        doc["control"] = {**doc["control"], "variant": control_name}
+    return doc
 
 
 def _bench_run(device: Device, paths: list[Path], data_file: Optional[Path], config: BenchConfig,
