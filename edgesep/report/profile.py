@@ -34,14 +34,30 @@ def profile_table(result: dict[str, Any], limit: Optional[int] = None):
         table.add_column(column, justify=justify, overflow="fold" if column == "op" else "ellipsis",
                          ratio=1 if column == "op" else None, no_wrap=column != "op")
     ops = list(result.get("ops") or [])
+    scope = _common_scope([str(op["name"]).split(";")[0] for op in ops])
     if limit is not None and len(ops) > limit:
         ops = sorted(ops, key=lambda o: -(o.get("ms") or 0))[:limit]
     for op in ops:
-        table.add_row(str(op["index"]), _short_op(op["name"]), op["type"], _num(op.get("ms"), ".4f"),
+        name = str(op["name"]).split(";")[0]
+        layer = (name[len(scope):] if scope and name.startswith(scope) else name).split("/")[0]
+        table.add_row(str(op["index"]), _short_op(layer), op["type"], _num(op.get("ms"), ".4f"),
                       _pct(op.get("share")), _num(op["macs"] / 1e6 if op.get("macs") else None, ".2f"),
                       _num(op.get("gmacs"), ".2f"), _pct(op.get("peak_share")))
-    table.caption = "\n".join(profile_lines(result))
+    table.caption = "\n".join(profile_lines(result) + [
+        "op: the layer an op's name starts with" + (f" after the model's scope {scope}" if scope else "")
+        + " (full names in --json)"])
     return table
+
+
+def _common_scope(names: list[str]) -> str:
+    """The first path part every op name shares (the model's scope, e.g. ``edgesep_split_1/``), or ""."""
+    from collections import Counter
+
+    firsts = Counter(n.split("/", 1)[0] + "/" for n in names if "/" in n)
+    if not firsts or len(names) < 2:
+        return ""
+    scope, count = firsts.most_common(1)[0]
+    return scope if count >= max(2, len(names) - 2) else ""  # a graph output's own name (Identity) may lack it
 
 
 def _short_op(name: str, width: int = 48) -> str:
