@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from edgesep.data import PRESETS, DataOptions, Preprocess
-from edgesep.errors import DataError
+from edgesep.errors import DataError, UsageError
 
 
 def accuracy_npz(inputs: DataOptions, paths: list[Path], folder: Path, *, name: str = "data.npz",
-                 note: Optional[Callable[[str], None]] = None) -> Path:
+                 note: Optional[Callable[[str], None]] = None, label_output: Optional[str] = None) -> Path:
     """A .npz for the runner: ``y`` and one ``x_HxWxC`` per distinct model input shape (``x`` the first).
 
     ``inputs`` is ``--data``/``--preprocess``/``--resize``, parsed once. A ``.npz`` is used as given (``resize``
@@ -27,7 +27,7 @@ def accuracy_npz(inputs: DataOptions, paths: list[Path], folder: Path, *, name: 
 
     from edgesep.io import write_bytes
 
-    shapes, classes, model_shapes = _inputs_and_classes(paths)
+    shapes, classes, model_shapes = _inputs_and_classes(paths, label_output)
     preprocess, own = inputs.preprocess, None
     if not inputs.is_npz and preprocess is None:
         own = _recorded_preprocess(paths, inputs.data, note or (lambda text: None))
@@ -78,9 +78,10 @@ def _file_sha(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _inputs_and_classes(paths: list[Path]) -> tuple[list[tuple[int, ...]], set[int], list]:
-    """The distinct (H, W, C) image inputs of the models, their output widths (classes) and each model's
-    (H, W, C) (None for a model without one image input)."""
+def _inputs_and_classes(paths: list[Path], label_output: Optional[str] = None
+                        ) -> tuple[list[tuple[int, ...]], set[int], list]:
+    """The distinct (H, W, C) image inputs of the models, the widths of their labelled outputs (classes; see
+    ``runner.label_output_index``) and each model's (H, W, C) (None for a model without one image input)."""
     from edgesep.devices import runner
 
     try:
@@ -90,8 +91,12 @@ def _inputs_and_classes(paths: list[Path]) -> tuple[list[tuple[int, ...]], set[i
     shapes, classes, per_model = [], set(), []
     for entry in described:
         outputs = entry.get("outputs") or []
-        if outputs and outputs[0].get("shape"):
-            classes.add(int(outputs[0]["shape"][-1]))
+        try:
+            index = runner.label_output_index(outputs, label_output)[0] if outputs else None
+        except runner.ModelError as e:
+            raise UsageError(f"{Path(entry.get('path') or paths[0]).name}: {e}") from None
+        if index is not None and outputs[index].get("shape"):
+            classes.add(int(outputs[index]["shape"][-1]))
         inputs = entry.get("inputs") or []
         shape = tuple(inputs[0]["shape"][1:]) if len(inputs) == 1 and len(inputs[0]["shape"]) == 4 else None
         per_model.append(shape)

@@ -172,3 +172,32 @@ def test_the_table_has_one_row_per_output(exported):
     assert f"model_int8.tflite {names[0]}" in text
     assert all(text.count(f"  {n} ") >= 4 for n in names[1:])  # under each of the four artifacts
     assert all(f"{n}: SQNR" in text for n in names)  # the int8 line, per output
+
+
+def test_bench_data_measures_accuracy_only_on_a_class_score_output(exported, tmp_path, capfd):
+    import json
+
+    from edgesep.cli import main
+
+    name, model, data, _, out = exported
+    rng = np.random.default_rng(2)
+    np.savez(tmp_path / "data.npz", x=rng.uniform(-1, 1, (30, SIZE, SIZE, 3)).astype(np.float32),
+             y=rng.integers(0, 2, 30))
+    args = ["bench", str(out / "model.tflite"), str(out / "model.onnx"), "--device", "local", "--runs", "2",
+            "--min-secs", "0", "--warmup", "0", "--warmup-secs", "0", "--data", str(tmp_path / "data.npz"), "--json"]
+    capfd.readouterr()
+    extra = {"two_heads": ["--label-output", "age"], "face": ["--label-output", "prob1"]}.get(name, [])
+    assert main(args + extra) == 0
+    results = json.loads(capfd.readouterr().out)["results"]
+    assert len(results) == 2
+    for result in results:
+        if name == "detector":  # boxes and anchors' scores: no accuracy (never 0.0) and a note saying why
+            assert result["accuracy"] is None and "--label-output" in result["extra"]["accuracy_note"]
+        else:  # the named output (on a device a [1, 4] box regression looks like class scores too)
+            assert result["accuracy"] is not None and 0.0 <= result["accuracy"] <= 1.0, result
+    if name != "detector":
+        assert main(args) == 0  # several [1, C] outputs and no --label-output: no accuracy, a note
+        assert all(r["accuracy"] is None for r in json.loads(capfd.readouterr().out)["results"])
+    if name == "two_heads":
+        assert main(args + ["--label-output", "nope"]) == 2
+        assert "'nope' is not an output" in capfd.readouterr().err

@@ -45,6 +45,9 @@ DEFAULT_SESSIONS = 3  # sessions of a bench of several models (a verdict needs t
                    "[default: 3 with several models, else 1]")
 @click.option("--seed", type=int, default=BENCH_DEFAULTS.seed, show_default=True,
               help="Seed of the random latency input.")
+@click.option("--label-output", metavar="NAME",
+              help="With --data and a model with several outputs: the output the labels belong to (default: the "
+                   "one output that is a vector of class scores; none: no accuracy, and a note).")
 @click.option("--profile", is_flag=True,
               help="Where the time goes: per-op ms, MACs, GMAC/s and share of the device's peak, after the timed runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print only the JSON document on stdout.")
@@ -53,7 +56,8 @@ DEFAULT_SESSIONS = 3  # sessions of a bench of several models (a verdict needs t
 def bench(models: tuple[str, ...], target: str, threads: Optional[int], runs: int, warmup: int,
           warmup_secs: float, min_secs: float, max_secs: float, delegate: str, delegate_options: tuple[str, ...],
           data: Optional[str], preprocess: Optional[str], resize: bool, device_options: dict,
-          sessions: Optional[int], seed: int, profile: bool, as_json: bool, out_file: Optional[str]) -> None:
+          sessions: Optional[int], seed: int, label_output: Optional[str], profile: bool, as_json: bool,
+          out_file: Optional[str]) -> None:
     """Measure latency (and accuracy with --data) of .tflite/.onnx models on a device.
 
     Several models are measured together, interleaved round by round, so drift and heat hit all alike, in
@@ -73,7 +77,10 @@ def bench(models: tuple[str, ...], target: str, threads: Optional[int], runs: in
         check_out_file(out_file)
     inputs = DataOptions(data, preprocess, resize)  # --preprocess parsed here, once
     config = _bench_config(delegate_options, threads=threads, runs=runs, warmup=warmup, warmup_secs=warmup_secs,
-                           min_secs=min_secs, max_secs=max_secs, delegate=delegate, seed=seed)
+                           min_secs=min_secs, max_secs=max_secs, delegate=delegate, seed=seed,
+                           label_output=label_output)
+    if label_output and not data:
+        raise click.UsageError("--label-output names the output --data's labels belong to; add --data")
     options = split_options([target], device_options)[target]
     device = parse_target(target, **options)
     if profile:
@@ -115,7 +122,8 @@ def _bench_measure(device: Device, paths: list[Path], target: str, config: Bench
     from edgesep.compare.sessions import pool_results
 
     with tempfile.TemporaryDirectory(prefix="edgesep-bench-") as tmp:
-        data_file = accuracy_npz(inputs, paths, Path(tmp), note=note) if inputs.data else None
+        data_file = accuracy_npz(inputs, paths, Path(tmp), note=note,
+                                 label_output=config.label_output) if inputs.data else None
         if data_file is not None:
             config = BenchConfig.from_dict({**config.to_dict(), "data": str(data_file)})
         run_paths, edgetpu_reports = edgetpu_models(paths, Path(tmp), target, config.delegate)
@@ -164,9 +172,9 @@ def _bench_output(results: list[BenchResult], as_json: bool, out_file: Optional[
     else:
         _bench_print(doc["results"])
         _bench_print_profiles(doc["results"])
-        # each model against the first, as compare; a long line wraps between words on a terminal
-        echo_wrapped(([bench_control_line(doc["control"])] if doc.get("control") else [])
-                     + [f"{c.spec.label}: {c.verdict}" for c in comparisons])
+          data: Optional[str], preprocess: Optional[str], resize: bool, device_options: dict,
+          sessions: Optional[int], seed: int, label_output: Optional[str], profile: bool, as_json: bool,
+          out_file: Optional[str]) -> None:
     if len(results) > 1:  # a verdict from a loaded machine may not hold on an idle one
         from edgesep.compare.analysis import host_checks
 

@@ -9,6 +9,8 @@
   writes that as an ONNX ``Conv`` with its ``group`` attribute. (TensorFlow has no CPU kernel for that op, so
   this layer is for conversion only.)
 * :func:`onnx_blockers` names what ONNX still cannot take, so that export refuses before any conversion work.
+* for ONNX, an exact ``Activation("gelu")`` (TensorFlow computes it with ``Erfc``, which tf2onnx cannot
+  write) becomes :class:`ErfGelu`, the same function through ``Erf`` (ConvNeXt).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import Any, Optional
 from edgesep.converters.graph import check_model, layer_or_none, rebuild
 
 _PLAIN = None  # the PlainGroupedConv2D class, made once Keras is imported
+_GELU = None  # the ErfGelu class, likewise
 
 
 def plain_grouped_conv_class():
@@ -36,6 +39,31 @@ def plain_grouped_conv_class():
 
         _PLAIN = PlainGroupedConv2D
     return _PLAIN
+
+
+def erf_gelu_class():
+    """``ErfGelu``: exact GELU, ``0.5 x (1 + erf(x / sqrt 2))``, traced through ``Erf`` (not ``Erfc``)."""
+    global _GELU
+    if _GELU is None:
+        import keras
+        import tensorflow as tf
+
+        class ErfGelu(keras.layers.Layer):
+            """Exact GELU through ``tf.math.erf`` (an ONNX ``Erf``), for conversion."""
+
+            def call(self, x):
+                return 0.5 * x * (1.0 + tf.math.erf(x * 0.7071067811865476))
+
+        _GELU = ErfGelu
+    return _GELU
+
+
+def _exact_gelus(model) -> list[Any]:
+    """The top-level ``Activation("gelu")`` layers (exact, not the tanh approximation) of ``model``."""
+    import keras
+
+    return [layer for layer in model.layers if type(layer) is keras.layers.Activation
+            and layer.get_config().get("activation") == "gelu"]
 
 
 def _grouped(model) -> list[Any]:
@@ -73,7 +101,8 @@ def _replaced(model, names: dict[str, Optional[dict]], purpose: str):
             keep = {k: entry[k] for k in ("name", "inbound_nodes") if k in entry}
             entry.clear()
             entry.update({**new, **keep})
-    return rebuild(model, config, purpose, {"PlainGroupedConv2D": plain_grouped_conv_class()})
+    return rebuild(model, config, purpose, {"PlainGroupedConv2D": plain_grouped_conv_class(),
+                                            "ErfGelu": erf_gelu_class()})
 
 
 def _serialized(layer_class, **config) -> dict:
@@ -110,14 +139,16 @@ def depthwise_grouped(model):
 
 
 def for_onnx(model):
-    """``model`` with grouped ``Conv2D`` layers as :class:`PlainGroupedConv2D` (same weights), for tf2onnx;
-    ``model`` itself when it has none. Groups equal to the channels become depthwise first."""
+    """``model`` with grouped ``Conv2D`` layers as :class:`PlainGroupedConv2D` (same weights) and exact GELU
+    activations as :class:`ErfGelu`, for tf2onnx; ``model`` itself when it has none. Groups equal to the
+    channels become depthwise first."""
     model = depthwise_grouped(model)
-    layers = _grouped(model)
-    if not layers:
+    layers, gelus = _grouped(model), _exact_gelus(model)
+    if not layers and not gelus:
         return model
     cls = plain_grouped_conv_class()
     specs = {layer.name: _serialized(cls, **layer.get_config()) for layer in layers}
+    specs.update({layer.name: _serialized(erf_gelu_class(), name=layer.name) for layer in gelus})
     new = _replaced(model, specs, "ONNX export of grouped convolutions")
     for layer in new.layers:
         layer.set_weights(layer_or_none(model, layer.name).get_weights())

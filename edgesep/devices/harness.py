@@ -326,6 +326,8 @@ class RunnerDevice:
             error = str(error).replace(device_path, str(model))
         extra = {k: entry.get(k) for k in ("format", "delegate_nodes", "ops", "inputs", "outputs", "warmup_runs",
                                            "warmup_total_ms")}
+        if entry.get("accuracy_note"):
+            extra["accuracy_note"] = entry["accuracy_note"]  # several outputs, none known to hold class scores
         if entry.get("profile"):
             extra["profile"] = entry["profile"]  # the runner's onnxruntime profile, made a record by devices.profile
         extra.update(overhead=document.get("overhead"), runner_version=document.get("runner_version"))

@@ -159,6 +159,8 @@ class RunConfig:
         seed: seed of the random input used for latency runs.
         profile: after the timed runs, profile each .onnx model per node (``profile`` in its result entry);
             .tflite models are profiled by the host as single-op models (``edgesep.devices.profile``).
+        label_output: with several outputs, the one ``data``'s labels belong to (by name); without it, the one
+            output that is a vector of class scores, else no accuracy and an ``accuracy_note`` saying why.
 
     Raises:
         ValueError: a value out of range or not finite, or an unknown delegate (the message says which).
@@ -175,6 +177,7 @@ class RunConfig:
     data: Optional[str] = None
     seed: int = 0
     profile: bool = False
+    label_output: Optional[str] = None
 
     def __post_init__(self):
         options = self.delegate_options
@@ -230,6 +233,8 @@ class RunConfig:
             args += ["--data", self.data]
         if self.profile:
             args.append("--profile")
+        if self.label_output is not None:
+            args += ["--label-output", self.label_output]
         return args
 
 
@@ -462,7 +467,11 @@ class TfliteModel:
         self.interp.invoke()
 
     def output0(self):
-        return self.interp.get_tensor(self.outputs[0]["index"])
+        """The selected output (the first unless ``select_output`` chose another)."""
+        return self.interp.get_tensor(self.outputs[getattr(self, "_pick", 0)]["index"])
+
+    def select_output(self, index):
+        self._pick = index
 
     def delegation(self):
         """(ops, delegate_nodes, fully_delegated) as far as the Python API shows (see the module docstring)."""
@@ -542,10 +551,14 @@ class OnnxModel:
         self._feed = dict((a.name, v) for a, v in zip(self._inputs, arrays))
 
     def invoke(self):
-        self._out0 = self.session.run([self._outputs[0].name], self._feed)[0]
+        self._out0 = self.session.run([self._outputs[getattr(self, "_pick", 0)].name], self._feed)[0]
 
     def output0(self):
+        """The selected output (the first unless ``select_output`` chose another)."""
         return self._out0
+
+    def select_output(self, index):
+        self._pick = index
 
     def delegation(self):
         return None, None, None
@@ -992,15 +1005,39 @@ def quantize_input(x, info):
     return x.astype(dtype)
 
 
-def _accuracy(slot, arrays, progress):
+def label_output_index(outputs, name=None):
+    """(index of the output labels belong to, or None; a note when None): the named one, the only one, or the
+    one output that is a vector of class scores ([1, C], C >= 2); a detector's outputs are not."""
+    names = [o.get("name") for o in outputs]
+    if name is not None:
+        if name not in names:
+            raise ModelError("--label-output %r is not an output of this model; its outputs: %s"
+                             % (name, ", ".join(map(str, names))))
+        return names.index(name), None
+    if len(outputs) == 1:
+        return 0, None
+    scores = [i for i, o in enumerate(outputs) if len(o.get("shape") or []) == 2 and (o["shape"][-1] or 0) >= 2]
+    if len(scores) == 1:
+        return scores[0], None
+    why = "none of them is" if not scores else "%d of them are" % len(scores)
+    return None, ("no accuracy: this model has %d outputs (%s) and %s a vector of class scores; name the labelled "
+                  "one with --label-output NAME" % (len(outputs), ", ".join(map(str, names)), why))
+
+
+def _accuracy(slot, arrays, progress, label_output=None):
     numpy = _numpy()
     model = slot.model
     info = slot.entry["inputs"]
     if len(info) != 1:
         raise ModelError("accuracy needs a model with one input; this one has %d" % len(info))
+    index, note = label_output_index(slot.entry["outputs"], label_output)
+    if index is None:
+        slot.entry["accuracy_note"] = note
+        return
+    model.select_output(index)
     shape = info[0]["shape"]
     x = quantize_input(_pick_x(arrays, shape, slot.path), info[0])
-    y = _labels(arrays["y"], slot.entry["outputs"])
+    y = _labels(arrays["y"], slot.entry["outputs"][index:index + 1])
     batch = max(int(shape[0]), 1)
     preds = []
     for start in range(0, len(x), batch):
@@ -1034,12 +1071,12 @@ def _labels(y, outputs):
     return y.astype(numpy.int64)
 
 
-def _accuracy_all(slots, arrays, progress):
+def _accuracy_all(slots, arrays, progress, label_output=None):
     for slot in slots:
         if slot.model is None:
             continue
         try:
-            _accuracy(slot, arrays, progress)
+            _accuracy(slot, arrays, progress, label_output)
         except ModelError as e:
             slot.fail(e)
         except Exception as e:  # noqa: BLE001 - keep the other models
@@ -1162,7 +1199,7 @@ def measure(paths, cfg, progress=None):
     for slot in slots:
         slot.entry["memory_mb"] = dict(memory_entry(*slot.rss, peak, memory, len(paths)), peak_startup=startup_peak)
     if arrays is not None:
-        _accuracy_all(slots, arrays, progress)
+        _accuracy_all(slots, arrays, progress, cfg.label_output)
     if cfg.profile:
         _profile_all(slots, cfg, progress)
     for slot in slots:
@@ -1217,6 +1254,7 @@ def build_parser():
     p.add_argument("--describe", action="store_true")
     p.add_argument("--watchdog", type=_number(float, above=0), default=None)
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--label-output", default=None)
     return p
 
 
@@ -1228,7 +1266,7 @@ def parse_args(argv=None):
         cfg = RunConfig(threads=args.threads, runs=args.runs, warmup=args.warmup, warmup_secs=args.warmup_secs,
                         min_secs=args.min_secs, max_secs=args.max_secs, delegate=args.delegate,
                         delegate_options=tuple(args.delegate_option), data=args.data, seed=args.seed,
-                        profile=args.profile)
+                        profile=args.profile, label_output=args.label_output)
     except ValueError as e:
         parser.error(str(e))
     return cfg, args
