@@ -172,9 +172,12 @@ def _bench_output(results: list[BenchResult], as_json: bool, out_file: Optional[
     else:
         _bench_print(doc["results"])
         _bench_print_profiles(doc["results"])
-          data: Optional[str], preprocess: Optional[str], resize: bool, device_options: dict,
-          sessions: Optional[int], seed: int, label_output: Optional[str], profile: bool, as_json: bool,
-          out_file: Optional[str]) -> None:
+        # each model against the first, as compare; a long line wraps between words on a terminal
+        echo_wrapped(([bench_control_line(doc["control"])] if doc.get("control") else [])
+                     + [f"{c.spec.label}: {c.verdict}" for c in comparisons])
+    for result, label in zip(results, labels):  # several outputs and none known to hold the labels' classes
+        if (result.extra or {}).get("accuracy_note"):
+            note(f"{label}: {result.extra['accuracy_note']}")
     if len(results) > 1:  # a verdict from a loaded machine may not hold on an idle one
         from edgesep.compare.analysis import host_checks
 
