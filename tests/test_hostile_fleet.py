@@ -292,3 +292,16 @@ def test_worker_warnings_are_true_for_what_it_binds(monkeypatch):
     loopback = worker.node_command("127.0.0.1:6380", "127.0.0.2", {}, head=False)
     assert loopback.bind == "127.0.0.2" and "every interface" in loopback.warnings[0]
     assert worker.node_command(None, None, {}, head=True).warnings == ()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_long_tmpdir_still_runs_and_leaves_nothing(tmp_path, bench_models):
+    """Ray's AF_UNIX socket paths must stay under 108 bytes: a long $TMPDIR is not a traceback."""
+    long_tmp = tmp_path / ("t" * 60) / ("u" * 40)
+    long_tmp.mkdir(parents=True)
+    plan = _plan(tmp_path, bench_models["float.tflite"])
+    outcome = run_edgesep(["sweep", plan, "--out", tmp_path / "run"], tmp_path, timeout=180,
+                          env={"TMPDIR": str(long_tmp)})
+    assert outcome.code == 0 and "Traceback" not in outcome.stderr, outcome.stderr[-2000:]
+    assert list(long_tmp.iterdir()) == []
