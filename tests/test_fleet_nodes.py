@@ -260,3 +260,30 @@ def test_sweep_without_the_token_of_a_token_head_is_one_line_naming_the_token(tm
                       needles=[address, "token"], bound=45, env={"RAY_AUTH_MODE": "disabled"})
     finally:
         assert head.stop() == 128 + signal.SIGTERM
+
+
+def test_worker_not_back_within_requeue_timeout_fails_its_jobs_in_one_line_each(nodes, bench_models, tmp_path):
+    out = tmp_path / "out"
+    lost = nodes["workers"]["127.0.0.3"]
+    plan = _plan(tmp_path, [bench_models["float.tflite"], bench_models["int8.tflite"]], min_secs=4.0,
+                 faults="[faults]\nlost_node = 'requeue'\nrequeue_timeout = 5\n")
+    sweep = _sweep(plan, "--out", out, "--address", nodes["address"])
+    deadline = time.monotonic() + 120
+    while not any("ray::DeviceActor" in _cmdline(pid) for pid in lost.pids()):
+        assert time.monotonic() < deadline and sweep.poll() is None
+        time.sleep(0.2)
+    time.sleep(1.0)
+    lost.kill()
+    try:
+        _, err = sweep.communicate(timeout=300)
+    finally:
+        lost.start()  # the fixture's node again, for whoever comes next
+    assert sweep.returncode == 1
+    rows = _rows(out)
+    mine = [r for r in rows if r["host"] == "127.0.0.3"]
+    statuses = sorted(r["status"] for r in mine)  # the kill hit its first job (or, on a slow machine, its second)
+    assert statuses in (["failed", "failed", "requeued"], ["failed", "ok", "requeued"]), statuses
+    assert all("not back within 5 s" in r["error"] for r in mine if r["status"] == "failed")
+    assert [r["status"] for r in rows if r["host"] != "127.0.0.3"] == ["ok"] * 4
+    errors = [ln for ln in err.splitlines() if ln.startswith("edgesep: error: ")]
+    assert len(errors) == statuses.count("failed") + 1 and "Traceback" not in err  # one per job, a summary
