@@ -383,8 +383,9 @@ def test_failed_export_is_one_line_and_the_other_models_are_measured(cluster, be
 
 
 def _start_sweep(plan: Path, out: Path, address: str) -> subprocess.Popen:
-    tmp = out.parent / "sweep-tmp"  # a driver killed with SIGKILL keeps its temp folder: here, not in /tmp
-    tmp.mkdir(exist_ok=True)
+    from test_fleet_nodes import short_tmp
+
+    tmp = short_tmp()  # a driver killed with SIGKILL keeps its temp folder: here (short: Ray's socket paths)
     return subprocess.Popen([sys.executable, "-m", "edgesep", "sweep", str(plan), "--out", str(out), "--address",
                              address], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "TMPDIR": str(tmp)})

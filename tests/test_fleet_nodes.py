@@ -24,6 +24,18 @@ NODE_ENV = {"RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION": "0.01", "RAY_AUTH_MODE
 WORKERS = ("127.0.0.2", "127.0.0.3")
 
 
+def short_tmp() -> Path:
+    """A $TMPDIR short enough for Ray's socket paths (else Ray's folder goes to /tmp), removed when the test
+    process exits: a node or driver killed with SIGKILL leaves its folder there."""
+    import atexit
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="es-", dir="/tmp"))
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
 class Node:
     """One ``edgesep worker`` process and its stderr file."""
 
@@ -32,8 +44,7 @@ class Node:
         self.proc = None
 
     def start(self, timeout: float = 120) -> "Node":
-        tmp = self.err.with_suffix(".tmp")  # where a killed node's folder stays
-        tmp.mkdir(exist_ok=True)
+        tmp = short_tmp()  # where a killed node's folder stays
         with open(self.err, "w") as err:
             self.proc = subprocess.Popen([sys.executable, "-m", "edgesep", "worker", *self.args],
                                          stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL,
@@ -94,8 +105,7 @@ def _plan(tmp_path: Path, models, min_secs: float = 0.0, faults: str = "") -> Pa
 
 
 def _sweep(*args, **kwargs):
-    tmp = Path(args[2]).parent / "sweep-tmp"  # where a killed driver's folder stays
-    tmp.mkdir(exist_ok=True)
+    tmp = short_tmp()  # where a killed driver's folder stays
     return subprocess.Popen([sys.executable, "-m", "edgesep", "sweep", *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, **NODE_ENV, "TMPDIR": str(tmp)},
                             **kwargs)
