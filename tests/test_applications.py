@@ -96,3 +96,24 @@ def test_the_default_export_of_every_family_passes_its_checks(name, tmp_path):
     assert result.fold["kept"] == [] or name in ("DenseNet121", "NASNetMobile"), result.fold["kept"]
     session = ort.InferenceSession(str(tmp_path / "out" / "model.onnx"), providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == output_names(model)
+
+
+def test_mobilenetv3small_with_a_1000_way_softmax_int8_collapses_loudly(tmp_path):
+    """Issue 21's silent failure: the int8 output is all zeros (0 dB, 0 % agreement); now a loud warning."""
+    import keras
+
+    from edgesep.converters.export import ExportConfig, export
+    from edgesep.data import Dataset
+    from keras_bn import randomize_bn
+
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV3Small(weights=None, input_shape=(32, 32, 3), classes=1000)
+    randomize_bn(model)
+    x = np.random.default_rng(1).uniform(0, 255, (60, 32, 32, 3)).astype(np.float32)
+    data = Dataset("pixels", x[:40], None, x[40:], None, (), kind="npz")
+    result = export(model, tmp_path / "out", ExportConfig(precisions=("float32", "int8"), onnx=False,
+                                                          calib_samples=40), data)
+    check = result.artifact("tflite:int8").check()
+    assert check.output_sqnr_db_vs_keras < 10 and check.top1_agreement_vs_keras < 0.5
+    loud = [w for w in result.warnings if "COLLAPSED" in w]
+    assert len(loud) == 1 and "'predictions'" in loud[0] and "--int16x8" in loud[0]

@@ -116,10 +116,10 @@ def test_grouped_convolution_onnx_cannot_take_asks_for_no_onnx_and_exports_witho
     model = _save(keras.Model(inp, keras.layers.Dense(4)(keras.layers.GlobalAveragePooling1D()(x))),
                   tmp_path / "grouped.keras")
     out = tmp_path / "out"
-    check_refused(["export", "--model", model, "--preprocess", "unit", "--out", out], tmp_path, code=1,
+    check_refused(["export", "--model", model, "--out", out], tmp_path, code=1,
                   needles=("grouped convolution 'grouped'", "--no-onnx"), out=out, bound=120)
     assert not out.exists() or not any(out.iterdir())
-    done = run_edgesep(["export", "--model", model, "--preprocess", "unit", "--no-onnx", "--out", out], tmp_path,
+    done = run_edgesep(["export", "--model", model, "--no-onnx", "--out", out], tmp_path,
                        timeout=180)
     assert done.code == 0, done.stderr[-2000:]
     assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.tflite"]

@@ -21,7 +21,7 @@ def test_a_collapsed_int8_output_is_named_with_causes_and_fixes():
     assert len(lines) == 1
     assert "model_int8.tflite" in lines[0] and "'probs'" in lines[0] and "COLLAPSED" in lines[0]
     assert "0.0 dB" in lines[0] and "0 %" in lines[0]
-    for fix in ("--io-dtype float32", "--int16x8", "--per-tensor", "softmax"):
+    for fix in ("--keep-float", "--int16x8", "--per-tensor", "softmax"):
         assert fix in lines[0]
     assert collapsed_outputs([_art("int8", OutputCheck("boxes", 1e-3, None, None, 9.0))])  # SQNR alone
     assert collapsed_outputs([_art("int8", healthy), _art("int16x8", healthy)]) == []

@@ -230,5 +230,5 @@ def test_unlabelled_npz_calibrates_and_verifies_and_a_collapsed_softmax_is_loud(
     check = result.artifact("tflite:int8").check()
     assert check.top1_agreement_vs_keras is not None and check.output_sqnr_db_vs_keras < 10
     loud = [w for w in result.warnings if "COLLAPSED" in w]
-    assert len(loud) == 1 and "model_int8.tflite" in loud[0] and "--io-dtype float32" in loud[0]
+    assert len(loud) == 1 and "model_int8.tflite" in loud[0] and "--int16x8" in loud[0]
     assert result.artifact("tflite:float32").check().output_sqnr_db_vs_keras > 60

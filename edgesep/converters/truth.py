@@ -11,9 +11,10 @@ from typing import Iterable, Optional
 COLLAPSE_SQNR_DB = 10.0  # an output below this SQNR against Keras has lost its signal
 COLLAPSE_AGREEMENT = 0.5  # ... or a class-score output agreeing with Keras' top-1 on fewer than half the inputs
 CHANCE_FACTOR = 1.5  # a Keras accuracy below 1.5x chance (1 / classes) is "at chance level"
-CAUSES = ("likely causes: a wide softmax output squeezed into int8 (keep the output float: --io-dtype float32, or "
-          "--keep-float on the last layers), activations far outside the calibrated range, per-tensor weights; "
-          "try --int16x8, per-channel weights (no --per-tensor) and more representative calibration data "
+CAUSES = ("likely causes: a wide softmax whose probabilities fall below one int8 step (1/256) and round to 0 "
+          "(--io-dtype float32 alone does not help: keep the softmax float with --keep-float, or export the "
+          "logits), activations far outside the calibrated range, per-tensor weights; try --int16x8 (16-bit "
+          "activations), per-channel weights (no --per-tensor) and more representative calibration data "
           "(--data, --calib-samples)")
 
 
