@@ -87,6 +87,7 @@ class Dataset:
     preprocess: Optional[Preprocess] = None
     resized_from: Optional[tuple[int, ...]] = None
     preprocess_source: str = ""
+    label_output: Optional[str] = None  # a model with several outputs: the output the labels belong to
 
     @property
     def num_classes(self) -> int:

@@ -58,12 +58,16 @@ class ModelSource:
     input_size: Optional[tuple[int, int]] = None
     trust_model: bool = False
     custom_objects: Optional[str] = None
+    label_output: Optional[str] = None
     inputs: DataOptions = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         object.__setattr__(self, "preprocess", parse_preprocess(self.preprocess))
         if self.model is not None and (self.network is not None or self.train is not None):
             raise UsageError("the built-in network's options (--form, training) cannot be combined with --model")
+        if self.label_output is not None and (self.model is None or self.data is None):
+            raise UsageError("--label-output names the output of a --model the labels of --data belong to; "
+                             "add --model and --data")
         if self.model is not None:
             from edgesep.converters.custom_objects import LoadOptions
 
@@ -84,13 +88,14 @@ class ModelSource:
     def from_options(cls, *, model: Optional[str] = None, form: Optional[str] = None, data: Optional[str] = None,
                      preprocess: Union[str, Preprocess, None] = None, resize: bool = False,
                      input_size: Optional[tuple[int, int]] = None, trust_model: bool = False,
-                     custom_objects: Optional[str] = None) -> "ModelSource":
+                     custom_objects: Optional[str] = None, label_output: Optional[str] = None) -> "ModelSource":
         """The source of ``edgesep export``'s options."""
         if model and form:
             raise UsageError("--form builds the built-in network; it cannot be combined with --model")
         network = None if model else ModelConfig(form=form or "split")
         return cls(model=model, network=network, data=data, preprocess=preprocess, resize=resize,
-                   input_size=input_size, trust_model=trust_model, custom_objects=custom_objects)
+                   input_size=input_size, trust_model=trust_model, custom_objects=custom_objects,
+                   label_output=label_output)
 
     @property
     def has_data(self) -> bool:
@@ -134,7 +139,10 @@ class ModelSource:
             note(f"{reason}; using --preprocess {recipe.name} ({recipe.families}); give --preprocess to override")
         from edgesep.converters.outputs import plan_outputs
 
-        dataset = self.inputs.load(model.input_shape[1:], plan_outputs(model).classes, preprocess=recipe)
+        dataset = self.inputs.load(model.input_shape[1:], plan_outputs(model, self.label_output).classes,
+                                   preprocess=recipe)
+        if self.label_output is not None:
+            dataset = dataclasses.replace(dataset, label_output=self.label_output)
         return dataset if self.inputs.is_npz else dataclasses.replace(dataset, preprocess_source=source)
 
     def _train_builtin(self, say: Say) -> LoadedSource:

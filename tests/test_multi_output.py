@@ -201,3 +201,26 @@ def test_bench_data_measures_accuracy_only_on_a_class_score_output(exported, tmp
     if name == "two_heads":
         assert main(args + ["--label-output", "nope"]) == 2
         assert "'nope' is not an output" in capfd.readouterr().err
+
+
+def test_label_output_names_the_labelled_head(tmp_path):
+    import keras
+
+    from edgesep.converters.export import ExportConfig, export
+    from edgesep.errors import UsageError
+    from edgesep.source import ModelSource
+
+    keras.utils.set_random_seed(0)
+    model = _two_heads()
+    model.save(tmp_path / "two.keras")
+    x = np.random.default_rng(1).uniform(-1, 1, (40, SIZE, SIZE, 3)).astype(np.float32)
+    age = np.argmax(np.asarray(model(x, training=False)[1]), axis=-1)  # the labels the "age" head gets right
+    np.savez(tmp_path / "data.npz", x=x, y=age)
+    with pytest.raises(UsageError, match="'nope' is not an output"):
+        ModelSource(model=str(tmp_path / "two.keras"), data=str(tmp_path / "data.npz"), label_output="nope").load()
+    loaded = ModelSource(model=str(tmp_path / "two.keras"), data=str(tmp_path / "data.npz"), label_output="age").load()
+    assert loaded.dataset.label_output == "age"
+    result = export(loaded.model, tmp_path / "out", ExportConfig(onnx=False), loaded.dataset)
+    checks = {c.output: c for c in result.artifact("tflite:float32").checks}
+    assert result.keras_accuracy == 1.0 and checks["age"].accuracy == 1.0 and checks["species"].accuracy is None
+    assert not any("no accuracy" in w for w in result.warnings)

@@ -28,6 +28,9 @@ class InputSize(click.ParamType):
               help="A Keras model (.keras/.h5/.hdf5). Default: the built-in network.")
 @click.option("--input-size", type=InputSize(), metavar="H,W",
               help="With --model: the input height and width to export at, for a model that takes any size.")
+@click.option("--label-output", metavar="NAME",
+              help="With --model and --data: for a model with several outputs, the output the labels belong to "
+                   "(default: its one softmax output; none: no accuracy).")
 @click.option("--trust-model", is_flag=True,
               help="With --model: load it outside Keras' safe mode, so Lambda layers load. A Lambda runs Python "
                    "code stored in the file: use only for files you trust.")
@@ -71,7 +74,8 @@ class InputSize(click.ParamType):
 @click.option("--artifact", "writers", multiple=True, metavar="KEY",
               help="Also run this registered artifact writer (e.g. onnx:int8); repeatable.")
 @click.option("--out", "out_dir", default="out", show_default=True, metavar="DIR", help="Output folder.")
-def export(model_path: Optional[str], input_size: Optional[tuple[int, int]], trust_model: bool,
+def export(model_path: Optional[str], input_size: Optional[tuple[int, int]], label_output: Optional[str],
+           trust_model: bool,
            custom_objects: Optional[str], form: Optional[str], int8: bool,
            fp16: bool, int16x8: bool, per_tensor: bool, equalize: bool, relu6: Optional[str], no_guard: bool,
            io_dtype: Optional[str], keep_float: Optional[str], target_sqnr: Optional[float],
@@ -83,7 +87,8 @@ def export(model_path: Optional[str], input_size: Optional[tuple[int, int]], tru
     from edgesep.source import ModelSource
 
     source = ModelSource.from_options(model=model_path, form=form, data=data, preprocess=preprocess, resize=resize,
-                                      input_size=input_size, trust_model=trust_model, custom_objects=custom_objects)
+                                      input_size=input_size, trust_model=trust_model, custom_objects=custom_objects,
+                                      label_output=label_output)
     config = ExportConfig.from_options(int8=int8, fp16=fp16,
                                        per_tensor=per_tensor, equalize=equalize, relu6=relu6, no_guard=no_guard,
                                        io_dtype=io_dtype, no_onnx=no_onnx, calib_samples=calib_samples,

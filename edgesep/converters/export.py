@@ -164,7 +164,7 @@ def _export_into(model, folder: Path, out_dir: Path, config: ExportConfig, datas
     say("fold")
     model_in = depthwise_grouped(model)  # the same function; Conv2D(groups == channels) as DepthwiseConv2D
     folded, fold_report = fold_with_report(model_in)
-    plan = plan_outputs(model)
+    plan = plan_outputs(model, getattr(dataset, "label_output", None))
     references = tuple(keras_outputs(model, inputs.x))
     reference = references[0]
     int8_model, equalize_doc = folded, None
