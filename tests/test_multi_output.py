@@ -224,3 +224,23 @@ def test_label_output_names_the_labelled_head(tmp_path):
     checks = {c.output: c for c in result.artifact("tflite:float32").checks}
     assert result.keras_accuracy == 1.0 and checks["age"].accuracy == 1.0 and checks["species"].accuracy is None
     assert not any("no accuracy" in w for w in result.warnings)
+
+
+def test_compare_measures_a_several_output_models_artifacts(exported, tmp_path):
+    """compare takes a several-output model's artifacts as they are: measured in paired sessions and compared,
+    no device result fails, and no accuracy is made up (no --data)."""
+    import json
+
+    from edgesep.cli import main
+
+    _, _, _, _, out = exported
+    report = tmp_path / "report"
+    assert main(["compare", str(out / "model.tflite"), str(out / "model_int8.tflite"), "--device", "local",
+                 "--runs", "5", "--warmup-secs", "0", "--min-secs", "0.1", "--max-secs", "1", "--threads", "1",
+                 "--sessions", "2", "--out", str(report)]) == 0
+    doc = json.loads((report / "report.json").read_text())
+    section = doc["devices"]["local"]
+    assert section["error"] is None and len(section["results"]) == 2
+    assert all(r.get("error") is None and r.get("accuracy") is None for r in section["results"].values())
+    (c,) = section["comparisons"]
+    assert c["paired"] and c["lo"] <= c["ratio"] <= c["hi"] and c["verdict"]
