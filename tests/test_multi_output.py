@@ -244,3 +244,28 @@ def test_compare_measures_a_several_output_models_artifacts(exported, tmp_path):
     assert all(r.get("error") is None and r.get("accuracy") is None for r in section["results"].values())
     (c,) = section["comparisons"]
     assert c["paired"] and c["lo"] <= c["ratio"] <= c["hi"] and c["verdict"]
+
+
+@pytest.mark.ray
+def test_sweep_measures_a_several_output_models_artifacts(exported, tmp_path):
+    """sweep takes a several-output model's artifacts (on Ray's embedded local default): every job ends ok."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    name, _, _, _, out = exported
+    if name != "detector":
+        pytest.skip("sweep is exercised on the detector (boxes + scores), the shape that used to break bench")
+    plan = tmp_path / "plan.toml"
+    plan.write_text("".join(f"[[models]]\npath = {str(out / f)!r}\n" for f in ("model.tflite", "model_int8.tflite"))
+                    + "[[devices]]\ntarget = 'local'\n[bench]\nruns = 5\nwarmup = 1\nwarmup_secs = 0.0\n"
+                    "min_secs = 0.0\nmax_secs = 1.0\nthreads = 1\n")
+    proc = subprocess.run([sys.executable, "-m", "edgesep", "sweep", str(plan), "--out", str(tmp_path / "sweep")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    db = sqlite3.connect(tmp_path / "sweep" / "sweep.db")
+    try:
+        rows = db.execute("SELECT status FROM jobs").fetchall()
+    finally:
+        db.close()
+    assert sorted(r[0] for r in rows) == ["ok", "ok"]
