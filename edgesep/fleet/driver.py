@@ -49,7 +49,8 @@ class DeviceState:
     running: Optional[tuple[MeasureJob, Any, float]] = None  # (job, object ref, dispatch time)
     status: str = "ready"  # ready | lost | gone
     lost_at: float = 0.0
-    lost_nodes: frozenset = frozenset()  # the nodes that offered the device when it was lost
+    home: str = ""  # the node the device's actor was pinned to
+    lost_nodes: frozenset = frozenset()  # nodes the device was lost on (Ray may list one alive for a while)
     gone_reason: str = ""
     node: dict[str, Any] = dataclasses.field(default_factory=dict)
     counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
@@ -162,9 +163,9 @@ class Sweep:
                 continue
             if state.local_cpu and self.exports:
                 continue  # an export would share the CPU this device measures
+            if state.actor is None and not self._new_actor(state):
+                continue  # only nodes the device was lost on offer it (yet)
             job = state.queue.popleft()
-            if state.actor is None:
-                state.actor = new_actor(state.spec.resource, state.spec.target, dict(state.spec.options))
             self.attempts[job.key] += 1
             if isinstance(job, GroupJob):
                 items = [(role, Path(x.path).name, x.sha256) for role, x in (("a", job.a), ("b", job.b))]
@@ -174,6 +175,18 @@ class Sweep:
                 art = job.artifact
                 ref = state.actor.measure.remote(Path(art.path).name, art.sha256, self._blob(art), job.bench)
             state.running = (job, ref, time.time())
+
+    def _new_actor(self, state: DeviceState) -> bool:
+        """Create the device's actor pinned to a live node offering it that it was not lost on."""
+        from edgesep.fleet.cluster import nodes_offering
+
+        homes = sorted(nodes_offering(state.spec.resource) - state.lost_nodes)
+        if not homes and state.lost_nodes:
+            state.status = "lost"  # back, then gone again: wait (within requeue_timeout of the loss)
+            return False
+        state.home = homes[0] if homes else ""
+        state.actor = new_actor(state.spec.resource, state.spec.target, dict(state.spec.options), state.home or None)
+        return True
 
     def _blob(self, art: Artifact):
         if art.sha256 not in self.blobs:
@@ -243,8 +256,10 @@ class Sweep:
         from edgesep.fleet.cluster import nodes_offering
 
         state.actor, state.status, state.lost_at = None, "lost", time.time()
-        # Ray may list a killed node as alive for a while: the device is back only on a node not among these
-        state.lost_nodes = frozenset(nodes_offering(state.spec.resource))
+        # Ray may list a killed node as alive for a while: the device is back only on another node. The node
+        # the actor was pinned to, not every node offering the device now (a restarted one may already be up)
+        lost = {state.home} if state.home else nodes_offering(state.spec.resource)
+        state.lost_nodes = state.lost_nodes | frozenset(lost)
         outcome = {**state.node, "started": dispatched, "ended": time.time()}
         policy = self.plan.faults.lost_node
         if policy == "requeue" and self.attempts[job.key] < 2:

@@ -132,6 +132,15 @@ def export_task(job: dict[str, Any], keras_bytes: Optional[bytes] = None) -> dic
     return outcome
 
 
-def new_actor(resource: str, target: str, options: dict[str, Any]):
-    """A DeviceActor placed on the node offering ``resource``."""
-    return DeviceActor.options(resources={resource: 1}).remote(target, options)
+def new_actor(resource: str, target: str, options: dict[str, Any], node_id: Optional[str] = None):
+    """A DeviceActor placed on the node offering ``resource``; on node ``node_id`` only, when given.
+
+    Pinning matters after a lost node: Ray lists a killed node as alive (still offering the resource) for
+    a while, and an actor it places there dies before running anything.
+    """
+    options_ = {"resources": {resource: 1}}
+    if node_id:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        options_["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=False)
+    return DeviceActor.options(**options_).remote(target, options)
