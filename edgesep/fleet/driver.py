@@ -60,7 +60,8 @@ class DeviceState:
         return self.spec.resource.startswith("edgesep/local:")
 
     def snapshot(self) -> dict[str, Any]:
-        return {"device": self.spec.target, "host": self.spec.host, "node": self.node.get("hostname"),
+        node = self.node.get("ip") or self.node.get("hostname")  # the node's IP: its hostname may be shared
+        return {"device": self.spec.target, "host": self.spec.host, "node": node,
                 "status": self.status, "queued": len(self.queue), "running": int(self.running is not None),
                 **{k: self.counts[k] for k in ("ok", "failed", "interrupted", "requeued", "skipped")}}
 
