@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from edgesep.devices import onnxgraph, roofline
 from edgesep.devices.base import BenchConfig, BenchResult, DeviceError
-from edgesep.devices.opcut import CutOp, cut_model, model_precision, op_macs
+from edgesep.devices.opcut import CutOp, cut_model, model_precision
 
 PROFILE_MIN_RUNS = 10
 PROFILE_MAX_RUNS = 100

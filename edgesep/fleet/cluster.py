@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import json
 import os
-import shutil
 import socket
-import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Iterator, Optional
 
 from edgesep.errors import EdgesepError, UsageError
 

@@ -161,7 +161,6 @@ def _cells(r: dict[str, Any]) -> list[str]:
     return [_num(r["dw_ms"], ".4f"), _num(r["dw_gmacs"], ".1f"), _pct(r["dw_peak_share"]), _num(r["pw_ms"], ".4f"),
             _num(r["pw_gmacs"], ".1f"), _pct(r["pw_peak_share"]), _num(r["other_ms"], ".4f"),
             _num(r["total_ms"], ".4f")]
-    return table
 
 
 def block_markdown(rows: list[dict[str, Any]]) -> str:
