@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from edgesep.data import PRESETS, DataOptions, Preprocess
+from edgesep.devices.remote import content_hash
 from edgesep.errors import DataError, UsageError
 
 
@@ -43,7 +44,7 @@ def accuracy_npz(inputs: DataOptions, paths: list[Path], folder: Path, *, name: 
     arrays["x"] = arrays["x_" + "x".join(str(v) for v in shapes[0])]
     for path, shape, prep in zip(paths, model_shapes, own or ()):
         if shape is not None:
-            arrays["x@" + _file_sha(path)[:16]] = load(shape, prep)[0]
+            arrays["x@" + content_hash(path)[:16]] = load(shape, prep)[0]
     buffer = io.BytesIO()
     np.savez(buffer, y=labels, **arrays)
     return write_bytes(folder / name, buffer.getvalue())
@@ -66,16 +67,6 @@ def _loader(inputs: DataOptions, classes: set[int]):
         return cache[key]
 
     return load
-
-
-def _file_sha(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _inputs_and_classes(paths: list[Path], label_output: Optional[str] = None

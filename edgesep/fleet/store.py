@@ -7,11 +7,12 @@ journal rolls back a half-written transaction), and ``--resume`` measures what h
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import sqlite3
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 from edgesep.errors import OutputError
 from edgesep.io import dumps
@@ -84,17 +85,24 @@ class SweepStore:
     def close(self) -> None:
         self.db.close()
 
-    def _transaction(self, sql: str, args: Iterable[Any] = ()) -> int:
+    @contextlib.contextmanager
+    def _immediate(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed when the block ends, rolled back on any exception; a database
+        error becomes one OutputError line naming the file."""
         try:
             self.db.execute("BEGIN IMMEDIATE")
             try:
-                cursor = self.db.execute(sql, tuple(args))
+                yield self.db
                 self.db.execute("COMMIT")
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as e:
             raise OutputError(f"{self.path}: {e}") from None
+
+    def _transaction(self, sql: str, args: Iterable[Any] = ()) -> int:
+        with self._immediate() as db:
+            cursor = db.execute(sql, tuple(args))
         return int(cursor.lastrowid or 0)
 
     def begin_sweep(self, plan, address: str) -> int:
@@ -134,20 +142,12 @@ class SweepStore:
 
     def record_group(self, row: dict[str, Any], sessions: list[dict[str, Any]]) -> None:
         """One finished attempt of a paired group and its sessions' samples, in one transaction."""
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                cursor = self.db.execute(f"INSERT INTO groups ({', '.join(GROUP_COLUMNS)}) VALUES "
-                                         f"({', '.join('?' * len(GROUP_COLUMNS))})", [row.get(n) for n in GROUP_COLUMNS])
-                self.db.executemany("INSERT INTO group_sessions VALUES (?, ?, ?, ?, ?, ?)", [
-                    (cursor.lastrowid, s["index"], json.dumps(s["order"]),
-                     *(json.dumps(s["samples"][role]) for role in ("a", "b", "control"))) for s in sessions])
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as e:
-            raise OutputError(f"{self.path}: {e}") from None
+        with self._immediate() as db:
+            cursor = db.execute(f"INSERT INTO groups ({', '.join(GROUP_COLUMNS)}) VALUES "
+                                f"({', '.join('?' * len(GROUP_COLUMNS))})", [row.get(n) for n in GROUP_COLUMNS])
+            db.executemany("INSERT INTO group_sessions VALUES (?, ?, ?, ?, ?, ?)", [
+                (cursor.lastrowid, s["index"], json.dumps(s["order"]),
+                 *(json.dumps(s["samples"][role]) for role in ("a", "b", "control"))) for s in sessions])
 
     def ok_group_keys(self) -> set[str]:
         """Keys of every paired group already measured ``ok``."""

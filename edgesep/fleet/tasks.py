@@ -7,12 +7,13 @@ hash, so no folder needs to be shared between hosts.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import ray
 
@@ -41,21 +42,29 @@ class DeviceActor:
 
     def measure(self, name: str, sha256: str, data: bytes, bench: dict[str, Any]) -> dict[str, Any]:
         """prepare, run, cleanup for one model; never raises (errors come back as one line in ``error``)."""
-        from edgesep.devices import parse_target
         from edgesep.devices.base import BenchConfig
 
         outcome = {**_node(), "started": time.time(), "result": None, "error": None}
-        device = None
-        try:
-            path = self._cached(name, sha256, data)
-            device = parse_target(self.target, **self.options)
-            device.prepare([path])
+        with self._device(outcome) as device:
+            device.prepare([self._cached(name, sha256, data)])
             result = device.run(BenchConfig.from_dict(bench))[0]
             outcome["result"] = result.to_dict()
             outcome["error"] = result.error
+        return outcome
+
+    @contextlib.contextmanager
+    def _device(self, outcome: dict[str, Any]) -> Iterator[Any]:
+        """This actor's device for one call: an error in the block becomes ``outcome["error"]`` (one line; a
+        device implementation's bug must not kill the actor), the device is cleaned up, ``ended`` is stamped."""
+        from edgesep.devices import parse_target
+
+        device = None
+        try:
+            device = parse_target(self.target, **self.options)
+            yield device
         except EdgesepError as e:
             outcome["error"] = str(e)
-        except Exception as e:  # a device implementation's bug must not kill the actor
+        except Exception as e:
             outcome["error"] = describe(e)
         finally:
             if device is not None:
@@ -63,8 +72,7 @@ class DeviceActor:
                     device.cleanup()
                 except EdgesepError:
                     pass
-        outcome["ended"] = time.time()
-        return outcome
+            outcome["ended"] = time.time()
 
     def measure_group(self, items: list, bench: dict[str, Any], sessions: int, a_bytes: bytes,
                       b_bytes: bytes) -> dict[str, Any]:
@@ -73,16 +81,13 @@ class DeviceActor:
         control (b loaded a second time), shuffled per session, rounds interleaved, as ``compare`` measures.
         Never raises; each session comes back as ``{index, order, samples: {role: [ms]}}``."""
         from edgesep.compare.sessions import session_config, session_order
-        from edgesep.devices import parse_target
         from edgesep.devices.base import BenchConfig
 
         outcome = {**_node(), "started": time.time(), "sessions": [], "runtime": None, "error": None}
-        device = None
-        try:
+        with self._device(outcome) as device:
             data = {"a": a_bytes, "b": b_bytes}
             paths = {role: self._cached(f"{role}-{name}", sha, data[role]) for role, name, sha in items}
             paths["control"] = self._cached(f"control-{items[1][1]}", items[1][2], b_bytes)
-            device = parse_target(self.target, **self.options)
             config = session_config(BenchConfig.from_dict(bench), sessions)
             for index in range(sessions):
                 order = session_order(["a", "b", "control"], index, config.seed)
@@ -94,17 +99,6 @@ class DeviceActor:
                 outcome["runtime"] = results[0].runtime
                 outcome["sessions"].append({"index": index, "order": order,
                                             "samples": {role: list(r.samples_ms) for role, r in zip(order, results)}})
-        except EdgesepError as e:
-            outcome["error"] = str(e)
-        except Exception as e:  # a device implementation's bug must not kill the actor
-            outcome["error"] = describe(e)
-        finally:
-            if device is not None:
-                try:
-                    device.cleanup()
-                except EdgesepError:
-                    pass
-        outcome["ended"] = time.time()
         return outcome
 
     def _cached(self, name: str, sha256: str, data: bytes) -> Path:
