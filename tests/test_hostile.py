@@ -322,6 +322,39 @@ def test_ssh_server_that_never_speaks(tiny, tmp_path):
         server.close()
 
 
+def _listening(port: int, settle: float = 5.0) -> bool:
+    """Whether something accepts on 127.0.0.1:PORT (a server being stopped gets ``settle`` seconds to go)."""
+    import time
+
+    deadline = time.monotonic() + settle
+    while True:
+        with socket.socket() as s:
+            up = s.connect_ex(("127.0.0.1", port)) == 0
+        if not up or time.monotonic() > deadline:
+            return up
+        time.sleep(0.1)
+
+
+@pytest.mark.adb
+@pytest.mark.parametrize("already_running", [False, True])
+def test_devices_stops_only_the_adb_server_it_started(already_running, tmp_path):
+    """``edgesep devices --adb-server-port P`` with no server on P starts one (adb does) and stops it again; a
+    server that was already running there is the user's and stays. Real adb client, private HOME and port."""
+    from adbd_emu import AdbServer
+
+    server = AdbServer(tmp_path / "home")
+    if already_running:
+        server.adb("start-server")
+    try:
+        outcome = run_edgesep(["devices", "--adb-server-port", server.port], tmp_path,
+                              env={"HOME": str(tmp_path / "home")})
+        assert outcome.code == 0 and "no adb devices attached" in outcome.stdout, outcome.stderr
+        assert [e for e in outcome.new_tmp if not e.startswith("adb.")] == []  # adb.UID.log: the adb server's own
+        assert _listening(server.port, settle=0 if already_running else 5) == already_running
+    finally:
+        server.adb("kill-server", check=False)
+
+
 # ---------------------------------------------------------------- interruptions: like Ctrl-C, whatever the signal
 
 @pytest.mark.slow

@@ -24,6 +24,8 @@ STATE_HELP = {
     "bootloader": "the phone is in the bootloader; boot it normally",
     "rescue": "the phone is in rescue mode; boot it normally",
 }
+# what the adb client prints on stderr when a command found no server on its port and started one
+SERVER_STARTED = "daemon started successfully"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -92,6 +94,7 @@ class AdbClient:
     def __init__(self, adb_path: Optional[str] = None, server_port: Optional[int] = None):
         self.exe = find_adb(adb_path)
         self.server_port = server_port
+        self.started_server = False
 
     def command(self, *args: str, serial: Optional[str] = None) -> list[str]:
         """The adb argv for ``args`` against this server (and device ``serial``)."""
@@ -105,12 +108,24 @@ class AdbClient:
     def run(self, *args: str, serial: Optional[str] = None, timeout: float = 60.0) -> subprocess.CompletedProcess:
         """Runs one adb command; a hang past ``timeout`` or a missing executable is a ``DeviceError``."""
         try:
-            return subprocess.run(self.command(*args, serial=serial), capture_output=True, text=True,
+            proc = subprocess.run(self.command(*args, serial=serial), capture_output=True, text=True,
                                   timeout=timeout, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             raise DeviceError(f"adb {' '.join(args[:2])} did not answer within {timeout:g} s") from None
         except OSError as e:
             raise DeviceError(f"cannot run {self.exe}: {e.strerror}") from None
+        self.started_server = self.started_server or SERVER_STARTED in (proc.stderr or "")
+        return proc
+
+    def stop_started_server(self) -> None:
+        """Stops the adb server if one of this client's commands started it (a server that was already
+        running on the port is the user's, and stays)."""
+        if self.started_server:
+            self.started_server = False
+            try:
+                self.run("kill-server", timeout=15)
+            except DeviceError:
+                pass
 
     def devices(self) -> list[AttachedDevice]:
         """Attached devices and their states (``adb devices -l``)."""
@@ -147,17 +162,21 @@ def parse_kv(text: str) -> dict[str, str]:
 
 
 def describe_devices(adb_path: Optional[str] = None, server_port: Optional[int] = None) -> list[AttachedDevice]:
-    """Attached devices; those online get model, ABI and Android version from ``getprop``."""
+    """Attached devices; those online get model, ABI and Android version from ``getprop``. An adb server
+    this call had to start (none ran on the port) is stopped again; one already running stays."""
     client = AdbClient(adb_path, server_port)
     out = []
-    for dev in client.devices():
-        if dev.state == "device":
-            proc = client.run("shell", props_script(PROP_KEYS[:3]), serial=dev.serial, timeout=30)
-            props = parse_kv(proc.stdout) if proc.returncode == 0 else {}
-            dev = dataclasses.replace(dev, model=props.get("ro.product.model") or dev.model,
-                                      abi=props.get("ro.product.cpu.abi") or None,
-                                      android=props.get("ro.build.version.release") or None)
-        out.append(dev)
+    try:
+        for dev in client.devices():
+            if dev.state == "device":
+                proc = client.run("shell", props_script(PROP_KEYS[:3]), serial=dev.serial, timeout=30)
+                props = parse_kv(proc.stdout) if proc.returncode == 0 else {}
+                dev = dataclasses.replace(dev, model=props.get("ro.product.model") or dev.model,
+                                          abi=props.get("ro.product.cpu.abi") or None,
+                                          android=props.get("ro.build.version.release") or None)
+            out.append(dev)
+    finally:
+        client.stop_started_server()
     return out
 
 
