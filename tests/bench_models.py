@@ -4,7 +4,8 @@
 prelu.tflite (a "third-party-looking" net: ZeroPadding2D -> PAD, PReLU -> PRELU), float.onnx (tf2onnx) and
 blocks_split.tflite / blocks_fused.tflite (two blocks named as the builders name them: block1_dw + block1_pw, or
 block1_sep) and heavy.tflite (three 3x3 convs of 48 filters: about 100x float.tflite's MACs), all 16x16x3 ->
-10 classes, plus models.json describing them. ``bench_models()`` returns the paths, building
+10 classes, plus models.json describing them; and three models that do not fit the others (for refusals):
+wide.tflite (24x24x3 input), two_out.tflite (a second output) and int_in.tflite (an int32 input). ``bench_models()`` returns the paths, building
 them once per content of this file (cached under ``$EDGESEP_TEST_CACHE/models``, the run's own folder).
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 INPUT_SHAPE = (16, 16, 3)
 NAMES = ("float.tflite", "int8.tflite", "prelu.tflite", "float.onnx", "blocks_split.tflite", "blocks_fused.tflite",
-         "heavy.tflite")
+         "heavy.tflite", "wide.tflite", "two_out.tflite", "int_in.tflite")
 CACHE = Path(os.environ.get("EDGESEP_TEST_CACHE") or Path.home() / ".cache" / "edgesep-test")  # conftest sets it
 
 
@@ -66,6 +67,21 @@ def _blocks_model(keras, form):
     return keras.Model(inp, keras.layers.Dense(10)(x))
 
 
+def _misfits(keras) -> dict[str, object]:
+    """Models shaped unlike ``_conv_model``: another input size, a second output, an integer input."""
+    def head(inp, x):
+        x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(x))
+        return keras.layers.Dense(10)(x)
+
+    wide = keras.Input((24, 24, 3), batch_size=1, name="image")
+    two = keras.Input(INPUT_SHAPE, batch_size=1, name="image")
+    ints = keras.Input(INPUT_SHAPE, batch_size=1, name="image", dtype="int32")
+    as_float = keras.layers.Lambda(lambda t: keras.ops.cast(t, "float32"))(ints)
+    return {"wide.tflite": keras.Model(wide, head(wide, wide)),
+            "two_out.tflite": keras.Model(two, [head(two, two), keras.layers.Dense(3)(keras.layers.Flatten()(two))]),
+            "int_in.tflite": keras.Model(ints, head(ints, as_float))}
+
+
 def build(out: Path) -> None:
     """Write the models into ``out`` (imports TensorFlow)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -90,6 +106,8 @@ def build(out: Path) -> None:
         blocks = tf.lite.TFLiteConverter.from_keras_model(_blocks_model(keras, form))
         (out / f"blocks_{form}.tflite").write_bytes(blocks.convert())
     (out / "heavy.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(_heavy_model(keras)).convert())
+    for name, misfit in _misfits(keras).items():
+        (out / name).write_bytes(tf.lite.TFLiteConverter.from_keras_model(misfit).convert())
     spec = (tf.TensorSpec((1, *INPUT_SHAPE), tf.float32, name="image"),)
     fn = tf.function(lambda x: model(x), input_signature=spec)
     tf2onnx.convert.from_function(fn, input_signature=spec, opset=13, output_path=str(out / "float.onnx"))

@@ -154,6 +154,20 @@ def test_export_model_with_unknown_suffix(out, tmp_path):
                   needles=["model.txt"], out=out, bound=60)
 
 
+@pytest.mark.parametrize("reference, needle", [("wide.tflite", "input shape"), ("two_out.tflite", "outputs"),
+                                                ("int_in.tflite", "int32"), ("junk.tflite", "junk.tflite")])
+def test_quant_error_reference_that_does_not_fit(reference, needle, tiny, tmp_path, capfd, monkeypatch):
+    """A --reference that is not the int8 model's float model (other input shape, other number of outputs, an
+    integer input, not a model at all): one line naming it, exit 1. In-process: the refusal comes before any
+    per-layer work."""
+    ref = _garbage(tmp_path / reference) if reference == "junk.tflite" else tiny[reference]
+    outcome = run_in_process(["inspect", tiny["int8.tflite"], "--quant-error", "--reference", ref, "--samples",
+                              "2"], tmp_path, capfd, monkeypatch)
+    assert outcome.code == FAIL, (outcome.code, outcome.stderr[-2000:])
+    assert_one_error_line(outcome.code, outcome.stderr, needle, reference)
+    assert outcome.new_tmp == [] and outcome.seconds < 60
+
+
 # ---------------------------------------------------------------- data that do not fit (exit 1)
 
 def _npz(path, x, y):

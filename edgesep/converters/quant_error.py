@@ -240,12 +240,41 @@ def quant_error_report(reference, int8_tflite_path, data: np.ndarray, *, max_sam
         ref = _Model(ref_path)
         if not any(int8.is_quantized(op["outputs"][0]) for op in int8.ops):
             raise ConversionError(f"{path.name} has no quantized ops; give an int8 model")
+        _check_pair(int8, ref, Path(reference).name if isinstance(reference, (str, Path)) else "the Keras reference")
         pairs, notes = _match(int8, ref)
         accs, agree = _run(int8, ref, pairs, images)
         facts = [_weight_facts(int8, ref, a, b) for a, b in pairs]
     names = _unique_names([_layer_name(int8, a, keras_names) for a, _ in pairs], [a["op_name"] for a, _ in pairs])
     rows = [_row(n, a, int8, acc, f) for n, (a, _), acc, f in zip(names, pairs, accs, facts)]
     return _summary(path, reference, rows, agree, len(images), worst, notes)
+
+
+IMAGE_DTYPES = (np.float32, np.float16, np.int8, np.uint8)  # what _Model.run can feed an image to
+
+
+def _shape(tensor: dict[str, Any]) -> str:
+    return str(tuple(int(v) for v in tensor["shape"]))
+
+
+def _signature(model: _Model) -> tuple[str, int, str]:
+    """(input shape, number of outputs, output shapes) of a model, as they are printed."""
+    outputs = model.it.get_output_details()
+    return _shape(model.input), len(outputs), " and ".join(_shape(o) for o in outputs)
+
+
+def _check_pair(int8: _Model, ref: _Model, ref_name: str) -> None:
+    """ConversionError unless both models take an image input and the reference has the int8 model's input
+    shape, number of outputs and output shapes (else it is not the model the int8 file was converted from)."""
+    for model, name in ((int8, int8.path.name), (ref, ref_name)):
+        if model.input["dtype"] not in IMAGE_DTYPES:
+            raise ConversionError(f"{name} takes {np.dtype(model.input['dtype']).name} input; --quant-error feeds "
+                                  f"images (float32, int8 or uint8)")
+    mine, theirs = _signature(int8), _signature(ref)
+    for what, a, b in zip(("input shape", "number of outputs", "output shape"), mine, theirs):
+        if a != b:
+            raise ConversionError(f"float reference {ref_name} does not fit {int8.path.name}: its {what} is {b}, "
+                                  f"{int8.path.name}'s is {a}; give the float model {int8.path.name} was converted "
+                                  "from")
 
 
 def _check_data(data: np.ndarray, int8: _Model, max_samples: int) -> np.ndarray:
