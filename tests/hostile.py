@@ -50,26 +50,27 @@ def _new_entries(tmpdir: Path, before: set[str]) -> list[str]:
 
 
 def run_edgesep(args: Sequence[str], tmp_root: Path, *, timeout: float = 120, cwd: Optional[Path] = None,
-                env: Optional[dict] = None) -> Outcome:
-    """Run ``python -m edgesep ARGS`` with an isolated, initially empty $TMPDIR; report what it left there."""
+                env: Optional[dict] = None, prefix: Sequence[str] = ()) -> Outcome:
+    """Run ``python -m edgesep ARGS`` with an isolated, initially empty $TMPDIR; report what it left there.
+    ``prefix``: a command that runs it (e.g. in a private mount namespace)."""
     tmpdir = tmp_root / "isolated-tmp"
     tmpdir.mkdir(parents=True, exist_ok=True)
     before = set(os.listdir(tmpdir))
     full_env = {**os.environ, "TMPDIR": str(tmpdir), "TF_CPP_MIN_LOG_LEVEL": "3", "COLUMNS": "120",
                 **(env or {})}
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "edgesep", *map(str, args)], capture_output=True, text=True,
-                          env=full_env, cwd=cwd, timeout=timeout, stdin=subprocess.DEVNULL)
+    proc = subprocess.run([*prefix, sys.executable, "-m", "edgesep", *map(str, args)], capture_output=True,
+                          text=True, env=full_env, cwd=cwd, timeout=timeout, stdin=subprocess.DEVNULL)
     seconds = time.monotonic() - start
     return Outcome(proc.returncode, proc.stdout, proc.stderr, seconds, _new_entries(tmpdir, before))
 
 
 def check_refused(args: Sequence[str], tmp_root: Path, *, code: int, needles: Sequence[str] = (),
                   out: Optional[Path] = None, bound: float = 60, cwd: Optional[Path] = None,
-                  env: Optional[dict] = None) -> Outcome:
+                  env: Optional[dict] = None, prefix: Sequence[str] = ()) -> Outcome:
     """Assert the full contract for a command that must be refused; returns the outcome for more checks."""
     before = snapshot(out)
-    outcome = run_edgesep(args, tmp_root, timeout=bound + 60, cwd=cwd, env=env)
+    outcome = run_edgesep(args, tmp_root, timeout=bound + 60, cwd=cwd, env=env, prefix=prefix)
     assert outcome.code == code, (outcome.code, outcome.stderr[-2000:])
     assert_one_error_line(outcome.code, outcome.stderr, *needles)
     assert snapshot(out) == before, "the output folder changed"
@@ -131,6 +132,13 @@ def run_in_process(args: Sequence[str], tmp_root: Path, capfd, monkeypatch) -> O
     seconds = time.monotonic() - start
     out, err = capfd.readouterr()
     return Outcome(code, out, err, seconds, _new_entries(tmpdir, before))
+
+
+def read_only(folder: Path) -> list[str]:
+    """A command prefix under which ``folder`` is read-only even for root: a read-only bind mount of it in a
+    private mount namespace (``unshare -m``, util-linux; gone with the process). Needs root (CAP_SYS_ADMIN)."""
+    script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(folder)]
 
 
 SIGNALS = {"SIGTERM": signal.SIGTERM, "SIGHUP": signal.SIGHUP, "SIGINT": signal.SIGINT}

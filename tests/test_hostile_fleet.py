@@ -151,18 +151,30 @@ def test_report_where_report_md_is_a_folder_writes_nothing(tmp_path, out):
                   bound=30)
 
 
-def test_report_on_a_read_only_folder_blames_the_folder(tmp_path, out):
-    from edgesep.fleet.store import SweepStore
+@pytest.mark.parametrize("csv", [False, True])
+def test_report_on_a_read_only_folder_blames_the_folder(csv, tmp_path, out):
+    """As root (CI), the folder is a read-only bind mount in a private mount namespace: root writes through
+    mode bits, not through a read-only mount. As anyone else, mode 555 does it."""
+    import subprocess
 
-    if os.geteuid() == 0:
-        pytest.skip("root writes into read-only folders")
+    from edgesep.fleet.store import SweepStore
+    from hostile import read_only
+
     SweepStore(out).close()
-    out.chmod(0o555)
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        prefix = read_only(out)
+        probe = subprocess.run([*prefix, "true"], capture_output=True, text=True)
+        if probe.returncode != 0:
+            pytest.skip(f"no private read-only mount here: {probe.stderr.strip()}")
+    else:
+        out.chmod(0o555)
     try:
-        outcome = run_edgesep(["sweep", "--report", out], tmp_path, timeout=60)
+        outcome = check_refused(["sweep", "--report", *(["--csv"] if csv else []), out], tmp_path, code=FAIL,
+                                needles=[str(out)], out=out, bound=30, prefix=prefix)
     finally:
         out.chmod(0o755)
-    assert outcome.code == FAIL and "database" not in outcome.stderr, outcome.stderr
+    assert "database" not in outcome.stderr, outcome.stderr
 
 
 # ---------------------------------------------------------------- state left behind after a failed sweep
