@@ -6,7 +6,7 @@ from typing import Optional
 import click
 
 from edgesep.cli.app import check_out_dir, cli, echo_rich, input_options, note
-from edgesep.converters.export_config import IO_DTYPES, RELU6_MODES
+from edgesep.converters.export_config import IO_DTYPES, KEEP_PRECISIONS, RELU6_MODES
 
 
 class InputSize(click.ParamType):
@@ -56,6 +56,9 @@ class InputSize(click.ParamType):
               help="With --int8: keep these ops (Keras layer names; see inspect --sensitivity) and the ops reading "
                    "their outputs in float; auto: the fewest that meet --target-sqnr/--target-agreement, chosen "
                    "on training images held out from calibration.")
+@click.option("--keep-precision", type=click.Choice(KEEP_PRECISIONS),
+              help="How --keep-float keeps its ops: float (float32 between DEQUANTIZE/QUANTIZE) or int16 (16-bit "
+                   "activations, 8-bit weights, by ai-edge-quantizer; auto then chooses with int16) [float].")
 @click.option("--target-sqnr", type=float, metavar="DB", help="--keep-float auto's goal: output SQNR in dB [30].")
 @click.option("--ptq", metavar="bias-correction,adaround",
               help="With --int8: empirical bias correction and/or AdaRound (on the converter's weight grid) after "
@@ -78,7 +81,8 @@ def export(model_path: Optional[str], input_size: Optional[tuple[int, int]], lab
            trust_model: bool,
            custom_objects: Optional[str], form: Optional[str], int8: bool,
            fp16: bool, int16x8: bool, per_tensor: bool, equalize: bool, relu6: Optional[str], no_guard: bool,
-           io_dtype: Optional[str], keep_float: Optional[str], target_sqnr: Optional[float],
+           io_dtype: Optional[str], keep_float: Optional[str], keep_precision: Optional[str],
+           target_sqnr: Optional[float],
            target_agreement: Optional[float], ptq: Optional[str], no_onnx: bool, data: Optional[str],
            preprocess: Optional[str], resize: bool, calib_samples: int, edgetpu: bool, writers: tuple[str, ...],
            out_dir: str) -> None:
@@ -93,8 +97,8 @@ def export(model_path: Optional[str], input_size: Optional[tuple[int, int]], lab
                                        per_tensor=per_tensor, equalize=equalize, relu6=relu6, no_guard=no_guard,
                                        io_dtype=io_dtype, no_onnx=no_onnx, calib_samples=calib_samples,
                                        edgetpu=edgetpu, int16x8=int16x8, keep_float=keep_float,
-                                       target_sqnr=target_sqnr, target_agreement=target_agreement, ptq=ptq,
-                                       writers=writers)
+                                       target_sqnr=target_sqnr, target_agreement=target_agreement,
+                                       keep_precision=keep_precision, ptq=ptq, writers=writers)
     if model_path:
         from edgesep.converters.graph import check_model_path
 

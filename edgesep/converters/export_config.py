@@ -15,6 +15,7 @@ QUANTIZED = ("int8", "int16x8")  # calibrated precisions
 IO_DTYPES = ("int8", "uint8", "float32")
 RELU6_MODES = ("clip", "replace", "keep")
 OPSETS = range(9, 22)
+KEEP_PRECISIONS = ("float", "int16")  # how --keep-float keeps its ops: float32, or int16 activations (int8 weights)
 PTQ_METHODS = ("bias-correction", "adaround")  # in their order of application (edgesep.converters.ptq)
 
 
@@ -46,6 +47,8 @@ class ExportConfig:
         keep_float: ops (Keras layer names) the int8 models keep in float, or ``("auto",)``: the fewest that
             meet the target (``edgesep.converters.keep_float``). Needs int8 with float32 I/O.
         target_sqnr_db, target_agreement: auto's target, output SQNR in dB (default 30) or top-1 agreement.
+        keep_precision: how the kept ops run: ``float`` (float32 between DEQUANTIZE/QUANTIZE) or ``int16``
+            (16-bit activations, 8-bit weights, by ai-edge-quantizer's per-op recipes; ``edgesep.converters.keep_int16``).
         writers: more registered writers to run (``edgesep.converters.writers`` keys), after the ones the
             other options ask for: a new kind of artifact is one ``register_writer`` call, asked for by key.
         ptq: post-training methods after folding (and CLE) for the int8 models: ``bias-correction``,
@@ -66,6 +69,7 @@ class ExportConfig:
     keep_float: tuple[str, ...] = ()
     target_sqnr_db: Optional[float] = None
     target_agreement: Optional[float] = None
+    keep_precision: str = "float"
     ptq: tuple[str, ...] = ()
     writers: tuple[str, ...] = ()
 
@@ -107,6 +111,11 @@ class ExportConfig:
         auto = self.keep_float == ("auto",)
         if (self.target_sqnr_db is not None or self.target_agreement is not None) and not auto:
             raise UsageError("--target-sqnr/--target-agreement are the goal of --keep-float auto; add it")
+        if self.keep_precision not in KEEP_PRECISIONS:
+            raise UsageError(f"unknown --keep-precision {self.keep_precision!r}; valid: {', '.join(KEEP_PRECISIONS)}")
+        if self.keep_precision != "float" and not self.keep_float:
+            raise UsageError(f"--keep-precision {self.keep_precision} says how --keep-float keeps its ops; "
+                             "add --int8 --keep-float NAME[,NAME...]|auto")
         if not self.keep_float:
             return
         if "int8" not in self.precisions:
@@ -127,7 +136,8 @@ class ExportConfig:
                      no_onnx: bool = False, calib_samples: int = 200, edgetpu: bool = False,
                      int16x8: bool = False, keep_float: Optional[str] = None,
                      target_sqnr: Optional[float] = None, target_agreement: Optional[float] = None,
-                     ptq: Optional[str] = None, writers: tuple[str, ...] = ()) -> "ExportConfig":
+                     keep_precision: Optional[str] = None, ptq: Optional[str] = None,
+                     writers: tuple[str, ...] = ()) -> "ExportConfig":
         """The config of ``edgesep export``'s options; every rule between them is checked here (UsageError)."""
         if relu6 and not equalize:
             raise UsageError("--relu6 says how --equalize treats ReLU6; add --equalize")
@@ -140,7 +150,7 @@ class ExportConfig:
         return cls(precisions=precisions, onnx=not no_onnx, per_channel=not per_tensor, io_dtype=io_dtype,
                    calib_samples=calib_samples, equalize=equalize, relu6=relu6 or "clip",
                    equalize_guard=not no_guard, edgetpu=edgetpu, keep_float=names, target_sqnr_db=target_sqnr,
-                   target_agreement=target_agreement, ptq=tuple(m.strip() for m in (ptq or "").split(",") if m.strip()),
+                   target_agreement=target_agreement, keep_precision=keep_precision or "float", ptq=tuple(m.strip() for m in (ptq or "").split(",") if m.strip()),
                    writers=tuple(writers))
 
     @property
@@ -168,10 +178,11 @@ class ExportConfig:
         d["precisions"] = list(self.precisions)
         d["keep_float"] = list(self.keep_float)
         d["ptq"] = list(self.ptq)
-        if self.writers:  # only when asked: export keys (compare --resume) of every other config stay as they were
+        for name, default in (("writers", ()), ("keep_precision", "float")):
+            if getattr(self, name) == default:  # only when asked: export keys (compare --resume) of every other
+                d.pop(name)                     # config stay as they were
+        if self.writers:
             d["writers"] = list(self.writers)
-        else:
-            d.pop("writers")
         return d
 
     @classmethod

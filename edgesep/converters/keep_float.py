@@ -5,6 +5,9 @@ quick mode) on *selection* images drawn from the training split beside the calib
 test split), then adds them greedily, most sensitive first, each only if it raises the target metric, until
 the target (output SQNR in dB, or top-1 agreement with the float model) holds. When it cannot hold within
 ``MAX_MAC_SHARE`` of the MACs in float, plain int8 is kept and the recipe says so.
+
+With ``--keep-precision int16`` the kept ops run at 16-bit activations instead of float
+(``edgesep.converters.keep_int16``) and auto chooses with that model; the ONNX int8 model keeps them float.
 """
 from __future__ import annotations
 
@@ -26,9 +29,12 @@ class KeepFloatRecipe:
 
     Attributes:
         requested: the names given, or ``("auto",)``.
-        kept: the ops whose output activations stay float (the names given, or auto's choice).
+        kept: the ops whose output activations stay float, or int16 (the names given, or auto's choice).
         float_ops: the ops that compute in float (names as in ``edgesep inspect --sensitivity``).
-        mac_share: their share of the model's MACs.
+        mac_share: the share of the model's MACs in the kept ops (float or int16).
+        precision: how the kept ops run: ``float`` or ``int16`` (activations; weights int8).
+        int16_ops: the ops that compute at int16 activations (``precision`` int16; an op the quantizer has no
+            int16 kernel for is in ``float_ops`` instead).
         target_metric, target: auto's goal (``sqnr_db`` or ``agreement``) and its value; None for named ops.
         met: whether the chosen model meets the target on the selection images (None for named ops).
         chosen_on: the images auto chose on (``{"images", "samples"}``), None for named ops.
@@ -43,6 +49,8 @@ class KeepFloatRecipe:
     float_ops: tuple[str, ...]
     mac_share: float
     plain_int8: Score
+    precision: str = "float"
+    int16_ops: tuple[str, ...] = ()
     target_metric: Optional[str] = None
     target: Optional[float] = None
     met: Optional[bool] = None
@@ -53,7 +61,8 @@ class KeepFloatRecipe:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d.update(requested=list(self.requested), kept=list(self.kept), float_ops=list(self.float_ops), steps=list(self.steps),
+        d.update(requested=list(self.requested), kept=list(self.kept), float_ops=list(self.float_ops),
+                 int16_ops=list(self.int16_ops), steps=list(self.steps),
                  plain_int8=self.plain_int8.to_dict(),
                  selection=None if self.selection is None else {k: v.to_dict() for k, v in self.selection.items()})
         return d
@@ -93,18 +102,24 @@ def plan(selective: Selective, config, *, selection: Optional[np.ndarray], selec
     plain_test = score(selective, (), x_test, test_reference)
     if tuple(config.keep_float) != (AUTO,):
         names = tuple(config.keep_float)
-        return KeepFloatRecipe(names, names, _float_labels(selective, names), selective.mac_share(names), plain_test)
+        split = selective.split(names)
+        return KeepFloatRecipe(names, names, split["float_ops"], selective.mac_share(names), plain_test,
+                               selective.precision, split["int16_ops"])
     metric, target = (("agreement", config.target_agreement) if config.target_agreement is not None
                       else ("sqnr_db", config.target_sqnr_db))
     kept, plain, best, steps = _greedy(selective, selection, selection_reference, metric, target, say)
     met = best.value(metric) >= target
     note = None
     if not met:
+        how = ("in float" if selective.precision == "float" else
+               f"at {selective.precision} activations (their weights stay int8; --keep-precision float may reach it)")
         note = (f"--keep-float auto: {metric} {target:g} not reached on the selection images with at most "
-                f"{MAX_MAC_SHARE:.0%} of the MACs in float (best {best.value(metric):.3g}); kept plain int8")
+                f"{MAX_MAC_SHARE:.0%} of the MACs {how} (best {best.value(metric):.3g}); kept plain int8")
         kept = []
-    return KeepFloatRecipe((AUTO,), tuple(kept), _float_labels(selective, kept), selective.mac_share(kept), plain_test,
-                           metric, float(target), met, {"images": selection_what, "samples": int(len(selection))},
+    split = selective.split(kept)
+    return KeepFloatRecipe((AUTO,), tuple(kept), split["float_ops"], selective.mac_share(kept), plain_test,
+                           selective.precision, split["int16_ops"], metric, float(target), met,
+                           {"images": selection_what, "samples": int(len(selection))},
                            {"plain_int8": plain, "chosen": best if met else plain}, tuple(steps), note)
 
 
@@ -117,17 +132,13 @@ def selection_images(dataset, config) -> tuple[np.ndarray, np.ndarray, str]:
     return calib, selection, f"training images {how}"
 
 
-def _float_labels(selective: Selective, names) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(op.label for op in selective.expand(tuple(names))))
-
-
 def write_keep_float(job, path: Path) -> Path:
     """The tflite:int8 writer under ``--keep-float``: plan, write, record the recipe in ``job.sections``."""
     from edgesep.converters.tflite import export_tflite
     from edgesep.converters.verify import predict_keras
     from edgesep.io import write_bytes
 
-    selective = Selective(job.int8_model, job.calibration, per_channel=job.config.per_channel)
+    selective = _selective(job.config)(job.int8_model, job.calibration, per_channel=job.config.per_channel)
     selection = job.selection
     if tuple(job.config.keep_float) == (AUTO,) and selection is None:
         raise ConversionError("--keep-float auto needs selection images beside the calibration images")
@@ -135,13 +146,23 @@ def write_keep_float(job, path: Path) -> Path:
                   selection_reference=None if selection is None else predict_keras(job.int8_model, selection),
                   x_test=job.x, test_reference=job.reference, selection_what=job.selection_what)
     job.sections["keep_float"] = recipe.to_dict()
-    job.float_layers.extend(recipe.float_ops)
+    job.float_layers.extend(recipe.float_ops + recipe.int16_ops)  # model_int8.onnx keeps both float
+    if recipe.int16_ops and job.config.onnx:  # onnxruntime's CPU kernels have no int16 convolution
+        job.sections["keep_float"]["onnx_precision"] = "float"
     if recipe.note:
         job.warnings.append(recipe.note)
     if not recipe.kept:
         return export_tflite(job.int8_model, path, precision="int8", representative_data=job.calibration,
                              per_channel=job.config.per_channel, io_dtype=job.config.io_dtype, fold=False)
     return write_bytes(path, selective.quantize(recipe.kept))
+
+
+def _selective(config) -> type:
+    if config.keep_precision == "int16":
+        from edgesep.converters.keep_int16 import Int16Selective
+
+        return Int16Selective
+    return Selective
 
 
 def onnx_nodes(onnx_path, layers) -> list[str]:

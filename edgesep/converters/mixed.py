@@ -77,7 +77,8 @@ def read_ops(flatbuffer: bytes, layer_names: Iterable[str]) -> list[QuantOp]:
 
 
 class Selective:
-    """One calibration of a Keras model; int8 flatbuffers (float I/O) with any set of ops kept float.
+    """One calibration of a Keras model; int8 flatbuffers (float I/O) with any set of ops kept float
+    (``edgesep.converters.keep_int16.Int16Selective``: kept at int16 activations instead).
 
     Args:
         model: the Keras model to quantize (BN-folded, as export quantizes it).
@@ -85,6 +86,8 @@ class Selective:
         per_channel: int8 weights per output channel (False: per tensor).
         debug_images: images the debugger's per-layer statistics are taken on (quick mode).
     """
+
+    precision = "float"  # how the kept ops run
 
     def __init__(self, model, calibration: np.ndarray, per_channel: bool = True,
                  debug_images: Optional[np.ndarray] = None):
@@ -125,6 +128,10 @@ class Selective:
                 chosen[op.index] = op
                 chosen.update({i: by_index[i] for i in op.readers if i in by_index})
         return sorted(chosen.values(), key=lambda op: op.index)
+
+    def split(self, names: Sequence[str]) -> dict[str, tuple[str, ...]]:
+        """``{"int16_ops": (), "float_ops": ...}``: the labels of the ops kept, by the precision they run at."""
+        return {"int16_ops": (), "float_ops": tuple(dict.fromkeys(op.label for op in self.expand(tuple(names))))}
 
     def mac_share(self, names: Sequence[str]) -> float:
         """The share of the model's MACs that runs float when ``names`` are kept float."""

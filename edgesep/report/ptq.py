@@ -18,12 +18,18 @@ def keep_float_table(recipe: dict[str, Any]) -> Any:
     from rich.table import Table
 
     auto = recipe.get("target_metric") is not None
-    title = "int8 with ops kept float" + (" (--keep-float auto)" if auto else "")
+    precision = recipe.get("precision", "float")
+    title = f"int8 with ops kept {precision}" + (" (--keep-float auto)" if auto else "")
     table = Table(title=title, show_header=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
-    table.add_row("float ops", ", ".join(recipe["float_ops"]) or "none (plain int8)")
-    table.add_row("MAC share in float", _pct(recipe["mac_share"]))
+    table.add_row("kept at", "int16 activations, int8 weights (ai-edge-quantizer)" if precision == "int16"
+                  else "float32")
+    if precision == "int16":
+        table.add_row("int16 ops", ", ".join(recipe.get("int16_ops", ())) or "none (plain int8)")
+    if precision == "float" or recipe["float_ops"]:
+        table.add_row("float ops", ", ".join(recipe["float_ops"]) or "none (plain int8)")
+    table.add_row(f"MAC share kept {precision}", _pct(recipe["mac_share"]))
     plain = recipe["plain_int8"]
     table.add_row("plain int8 (test split)", f"SQNR {_db(plain['sqnr_db'])} dB, agreement {_pct(plain['top1_agreement'])}")
     if auto:
@@ -37,7 +43,8 @@ def keep_float_table(recipe: dict[str, Any]) -> Any:
             table.add_row(f"  {key.replace('_', ' ')}",
                           f"SQNR {_db(selection[key]['sqnr_db'])} dB, agreement {_pct(selection[key]['top1_agreement'])}")
     if recipe.get("onnx_float_nodes") is not None:
-        table.add_row("ONNX nodes kept float", str(recipe["onnx_float_nodes"]))
+        table.add_row("ONNX nodes kept float", str(recipe["onnx_float_nodes"])
+                      + (" (onnxruntime: no int16 kernels, so float)" if recipe.get("onnx_precision") else ""))
     return table
 
 
