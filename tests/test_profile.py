@@ -51,7 +51,7 @@ def test_cut_ops_cover_the_graph_and_keep_tensors_and_quantization(bench_models,
     assert sum(op.macs or 0 for op in ops) == read_tflite(bench_models[name]).macs
 
 
-def test_onnx_trace_takes_the_median_per_node_after_the_warmup_runs():
+def test_onnx_trace_takes_a_trimmed_mean_per_node_after_the_warmup_runs_less_the_measured_profiler_cost():
     def node(name, ts, dur, op="Conv"):
         return {"cat": "Node", "name": f"{name}_kernel_time", "ts": ts, "dur": dur,
                 "args": {"op_name": op, "provider": "CPUExecutionProvider",
@@ -64,12 +64,21 @@ def test_onnx_trace_takes_the_median_per_node_after_the_warmup_runs():
                    node("m/block1_pw/conv", start + 1, conv), node("m/relu", start + 1 + conv, relu, "Relu")]
     trace = parse_onnx_trace(events, skip_runs=1)
     assert trace["runs"] == 3 and [n["us"] for n in trace["nodes"]] == [12.0, 4.0]
+    trace.update(whole_us=16.0, calibration={"nodes": 40, "profiled_us": 2.5, "unprofiled_us": 0.5, "cost_us": 2.0})
     result = BenchResult(model="m.onnx", device="local", latency_ms={"p50": 0.02}, extra={"profile": trace})
     record = from_onnx(result)
     conv = result.ops[0]
     assert conv["macs"] == 16 * 16 * 8 and conv["block"] == "block1" and conv["part"] == "pw"
-    assert conv["gmacs"] == pytest.approx(16 * 16 * 8 / 0.012 / 1e6, rel=1e-3)
-    assert record.ratio == pytest.approx(0.016 / 0.02) and record.sum_ms == pytest.approx(0.016)
+    assert conv["ms"] == pytest.approx(0.010) and conv["raw_ms"] == pytest.approx(0.012)
+    assert conv["gmacs"] == pytest.approx(16 * 16 * 8 / 0.010 / 1e6, rel=1e-3)
+    assert record.sum_ms == pytest.approx(0.012) and record.ratio == pytest.approx(0.012 / 0.02)
+    assert record.raw_sum_ms == pytest.approx(0.016) and record.raw_ratio == pytest.approx(0.016 / 0.02)
+    assert record.correction_ms == pytest.approx(0.002) and record.session_ratio == pytest.approx(0.012 / 0.016)
+    assert "2 us inside each node" in " ".join(record.notes)
+    many = [e for run, dur in enumerate([2, 3] * 9 + [1000, 0])
+            for e in ({"cat": "Session", "name": "model_run", "ts": 2000 * run, "dur": dur + 1},
+                      node("m/relu", 2000 * run + 1, dur, "Relu"))]
+    assert parse_onnx_trace(many, skip_runs=0)["nodes"][0]["us"] == 2.5  # whole microseconds averaged, outliers cut
 
 
 def test_benchmark_model_rows_become_the_same_records():
@@ -105,13 +114,18 @@ def test_cli_profile_table_and_json_have_ops_covering_the_graph_and_a_checked_ra
         profile = result["profile"]
         assert profile["method"] == method and profile["error"] is None
         assert 0 < profile["ratio"] < 1e3 and profile["cost_s"] >= 0 and profile["runs"] >= 10
-        assert all(op["ms"] > 0 for op in result["ops"])
+        assert all(op["ms"] >= 0 and (op["raw_ms"] or op["ms"]) > 0 for op in result["ops"])
         assert profile["sum_ms"] == pytest.approx(sum(op["ms"] for op in result["ops"]), rel=1e-3)
         assert "profile" not in result["extra"]  # made a record, not left raw
     assert tfl["profile"]["isolated"] is True and "in isolation" in tfl["profile"]["notes"][0]
     assert tfl["profile"]["session_whole_ms"] > 0 and tfl["profile"]["session_ratio"] == pytest.approx(
         tfl["profile"]["sum_ms"] / tfl["profile"]["session_whole_ms"], rel=1e-3)
     assert any(op["type"] == "Conv" and op["macs"] for op in onnx["ops"])
+    calibration = onnx["profile"]["calibration"]  # the profiler's cost per node, measured by the runner
+    assert calibration["nodes"] == 40 and calibration["profiled_us"] > 0
+    assert onnx["profile"]["correction_ms"] == pytest.approx(max(calibration["cost_us"], 0) / 1e3, abs=1e-6)
+    assert onnx["profile"]["raw_sum_ms"] == pytest.approx(sum(op["raw_ms"] for op in onnx["ops"]), rel=1e-3)
+    assert onnx["profile"]["session_whole_ms"] > 0 and "profiler's own cost" in proc.stdout
 
 
 @pytest.mark.parametrize("precision", ["float32", "int8"])

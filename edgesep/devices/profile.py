@@ -3,7 +3,9 @@
 Three sources, one record (``OpRecord``, ``ProfileRecord``):
 
 * ``.onnx`` under the runner: onnxruntime's own per-node profiler, run by ``runner.py --profile`` in a second
-  session after the timed runs (``profile`` in its result entry);
+  session after the timed runs (``profile`` in its result entry), each profiled run followed by an unprofiled
+  one (the whole under the same machine state); the profiler's own cost inside each node's time, measured in
+  the same process on a chain of trivial nodes, is subtracted from every node and stated (``correction_ms``);
 * ``.tflite`` under the runner: the model cut into single-op models on the host (``edgesep.devices.opcut``),
   shipped and timed on the same device with the same delegate and threads in a session of their own,
   interleaved round by round: per-op *in isolation* (each op alone, no fusion with its neighbours, no cache
@@ -12,7 +14,9 @@ Three sources, one record (``OpRecord``, ``ProfileRecord``):
   on (the timed run stays unprofiled).
 
 Profiling always runs apart from the timed runs and never touches ``samples_ms``; its wall time is ``cost_s``.
-Every profile is checked against the timed whole: ``ratio`` = sum of the per-op times / the measured p50.
+Every profile is checked against the timed whole: ``ratio`` = sum of the per-op times / the measured p50; and
+against the whole timed again in the profile session, between the profiled runs (``session_ratio``): the
+like-for-like check when the machine's load changed between the timed runs and the profile.
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ ISOLATION_NOTE = ("per-op in isolation: each op timed as its own single-op model
                   "delegate and threads), interleaved; no fusion with neighbours, no caches they warmed, one "
                   "invoke each")
 ONNX_NOTE = "onnxruntime's per-node profiler, in a second session after the timed runs"
+ONNX_UNCORRECTED = "onnxruntime's profiler cost per node not measured ({}): per-node times include it"
 BENCHMARK_MODEL_NOTE = "benchmark_model --enable_op_profiling, in a second tool run after the timed run"
 
 
@@ -57,6 +62,7 @@ class OpRecord:
     part: Optional[str] = None
     kind: str = "other"
     note: Optional[str] = None
+    raw_ms: Optional[float] = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -65,8 +71,10 @@ class OpRecord:
 @dataclasses.dataclass(frozen=True)
 class ProfileRecord:
     """How the ops were timed and how well their sum matches the whole (``ratio`` = ``sum_ms`` / ``whole_ms``,
-    the timed runs' p50). Single-op profiles also time the whole model again, interleaved with its ops in the
-    profile session (``session_whole_ms``, ``session_ratio``): the same load and heat on both sides."""
+    the timed runs' p50). The whole model is also timed again in the profile session, interleaved with its ops
+    or profiled runs (``session_whole_ms``, ``session_ratio``): the same load and heat on both sides.
+    ``correction_ms``: what was subtracted from each op's measured time (onnxruntime's profiler's own cost
+    per node, measured: ``calibration``); ``raw_sum_ms``/``raw_ratio`` are the sum and ratio before it."""
 
     method: str
     isolated: bool
@@ -81,6 +89,10 @@ class ProfileRecord:
     error: Optional[str] = None
     session_whole_ms: Optional[float] = None
     session_ratio: Optional[float] = None
+    correction_ms: Optional[float] = None
+    raw_sum_ms: Optional[float] = None
+    raw_ratio: Optional[float] = None
+    calibration: Optional[dict[str, Any]] = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -103,8 +115,9 @@ def whole_ms(result: BenchResult) -> Optional[float]:
 
 def finish(ops: list[OpRecord], result: BenchResult, method: str, isolated: bool, cost_s: Optional[float],
            runs: Optional[int], notes: Sequence[str], peak: Optional[dict[str, Any]] = None,
-           session_whole_ms: Optional[float] = None) -> ProfileRecord:
-    """Shares, GMAC/s and peak shares filled in; the records set on ``result`` (``ops``, ``profile``)."""
+           session_whole_ms: Optional[float] = None, correction: Optional[dict[str, Any]] = None) -> ProfileRecord:
+    """Shares, GMAC/s and peak shares filled in; the records set on ``result`` (``ops``, ``profile``);
+    ``correction``: the ProfileRecord's correction fields (``correction_ms``, ``raw_sum_ms``, ``calibration``)."""
     whole = whole_ms(result)
     peak_gmacs = (peak or {}).get("gmacs")
     done = []
@@ -121,6 +134,9 @@ def finish(ops: list[OpRecord], result: BenchResult, method: str, isolated: bool
                            cost_s=None if cost_s is None else round(cost_s, 3), runs=runs, peak_gmacs=peak_gmacs,
                            peak=peak, notes=tuple(notes), session_whole_ms=session_whole_ms,
                            session_ratio=round(total / session_whole_ms, 4) if total and session_whole_ms else None)
+    if correction:
+        raw = correction.get("raw_sum_ms")
+        record = dataclasses.replace(record, **correction, raw_ratio=round(raw / whole, 4) if raw and whole else None)
     result.ops = [op.to_dict() for op in done]
     result.profile = record.to_dict()
     return record
@@ -142,7 +158,8 @@ def _failed(result: BenchResult, method: str, error: str) -> None:
 def from_onnx(result: BenchResult, peak: Optional[dict[str, Any]] = None,
               path: Optional[Path] = None) -> Optional[ProfileRecord]:
     """The runner's onnxruntime profile (``extra["profile"]``) as the result's records; MACs, kind and layer
-    name from the trace's shapes, else from the graph of ``path`` (``edgesep.devices.onnxgraph``)."""
+    name from the trace's shapes, else from the graph of ``path`` (``edgesep.devices.onnxgraph``); each node's
+    time less the profiler's measured cost per node (``profiler_correction``)."""
     raw = result.extra.pop("profile", None)
     if not raw:
         return None
@@ -150,6 +167,7 @@ def from_onnx(result: BenchResult, peak: Optional[dict[str, Any]] = None,
         _failed(result, "onnxruntime profiler", raw["error"])
         return None
     graph = onnxgraph.graph_nodes(path) if path is not None else {}
+    cost_us, notes = profiler_correction(raw.get("calibration"))
     ops = []
     for i, node in enumerate(raw.get("nodes") or []):
         shapes = (str(node.get("type")), node.get("input_shapes") or [], node.get("output_shapes") or [])
@@ -160,12 +178,31 @@ def from_onnx(result: BenchResult, peak: Optional[dict[str, Any]] = None,
         block, part = block_of(node["name"])
         if block is None:
             block, part = block_of(known.get("output", ""))
-        ops.append(OpRecord(index=i, name=node["name"], type=shapes[0], ms=node["us"] / 1e3, macs=macs, block=block,
-                            part=part, kind=kind))
-    notes = [ONNX_NOTE, f"the profiled session's own median run: {raw['run_us'] / 1e3:.4g} ms"
-             if raw.get("run_us") else ONNX_NOTE]
+        ops.append(OpRecord(index=i, name=node["name"], type=shapes[0], ms=max(node["us"] - cost_us, 0.0) / 1e3,
+                            macs=macs, block=block, part=part, kind=kind, raw_ms=node["us"] / 1e3))
+    raw_sum = sum(op.raw_ms for op in ops)
+    floored = sum(op.raw_ms * 1e3 <= cost_us for op in ops) if cost_us else 0
+    if floored:
+        notes.append(f"{floored} node(s) no slower than the profiler's own cost count as 0 ms")
+    if raw.get("run_us"):
+        notes.append(f"the profiled session's own median run: {raw['run_us'] / 1e3:.4g} ms")
+    whole = raw["whole_us"] / 1e3 if raw.get("whole_us") else None
+    correction = {"correction_ms": round(cost_us / 1e3, 6), "raw_sum_ms": round(raw_sum, 6),
+                  "calibration": raw.get("calibration")}
     return finish(ops, result, "onnxruntime profiler", False, (raw.get("cost_ms") or 0) / 1e3, raw.get("runs"),
-                  list(dict.fromkeys(notes)), peak)
+                  [ONNX_NOTE] + notes, peak, whole, correction)
+
+
+def profiler_correction(calibration: Optional[dict[str, Any]]) -> tuple[float, list[str]]:
+    """The microseconds to subtract from each node's traced time (onnxruntime's profiler's cost per node, as
+    the runner measured it on a chain of trivial nodes; never below 0) and the notes that say so."""
+    if not calibration or calibration.get("error") or calibration.get("cost_us") is None:
+        why = (calibration or {}).get("error") or "an older runner"
+        return 0.0, [ONNX_UNCORRECTED.format(why)]
+    cost = max(float(calibration["cost_us"]), 0.0)
+    return cost, [f"onnxruntime's profiler adds {cost:.3g} us inside each node's time (measured here on a chain of "
+                  f"{calibration.get('nodes')} trivial nodes: {calibration.get('profiled_us')} us each profiled, "
+                  f"{calibration.get('unprofiled_us')} us each unprofiled)"]
 
 
 # ------------------------------------------------------------------ benchmark_model's op profile

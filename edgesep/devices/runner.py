@@ -1102,7 +1102,8 @@ def _trace_shapes(items):
 
 def parse_onnx_trace(events, skip_runs):
     """Per-node microseconds per run of an onnxruntime profile trace, after its first ``skip_runs`` runs: the
-    median over the runs of each node's time in a run (robust to a run the machine interrupted).
+    trimmed mean over the runs of each node's time in a run (``_trimmed_mean``: robust to a run the machine
+    interrupted, and unlike a median not stuck to the whole microseconds the trace counts in).
 
     Returns ``{"runs": N, "run_us": median model_run, "nodes": [{"name", "type", "provider", "us",
     "input_shapes", "output_shapes"}, ...]}`` with nodes in the order they first ran.
@@ -1126,7 +1127,7 @@ def parse_onnx_trace(events, skip_runs):
             "output_shapes": _trace_shapes(args.get("output_type_shape"))})
         node["us"][bisect.bisect_right(starts, e["ts"]) - 1] += float(e.get("dur", 0))
     for node in nodes.values():
-        node["us"] = round(_median(node["us"]), 3)
+        node["us"] = round(_trimmed_mean(node["us"]), 3)
     return {"runs": len(runs), "run_us": round(_median([float(r["dur"]) for r in runs]), 3),
             "nodes": list(nodes.values())}
 
@@ -1137,10 +1138,54 @@ def _median(values):
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
 
 
+def _trimmed_mean(values):
+    """The mean without the lowest and highest tenth (at least one each side from 3 values on)."""
+    ordered = sorted(values)
+    cut = max(1, len(ordered) // 10) if len(ordered) >= 3 else 0
+    kept = ordered[cut:len(ordered) - cut]
+    return sum(kept) / len(kept)
+
+
+# a chain of trivial nodes, to measure what onnxruntime's profiler adds inside each node's own time
+CALIBRATION_NODES = 40
+CALIBRATION_WIDTH = 8
+
+
+def _pb_varint(value):
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _pb(field, payload):
+    """A protobuf field: an int as a varint, bytes or str length-delimited."""
+    if isinstance(payload, int):
+        return _pb_varint(field << 3) + _pb_varint(payload)
+    payload = payload.encode() if isinstance(payload, str) else payload
+    return _pb_varint(field << 3 | 2) + _pb_varint(len(payload)) + payload
+
+
+def onnx_chain(nodes, width=CALIBRATION_WIDTH):
+    """An ONNX model (IR 7, opset 13) of ``nodes`` Neg nodes in a chain on a [1, width] float tensor ``x``,
+    written as protobuf bytes here (a device may have onnxruntime without the ``onnx`` package)."""
+    shape = _pb(2, _pb(1, _pb(1, 1)) + _pb(1, _pb(1, width)))  # Tensor.shape: dims 1 x width
+    value_type = _pb(2, _pb(1, _pb(1, 1) + shape))  # ValueInfo.type.tensor_type: FLOAT
+    names = ["x"] + ["t%d" % i for i in range(1, nodes)] + ["y"]
+    graph = b"".join(_pb(1, _pb(1, names[i]) + _pb(2, names[i + 1]) + _pb(3, "n%d" % i) + _pb(4, "Neg"))
+                     for i in range(nodes))
+    graph += _pb(2, "edgesep_calibration") + _pb(11, _pb(1, "x") + value_type) + _pb(12, _pb(1, "y") + value_type)
+    return _pb(1, 7) + _pb(7, graph) + _pb(8, _pb(2, 13))
+
+
 def profile_onnx(model, cfg):
     """Per-node times of an .onnx model from onnxruntime's profiler, in a second session (same provider and
     threads, same inputs) apart from the timed runs: a few warm-up runs, then ``runs`` (10..100) or until
-    ``max_secs``. Returns ``parse_onnx_trace``'s record plus ``cost_ms`` (the profile's own wall time)."""
+    ``max_secs``, each profiled run followed by one run of the unprofiled session (``whole_us``, their median:
+    the whole under the same machine state). Returns ``parse_onnx_trace``'s record plus ``whole_us``,
+    ``calibration`` (``profiler_node_cost``) and ``cost_ms`` (the profile's own wall time)."""
     import shutil
     import tempfile
 
@@ -1149,19 +1194,62 @@ def profile_onnx(model, cfg):
     try:
         session = model.ort.InferenceSession(model.path, providers=[model.provider],
                                              sess_options=model.session_options(os.path.join(folder, "trace")))
-        want = max(PROFILE_MIN_RUNS, min(cfg.runs, PROFILE_MAX_RUNS))
-        done, started = 0, time.perf_counter()
-        while done < PROFILE_WARMUP_RUNS + want and (done < PROFILE_WARMUP_RUNS + PROFILE_MIN_RUNS
-                                                     or time.perf_counter() - started < cfg.max_secs):
-            session.run(None, model._feed)  # noqa: SLF001 - the inputs the timed runs used
-            done += 1
+        profiled, whole = _alternate(lambda: session.run(None, model._feed), model.invoke, cfg)  # noqa: SLF001
         with open(session.end_profiling()) as f:
             events = json.load(f)
+        record = parse_onnx_trace(events, PROFILE_WARMUP_RUNS)
+        record["whole_us"] = round(_median(whole) * 1e6, 3)
+        try:
+            record["calibration"] = profiler_node_cost(model, cfg, folder)
+        except Exception as e:  # noqa: BLE001 - the raw times stand, said to be uncorrected
+            record["calibration"] = {"error": "%s: %s" % (type(e).__name__, _one_line(e))}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    record = parse_onnx_trace(events, PROFILE_WARMUP_RUNS)
     record.update(method="onnxruntime profiler", cost_ms=round((time.perf_counter() - t0) * 1e3, 3))
     return record
+
+
+def _alternate(first, second, cfg):
+    """Run ``first`` then ``second`` in turn: warm-up rounds, then ``runs`` (10..100) or until ``max_secs``;
+    returns the seconds each took per round after the warm-up."""
+    want = max(PROFILE_MIN_RUNS, min(cfg.runs, PROFILE_MAX_RUNS))
+    times = ([], [])
+    done, started = 0, time.perf_counter()
+    while done < PROFILE_WARMUP_RUNS + want and (done < PROFILE_WARMUP_RUNS + PROFILE_MIN_RUNS
+                                                 or time.perf_counter() - started < cfg.max_secs):
+        for call, kept in zip((first, second), times):
+            t0 = time.perf_counter()
+            call()
+            if done >= PROFILE_WARMUP_RUNS:
+                kept.append(time.perf_counter() - t0)
+        done += 1
+    return times
+
+
+def profiler_node_cost(model, cfg, folder):
+    """What onnxruntime's profiler adds inside each node's traced time, measured on this device, runtime and
+    session options: a chain of ``CALIBRATION_NODES`` trivial nodes, profiled (each node's traced time) and
+    unprofiled (the cost of one more node: the chain against a single node, run in turn). Returns
+    ``{"nodes", "profiled_us", "unprofiled_us", "cost_us"}`` (per node; cost = profiled - unprofiled)."""
+    numpy = _numpy()
+    chain, single = onnx_chain(CALIBRATION_NODES), onnx_chain(1)
+
+    def session(data, prefix=None):
+        return model.ort.InferenceSession(data, providers=[model.provider], sess_options=model.session_options(prefix))
+
+    profiled = session(chain, os.path.join(folder, "calibration"))
+    long_chain, short_chain = session(chain), session(single)
+    feed = {"x": numpy.zeros((1, CALIBRATION_WIDTH), numpy.float32)}
+    _alternate(lambda: profiled.run(None, feed), lambda: None, cfg)
+    long_s, short_s = _alternate(lambda: long_chain.run(None, feed), lambda: short_chain.run(None, feed), cfg)
+    with open(profiled.end_profiling()) as f:
+        nodes = parse_onnx_trace(json.load(f), PROFILE_WARMUP_RUNS)["nodes"]
+    if len(nodes) != CALIBRATION_NODES:
+        raise RuntimeError("the calibration chain ran as %d nodes, not %d" % (len(nodes), CALIBRATION_NODES))
+    traced = sum(n["us"] for n in nodes) / len(nodes)
+    unprofiled = (_median(long_s) - _median(short_s)) * 1e6 / (CALIBRATION_NODES - 1)
+    return {"nodes": CALIBRATION_NODES, "profiled_us": round(traced, 3), "unprofiled_us": round(unprofiled, 3),
+            "cost_us": round(traced - unprofiled, 3)}
 
 
 def _profile_all(slots, cfg, progress):

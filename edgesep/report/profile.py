@@ -75,8 +75,14 @@ def profile_lines(result: dict[str, Any]) -> list[str]:
              f"ms = ratio {_num(p.get('ratio'), '.2f')}"
              + (" (per-op in isolation)" if p.get("isolated") else "")]
     if p.get("session_ratio"):
-        lines.append(f"the whole model timed again between its ops in the profile session: {p['session_whole_ms']:.4g} "
-                     f"ms, ratio {p['session_ratio']:.2f}")
+        between = "its ops" if p.get("isolated") else "the profiled runs"
+        lines.append(f"the whole model timed again between {between} in the profile session: "
+                     f"{p['session_whole_ms']:.4g} ms, ratio {p['session_ratio']:.2f}")
+        lines += _load_changed(p)
+    if p.get("correction_ms"):
+        lines.append(f"onnxruntime's profiler's own cost ({1e3 * p['correction_ms']:.3g} us per node, measured) is "
+                     f"subtracted from every node; before it: sum {_num(p.get('raw_sum_ms'), '.4g')} ms, ratio "
+                     f"{_num(p.get('raw_ratio'), '.2f')}")
     peak = p.get("peak") or {}
     if peak.get("gmacs"):
         lines.append(f"peak {peak['gmacs']:.2f} GMAC/s ({peak.get('precision')}, {peak.get('source', 'measured')}: "
@@ -91,6 +97,15 @@ def profile_lines(result: dict[str, Any]) -> list[str]:
                  "timed runs (not in samples_ms)")
     lines += list(p.get("notes") or [])
     return lines
+
+
+def _load_changed(p: dict[str, Any]) -> list[str]:
+    """A line when the whole timed in the profile session and the timed runs' p50 disagree by over 20 %."""
+    whole, again = p.get("whole_ms"), p.get("session_whole_ms")
+    if not whole or not again or 1 / 1.2 <= again / whole <= 1.2:
+        return []
+    return [f"the whole took {again / whole:.2f}x its timed p50 in the profile session: the machine's load changed "
+            "between the timed runs and the profile; the session ratio compares like with like"]
 
 
 def block_rows(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
