@@ -64,7 +64,8 @@ def test_onnx_trace_takes_a_trimmed_mean_per_node_after_the_warmup_runs_less_the
                    node("m/block1_pw/conv", start + 1, conv), node("m/relu", start + 1 + conv, relu, "Relu")]
     trace = parse_onnx_trace(events, skip_runs=1)
     assert trace["runs"] == 3 and [n["us"] for n in trace["nodes"]] == [12.0, 4.0]
-    trace.update(whole_us=16.0, calibration={"nodes": 40, "profiled_us": 2.5, "unprofiled_us": 0.5, "cost_us": 2.0})
+    trace.update(whole={"us": 16.0, "clean_us": 15.0, "preempted": 0.25, "runs": 4},
+                 calibration={"nodes": 40, "profiled_us": 2.5, "unprofiled_us": 0.5, "cost_us": 2.0})
     result = BenchResult(model="m.onnx", device="local", latency_ms={"p50": 0.02}, extra={"profile": trace})
     record = from_onnx(result)
     conv = result.ops[0]
@@ -74,6 +75,7 @@ def test_onnx_trace_takes_a_trimmed_mean_per_node_after_the_warmup_runs_less_the
     assert record.sum_ms == pytest.approx(0.012) and record.ratio == pytest.approx(0.012 / 0.02)
     assert record.raw_sum_ms == pytest.approx(0.016) and record.raw_ratio == pytest.approx(0.016 / 0.02)
     assert record.correction_ms == pytest.approx(0.002) and record.session_ratio == pytest.approx(0.012 / 0.016)
+    assert record.clean_ratio == pytest.approx(0.012 / 0.015) and record.preempted == 0.25
     assert "2 us inside each node" in " ".join(record.notes)
     many = [e for run, dur in enumerate([2, 3] * 9 + [1000, 0])
             for e in ({"cat": "Session", "name": "model_run", "ts": 2000 * run, "dur": dur + 1},
@@ -126,6 +128,9 @@ def test_cli_profile_table_and_json_have_ops_covering_the_graph_and_a_checked_ra
     assert onnx["profile"]["correction_ms"] == pytest.approx(max(calibration["cost_us"], 0) / 1e3, abs=1e-6)
     assert onnx["profile"]["raw_sum_ms"] == pytest.approx(sum(op["raw_ms"] for op in onnx["ops"]), rel=1e-3)
     assert onnx["profile"]["session_whole_ms"] > 0 and "profiler's own cost" in proc.stdout
+    for profile in (tfl["profile"], onnx["profile"]):  # the whole timed again, runs told preempted or not
+        assert 0 <= profile["preempted"] <= 1 and (profile["clean_whole_ms"] is None or profile["clean_ratio"] > 0)
+        assert "profile" not in tfl["extra"]
 
 
 @pytest.mark.parametrize("precision", ["float32", "int8"])

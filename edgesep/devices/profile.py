@@ -16,7 +16,11 @@ Three sources, one record (``OpRecord``, ``ProfileRecord``):
 Profiling always runs apart from the timed runs and never touches ``samples_ms``; its wall time is ``cost_s``.
 Every profile is checked against the timed whole: ``ratio`` = sum of the per-op times / the measured p50; and
 against the whole timed again in the profile session, between the profiled runs (``session_ratio``): the
-like-for-like check when the machine's load changed between the timed runs and the profile.
+like-for-like check when the machine's load changed between the timed runs and the profile. On a busy machine
+the whole's p50 holds the time it waited for a CPU (a run of milliseconds is often preempted, an op of
+microseconds seldom, and the per-op medians drop those runs): the runner times the whole again telling each run
+preempted or not (involuntary context switches), and ``clean_ratio`` checks the sum against the median of the
+runs nobody preempted (``clean_whole_ms``; ``preempted``: the share that were).
 """
 from __future__ import annotations
 
@@ -93,6 +97,9 @@ class ProfileRecord:
     raw_sum_ms: Optional[float] = None
     raw_ratio: Optional[float] = None
     calibration: Optional[dict[str, Any]] = None
+    clean_whole_ms: Optional[float] = None
+    clean_ratio: Optional[float] = None
+    preempted: Optional[float] = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -115,9 +122,11 @@ def whole_ms(result: BenchResult) -> Optional[float]:
 
 def finish(ops: list[OpRecord], result: BenchResult, method: str, isolated: bool, cost_s: Optional[float],
            runs: Optional[int], notes: Sequence[str], peak: Optional[dict[str, Any]] = None,
-           session_whole_ms: Optional[float] = None, correction: Optional[dict[str, Any]] = None) -> ProfileRecord:
+           session_whole_ms: Optional[float] = None, correction: Optional[dict[str, Any]] = None,
+           again: Optional[dict[str, Any]] = None) -> ProfileRecord:
     """Shares, GMAC/s and peak shares filled in; the records set on ``result`` (``ops``, ``profile``);
-    ``correction``: the ProfileRecord's correction fields (``correction_ms``, ``raw_sum_ms``, ``calibration``)."""
+    ``correction``: the ProfileRecord's correction fields (``correction_ms``, ``raw_sum_ms``, ``calibration``);
+    ``again``: the runner's whole timed again (``us``, ``clean_us``, ``preempted``)."""
     whole = whole_ms(result)
     peak_gmacs = (peak or {}).get("gmacs")
     done = []
@@ -137,6 +146,11 @@ def finish(ops: list[OpRecord], result: BenchResult, method: str, isolated: bool
     if correction:
         raw = correction.get("raw_sum_ms")
         record = dataclasses.replace(record, **correction, raw_ratio=round(raw / whole, 4) if raw and whole else None)
+    clean = (again or {}).get("clean_us")
+    if again:
+        record = dataclasses.replace(record, preempted=again.get("preempted"),
+                                     clean_whole_ms=clean / 1e3 if clean else None,
+                                     clean_ratio=round(total * 1e3 / clean, 4) if total and clean else None)
     result.ops = [op.to_dict() for op in done]
     result.profile = record.to_dict()
     return record
@@ -148,6 +162,7 @@ def profile_failed(result: BenchResult, error: str) -> None:
 
 
 def _failed(result: BenchResult, method: str, error: str) -> None:
+    result.extra.pop("profile", None)
     result.ops = []
     result.profile = ProfileRecord(method=method, isolated=False, whole_ms=whole_ms(result), sum_ms=None,
                                    ratio=None, cost_s=None, error=error).to_dict()
@@ -186,11 +201,11 @@ def from_onnx(result: BenchResult, peak: Optional[dict[str, Any]] = None,
         notes.append(f"{floored} node(s) no slower than the profiler's own cost count as 0 ms")
     if raw.get("run_us"):
         notes.append(f"the profiled session's own median run: {raw['run_us'] / 1e3:.4g} ms")
-    whole = raw["whole_us"] / 1e3 if raw.get("whole_us") else None
+    whole = (raw.get("whole") or {}).get("us")
     correction = {"correction_ms": round(cost_us / 1e3, 6), "raw_sum_ms": round(raw_sum, 6),
                   "calibration": raw.get("calibration")}
     return finish(ops, result, "onnxruntime profiler", False, (raw.get("cost_ms") or 0) / 1e3, raw.get("runs"),
-                  [ONNX_NOTE] + notes, peak, whole, correction)
+                  [ONNX_NOTE] + notes, peak, whole / 1e3 if whole else None, correction, raw.get("whole"))
 
 
 def profiler_correction(calibration: Optional[dict[str, Any]]) -> tuple[float, list[str]]:
@@ -268,7 +283,8 @@ def time_single_ops(make_device: Callable[[], Any], cuts: list[list[CutOp]], con
 def from_single_ops(result: BenchResult, ops: Sequence[CutOp], timed: dict[Path, BenchResult], cost_s: float,
                     peak: Optional[dict[str, Any]] = None, whole: Optional[BenchResult] = None) -> ProfileRecord:
     """The single-op timings of one model as its records (each op's median of its runs); ``whole`` is the
-    whole model timed in the same session (its median: ``session_whole_ms``)."""
+    whole model timed in the same session (its median: ``session_whole_ms``); the runner's whole timed again
+    after the timed runs (``extra["profile"]["whole"]``, popped) gives ``clean_whole_ms``."""
     records = []
     runs = []
     for op in ops:
@@ -284,8 +300,9 @@ def from_single_ops(result: BenchResult, ops: Sequence[CutOp], timed: dict[Path,
                                 part=part, kind=op.kind, note=note))
     notes = [ISOLATION_NOTE] + [f"op {r.index} ({r.type}) not timed: {r.note}" for r in records if r.ms is None]
     session = statistics.median(whole.samples_ms) if whole is not None and whole.samples_ms else None
+    again = (result.extra.pop("profile", None) or {}).get("whole")
     return finish(records, result, "single-op models", True, cost_s, min(runs) if runs else None, notes, peak,
-                  session)
+                  session, again=again)
 
 
 

@@ -27,7 +27,8 @@ Command line::
     --watchdog S           end the process (SIGALRM) when S seconds pass without a progress event: the device-side
                            backstop of the host's own watchdog, for a runner whose host went away
     --profile              after the timed runs, per-node times of each .onnx model from onnxruntime's own
-                           profiler (a second session, never mixed into ``samples_ms``; see ``profile_onnx``)
+                           profiler (a second session, never mixed into ``samples_ms``; see ``profile_onnx``),
+                           and each .tflite model's whole timed again, runs told preempted or not (``time_whole``)
 
 The options are one ``RunConfig`` (``RunConfig.to_argv()`` writes them, ``parse_args`` reads them back); the host's
 ``edgesep.devices.BenchConfig`` is that same class, so the configuration exists once. The protocol constants
@@ -1102,8 +1103,8 @@ def _trace_shapes(items):
 
 def parse_onnx_trace(events, skip_runs):
     """Per-node microseconds per run of an onnxruntime profile trace, after its first ``skip_runs`` runs: the
-    trimmed mean over the runs of each node's time in a run (``_trimmed_mean``: robust to a run the machine
-    interrupted, and unlike a median not stuck to the whole microseconds the trace counts in).
+    interquartile mean over the runs of each node's time in a run (``_trimmed_mean``: robust to runs the
+    machine interrupted, and unlike a median not stuck to the whole microseconds the trace counts in).
 
     Returns ``{"runs": N, "run_us": median model_run, "nodes": [{"name", "type", "provider", "us",
     "input_shapes", "output_shapes"}, ...]}`` with nodes in the order they first ran.
@@ -1139,9 +1140,10 @@ def _median(values):
 
 
 def _trimmed_mean(values):
-    """The mean without the lowest and highest tenth (at least one each side from 3 values on)."""
+    """The interquartile mean: without the lowest and highest quarter (at least one each side from 3 values on),
+    so a node that a preemption hit in up to a quarter of the runs keeps its own time."""
     ordered = sorted(values)
-    cut = max(1, len(ordered) // 10) if len(ordered) >= 3 else 0
+    cut = max(1, len(ordered) // 4) if len(ordered) >= 3 else 0
     kept = ordered[cut:len(ordered) - cut]
     return sum(kept) / len(kept)
 
@@ -1183,8 +1185,8 @@ def onnx_chain(nodes, width=CALIBRATION_WIDTH):
 def profile_onnx(model, cfg):
     """Per-node times of an .onnx model from onnxruntime's profiler, in a second session (same provider and
     threads, same inputs) apart from the timed runs: a few warm-up runs, then ``runs`` (10..100) or until
-    ``max_secs``, each profiled run followed by one run of the unprofiled session (``whole_us``, their median:
-    the whole under the same machine state). Returns ``parse_onnx_trace``'s record plus ``whole_us``,
+    ``max_secs``, each profiled run followed by one run of the unprofiled session (``whole``: the whole under
+    the same machine state, see ``time_whole``). Returns ``parse_onnx_trace``'s record plus ``whole``,
     ``calibration`` (``profiler_node_cost``) and ``cost_ms`` (the profile's own wall time)."""
     import shutil
     import tempfile
@@ -1194,11 +1196,11 @@ def profile_onnx(model, cfg):
     try:
         session = model.ort.InferenceSession(model.path, providers=[model.provider],
                                              sess_options=model.session_options(os.path.join(folder, "trace")))
-        profiled, whole = _alternate(lambda: session.run(None, model._feed), model.invoke, cfg)  # noqa: SLF001
+        timed = _alternate([lambda: session.run(None, model._feed), model.invoke], cfg)  # noqa: SLF001
         with open(session.end_profiling()) as f:
             events = json.load(f)
         record = parse_onnx_trace(events, PROFILE_WARMUP_RUNS)
-        record["whole_us"] = round(_median(whole) * 1e6, 3)
+        record["whole"] = _whole_record(*timed[1])
         try:
             record["calibration"] = profiler_node_cost(model, cfg, folder)
         except Exception as e:  # noqa: BLE001 - the raw times stand, said to be uncorrected
@@ -1209,19 +1211,51 @@ def profile_onnx(model, cfg):
     return record
 
 
-def _alternate(first, second, cfg):
-    """Run ``first`` then ``second`` in turn: warm-up rounds, then ``runs`` (10..100) or until ``max_secs``;
-    returns the seconds each took per round after the warm-up."""
+def time_whole(model, cfg):
+    """The whole model timed again after the timed runs (``--profile`` on a .tflite model), each run told
+    preempted or not: the whole a per-op profile (medians of short runs, which a busy machine seldom
+    preempts) is checked against. ``_whole_record``'s dict."""
+    return _whole_record(*_alternate([model.invoke], cfg)[0])
+
+
+def _whole_record(times, clean):
+    """``{"us": median, "clean_us": median of the runs no other process preempted (None below 3 such runs or
+    where preemptions cannot be counted), "preempted": share of the runs preempted, "runs"}``."""
+    counted = clean is not None
+    clean = clean or []
+    return {"us": round(_median(times) * 1e6, 3), "runs": len(times),
+            "clean_us": round(_median(clean) * 1e6, 3) if len(clean) >= 3 else None,
+            "preempted": round(1 - len(clean) / float(len(times)), 4) if counted and times else None}
+
+
+def _preemption_counter():
+    """A function giving this process's involuntary context switches so far (the kernel took a CPU from one
+    of its threads), or None where ``resource`` is missing."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return lambda: resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
+
+
+def _alternate(calls, cfg):
+    """Run ``calls`` in turn: warm-up rounds, then ``runs`` (10..100) or until ``max_secs``. Returns per call
+    (seconds per run, seconds of the runs not preempted or None where that cannot be told), after the warm-up."""
     want = max(PROFILE_MIN_RUNS, min(cfg.runs, PROFILE_MAX_RUNS))
-    times = ([], [])
+    count = _preemption_counter()
+    times = [([], [] if count else None) for _ in calls]
     done, started = 0, time.perf_counter()
     while done < PROFILE_WARMUP_RUNS + want and (done < PROFILE_WARMUP_RUNS + PROFILE_MIN_RUNS
                                                  or time.perf_counter() - started < cfg.max_secs):
-        for call, kept in zip((first, second), times):
+        for call, (kept, clean) in zip(calls, times):
+            before = count() if count else 0
             t0 = time.perf_counter()
             call()
+            dt = time.perf_counter() - t0
             if done >= PROFILE_WARMUP_RUNS:
-                kept.append(time.perf_counter() - t0)
+                kept.append(dt)
+                if count and count() == before:
+                    clean.append(dt)
         done += 1
     return times
 
@@ -1240,8 +1274,9 @@ def profiler_node_cost(model, cfg, folder):
     profiled = session(chain, os.path.join(folder, "calibration"))
     long_chain, short_chain = session(chain), session(single)
     feed = {"x": numpy.zeros((1, CALIBRATION_WIDTH), numpy.float32)}
-    _alternate(lambda: profiled.run(None, feed), lambda: None, cfg)
-    long_s, short_s = _alternate(lambda: long_chain.run(None, feed), lambda: short_chain.run(None, feed), cfg)
+    _alternate([lambda: profiled.run(None, feed)], cfg)
+    (long_s, _), (short_s, _) = _alternate([lambda: long_chain.run(None, feed), lambda: short_chain.run(None, feed)],
+                                           cfg)
     with open(profiled.end_profiling()) as f:
         nodes = parse_onnx_trace(json.load(f), PROFILE_WARMUP_RUNS)["nodes"]
     if len(nodes) != CALIBRATION_NODES:
@@ -1253,15 +1288,19 @@ def profiler_node_cost(model, cfg, folder):
 
 
 def _profile_all(slots, cfg, progress):
+    """``--profile``: each .onnx model profiled per node (``profile_onnx``), each .tflite model's whole timed
+    again (``time_whole``; its ops are timed by the host as single-op models): ``profile`` in its entry."""
     for slot in slots:
-        if slot.model is None or slot.entry["format"] != "onnx":
+        if slot.model is None:
             continue
         progress(slot.index, "profile", 0, 1, force=True)
+        onnx = slot.entry["format"] == "onnx"
         try:
-            slot.entry["profile"] = profile_onnx(slot.model, cfg)
+            slot.entry["profile"] = profile_onnx(slot.model, cfg) if onnx else {"whole": time_whole(slot.model, cfg)}
         except Exception as e:  # noqa: BLE001 - a failed profile loses only the profile
-            slot.entry["profile"] = {"error": "onnxruntime profiling failed: %s: %s" % (type(e).__name__,
-                                                                                          _one_line(e))}
+            slot.entry["profile"] = {"error": "%s failed: %s: %s" % ("onnxruntime profiling" if onnx else
+                                                                    "timing the whole again", type(e).__name__,
+                                                                    _one_line(e))}
         progress(slot.index, "profile", 1, 1, force=True)
 
 

@@ -79,6 +79,10 @@ def profile_lines(result: dict[str, Any]) -> list[str]:
         lines.append(f"the whole model timed again between {between} in the profile session: "
                      f"{p['session_whole_ms']:.4g} ms, ratio {p['session_ratio']:.2f}")
         lines += _load_changed(p)
+    if p.get("preempted"):
+        lines.append(f"{100 * p['preempted']:.0f}% of the whole's runs timed again were preempted (waited for a CPU); "
+                     + (f"the median of the others {p['clean_whole_ms']:.4g} ms, ratio {p['clean_ratio']:.2f}"
+                        if p.get("clean_ratio") else "too few were not to take their median"))
     if p.get("correction_ms"):
         lines.append(f"onnxruntime's profiler's own cost ({1e3 * p['correction_ms']:.3g} us per node, measured) is "
                      f"subtracted from every node; before it: sum {_num(p.get('raw_sum_ms'), '.4g')} ms, ratio "
