@@ -41,8 +41,8 @@ def export_builtin(out: Path) -> list[Path]:
     return paths
 
 
-def export_mobilenet_v2(out: Path) -> list[Path]:
-    folder = out / "mobilenet_v2"
+def export_mobilenet_v2(out: Path, size: int = 96) -> list[Path]:
+    folder = out / f"mobilenet_v2_{size}"
     names = ("model.tflite", "model_int8.tflite", "model.onnx")
     if all((folder / n).is_file() for n in names):
         return [folder / n for n in names]
@@ -52,7 +52,7 @@ def export_mobilenet_v2(out: Path) -> list[Path]:
     import tf2onnx
 
     keras.utils.set_random_seed(0)
-    model = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3), classes=1000)
+    model = keras.applications.MobileNetV2(weights=None, input_shape=(size, size, 3), classes=1000)
     rng = np.random.default_rng(0)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -63,12 +63,12 @@ def export_mobilenet_v2(out: Path) -> list[Path]:
     (folder / "model.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([rng.uniform(-1, 1, (1, 224, 224, 3)).astype(np.float32)]
+    conv.representative_dataset = lambda: ([rng.uniform(-1, 1, (1, size, size, 3)).astype(np.float32)]
                                            for _ in range(16))
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = conv.inference_output_type = tf.int8
     (folder / "model_int8.tflite").write_bytes(conv.convert())
-    spec = (tf.TensorSpec((1, 224, 224, 3), tf.float32, name="image"),)
+    spec = (tf.TensorSpec((1, size, size, 3), tf.float32, name="image"),)
     fn = tf.function(lambda x: model(x), input_signature=spec)
     tf2onnx.convert.from_function(fn, input_signature=spec, opset=13, output_path=str(folder / "model.onnx"))
     return [folder / n for n in ("model.tflite", "model_int8.tflite", "model.onnx")]
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     cpu = args.device == "local" and args.threads == "1"
     print(f"load average {' '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} cores")
     print(f"{'model':34} {'method':27} {'sum ms':>9} {'whole ms':>9} {'ratio':>6}  goal  {'session':>7}  "
-          f"{'vs CPU':>6}  {'cost s':>7}  peak GMAC/s")
+          f"{'vs CPU':>6}  {'raw':>5}  {'cost s':>7}  peak GMAC/s")
     with tempfile.TemporaryDirectory(prefix="edgesep-bench-profile-") as tmp:
         where = Path(args.keep) if args.keep else Path(tmp)
         for name in args.models.split(","):
@@ -138,8 +138,9 @@ def main(argv=None) -> int:
                 ok = "yes" if p["ratio"] and abs(p["ratio"] - 1) <= GOAL else "NO"
                 session = f"{p['session_ratio']:.2f}" if p.get("session_ratio") else "-"
                 vs_cpu = f"{p['sum_ms'] / cpu_ms(path):.2f}" if cpu else "-"
+                raw = f"{p['raw_ratio']:.2f}" if p.get("raw_ratio") else "-"
                 print(f"{label:34} {p['method']:27} {p['sum_ms']:9.4f} {p['whole_ms']:9.4f} {p['ratio']:6.2f}  "
-                      f"{ok:4}  {session:>7}  {vs_cpu:>6}  {p['cost_s']:7.2f}  {p.get('peak_gmacs') or '-'}")
+                      f"{ok:4}  {session:>7}  {vs_cpu:>6}  {raw:>5}  {p['cost_s']:7.2f}  {p.get('peak_gmacs') or '-'}")
                 sys.stdout.flush()
     return 0
 
