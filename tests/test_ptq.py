@@ -80,28 +80,85 @@ def _int8_weights(path) -> dict[str, np.ndarray]:
     return found
 
 
+def _small_separable():
+    """mini-XCEPTION in small: a SeparableConv2D (two kernels on two grids), a 1x1 stride-2 shortcut over a
+    48x48 input (the strided 1x1 convolution whose gradient segfaults in TensorFlow's oneDNN), an Add."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((48, 48, 3))
+    c1 = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c1")(inp)
+    x = keras.layers.SeparableConv2D(16, 3, padding="same", activation="relu", name="sep")(c1)
+    x = keras.layers.MaxPooling2D(3, 2, padding="same")(x)
+    x = keras.layers.Add()([x, keras.layers.Conv2D(16, 1, strides=2, padding="same", name="short")(c1)])
+    x = keras.layers.SeparableConv2D(12, 3, padding="same", depth_multiplier=2, name="sep2")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, keras.layers.Dense(6, name="fc")(x))
+
+
+def _study_network(name: str):
+    """(BN-folded model, calibration images) of the study's architectures, small: keras.applications
+    MobileNetV2 / MobileNet v1 at 32x32 with randomized BatchNorm, the built-in network in both forms
+    (untrained), and the mini-XCEPTION-like net above."""
+    import keras
+
+    from edgesep.converters.fold import fold_batchnorm
+    from keras_bn import randomize_bn
+
+    rng = np.random.default_rng(1)
+    if name in ("small_cnn", "mini_xception"):
+        model = _small_cnn() if name == "small_cnn" else _small_separable()
+        return model, rng.random((32, *model.input_shape[1:]), np.float32)
+    keras.utils.set_random_seed(0)
+    if name.startswith("builtin"):
+        from edgesep.models import build_model
+
+        model = build_model(name.split("_")[1], input_shape=(32, 32, 3), num_classes=10)
+    else:
+        app = keras.applications.MobileNetV2 if name == "mobilenet_v2" else keras.applications.MobileNet
+        model = app(weights=None, input_shape=(32, 32, 3), alpha=0.35 if name == "mobilenet_v2" else 0.25,
+                    classes=10, classifier_activation=None)
+    randomize_bn(model, seed=0)
+    return fold_batchnorm(model), rng.uniform(-1, 1, (32, 32, 32, 3)).astype(np.float32)
+
+
+STUDY = ["small_cnn", "mini_xception", "builtin_split", "builtin_fused", "mobilenet", "mobilenet_v2"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("per_channel", [True, False])
-def test_adaround_weights_survive_conversion_bit_for_bit(per_channel, tmp_path):
+@pytest.mark.parametrize("name, per_channel", [(n, True) for n in STUDY] + [("mini_xception", False),
+                                                                           ("small_cnn", False)])
+def test_adaround_weights_survive_conversion_bit_for_bit(name, per_channel, tmp_path):
+    """On every architecture of the study (scripts/study_ptq.py): each kernel's AdaRound levels, both kernels
+    of a SeparableConv2D included, are the int8 weights of the written flatbuffer."""
     from edgesep.converters.ptq import apply_ptq
-    from edgesep.converters.ptq.grid import channel_scales, nearest, tflite_order, weighted_layers
+    from edgesep.converters.ptq.grid import channel_scales, nearest, parts, tflite_order, weighted_layers
     from edgesep.converters.tflite import export_tflite
 
-    model = _small_cnn()
-    calib = np.random.default_rng(1).random((48, 12, 12, 3), np.float32)
-    rounded, report = apply_ptq(model, calib, ["adaround"], per_channel=per_channel, iterations=60)
+    model, calib = _study_network(name)
+    iterations = 60 if name in ("small_cnn", "mini_xception") else 8
+    rounded, report = apply_ptq(model, calib, ["adaround"], per_channel=per_channel, iterations=iterations,
+                                samples=16)
     assert sum(r.flipped for r in report.layers) > 0  # some weights round away from nearest: not trivial
     path = export_tflite(rounded, tmp_path / "m.tflite", precision="int8", representative_data=calib,
                          per_channel=per_channel, io_dtype="float32", fold=False)
     written = _int8_weights(path)
-    for layer, result in zip(weighted_layers(rounded), report.layers):
-        chosen = tflite_order(layer, nearest(layer.get_weights()[0], channel_scales(layer, per_channel)))
-        before = tflite_order(layer, nearest(model.get_layer(layer.name).get_weights()[0],
-                                             channel_scales(model.get_layer(layer.name), per_channel)))
-        assert int(np.sum(chosen != before)) == result.flipped
-        match = [name for name, v in written.items() if f"/{layer.name}_" in name and v.shape == chosen.shape]
-        assert len(match) == 1, (layer.name, list(written))
-        np.testing.assert_array_equal(written[match[0]], chosen.astype(np.int8))
+    layers = weighted_layers(rounded)
+    assert len(layers) == len(report.layers) and {r.kind for r in report.layers} >= (
+        {"SeparableConv2D"} if name in ("mini_xception", "builtin_fused") else {"DepthwiseConv2D"})
+    for layer, result in zip(layers, report.layers):
+        flipped = 0
+        for part in range(len(parts(layer))):
+            chosen = tflite_order(layer, nearest(layer.get_weights()[part], channel_scales(layer, per_channel, part)),
+                                  part)
+            source = model.get_layer(layer.name)
+            before = tflite_order(source, nearest(source.get_weights()[part], channel_scales(source, per_channel,
+                                                                                               part)), part)
+            flipped += int(np.sum(chosen != before))
+            match = [n for n, v in written.items() if f"/{layer.name}_" in n and v.shape == chosen.shape]
+            assert len(match) == 1, (layer.name, part, list(written))
+            np.testing.assert_array_equal(written[match[0]], chosen.astype(np.int8))
+        assert flipped == result.flipped, layer.name
 
 
 @pytest.mark.slow
