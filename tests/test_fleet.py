@@ -203,6 +203,23 @@ def test_sweep_verdicts_say_they_are_unpaired_and_accuracy_near_chance_is_flagge
     assert f"**warning**: {warnings[0]}" in text and "b-split-s0: Keras" not in text
 
 
+def test_head_watch_says_which_port_stopped_answering_and_checks_at_most_once_a_second():
+    from edgesep.fleet.session import HeadLost, HeadWatch
+    from sshd import closed_port
+
+    with socket.socket() as gcs:
+        gcs.bind(("127.0.0.1", 0))
+        gcs.listen()
+        raylet = closed_port()
+        watch = HeadWatch([("127.0.0.1", gcs.getsockname()[1]), ("127.0.0.1", raylet)], every=3600)
+        watch.check()  # not due yet: no connect at all
+        with pytest.raises(HeadLost, match=f"nothing answers at 127.0.0.1:{raylet} \\(the raylet of this node\\)"):
+            watch.check(now=True)
+        HeadWatch([("127.0.0.1", gcs.getsockname()[1])]).check(now=True)  # a live port: no error
+    with pytest.raises(HeadLost, match="the head's GCS"):
+        HeadWatch([("127.0.0.1", closed_port())]).check(now=True)
+
+
 def test_parquet_is_written_or_refused_in_one_line(tmp_path):
     import importlib.util
 

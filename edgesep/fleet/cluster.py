@@ -257,6 +257,17 @@ def offered_resources() -> dict[str, float]:
     return {k: v for k, v in ray.cluster_resources().items() if k.startswith("edgesep/")}
 
 
+def head_addresses() -> list[tuple[str, int]]:
+    """(host, port) of the GCS this process is connected to and of the raylet of its own node."""
+    import ray
+
+    context = ray.get_runtime_context()
+    host, _, port = context.gcs_address.rpartition(":")
+    me = context.get_node_id()
+    raylet = [(n["NodeManagerAddress"], int(n["NodeManagerPort"])) for n in ray.nodes() if n["NodeID"] == me]
+    return [(host.strip("[]"), int(port)), *raylet]
+
+
 def nodes_offering(resource: str) -> set[str]:
     """Ids of the live nodes that offer ``resource``."""
     import ray

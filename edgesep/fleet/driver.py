@@ -19,6 +19,7 @@ from edgesep.errors import describe, one_line
 from edgesep.fleet.jobs import (Artifact, ExportJob, GroupJob, MeasureJob, export_artifacts, export_jobs,
                                 expand_groups, file_artifacts, group_jobs, measure_jobs, reusable_export)
 from edgesep.fleet.plan import SweepPlan
+from edgesep.fleet.session import HeadLost, HeadWatch
 from edgesep.fleet.store import SweepStore, group_row, job_row, utc
 from edgesep.fleet.tasks import export_task, new_actor
 
@@ -71,8 +72,10 @@ class Sweep:
 
     def __init__(self, plan: SweepPlan, out: Path, store: SweepStore, sweep_id: int, *, resume: bool,
                  offered: dict[str, float], absent_hint: Callable[[Any], str],
-                 progress: Optional[Callable[[dict[str, Any]], None]] = None) -> None:
+                 progress: Optional[Callable[[dict[str, Any]], None]] = None,
+                 head: Optional[HeadWatch] = None) -> None:
         self.plan, self.out, self.store, self.sweep_id = plan, Path(out), store, sweep_id
+        self.head = head or HeadWatch([])
         self.done_keys = (store.ok_keys() | store.ok_group_keys()) if resume else set()
         self.arrived: dict[str, list[Artifact]] = {}  # model name -> its artifacts, for the paired groups
         self.groups = expand_groups(plan)  # [[groups]], with by = "form" / "precision" made explicit
@@ -96,11 +99,17 @@ class Sweep:
         try:
             self._start()
             while self.exports or any(d.running or (d.queue and d.status != "gone") for d in self.devices.values()):
+                self.head.check()  # before any call that would wait for a dead GCS
                 self._dispatch()
                 self._collect(self._wait())
+                self.head.check()
                 self._check_lost()
                 self.progress(self.snapshot())
                 checkpoint()  # a signal swallowed inside a callback is raised here
+        except HeadLost as e:
+            self._abandon(str(e))
+            raise HeadLost(f"{e}; the sweep stopped, its finished jobs are in {self.out / 'sweep.db'}: start the "
+                           "head again (the embedded default: just rerun) with --resume") from None
         except KeyboardInterrupt as e:
             signalled = _signalled(e)  # Ray's waits turn a signal into a plain KeyboardInterrupt
             self._interrupt(getattr(signalled, "name", "SIGINT"))
@@ -256,6 +265,11 @@ class Sweep:
         """The device's node (or its actor) is gone: requeue the job once or fail it, as the plan says."""
         from edgesep.fleet.cluster import nodes_offering
 
+        try:
+            self.head.check(now=True)  # the head itself, not a worker: no requeue, the sweep stops
+        except HeadLost:
+            state.running = (job, None, dispatched)
+            raise
         state.actor, state.status, state.lost_at = None, "lost", time.time()
         # Ray may list a killed node as alive for a while: the device is back only on another node. The node
         # the actor was pinned to, not every node offering the device now (a restarted one may already be up)
@@ -288,6 +302,15 @@ class Sweep:
                 state.status = "ready"
             elif time.time() - state.lost_at > timeout:
                 self._give_up(state, f"worker node of {state.spec.target} lost and not back within {timeout:g} s")
+
+    def _abandon(self, reason: str) -> None:
+        """The head is gone: record every running job ``interrupted`` (no Ray call: it would wait for the GCS)."""
+        for state in self.devices.values():
+            if state.running:
+                job, _, dispatched = state.running
+                state.running = None
+                self._record(job, {**state.node, "started": dispatched, "ended": time.time()}, "interrupted",
+                             f"{reason} at {utc(time.time())}")
 
     def _interrupt(self, signal_name: str) -> None:
         """Ctrl-C (or SIGTERM, SIGHUP): record every running job ``interrupted``, stop the exports and actors."""

@@ -8,6 +8,8 @@
 - ``descendants`` / ``reap``: the processes this process started (Ray's raylet and its agents), ended by id.
 - ``captured_stderr``: file descriptor 2 sent to a file while Ray connects, so its retries do not flood the
   terminal; the caller turns what was said into one line.
+- ``HeadWatch``: whether the head a sweep runs on (its GCS, and the raylet of the driver's node) still answers;
+  Ray itself would wait 60 s for a dead GCS and then end the process without a word from edgesep.
 Never imports Ray.
 """
 from __future__ import annotations
@@ -59,6 +61,44 @@ def _read(s: socket.socket, n: int) -> bytes:
             break
         data += chunk
     return data
+
+
+class HeadLost(EdgesepError):
+    """The Ray head (GCS) or the raylet of the driver's node stopped answering: the sweep cannot go on."""
+
+
+class HeadWatch:
+    """Connects to the head's ports (the GCS, the driver's raylet) at most every ``every`` seconds.
+
+    A port that refuses twice, half a second apart, means the process behind it is gone (a loaded one still
+    accepts: the kernel queues the connection).
+    """
+
+    def __init__(self, addresses: list[tuple[str, int]], every: float = 1.0) -> None:
+        self.addresses, self.every, self.checked = list(addresses), every, time.monotonic()
+
+    def check(self, now: bool = False) -> None:
+        """Raise ``HeadLost`` (one line naming the address) when a port has stopped answering."""
+        if not self.addresses or (not now and time.monotonic() - self.checked < self.every):
+            return
+        self.checked = time.monotonic()
+        down = [a for a in self.addresses if not answers(*a)]
+        if down:
+            time.sleep(0.5)
+            down = [a for a in down if not answers(*a)]
+        if down:
+            host, port = down[0]
+            what = "the head's GCS" if down[0] == self.addresses[0] else "the raylet of this node"
+            raise HeadLost(f"the Ray head is gone: nothing answers at {host}:{port} ({what})")
+
+
+def answers(host: str, port: int, timeout: float = CONNECT_SECS) -> bool:
+    """Whether a TCP connect to ``host:port`` succeeds (a refused or timed-out one: False)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def join_failure(address: str, said: str) -> str:

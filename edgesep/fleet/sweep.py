@@ -83,11 +83,13 @@ def run_sweep(plan: SweepPlan, out, *, address: Optional[str] = None, resume: bo
 
 def _run(plan: SweepPlan, out: Path, store: SweepStore, joined: str, address: Optional[str], resume: bool,
          progress, offered: dict[str, float], t0: float) -> SweepSummary:
+    from edgesep.fleet.cluster import head_addresses
     from edgesep.fleet.driver import Sweep
+    from edgesep.fleet.session import HeadWatch
 
     sweep_id = store.begin_sweep(plan, joined)
     sweep = Sweep(plan, out, store, sweep_id, resume=resume, offered=offered, absent_hint=_absent_hint(address),
-                  progress=progress)
+                  progress=progress, head=HeadWatch(head_addresses()))
     try:
         counts = sweep.run()
     except KeyboardInterrupt:
