@@ -6,6 +6,7 @@ as the real CLI joining the head. The nodes are small (one CPU each, a 1% object
 """
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import signal
@@ -73,11 +74,24 @@ class Node:
         return self.proc.wait(timeout=90)
 
 
+def _ssh_device(request) -> list[str]:
+    """The real-sshd device for the worker on 127.0.0.2 (none where OpenSSH is missing: the ssh tests skip)."""
+    import shutil
+
+    if not all(shutil.which(tool) for tool in ("/usr/sbin/sshd", "ssh", "scp", "ssh-keygen")):
+        return []
+    sshd = request.getfixturevalue("sshd")
+    return ["--device", sshd.target, "--ssh-config", str(sshd.config)]
+
+
 @pytest.fixture(scope="module")
-def nodes(tmp_path_factory):
+def nodes(tmp_path_factory, request):
+    """A head on 127.0.0.1 owning ``local``; workers on 127.0.0.2 (``local`` and the real-sshd device) and
+    127.0.0.3 (``local``)."""
     from sshd import closed_port
 
     folder = tmp_path_factory.mktemp("nodes")
+    ssh = {WORKERS[0]: _ssh_device(request)}
     port = closed_port()
     head = Node(["--head", "--port", str(port), "--device", "local", "--num-cpus", "1"], folder, "head",
                 "edgesep: head on 127.0.0.1").start()
@@ -85,7 +99,7 @@ def nodes(tmp_path_factory):
     try:
         for ip in WORKERS:
             workers[ip] = Node(["--address", f"127.0.0.1:{port}", "--listen", ip, "--device", "local",
-                                "--num-cpus", "1"], folder, ip, f"node {ip} joined").start()
+                                *ssh.get(ip, []), "--num-cpus", "1"], folder, ip, f"node {ip} joined").start()
         yield {"address": f"127.0.0.1:{port}", "head": head, "workers": workers}
     finally:
         for node in [*workers.values(), head]:
@@ -157,13 +171,37 @@ def test_each_device_runs_on_its_own_node_and_all_traffic_stays_on_loopback(node
         listening, peers = _sockets(node.pids())
         assert listening and peers, name
         assert all(_ip(a).is_loopback for a in peers), (name, peers)  # no traffic leaves 127/8
-        # the head binds 127.0.0.1 only; Ray binds a worker's raylet on every interface unless its address is
-        # 127.0.0.1 (node_manager.cc), which edgesep worker says; its own services bind the node's address
+        # the head binds 127.0.0.1 only; Ray binds a worker node's raylet and worker processes on every interface
+        # unless its address is exactly 127.0.0.1, with no setting to change it (see RAYLET_WILDCARD in
+        # edgesep/fleet/worker.py), which edgesep worker says; its agents bind the node's address
         allowed = {ipaddress.ip_address(name)} | ({ipaddress.ip_address("0.0.0.0"), ipaddress.ip_address("::")}
                                                    if name != "127.0.0.1" else set())
         assert all(_ip(a) in allowed or getattr(_ip(a), "ipv4_mapped", None) in allowed for a in listening), \
             (name, listening)
-    assert "binds this node's raylet on every interface" in nodes["workers"]["127.0.0.2"].err.read_text()
+    assert "binds this node's raylet and worker processes on every interface" in \
+        nodes["workers"]["127.0.0.2"].err.read_text()
+
+
+@pytest.mark.ssh
+def test_ssh_device_owned_by_a_worker_runs_all_its_jobs_on_that_worker(nodes, bench_models, sshd, tmp_path):
+    out = tmp_path / "out"
+    plan = tmp_path / "plan.toml"
+    plan.write_text("".join(f"[[models]]\npath = {str(bench_models[m])!r}\n" for m in ("float.tflite", "int8.tflite"))
+                    + "[[devices]]\ntarget = 'local'\n"
+                    + f"[[devices]]\ntarget = {sshd.target!r}\nhost = '127.0.0.2'\nssh_config = {str(sshd.config)!r}\n"
+                    f"remote_python = {sys.executable!r}\n"
+                    "[bench]\nruns = 3\nwarmup = 1\nwarmup_secs = 0.0\nmin_secs = 0.0\nmax_secs = 2\nthreads = 1\n")
+    sweep = _sweep(plan, "--out", out, "--address", nodes["address"])
+    _, err = sweep.communicate(timeout=300)
+    assert sweep.returncode == 0, err[-2000:]
+    rows = _rows(out)
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}, rows
+    ssh = [r for r in rows if r["device"] == sshd.target]
+    local = [r for r in rows if r["device"] == "local"]
+    assert len(ssh) == 2 and {(r["node_ip"], r["host"]) for r in ssh} == {("127.0.0.2", "127.0.0.2")}
+    assert {r["node_ip"] for r in local} == {"127.0.0.1"}
+    assert len({r["node_id"] for r in ssh}) == 1 and not {r["node_id"] for r in ssh} & {r["node_id"] for r in local}
+    assert all(r["runtime"] and r["p50_ms"] > 0 for r in ssh)
 
 
 def test_worker_killed_mid_job_is_requeued_and_finished_when_it_returns(nodes, bench_models, tmp_path):
@@ -227,6 +265,52 @@ def _count(out: Path) -> int:
             db.close()
     except sqlite3.Error:
         return 0
+
+
+def test_embedded_head_killed_mid_job_ends_in_one_line_and_resume_finishes(bench_models, tmp_path):
+    """The default sweep (Ray embedded in the driver): its head's own processes (gcs_server, raylet, agents, the
+    device's worker) SIGKILLed while a job runs; the driver survives them and must say so itself."""
+    out, tmp = tmp_path / "out", short_tmp()
+    plan = tmp_path / "plan.toml"
+    plan.write_text("".join(f"[[models]]\npath = {str(bench_models[m])!r}\n" for m in ("float.tflite", "int8.tflite"))
+                    + "[[devices]]\ntarget = 'local'\n[bench]\nruns = 3\nwarmup = 1\nwarmup_secs = 0.0\n"
+                    "min_secs = 2.0\nmax_secs = 4.0\nthreads = 1\n")
+    env = {**os.environ, **NODE_ENV, "TMPDIR": str(tmp)}
+    sweep = subprocess.Popen([sys.executable, "-m", "edgesep", "sweep", str(plan), "--out", str(out)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 180
+    while not any("ray::DeviceActor" in _cmdline(pid) for pid in _descendants(sweep.pid)):  # a job is running
+        assert time.monotonic() < deadline and sweep.poll() is None, sweep.communicate()[1][-2000:]
+        time.sleep(0.2)
+    time.sleep(1.0)
+    head = _descendants(sweep.pid)
+    assert {"gcs_server", "raylet"} <= {name for pid in head for name in ("gcs_server", "raylet")
+                                        if f"/{name} " in _cmdline(pid).replace("\0", " ")}
+    for pid in head:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    _, err = sweep.communicate(timeout=60)  # Ray alone would wait 60 s for the GCS, then end the process mutely
+    assert sweep.returncode == 1 and time.monotonic() - killed < 45, err[-2000:]
+    errors = [ln for ln in err.splitlines() if "error" in ln.lower()]
+    assert len(errors) == 1 and "Traceback" not in err, err[-2000:]
+    assert errors[0].startswith("edgesep: error: the Ray head is gone: nothing answers at 127.0.0.1:")
+    assert "--resume" in errors[0]
+    db = sqlite3.connect(out / "sweep.db")
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert db.execute("SELECT status FROM sweeps").fetchall() == [("failed",)]  # not left 'running'
+        statuses = [r[0] for r in db.execute("SELECT status FROM jobs")]
+    finally:
+        db.close()
+    assert "interrupted" in statuses and set(statuses) <= {"ok", "interrupted"}  # never 'requeued' to a dead head
+    assert list(tmp.iterdir()) == []  # the driver removed its Ray folder
+    again = subprocess.run([sys.executable, "-m", "edgesep", "sweep", str(plan), "--out", str(out), "--resume"],
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    done = statuses.count("ok")
+    assert f"{2 - done} ok" in again.stdout and f"{done} already done" in again.stdout
+    assert sorted({r["key"]: r["status"] for r in _rows(out) if r["status"] == "ok"}.values()) == ["ok", "ok"]
 
 
 def test_worker_pointed_at_nothing_answers_in_seconds(tmp_path):

@@ -25,8 +25,16 @@ from edgesep.fleet.cluster import (AUTH_ENV, DEFAULT_PORT, LOOPBACK_ENV, PROTECT
 WORKER_PORTS = (10002, 19999)  # Ray's default range for its worker processes' ports
 STARTED = "Ray runtime started"
 STOP_SECS = 30.0
-RAYLET_WILDCARD = ("Ray binds this node's raylet on every interface unless the node's address is 127.0.0.1 "
-                   "(here {addr}): on a machine others can reach, firewall it or use a private network")
+# Ray (2.60 too) cannot bind a node to one loopback address but 127.0.0.1: every gRPC server of a node (the
+# raylet's node manager and object manager, each worker process) is built with listen_to_localhost_only =
+# (node_ip_address == "127.0.0.1") and GrpcServer::Run (src/ray/rpc/grpc_server.cc) then listens on
+# "127.0.0.1:PORT", else on "0.0.0.0:PORT" (gRPC makes that the dual-stack [::]). The raylet has no flag and no
+# RAY_ setting naming a bind address (its gflags and RayConfig entries were checked); the pull requests binding
+# the node IP (ray-project/ray#55484, #59852) do not show in Ray 2.60's raylet, which on 127.0.0.2 listens on
+# [::] (test_fleet_nodes checks every socket). So a worker on 127.0.0.2 says so.
+RAYLET_WILDCARD = ("Ray binds this node's raylet and worker processes on every interface unless the node's address "
+                   "is exactly 127.0.0.1 (here {addr}), and has no setting to change that: on a machine others can "
+                   "reach, firewall their ports or use a private network")
 
 
 @dataclasses.dataclass(frozen=True)
