@@ -65,6 +65,7 @@ USAGE_CASES = {
     "compare width zero": (["compare", "--width", "0"], "--width"),
     "compare blocks garbage": (["compare", "--blocks", "32,,x"], "--blocks"),
     "compare max secs inf": (["compare", "--max-secs", "inf"], "--max-secs"),
+    "option without its value": (["bench", "MODEL", "--threads"], "(see 'edgesep bench --help')"),
 }
 
 

@@ -192,6 +192,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         interrupt.restore(previous)
 
 
+def _help_command(ctx: Optional[click.Context], argv: Optional[Sequence[str]]) -> str:
+    """``edgesep COMMAND`` whose --help a usage error points to: the context's, else the command named first
+    in ``argv`` (click gives no context for an option missing its value), else ``edgesep``."""
+    import sys
+
+    if ctx is not None:
+        return ctx.command_path
+    words = list(argv if argv is not None else sys.argv[1:])
+    return f"edgesep {words[0]}" if words and words[0] in cli.commands else "edgesep"
+
+
 def _run_cli(argv: Optional[Sequence[str]]) -> int:
     from edgesep.interrupt import Signalled
 
@@ -209,8 +220,7 @@ def _run_cli(argv: Optional[Sequence[str]]) -> int:
         return 130
     except click.UsageError as e:
         msg = e.format_message().splitlines()[0] if e.format_message() else "usage error"
-        click.echo(f"edgesep: error: {msg} (see 'edgesep {e.ctx.info_name if e.ctx else ''} --help')".replace(
-            "edgesep edgesep", "edgesep"), err=True)
+        click.echo(f"edgesep: error: {msg} (see '{_help_command(e.ctx, argv)} --help')", err=True)
         return EXIT_USAGE
     except click.ClickException as e:
         click.echo(f"edgesep: error: {one_line(e.format_message())}", err=True)
