@@ -267,6 +267,46 @@ def _count(out: Path) -> int:
         return 0
 
 
+def test_driver_killed_inside_a_paired_group_resumes_only_its_missing_sessions(nodes, bench_models, tmp_path):
+    out = tmp_path / "out"
+    plan = tmp_path / "plan.toml"
+    plan.write_text("".join(f"[[models]]\npath = {str(bench_models[m])!r}\n" for m in ("blocks_fused.tflite",
+                                                                                       "blocks_split.tflite"))
+                    + "[[devices]]\ntarget = 'local'\n[bench]\nruns = 20\nwarmup = 1\nwarmup_secs = 0.0\n"
+                    "min_secs = 1.5\nmax_secs = 3.0\nthreads = 1\n[[groups]]\nname = 'form'\n"
+                    "models = ['blocks_fused.tflite', 'blocks_split.tflite']\nsessions = 3\n")
+    sweep = _sweep(plan, "--out", out, "--address", nodes["address"])
+    deadline = time.monotonic() + 180
+    while not _query(out, "SELECT count(*) FROM group_pending"):  # a session of the group is stored
+        assert time.monotonic() < deadline and sweep.poll() is None, sweep.communicate()[1][-2000:]
+        time.sleep(0.1)
+    sweep.kill()
+    sweep.wait()
+    before = _query(out, "SELECT session, a_ms, b_ms, control_ms FROM group_pending ORDER BY session", one=False)
+    assert 1 <= len(before) < 3 and not _query(out, "SELECT count(*) FROM groups WHERE status = 'ok'")
+    again = _sweep(plan, "--out", out, "--address", nodes["address"], "--resume")
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err[-2000:]
+    (group, count), = _query(out, "SELECT id, sessions FROM groups WHERE status = 'ok'", one=False)
+    after = _query(out, f"SELECT session, a_ms, b_ms, control_ms FROM group_sessions WHERE group_id = {group} "
+                        "ORDER BY session", one=False)
+    assert count == 3 and [s[0] for s in after] == [0, 1, 2]
+    assert after[:len(before)] == before  # the stored sessions kept, not measured again
+    assert _query(out, "SELECT count(*) FROM group_pending") == 0
+
+
+def _query(out: Path, sql: str, one: bool = True):
+    try:
+        db = sqlite3.connect(f"{(out / 'sweep.db').as_uri()}?mode=ro", uri=True, timeout=5)
+        try:
+            rows = db.execute(sql).fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0 if one else []
+    return rows[0][0] if one else rows
+
+
 def test_embedded_head_killed_mid_job_ends_in_one_line_and_resume_finishes(bench_models, tmp_path):
     """The default sweep (Ray embedded in the driver): its head's own processes (gcs_server, raylet, agents, the
     device's worker) SIGKILLed while a job runs; the driver survives them and must say so itself."""

@@ -90,6 +90,7 @@ class Sweep:
         self.export_errors: list[str] = []
         self.blobs: dict[str, Any] = {}
         self.attempts: collections.Counter = collections.Counter()
+        self.continuing: set[str] = set()  # keys of the groups with sessions still to run in this attempt
 
     # ---------------------------------------------------------------- the loop
     def run(self) -> dict[str, int]:
@@ -176,15 +177,22 @@ class Sweep:
             if state.actor is None and not self._new_actor(state):
                 continue  # only nodes the device was lost on offer it (yet)
             job = state.queue.popleft()
-            self.attempts[job.key] += 1
+            if job.key not in self.continuing:  # a group's next session is the same attempt
+                self.attempts[job.key] += 1
             if isinstance(job, GroupJob):
-                items = [(role, Path(x.path).name, x.sha256) for role, x in (("a", job.a), ("b", job.b))]
-                ref = state.actor.measure_group.remote(items, job.bench, job.group.sessions, self._blob(job.a),
-                                                       self._blob(job.b))
+                ref = self._next_session(state, job)
             else:
                 art = job.artifact
                 ref = state.actor.measure.remote(Path(art.path).name, art.sha256, self._blob(art), job.bench)
             state.running = (job, ref, time.time())
+
+    def _next_session(self, state: DeviceState, job: GroupJob):
+        """Run the group's first session not stored yet (a killed driver's --resume skips the stored ones)."""
+        stored = {s["index"] for s in self.store.pending_sessions(job.key)}
+        todo = [i for i in range(job.group.sessions) if i not in stored] or [job.group.sessions - 1]
+        items = [(role, Path(x.path).name, x.sha256) for role, x in (("a", job.a), ("b", job.b))]
+        return state.actor.measure_group.remote(items, job.bench, job.group.sessions, self._blob(job.a),
+                                                self._blob(job.b), todo[:1])
 
     def _new_actor(self, state: DeviceState) -> bool:
         """Create the device's actor pinned to a live node offering it that it was not lost on."""
@@ -222,9 +230,27 @@ class Sweep:
             state.node = {k: outcome.get(k) for k in ("node_id", "hostname", "ip")} if "node_id" in outcome \
                 else state.node
             error = outcome.get("error")
-            self._record(job, outcome, "failed" if error else "ok", one_line(error) if error else None)
+            if isinstance(job, GroupJob) and not error:
+                self._session_done(state, job, outcome)
+            else:
+                self._record(job, outcome, "failed" if error else "ok", one_line(error) if error else None)
+
+    def _session_done(self, state: DeviceState, job: GroupJob, outcome: dict[str, Any]) -> None:
+        """Store a group's finished session; the last one records the group with all its sessions, at once."""
+        stored = [s for s in self.store.pending_sessions(job.key) if s["index"] not in
+                  {new["index"] for new in outcome["sessions"]}]
+        sessions = sorted(stored + outcome["sessions"], key=lambda s: s["index"])
+        if len(sessions) < job.group.sessions:
+            for session in outcome["sessions"]:
+                self.store.record_group_session(job.key, self.sweep_id, session, outcome)
+            self.continuing.add(job.key)
+            state.queue.appendleft(job)  # its next session, before the device's other jobs
+            return
+        started = min([s["started"] for s in stored if s.get("started")] + [outcome["started"]])
+        self._record(job, {**outcome, "started": started, "sessions": sessions}, "ok", None)
 
     def _record(self, job, outcome: dict[str, Any], status: str, error: Optional[str]) -> None:
+        self.continuing.discard(job.key)  # this attempt is over, whatever comes next is another
         attempt = max(self.attempts[job.key], 1)
         if isinstance(job, GroupJob):
             row = group_row(job, outcome, status, error, attempt, self.sweep_id)

@@ -1,7 +1,10 @@
 """The sweep database ``DIR/sweep.db`` (SQLite): written only by the driver, one transaction per finished job.
 
 Tables: ``sweeps`` (one row per run of a plan), ``exports`` (one row per finished export job) and ``jobs``
-(one row per finished measurement attempt, status ``ok``, ``failed``, ``interrupted`` or ``requeued``).
+(one row per finished measurement attempt, status ``ok``, ``failed``, ``interrupted`` or ``requeued``);
+``groups`` and ``group_sessions`` (a paired group's finished attempts and their sessions), ``group_pending``
+(each session of a group as it finishes, until the group's last one moves them all into ``group_sessions``:
+a killed driver's ``--resume`` runs only the sessions not stored).
 A job that is running has no row: a driver killed with SIGKILL leaves only committed rows (SQLite's
 journal rolls back a half-written transaction), and ``--resume`` measures what has no ``ok`` row.
 """
@@ -47,7 +50,12 @@ CREATE TABLE IF NOT EXISTS groups (id INTEGER PRIMARY KEY, sweep_id INTEGER, key
     started REAL, ended REAL, CHECK (status IN ({", ".join(repr(s) for s in STATUSES)})));
 CREATE TABLE IF NOT EXISTS group_sessions (group_id INTEGER NOT NULL REFERENCES groups (id), session INTEGER,
     run_order TEXT, a_ms TEXT, b_ms TEXT, control_ms TEXT);
+CREATE TABLE IF NOT EXISTS group_pending (key TEXT NOT NULL, sweep_id INTEGER, session INTEGER, run_order TEXT,
+    a_ms TEXT, b_ms TEXT, control_ms TEXT, node_id TEXT, node_ip TEXT, runtime TEXT, started REAL, ended REAL,
+    UNIQUE (key, session));
 """
+PENDING_COLUMNS = ("key", "sweep_id", "session", "run_order", "a_ms", "b_ms", "control_ms", "node_id", "node_ip",
+                   "runtime", "started", "ended")
 GROUP_COLUMNS = ("sweep_id", "key", "name", "a_model", "b_model", "a_hash", "b_hash", "format", "precision",
                  "b_precision", "device", "host", "node_id", "node_ip", "runtime", "status", "error", "attempt", "sessions", "started", "ended")
 
@@ -141,13 +149,36 @@ class SweepStore:
                                  (row.get(n) for n in names))
 
     def record_group(self, row: dict[str, Any], sessions: list[dict[str, Any]]) -> None:
-        """One finished attempt of a paired group and its sessions' samples, in one transaction."""
+        """One finished attempt of a paired group and its sessions' samples, in one transaction; an ``ok`` one
+        takes its key's pending sessions with it."""
         with self._immediate() as db:
             cursor = db.execute(f"INSERT INTO groups ({', '.join(GROUP_COLUMNS)}) VALUES "
                                 f"({', '.join('?' * len(GROUP_COLUMNS))})", [row.get(n) for n in GROUP_COLUMNS])
             db.executemany("INSERT INTO group_sessions VALUES (?, ?, ?, ?, ?, ?)", [
                 (cursor.lastrowid, s["index"], json.dumps(s["order"]),
                  *(json.dumps(s["samples"][role]) for role in ("a", "b", "control"))) for s in sessions])
+            if row.get("status") == "ok":
+                db.execute("DELETE FROM group_pending WHERE key = ?", (row["key"],))
+
+    def record_group_session(self, key: str, sweep_id: int, session: dict[str, Any], outcome: dict[str, Any]) -> None:
+        """One finished session of a paired group (``{index, order, samples}``) while its other sessions run."""
+        values = (key, sweep_id, session["index"], json.dumps(session["order"]),
+                  *(json.dumps(session["samples"][role]) for role in ("a", "b", "control")), outcome.get("node_id"),
+                  outcome.get("ip"), outcome.get("runtime"), outcome.get("started"), outcome.get("ended"))
+        self._transaction(f"INSERT OR REPLACE INTO group_pending ({', '.join(PENDING_COLUMNS)}) VALUES "
+                          f"({', '.join('?' * len(PENDING_COLUMNS))})", values)
+
+    def pending_sessions(self, key: str) -> list[dict[str, Any]]:
+        """The sessions of group ``key`` stored so far, by index: ``{index, order, samples, node_id, ip, runtime,
+        started, ended}``."""
+        try:
+            rows = self.db.execute(f"SELECT {', '.join(PENDING_COLUMNS[2:])} FROM group_pending WHERE key = ? "
+                                   "ORDER BY session", (key,)).fetchall()
+            return [{"index": r[0], "order": json.loads(r[1]),
+                     "samples": {role: json.loads(v) for role, v in zip(("a", "b", "control"), r[2:5])},
+                     "node_id": r[5], "ip": r[6], "runtime": r[7], "started": r[8], "ended": r[9]} for r in rows]
+        except (sqlite3.Error, ValueError) as e:
+            raise OutputError(f"{self.path}: not a usable sweep database: {e}") from None
 
     def ok_group_keys(self) -> set[str]:
         """Keys of every paired group already measured ``ok``."""

@@ -75,11 +75,11 @@ class DeviceActor:
             outcome["ended"] = time.time()
 
     def measure_group(self, items: list, bench: dict[str, Any], sessions: int, a_bytes: bytes,
-                      b_bytes: bytes) -> dict[str, Any]:
+                      b_bytes: bytes, indices: Optional[list[int]] = None) -> dict[str, Any]:
         """``items`` = [(role "a"/"b", name, sha256)] with their bytes (top-level arguments, so Ray hands them
-        over resolved): ``sessions`` runner processes over a, b and the A/A
-        control (b loaded a second time), shuffled per session, rounds interleaved, as ``compare`` measures.
-        Never raises; each session comes back as ``{index, order, samples: {role: [ms]}}``."""
+        over resolved): sessions ``indices`` (default: all ``sessions``) of ``sessions``, each a runner process
+        over a, b and the A/A control (b loaded a second time), shuffled by its index, rounds interleaved, as
+        ``compare`` measures. Never raises; each session comes back as ``{index, order, samples: {role: [ms]}}``."""
         from edgesep.compare.sessions import session_config, session_order
         from edgesep.devices.base import BenchConfig
 
@@ -89,7 +89,7 @@ class DeviceActor:
             paths = {role: self._cached(f"{role}-{name}", sha, data[role]) for role, name, sha in items}
             paths["control"] = self._cached(f"control-{items[1][1]}", items[1][2], b_bytes)
             config = session_config(BenchConfig.from_dict(bench), sessions)
-            for index in range(sessions):
+            for index in range(sessions) if indices is None else indices:
                 order = session_order(["a", "b", "control"], index, config.seed)
                 device.prepare([paths[role] for role in order])
                 results = device.run(config)
