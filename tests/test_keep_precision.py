@@ -125,6 +125,8 @@ def test_int16_auto_reaches_the_target_with_int16_activations(int16_export):
     assert len(int16) == 2 and all(("conv2" in n) != ("conv3" in n) for n in int16)
     assert all(dtypes[n] == "INT8" for n in compute if n not in int16), compute
     assert [dtypes[graph.tensors[i].name.decode()] for i in (*graph.inputs, *graph.outputs)] == ["FLOAT32"] * 2
+    float_graph = schema.ModelT.InitFromPackedBuf((out / "model.tflite").read_bytes(), 0).subgraphs[0]
+    assert [graph.tensors[i].name for i in graph.outputs] == [float_graph.tensors[i].name for i in float_graph.outputs]
 
 
 @pytest.mark.slow

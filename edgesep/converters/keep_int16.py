@@ -35,10 +35,10 @@ INSTALL_HINT = "--keep-precision int16 needs ai-edge-quantizer: pip install 'edg
 def with_signature(flatbuffer: bytes) -> bytes:
     """The TFLite model with a ``serving_default`` signature (input ``input``, outputs ``output_K``), which
     ``TFLiteConverter.from_concrete_functions`` does not write and ai-edge-quantizer's calibration needs."""
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
 
-    model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer))
     graph = model.subgraphs[0]
 
     def tensor_map(name: str, index: int):
@@ -51,9 +51,7 @@ def with_signature(flatbuffer: bytes) -> bytes:
     signature.inputs = [tensor_map("input", graph.inputs[0])]
     signature.outputs = [tensor_map(f"output_{k}", i) for k, i in enumerate(graph.outputs)]
     model.signatureDefs = [signature]
-    builder = flatbuffers.Builder(len(flatbuffer) + 4096)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def _scope(node: str) -> str:
@@ -127,7 +125,8 @@ class Int16Selective(Selective):
         ranges = self._calibration_ranges(aeq)
         try:
             with quiet("ai-edge-quantizer int8/int16 quantization"):
-                return bytes(aeq.quantize(ranges, enable_progress_report=False).quantized_model)
+                quantized = bytes(aeq.quantize(ranges, enable_progress_report=False).quantized_model)
+            return output_names_as(quantized, self._float)
         except Exception as e:  # the quantizer's own errors carry no common type
             raise ConversionError(f"ai-edge-quantizer could not quantize the model with "
                                   f"{len(int16)} ops at int16: {str(e).strip().splitlines()[0]}") from None
@@ -163,6 +162,27 @@ class Int16Selective(Selective):
         ops = self.expand(names)
         return {"int16_ops": _labels(op for op in ops if op.index not in floats),
                 "float_ops": _labels(op for op in ops if op.index in floats)}
+
+
+def output_names_as(flatbuffer: bytes, reference: bytes) -> bytes:
+    """``flatbuffer`` with its output tensors named as ``reference``'s (the quantizer appends ``_dequant`` to
+    the float output it adds; the quantized tensor feeding it, which held the name, gets ``_quantized``)."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer))  # its buffers may sit past the end
+    graph, ref = model.subgraphs[0], schema.ModelT.InitFromPackedBuf(reference, 0).subgraphs[0]
+    wanted = [ref.tensors[i].name for i in ref.outputs]
+    if len(wanted) != len(graph.outputs):
+        raise ConversionError(f"ai-edge-quantizer wrote {len(graph.outputs)} outputs, the model has {len(wanted)}")
+    for index, name in zip(graph.outputs, wanted):
+        if graph.tensors[index].name == name:
+            continue
+        for tensor in graph.tensors:
+            if tensor.name == name:
+                tensor.name = name + b"_quantized"
+        graph.tensors[index].name = name
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def _labels(ops) -> tuple[str, ...]:
