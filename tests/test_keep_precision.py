@@ -157,3 +157,29 @@ def test_int16_cannot_repair_int8_weights():
     assert score(selective, ("conv2",), x, reference).sqnr_db < 20
     as_float = Selective.quantize(selective, ("conv2",))  # the same calibration, conv2 and conv3 kept float
     assert agreement(run_flatbuffer(as_float, x), reference)[1] > 30
+
+
+@pytest.mark.slow
+def test_an_op_without_an_int16_kernel_runs_float_and_says_so():
+    """ai-edge-quantizer has no A16W8 HARD_SWISH: kept with conv1, it comes out float (recorded so), not int8."""
+    import keras
+
+    from edgesep.converters.keep_int16 import Int16Selective, output_dtypes
+    from edgesep.converters.keep_float import plan
+    from edgesep.converters.verify import predict_keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input(SHAPE, name="input")
+    x = keras.layers.Activation("hard_swish", name="hswish")(keras.layers.Conv2D(8, 3, name="conv1")(inp))
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(keras.layers.Conv2D(8, 3, name="conv2")(x))
+    model = keras.Model(inp, keras.layers.Dense(10, name="head")(x))
+    data = _dataset()
+    selective = Int16Selective(model, data.calibration(50, 0))
+    x = data.x_test[:16]
+    config = ExportConfig.from_options(int8=True, keep_float="conv1", keep_precision="int16")
+    recipe = plan(selective, config, selection=None, selection_reference=None, x_test=x,
+                  test_reference=predict_keras(model, x))
+    assert recipe.precision == "int16" and recipe.int16_ops == ("conv1",) and recipe.float_ops == ("hswish",)
+    dtypes = output_dtypes(selective.quantize(("conv1",)))
+    kinds = {op.label: dtypes[op.node] for op in selective.ops}
+    assert kinds["conv1"] == "INT16" and kinds["hswish"] == "FLOAT32" and kinds["conv2"] == "INT8"

@@ -151,6 +151,9 @@ def write_keep_float(job, path: Path) -> Path:
         job.sections["keep_float"]["onnx_precision"] = "float"
     if recipe.note:
         job.warnings.append(recipe.note)
+    if recipe.precision == "int16" and recipe.float_ops:
+        job.warnings.append(f"--keep-precision int16: ai-edge-quantizer has no 16-bit activation kernel for "
+                            f"{', '.join(recipe.float_ops)}; kept float instead")
     if not recipe.kept:
         return export_tflite(job.int8_model, path, precision="int8", representative_data=job.calibration,
                              per_channel=job.config.per_channel, io_dtype=job.config.io_dtype, fold=False)

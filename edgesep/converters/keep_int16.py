@@ -139,12 +139,10 @@ class Int16Selective(Selective):
             flatbuffer = self._run_quantizer(key, ())
             dtypes = output_dtypes(flatbuffer)
             not16 = [op for op in ops if dtypes.get(op.node) != "INT16"]
-            if not16:
-                self._int16_cache[key] = (flatbuffer, ())
-            else:
+            if not16:  # the quantizer skipped their A16W8 recipe (no int16 kernel): quantize again, them float
                 floats = tuple(op.node for op in not16)
                 flatbuffer = self._run_quantizer(tuple(n for n in key if n not in floats), floats)
-                self._int16_cache[key] = (flatbuffer, tuple(op.index for op in not16))
+            self._int16_cache[key] = (flatbuffer, tuple(op.index for op in not16))
         return self._int16_cache[key]
 
     def quantize(self, names: Sequence[str] = ()) -> bytes:
