@@ -4,6 +4,7 @@
     python scripts/emulated_pi.py up [--json]      # build (~6-9 min) or restore (~30 s) and start it
     python scripts/emulated_pi.py status [--json]  # exit 0 when up, 3 when not
     python scripts/emulated_pi.py down             # stop it: no mounts, processes or listeners left
+    python scripts/emulated_pi.py build            # only build the cache (a running instance keeps running)
 
 ``up --json`` prints what edgesep needs to reach it::
 
@@ -195,6 +196,11 @@ def provide_rootfs(progress: host.Progress) -> None:
         host.check_space(fs.home(), fs.NEEDED_FREE["restore"], "restoring the rootfs")
         fs.restore(rootfs(), progress)
         return
+    build_cache(progress, cpuinfo, keep=rootfs())
+
+
+def build_cache(progress: host.Progress, cpuinfo: Path, keep: Optional[Path] = None) -> None:
+    """Build the rootfs of the current recipe and cache it; the built tree is moved to ``keep`` (else removed)."""
     # arch-test: mmdebstrap only recommends it, but a foreign-architecture build stops at once without it
     for tool, package in (("mmdebstrap", "mmdebstrap"), ("arch-test", "arch-test"), ("zstd", "zstd"),
                           ("ssh-keygen", "openssh-client")):
@@ -208,9 +214,32 @@ def provide_rootfs(progress: host.Progress) -> None:
     log.write_text("")
     try:
         built = fs.build(staging, cpuinfo, progress, log)
-        os.replace(built, rootfs())
+        if keep is not None:
+            os.replace(built, keep)
     finally:
         host.remove_tree(staging)
+
+
+def build_only() -> int:
+    """``build``: cache the current recipe's rootfs without touching a running instance (switch with down, up)."""
+    host.check_root()
+    host.ensure_binfmt()
+    with locked():
+        if fs.tarball().is_file():
+            print(f"emulated_pi: already cached: {fs.tarball()}", file=sys.stderr)
+            return 0
+        progress = host.Progress(total=6)
+        staging_cpuinfo = fs.home() / f"cpuinfo-{fs.recipe_key()}"
+        staging_cpuinfo.write_text(fs.aarch64_cpuinfo(os.cpu_count() or 1))
+        try:
+            build_cache(progress, staging_cpuinfo)
+        except BaseException:
+            progress.done()
+            raise
+        finally:
+            staging_cpuinfo.unlink(missing_ok=True)
+        print(f"emulated_pi: built {fs.tarball()} in {progress.done():.0f} s", file=sys.stderr)
+    return 0
 
 
 def start(progress: host.Progress) -> dict:
@@ -304,9 +333,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="emulated_pi.py", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (("up", "build or restore, then start it"), ("status", "is it up? (exit 0 up, 3 not)"),
-                       ("down", "stop it and remove the live rootfs (the cache stays)")):
+                       ("down", "stop it and remove the live rootfs (the cache stays)"),
+                       ("build", "build and cache the current recipe's rootfs; a running one stays up")):
         cmd = sub.add_parser(name, help=text)
-        if name != "down":
+        if name in ("up", "status"):
             cmd.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupted)  # a killed `up` cleans up as after Ctrl-C
@@ -315,6 +345,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise PiError(f"the cache folder {fs.home()} (EDGESEP_PI64_CACHE) is a file, not a folder")
         if args.command == "up":
             return up(args.json)
+        if args.command == "build":
+            return build_only()
         return down() if args.command == "down" else status(args.json)
     except PiError as e:
         print(f"emulated_pi: error: {e}", file=sys.stderr)

@@ -2,8 +2,9 @@
 
 The rootfs is Debian bookworm for arm64 (``mmdebstrap --variant=apt``) with python3, python3-venv,
 openssh-server and ca-certificates, a user ``pi`` and two virtualenvs installed offline from wheels that the
-host downloads for the rootfs' Python (3.11, manylinux aarch64): ``/home/pi/venv-litert`` (ai-edge-litert,
-numpy 2) and ``/home/pi/venv-tflite`` (tflite-runtime 2.14.0, numpy 1.26.4). Docs, man pages and locales are
+host downloads for the rootfs' Python (3.11, manylinux aarch64): ``/home/pi/venv-litert`` (ai-edge-litert and
+onnxruntime, numpy 2) and ``/home/pi/venv-tflite`` (tflite-runtime 2.14.0, numpy 1.26.4; no onnxruntime: its
+numpy 1 rules out the onnxruntime built for numpy 2 that the other venv pins). Docs, man pages and locales are
 never unpacked (dpkg ``path-exclude``). A finished rootfs is cached as ``rootfs-<key>.tar.zst``, where the key
 hashes the recipe below: change the recipe and the next ``up`` builds a new one.
 
@@ -35,7 +36,7 @@ EXCLUDES = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*", "/usr/s
             "/usr/share/lintian/*", "/usr/share/linda/*")
 PLATFORMS = ("manylinux2014_aarch64",) + tuple(f"manylinux_2_{n}_aarch64" for n in (17, 24, 27, 28, 31, 34, 35, 36))
 VENVS = {  # runtime name -> (venv folder under /home/pi, exact requirements)
-    "ai-edge-litert": ("venv-litert", ("ai-edge-litert==2.3.0", "numpy>=2,<3")),
+    "ai-edge-litert": ("venv-litert", ("ai-edge-litert==2.3.0", "numpy>=2,<3", "onnxruntime==1.32.0")),
     "tflite-runtime": ("venv-tflite", ("tflite-runtime==2.14.0", "numpy==1.26.4")),
 }
 RECIPE_VERSION = 1  # bump when the build steps change in a way the constants above do not show
@@ -172,12 +173,13 @@ def configure(rootfs: Path, wheels: Path, progress: Progress, log: Path) -> None
 
 SMOKE = ("import platform, numpy\ntry:\n    import ai_edge_litert.interpreter as m; n = 'ai_edge_litert'\n"
          "except ImportError:\n    import tflite_runtime.interpreter as m; n = 'tflite_runtime'\n"
-         "import importlib.metadata as md\n"
-         "print(platform.machine(), n, md.version(n.replace('_', '-')), numpy.__version__)\n")
+         "import importlib.metadata as md\ntry:\n    import onnxruntime as ort; o = 'onnxruntime ' + ort.__version__\n"
+         "except ImportError:\n    o = ''\n"
+         "print(platform.machine(), n, md.version(n.replace('_', '-')), numpy.__version__, o)\n")
 
 
 def smoke_test(rootfs: Path, progress: Progress, log: Path) -> dict:
-    """Import each venv's runtime in the chroot; {runtime: "aarch64 <package> <version> <numpy>"}."""
+    """Import each venv's runtimes in the chroot; {runtime: "aarch64 <package> <version> <numpy> [onnxruntime V]"}."""
     seen = {}
     for name, (folder, _) in VENVS.items():
         progress.note(name)
@@ -186,6 +188,8 @@ def smoke_test(rootfs: Path, progress: Progress, log: Path) -> dict:
         seen[name] = out.strip().splitlines()[-1]
         if not seen[name].startswith("aarch64 "):
             raise PiError(f"{name} in the rootfs does not run as aarch64: {seen[name]}")
+        if any(r.startswith("onnxruntime") for r in VENVS[name][1]) and " onnxruntime " not in seen[name]:
+            raise PiError(f"onnxruntime does not import in /home/{USER}/{folder}: {seen[name]}")
     return seen
 
 
@@ -200,7 +204,7 @@ def build(staging: Path, cpuinfo: Path, progress: Progress, log: Path) -> Path:
     mount_all(rootfs, cpuinfo)
     try:
         configure(rootfs, staging / "wheels", progress, log)
-        progress.step("checking both runtimes import as aarch64")
+        progress.step("checking the runtimes import as aarch64")
         smoke_test(rootfs, progress, log)
     finally:
         kill_all(rootfs)
