@@ -124,7 +124,8 @@ def test_cli_profile_table_and_json_have_ops_covering_the_graph_and_a_checked_ra
         tfl["profile"]["sum_ms"] / tfl["profile"]["session_whole_ms"], rel=1e-3)
     assert any(op["type"] == "Conv" and op["macs"] for op in onnx["ops"])
     calibration = onnx["profile"]["calibration"]  # the profiler's cost per node, measured by the runner
-    assert calibration["nodes"] == 40 and calibration["profiled_us"] > 0
+    assert calibration["nodes"] == 40 and [c["inputs"] for c in calibration["chains"]] == [1, 9]
+    assert all(c["profiled_us"] > 0 for c in calibration["chains"])
     assert onnx["profile"]["correction_ms"] == pytest.approx(max(calibration["cost_us"], 0) / 1e3, abs=1e-6)
     assert onnx["profile"]["raw_sum_ms"] == pytest.approx(sum(op["raw_ms"] for op in onnx["ops"]), rel=1e-3)
     assert onnx["profile"]["session_whole_ms"] > 0 and "profiler's own cost" in proc.stdout

@@ -5,7 +5,7 @@ Three sources, one record (``OpRecord``, ``ProfileRecord``):
 * ``.onnx`` under the runner: onnxruntime's own per-node profiler, run by ``runner.py --profile`` in a second
   session after the timed runs (``profile`` in its result entry), each profiled run followed by an unprofiled
   one (the whole under the same machine state); the profiler's own cost inside each node's time, measured in
-  the same process on a chain of trivial nodes, is subtracted from every node and stated (``correction_ms``);
+  the same process on chains of trivial nodes (of 1 and 9 inputs), is subtracted from every node and stated;
 * ``.tflite`` under the runner: the model cut into single-op models on the host (``edgesep.devices.opcut``),
   shipped and timed on the same device with the same delegate and threads in a session of their own,
   interleaved round by round: per-op *in isolation* (each op alone, no fusion with its neighbours, no cache
@@ -77,8 +77,9 @@ class ProfileRecord:
     """How the ops were timed and how well their sum matches the whole (``ratio`` = ``sum_ms`` / ``whole_ms``,
     the timed runs' p50). The whole model is also timed again in the profile session, interleaved with its ops
     or profiled runs (``session_whole_ms``, ``session_ratio``): the same load and heat on both sides.
-    ``correction_ms``: what was subtracted from each op's measured time (onnxruntime's profiler's own cost
-    per node, measured: ``calibration``); ``raw_sum_ms``/``raw_ratio`` are the sum and ratio before it."""
+    ``correction_ms``: what was subtracted from the measured time of each op of one input (onnxruntime's
+    profiler's own cost per node, measured: ``calibration``, which adds ``cost_us_per_input`` per further
+    input; an op's ``raw_ms`` is its time before); ``raw_sum_ms``/``raw_ratio`` are the sum and ratio before it."""
 
     method: str
     isolated: bool
@@ -182,7 +183,7 @@ def from_onnx(result: BenchResult, peak: Optional[dict[str, Any]] = None,
         _failed(result, "onnxruntime profiler", raw["error"])
         return None
     graph = onnxgraph.graph_nodes(path) if path is not None else {}
-    cost_us, notes = profiler_correction(raw.get("calibration"))
+    (cost_us, per_input), notes = profiler_correction(raw.get("calibration"))
     ops = []
     for i, node in enumerate(raw.get("nodes") or []):
         shapes = (str(node.get("type")), node.get("input_shapes") or [], node.get("output_shapes") or [])
@@ -193,31 +194,34 @@ def from_onnx(result: BenchResult, peak: Optional[dict[str, Any]] = None,
         block, part = block_of(node["name"])
         if block is None:
             block, part = block_of(known.get("output", ""))
-        ops.append(OpRecord(index=i, name=node["name"], type=shapes[0], ms=max(node["us"] - cost_us, 0.0) / 1e3,
+        cost = max(cost_us + per_input * (max(len(shapes[1]), 1) - 1), 0.0)
+        ops.append(OpRecord(index=i, name=node["name"], type=shapes[0], ms=max(node["us"] - cost, 0.0) / 1e3,
                             macs=macs, block=block, part=part, kind=kind, raw_ms=node["us"] / 1e3))
     raw_sum = sum(op.raw_ms for op in ops)
-    floored = sum(op.raw_ms * 1e3 <= cost_us for op in ops) if cost_us else 0
+    floored = sum(op.ms == 0 < op.raw_ms for op in ops)
     if floored:
         notes.append(f"{floored} node(s) no slower than the profiler's own cost count as 0 ms")
     if raw.get("run_us"):
         notes.append(f"the profiled session's own median run: {raw['run_us'] / 1e3:.4g} ms")
     whole = (raw.get("whole") or {}).get("us")
-    correction = {"correction_ms": round(cost_us / 1e3, 6), "raw_sum_ms": round(raw_sum, 6),
+    correction = {"correction_ms": round(max(cost_us, 0.0) / 1e3, 6), "raw_sum_ms": round(raw_sum, 6),
                   "calibration": raw.get("calibration")}
     return finish(ops, result, "onnxruntime profiler", False, (raw.get("cost_ms") or 0) / 1e3, raw.get("runs"),
                   [ONNX_NOTE] + notes, peak, whole / 1e3 if whole else None, correction, raw.get("whole"))
 
 
-def profiler_correction(calibration: Optional[dict[str, Any]]) -> tuple[float, list[str]]:
-    """The microseconds to subtract from each node's traced time (onnxruntime's profiler's cost per node, as
-    the runner measured it on a chain of trivial nodes; never below 0) and the notes that say so."""
+def profiler_correction(calibration: Optional[dict[str, Any]]) -> tuple[tuple[float, float], list[str]]:
+    """onnxruntime's profiler's cost inside each node's traced time, as the runner measured it on chains of
+    trivial nodes: (microseconds per node, more per input beyond the first), and the notes that say so."""
     if not calibration or calibration.get("error") or calibration.get("cost_us") is None:
         why = (calibration or {}).get("error") or "an older runner"
-        return 0.0, [ONNX_UNCORRECTED.format(why)]
-    cost = max(float(calibration["cost_us"]), 0.0)
-    return cost, [f"onnxruntime's profiler adds {cost:.3g} us inside each node's time (measured here on a chain of "
-                  f"{calibration.get('nodes')} trivial nodes: {calibration.get('profiled_us')} us each profiled, "
-                  f"{calibration.get('unprofiled_us')} us each unprofiled)"]
+        return (0.0, 0.0), [ONNX_UNCORRECTED.format(why)]
+    cost, per_input = float(calibration["cost_us"]), float(calibration.get("cost_us_per_input") or 0.0)
+    chains = "; ".join(f"{c['inputs']} input(s): {c['profiled_us']} us profiled, {c['unprofiled_us']} us unprofiled"
+                       for c in calibration.get("chains") or [])
+    return (cost, per_input), [
+        f"onnxruntime's profiler adds {cost:.3g} us inside each node's time, {per_input:+.2g} us per input beyond the "
+        f"first (measured here on chains of {calibration.get('nodes')} trivial nodes, per node: {chains})"]
 
 
 # ------------------------------------------------------------------ benchmark_model's op profile

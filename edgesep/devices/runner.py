@@ -1170,14 +1170,15 @@ def _pb(field, payload):
     return _pb_varint(field << 3 | 2) + _pb_varint(len(payload)) + payload
 
 
-def onnx_chain(nodes, width=CALIBRATION_WIDTH):
-    """An ONNX model (IR 7, opset 13) of ``nodes`` Neg nodes in a chain on a [1, width] float tensor ``x``,
-    written as protobuf bytes here (a device may have onnxruntime without the ``onnx`` package)."""
+def onnx_chain(nodes, inputs=1, width=CALIBRATION_WIDTH):
+    """An ONNX model (IR 7, opset 13) of ``nodes`` trivial nodes in a chain on a [1, width] float tensor ``x``
+    (Neg; with ``inputs`` > 1, Sum of the previous tensor that many times), written as protobuf bytes here (a
+    device may have onnxruntime without the ``onnx`` package)."""
     shape = _pb(2, _pb(1, _pb(1, 1)) + _pb(1, _pb(1, width)))  # Tensor.shape: dims 1 x width
     value_type = _pb(2, _pb(1, _pb(1, 1) + shape))  # ValueInfo.type.tensor_type: FLOAT
     names = ["x"] + ["t%d" % i for i in range(1, nodes)] + ["y"]
-    graph = b"".join(_pb(1, _pb(1, names[i]) + _pb(2, names[i + 1]) + _pb(3, "n%d" % i) + _pb(4, "Neg"))
-                     for i in range(nodes))
+    graph = b"".join(_pb(1, _pb(1, names[i]) * inputs + _pb(2, names[i + 1]) + _pb(3, "n%d" % i)
+                         + _pb(4, "Neg" if inputs == 1 else "Sum")) for i in range(nodes))
     graph += _pb(2, "edgesep_calibration") + _pb(11, _pb(1, "x") + value_type) + _pb(12, _pb(1, "y") + value_type)
     return _pb(1, 7) + _pb(7, graph) + _pb(8, _pb(2, 13))
 
@@ -1262,16 +1263,25 @@ def _alternate(calls, cfg):
 
 def profiler_node_cost(model, cfg, folder):
     """What onnxruntime's profiler adds inside each node's traced time, measured on this device, runtime and
-    session options: a chain of ``CALIBRATION_NODES`` trivial nodes, profiled (each node's traced time) and
-    unprofiled (the cost of one more node: the chain against a single node, run in turn). Returns
-    ``{"nodes", "profiled_us", "unprofiled_us", "cost_us"}`` (per node; cost = profiled - unprofiled)."""
+    session options: chains of ``CALIBRATION_NODES`` trivial nodes of 1 and of 9 inputs (the profiler writes
+    each input's shape: a QLinearConv has 9), each profiled (a node's traced time) and unprofiled (the cost of
+    one more node: the chain against a single node, run in turn). Returns ``{"nodes", "chains": [{"inputs",
+    "profiled_us", "unprofiled_us", "cost_us"}, ...], "cost_us", "cost_us_per_input"}``: a node of k inputs
+    costs ``cost_us + (k - 1) * cost_us_per_input``."""
+    chains = [_chain_cost(model, cfg, folder, inputs) for inputs in (1, 9)]
+    return {"nodes": CALIBRATION_NODES, "chains": chains, "cost_us": chains[0]["cost_us"],
+            "cost_us_per_input": round((chains[1]["cost_us"] - chains[0]["cost_us"]) / 8.0, 4)}
+
+
+def _chain_cost(model, cfg, folder, inputs):
+    """One calibration chain's profiled and unprofiled microseconds per node (see ``profiler_node_cost``)."""
     numpy = _numpy()
-    chain, single = onnx_chain(CALIBRATION_NODES), onnx_chain(1)
+    chain, single = onnx_chain(CALIBRATION_NODES, inputs), onnx_chain(1, inputs)
 
     def session(data, prefix=None):
         return model.ort.InferenceSession(data, providers=[model.provider], sess_options=model.session_options(prefix))
 
-    profiled = session(chain, os.path.join(folder, "calibration"))
+    profiled = session(chain, os.path.join(folder, "calibration%d" % inputs))
     long_chain, short_chain = session(chain), session(single)
     feed = {"x": numpy.zeros((1, CALIBRATION_WIDTH), numpy.float32)}
     _alternate([lambda: profiled.run(None, feed)], cfg)
@@ -1283,7 +1293,7 @@ def profiler_node_cost(model, cfg, folder):
         raise RuntimeError("the calibration chain ran as %d nodes, not %d" % (len(nodes), CALIBRATION_NODES))
     traced = sum(n["us"] for n in nodes) / len(nodes)
     unprofiled = (_median(long_s) - _median(short_s)) * 1e6 / (CALIBRATION_NODES - 1)
-    return {"nodes": CALIBRATION_NODES, "profiled_us": round(traced, 3), "unprofiled_us": round(unprofiled, 3),
+    return {"inputs": inputs, "profiled_us": round(traced, 3), "unprofiled_us": round(unprofiled, 3),
             "cost_us": round(traced - unprofiled, 3)}
 
 

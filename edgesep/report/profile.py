@@ -84,9 +84,10 @@ def profile_lines(result: dict[str, Any]) -> list[str]:
                      + (f"the median of the others {p['clean_whole_ms']:.4g} ms, ratio {p['clean_ratio']:.2f}"
                         if p.get("clean_ratio") else "too few were not to take their median"))
     if p.get("correction_ms"):
-        lines.append(f"onnxruntime's profiler's own cost ({1e3 * p['correction_ms']:.3g} us per node, measured) is "
-                     f"subtracted from every node; before it: sum {_num(p.get('raw_sum_ms'), '.4g')} ms, ratio "
-                     f"{_num(p.get('raw_ratio'), '.2f')}")
+        per_input = (p.get("calibration") or {}).get("cost_us_per_input") or 0.0
+        lines.append(f"onnxruntime's profiler's own cost ({1e3 * p['correction_ms']:.3g} us per node, {per_input:+.2g} "
+                     f"per further input; measured) is subtracted from every node; before it: sum "
+                     f"{_num(p.get('raw_sum_ms'), '.4g')} ms, ratio {_num(p.get('raw_ratio'), '.2f')}")
     peak = p.get("peak") or {}
     if peak.get("gmacs"):
         lines.append(f"peak {peak['gmacs']:.2f} GMAC/s ({peak.get('precision')}, {peak.get('source', 'measured')}: "
