@@ -1,13 +1,14 @@
 """Benchmark: does ``bench --profile`` account for the measured whole? Per-op sum / measured p50, per model.
 
 Models: the built-in network (split and fused, trained and cached, exported by ``edgesep export --int8``:
-float32 and int8 TFLite, float32 and int8 ONNX) and keras.applications MobileNetV2 (weights=None, 224x224,
+float32 and int8 TFLite, float32 and int8 ONNX) and keras.applications MobileNetV2 (weights=None, 96x96,
 alpha 1.0, randomized BatchNorm statistics; float32 and full-integer int8 TFLite with random calibration
 images, float32 ONNX through tf2onnx). Each is measured by ``edgesep bench --profile --json`` on the device
 (default local) in its own bench, and the script prints, per model, the profile's method, the per-op sum,
 the measured whole, their ratio against the goal (within +-20 %), the ratio against the whole model timed
-again between its ops in the profile session (single-op profiles: the same load on both sides), and the
-profile's own cost. ``--keep DIR`` keeps (and reuses) the exported models there.
+again in the profile session (between its ops or its profiled runs: the same load on both sides), against the
+median of the whole's runs no other process preempted ("unpre.", with the share preempted, "pre."), the ONNX
+ratio before onnxruntime's profiler's own cost per node is subtracted ("raw"), and the profile's own cost. ``--keep DIR`` keeps (and reuses) the exported models there.
 
 On a loaded machine a long whole-model run is preempted (its wall time grows with the load) while a 0.1 ms op
 fits in one time slice; so with ``--device local --threads 1`` the script also times the whole model's CPU
@@ -124,7 +125,7 @@ def main(argv=None) -> int:
     cpu = args.device == "local" and args.threads == "1"
     print(f"load average {' '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} cores")
     print(f"{'model':34} {'method':27} {'sum ms':>9} {'whole ms':>9} {'ratio':>6}  goal  {'session':>7}  "
-          f"{'vs CPU':>6}  {'raw':>5}  {'cost s':>7}  peak GMAC/s")
+          f"{'unpre.':>6}  {'pre.':>4}  {'vs CPU':>6}  {'raw':>5}  {'cost s':>7}  peak GMAC/s")
     with tempfile.TemporaryDirectory(prefix="edgesep-bench-profile-") as tmp:
         where = Path(args.keep) if args.keep else Path(tmp)
         for name in args.models.split(","):
@@ -139,8 +140,11 @@ def main(argv=None) -> int:
                 session = f"{p['session_ratio']:.2f}" if p.get("session_ratio") else "-"
                 vs_cpu = f"{p['sum_ms'] / cpu_ms(path):.2f}" if cpu else "-"
                 raw = f"{p['raw_ratio']:.2f}" if p.get("raw_ratio") else "-"
+                clean = f"{p['clean_ratio']:.2f}" if p.get("clean_ratio") else "-"
+                pre = f"{100 * p['preempted']:.0f}%" if p.get("preempted") is not None else "-"
                 print(f"{label:34} {p['method']:27} {p['sum_ms']:9.4f} {p['whole_ms']:9.4f} {p['ratio']:6.2f}  "
-                      f"{ok:4}  {session:>7}  {vs_cpu:>6}  {raw:>5}  {p['cost_s']:7.2f}  {p.get('peak_gmacs') or '-'}")
+                      f"{ok:4}  {session:>7}  {clean:>6}  {pre:>4}  {vs_cpu:>6}  {raw:>5}  {p['cost_s']:7.2f}  "
+                      f"{p.get('peak_gmacs') or '-'}")
                 sys.stdout.flush()
     return 0
 
