@@ -3,8 +3,8 @@
 The rootfs is Debian bookworm for arm64 (``mmdebstrap --variant=apt``) with python3, python3-venv,
 openssh-server and ca-certificates, a user ``pi`` and two virtualenvs installed offline from wheels that the
 host downloads for the rootfs' Python (3.11, manylinux aarch64): ``/home/pi/venv-litert`` (ai-edge-litert and
-onnxruntime, numpy 2) and ``/home/pi/venv-tflite`` (tflite-runtime 2.14.0, numpy 1.26.4; no onnxruntime: its
-numpy 1 rules out the onnxruntime built for numpy 2 that the other venv pins). Docs, man pages and locales are
+onnxruntime, numpy 2) and ``/home/pi/venv-tflite`` (tflite-runtime 2.14.0, numpy 1.26.4; no onnxruntime: one venv with it is
+enough, and each wheel costs a cold build its emulated ``pip install``). Docs, man pages and locales are
 never unpacked (dpkg ``path-exclude``). A finished rootfs is cached as ``rootfs-<key>.tar.zst``, where the key
 hashes the recipe below: change the recipe and the next ``up`` builds a new one.
 
