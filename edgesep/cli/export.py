@@ -58,7 +58,8 @@ class InputSize(click.ParamType):
                    "on training images held out from calibration.")
 @click.option("--keep-precision", type=click.Choice(KEEP_PRECISIONS),
               help="How --keep-float keeps its ops: float (float32 between DEQUANTIZE/QUANTIZE) or int16 (16-bit "
-                   "activations, 8-bit weights, by ai-edge-quantizer; auto then chooses with int16) [float].")
+                   "activations, 8-bit weights, by ai-edge-quantizer; auto then chooses with int16; runs on "
+                   "ai-edge-litert, not tflite-runtime 2.14) [float].")
 @click.option("--target-sqnr", type=float, metavar="DB", help="--keep-float auto's goal: output SQNR in dB [30].")
 @click.option("--ptq", metavar="bias-correction,adaround",
               help="With --int8: empirical bias correction and/or AdaRound (on the converter's weight grid) after "
