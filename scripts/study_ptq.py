@@ -12,7 +12,8 @@ calibrate, 64 select (keep-float auto chooses on them), 128 test. Every figure i
 SeparableConv2D blocks with residual shortcuts), cut before its softmax (logits). Its inputs are grayscale
 crops of scikit-learn's two sample photos scaled as fer does (``/255``, then ``(x - 0.5) * 2``): calibration
 and selection crops from the left half of each photo, test crops from the right half (disjoint pixels); the
-seed draws the crops. ``mini_xception_split`` is the same network with each SeparableConv2D written as a
+seed draws the crops. An ``int16x8`` row (16-bit activations, ``export --int16x8``) shows what int8's activations
+cost there. ``mini_xception_split`` is the same network with each SeparableConv2D written as a
 DepthwiseConv2D + 1x1 Conv2D (exact: nothing stands between the two kernels). Two reference rows compare softmax probabilities (``prob``): the int8 model of the
 whole network (softmax included) and fer's own ``emotion_model_quantized.tflite`` (its authors' int8).
 
@@ -45,7 +46,7 @@ import numpy as np  # noqa: E402
 
 VARIANTS = ("int8", "per-tensor", "pt+CLE", "pt+CLE+BC", "pt+CLE+AdaRound", "pc+BC", "pc+AdaRound", "keep-float")
 NETWORKS = ("mobilenet_v2", "mobilenet", "builtin_split", "builtin_fused", "mini_xception", "mini_xception_split")
-REFERENCES = ("int8 (prob)", "fer's own tflite (prob)")  # mini_xception only: SQNR of softmax probabilities
+REFERENCES = ("int16x8", "int8 (prob)", "fer's own tflite (prob)")  # mini_xception only; (prob): of probabilities
 
 
 def network(name: str, seed: int):
@@ -135,7 +136,7 @@ def run_one(name: str, seed: int, iterations: int, target: float) -> dict[str, A
     row["keep-float"] = {**_score(selective.quantize(recipe.kept), x, reference), "kept": list(recipe.kept),
                          "mac_share": recipe.mac_share, "met": recipe.met, "seconds": time.perf_counter() - start}
     if name == "mini_xception":
-        row.update(_references(calib, x))
+        row.update({REFERENCES[0]: _int16x8(model, calib, x, reference), **_references(calib, x)})
     return row
 
 
@@ -152,8 +153,21 @@ def _references(calib, x) -> dict[str, Any]:
         path = export_tflite(model, Path(tmp) / "m.tflite", precision="int8", representative_data=calib,
                              io_dtype="float32")
         ours = {**_score(path, x, reference), "seconds": time.perf_counter() - start}
-    return {REFERENCES[0]: ours, REFERENCES[1]: {**_score(fer_file("emotion_model_quantized.tflite"), x, reference),
+    return {REFERENCES[1]: ours, REFERENCES[2]: {**_score(fer_file("emotion_model_quantized.tflite"), x, reference),
                                                  "seconds": 0.0}}
+
+
+def _int16x8(model, calib, x, reference) -> dict[str, Any]:
+    """16-bit activations, 8-bit weights (``export --int16x8``) of the (logits) model: where int8 loses in
+    activations, this is what gets it back."""
+    from edgesep.converters.fold import fold_batchnorm
+    from edgesep.converters.tflite import export_tflite
+
+    with tempfile.TemporaryDirectory(prefix="edgesep-ptq-study-") as tmp:
+        start = time.perf_counter()
+        path = export_tflite(fold_batchnorm(model), Path(tmp) / "m.tflite", precision="int16x8",
+                             representative_data=calib, fold=False)
+        return {**_score(path, x, reference), "seconds": time.perf_counter() - start}
 
 
 def _cell(values: list[float], digits: int) -> str:

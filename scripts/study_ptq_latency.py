@@ -31,7 +31,9 @@ import numpy as np  # noqa: E402
 
 VARIANTS = ("int8", "float32", "per-tensor", "pt+CLE", "pc+BC", "pc+AdaRound", "keep-float")
 NETWORKS = ("mini_xception", "mobilenet_v2_96")
-TARGETS = {"mini_xception": 30.0, "mobilenet_v2_96": 45.0}  # keep-float auto's target, as in study_ptq.py
+# keep-float auto's target, as in study_ptq.py. On the pretrained net export's default 30 dB is out of reach within
+# half the MACs, and auto then writes plain int8; what is timed there is the best set auto found (see below).
+TARGETS = {"mini_xception": 30.0, "mobilenet_v2_96": 45.0}
 
 
 def network(name: str, seed: int = 0):
@@ -77,8 +79,11 @@ def write_variants(name: str, folder: Path, iterations: int) -> dict[str, Any]:
                           target_sqnr_db=TARGETS[name])
     recipe = plan(selective, config, selection=selection, selection_reference=predict_keras(model, selection),
                   x_test=x, test_reference=predict_keras(model, x))
-    write_bytes(folder / "keep-float.tflite", selective.quantize(recipe.kept))
-    return {"keep_float": {"kept": list(recipe.kept), "mac_share": recipe.mac_share, "met": recipe.met},
+    tried = [step["op"] for step in recipe.steps if step["kept"]]  # auto's best set, met or not
+    timed = list(recipe.kept) or tried
+    write_bytes(folder / "keep-float.tflite", selective.quantize(timed))
+    return {"keep_float": {"kept": list(recipe.kept), "mac_share": recipe.mac_share, "met": recipe.met,
+                           "timed": timed, "timed_mac_share": selective.mac_share(timed)},
             "ops": {v: _ops(folder / f"{v}.tflite") for v in VARIANTS}}
 
 
@@ -97,18 +102,34 @@ def device_options(device: str) -> list[str]:
     if status.get("state") != "up":
         raise SystemExit(f"the emulated Pi is {status.get('state')}: retry when it is up")
     return ["--device", status["target"], "--ssh-config", status["ssh_config"], "--remote-python",
-            status["pythons"]["ai-edge-litert"], "--threads", "1", "--runs", "20", "--min-secs", "0.5"]
+            status["pythons"]["ai-edge-litert"], "--threads", "1", "--runs", "30", "--min-secs", "1"]
 
 
-def bench(folder: Path, device: str, sessions: int) -> dict[str, Any]:
-    """``edgesep bench --json`` of every variant in ``folder`` (plain int8 first: the reference)."""
+def bench(folder: Path, device: str, sessions: int, attempts: int = 3) -> dict[str, Any]:
+    """``edgesep bench --json`` of every variant in ``folder`` (plain int8 first: the reference), kept in
+    ``folder/bench-DEVICE.json``; the emulated Pi may be restarted by others, so a failed run is retried after
+    a minute (with its status read again), and after ``attempts`` the error is recorded."""
+    import time
+
+    kept = folder / f"bench-{device}.json"
+    if kept.exists():
+        return json.loads(kept.read_text())
     paths = [str(folder / f"{v}.tflite") for v in VARIANTS]
-    cmd = [sys.executable, "-m", "edgesep", "bench", *paths, "--sessions", str(sessions), "--json",
-           *device_options(device)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"bench on {device} failed: {done.stderr.strip().splitlines()[-1:]}")
-    return json.loads(done.stdout)
+    error = ""
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(60)
+        cmd = [sys.executable, "-m", "edgesep", "bench", *paths, "--sessions", str(sessions), "--json",
+               *device_options(device)]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode == 0:
+            from edgesep.io import write_text
+
+            write_text(kept, done.stdout)
+            return json.loads(done.stdout)
+        error = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        print(f"bench on {device} failed ({error}); attempt {attempt + 1} of {attempts}", file=sys.stderr)
+    return {"error": error}
 
 
 def table(name: str, info: dict[str, Any], benches: dict[str, dict[str, Any]]) -> str:
@@ -125,6 +146,9 @@ def table(name: str, info: dict[str, Any], benches: dict[str, dict[str, Any]]) -
         cells = []
         for device in devices:
             doc = benches[device]
+            if "error" in doc:
+                cells.append(f"- | not measured: {doc['error']}")
+                continue
             result = next(r for r in doc["results"] if Path(r["model"]).stem == variant)
             cmp = next((c for c in doc.get("comparisons", []) if c["a_name"] == f"{variant}.tflite"), None)
             ratio = "reference" if cmp is None else (
@@ -133,8 +157,11 @@ def table(name: str, info: dict[str, Any], benches: dict[str, dict[str, Any]]) -
             cells.append(f"{result['latency_ms']['p50']:.3g} | {ratio}")
         lines.append(f"| {variant} | {diff} | " + " | ".join(cells) + " |")
     floors = "; ".join(f"{d}: A/A floor +-{100 * benches[d]['control']['floor']:.1f} %, "
-                       f"{benches[d]['sessions']} sessions" for d in devices)
-    return "\n".join(lines) + f"\n\n{floors}\n"
+                       f"{benches[d]['sessions']} sessions" for d in devices if "error" not in benches[d])
+    kf = info["keep_float"]
+    timed = f"keep-float timed: {'+'.join(kf.get('timed', kf['kept'])) or 'none'} " \
+            f"({100 * kf.get('timed_mac_share', kf['mac_share']):.1f} % of the MACs; target met: {kf['met']})"
+    return "\n".join(lines) + f"\n\n{timed}. {floors}\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for the variants' .tflite files")
     parser.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=NETWORKS)
     parser.add_argument("--devices", nargs="+", default=["local", "pi"], choices=["local", "pi"])
-    parser.add_argument("--sessions", type=int, default=3)
+    parser.add_argument("--sessions", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=20, help="AdaRound steps per layer (no latency effect)")
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument("--rebuild", action="store_true", help="write the variants again even if --out has them")
