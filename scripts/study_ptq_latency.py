@@ -2,8 +2,8 @@
 
 For each network it writes one TFLite model per variant of ``study_ptq.py`` that can change the graph or its
 kernels (float32; plain int8 with per-channel weights, the reference; per-tensor; per-tensor + CLE; per-channel
-+ bias correction and + AdaRound, whose graphs equal plain int8's: a check that the method costs nothing; and
-``--keep-float auto``), then measures them together with ``edgesep bench`` (interleaved rounds, several
++ bias correction and + AdaRound, whose graphs equal plain int8's: a check that the method costs nothing;
+``--keep-float auto``; and ``--int16x8``, 16-bit activations everywhere), then measures them together with ``edgesep bench`` (interleaved rounds, several
 sessions, an A/A control, each judged against plain int8 beyond the control's noise floor), once per device.
 
 Networks: fer's pretrained mini-XCEPTION (``study_pretrained.py``, 64x64x1) and keras.applications
@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 import numpy as np  # noqa: E402
 
-VARIANTS = ("int8", "float32", "per-tensor", "pt+CLE", "pc+BC", "pc+AdaRound", "keep-float")
+VARIANTS = ("int8", "float32", "per-tensor", "pt+CLE", "pc+BC", "pc+AdaRound", "keep-float", "int16x8")
 NETWORKS = ("mini_xception", "mobilenet_v2_96")
 # keep-float auto's target, as in study_ptq.py. On the pretrained net export's default 30 dB is out of reach within
 # half the MACs, and auto then writes plain int8; what is timed there is the best set auto found (see below).
@@ -57,23 +57,38 @@ def network(name: str, seed: int = 0):
 
 
 def write_variants(name: str, folder: Path, iterations: int) -> dict[str, Any]:
-    """One .tflite per variant in ``folder``; what each kept float and its op counts."""
-    from edgesep.converters.export_config import ExportConfig
+    """One .tflite per variant in ``folder`` (those it lacks); what keep-float kept and every variant's op counts."""
     from edgesep.converters.fold import fold_batchnorm
-    from edgesep.converters.keep_float import plan
-    from edgesep.converters.mixed import Selective
     from edgesep.converters.tflite import export_tflite
-    from edgesep.converters.verify import predict_keras
-    from edgesep.io import write_bytes
     from study_ptq import _keras_variant
 
-    model, calib, selection, x = network(name)
-    folded = fold_batchnorm(model)
-    export_tflite(folded, folder / "float32.tflite", precision="float32", fold=False)
-    for variant in ("int8", "per-tensor", "pt+CLE", "pc+BC", "pc+AdaRound"):
-        chosen, per_channel = _keras_variant(variant, model, folded, calib, iterations)
-        export_tflite(chosen, folder / f"{variant}.tflite", precision="int8", representative_data=calib,
-                      per_channel=per_channel, io_dtype="float32", fold=False)
+    known = folder / "variants.json"
+    info = json.loads(known.read_text()) if known.exists() else {}
+    missing = [v for v in VARIANTS if not (folder / f"{v}.tflite").exists()]
+    if missing:
+        model, calib, selection, x = network(name)
+        folded = fold_batchnorm(model)
+    for variant in missing:
+        if variant in ("float32", "int16x8"):
+            export_tflite(folded, folder / f"{variant}.tflite", precision=variant, representative_data=calib,
+                          fold=False)
+        elif variant == "keep-float":
+            info["keep_float"] = _keep_float(name, model, folded, calib, selection, x, folder)
+        else:
+            chosen, per_channel = _keras_variant(variant, model, folded, calib, iterations)
+            export_tflite(chosen, folder / f"{variant}.tflite", precision="int8", representative_data=calib,
+                          per_channel=per_channel, io_dtype="float32", fold=False)
+    return {"keep_float": info["keep_float"], "ops": {v: _ops(folder / f"{v}.tflite") for v in VARIANTS}}
+
+
+def _keep_float(name: str, model, folded, calib, selection, x, folder: Path) -> dict[str, Any]:
+    """keep-float auto's recipe; the model timed is its choice, or its best set when the target was missed."""
+    from edgesep.converters.export_config import ExportConfig
+    from edgesep.converters.keep_float import plan
+    from edgesep.converters.mixed import Selective
+    from edgesep.converters.verify import predict_keras
+    from edgesep.io import write_bytes
+
     selective = Selective(folded, calib)
     config = ExportConfig(precisions=("float32", "int8"), io_dtype="float32", keep_float=("auto",),
                           target_sqnr_db=TARGETS[name])
@@ -82,9 +97,8 @@ def write_variants(name: str, folder: Path, iterations: int) -> dict[str, Any]:
     tried = [step["op"] for step in recipe.steps if step["kept"]]  # auto's best set, met or not
     timed = list(recipe.kept) or tried
     write_bytes(folder / "keep-float.tflite", selective.quantize(timed))
-    return {"keep_float": {"kept": list(recipe.kept), "mac_share": recipe.mac_share, "met": recipe.met,
-                           "timed": timed, "timed_mac_share": selective.mac_share(timed)},
-            "ops": {v: _ops(folder / f"{v}.tflite") for v in VARIANTS}}
+    return {"kept": list(recipe.kept), "mac_share": recipe.mac_share, "met": recipe.met, "timed": timed,
+            "timed_mac_share": selective.mac_share(timed)}
 
 
 def _ops(path: Path) -> dict[str, int]:
@@ -113,7 +127,9 @@ def bench(folder: Path, device: str, sessions: int, attempts: int = 3) -> dict[s
 
     kept = folder / f"bench-{device}.json"
     if kept.exists():
-        return json.loads(kept.read_text())
+        doc = json.loads(kept.read_text())
+        if {Path(r["model"]).stem for r in doc["results"]} >= set(VARIANTS):
+            return doc
     paths = [str(folder / f"{v}.tflite") for v in VARIANTS]
     error = ""
     for attempt in range(attempts):
@@ -172,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=20, help="AdaRound steps per layer (no latency effect)")
     parser.add_argument("--json", type=Path, help="write every figure here")
-    parser.add_argument("--rebuild", action="store_true", help="write the variants again even if --out has them")
+    parser.add_argument("--rebuild", action="store_true",
+                        help="write the variants and bench them again (default: reuse what --out holds)")
     args = parser.parse_args(argv)
     from edgesep.io import write_json
 
@@ -180,12 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.networks:
         folder = args.out / name
         folder.mkdir(parents=True, exist_ok=True)
-        done = folder / "variants.json"
-        if done.exists() and not args.rebuild:  # the variants of an earlier run: bench them again
-            info = json.loads(done.read_text())
-        else:
-            info = write_variants(name, folder, args.iterations)
-            write_json(done, info)
+        if args.rebuild:
+            for old in [*folder.glob("*.tflite"), *folder.glob("*.json")]:
+                old.unlink()
+        info = write_variants(name, folder, args.iterations)  # only the variants an earlier run did not write
+        write_json(folder / "variants.json", info)
         benches = {device: bench(folder, device, args.sessions) for device in args.devices}
         doc[name] = {**info, "bench": benches}
         print(table(name, info, benches), flush=True)
