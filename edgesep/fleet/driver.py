@@ -4,6 +4,9 @@ The driver is the only writer of ``sweep.db``. Each device has a queue of measur
 flight. Jobs of a device whose resource is ``edgesep/local:*`` wait until no export runs, since an export
 would share the CPU being measured. A lost worker node (calls to its actors fail) fails or requeues only the
 jobs of its devices, as the plan's ``[faults]`` says; Ctrl-C records the running jobs as ``interrupted``.
+A lost head (its GCS or the driver's own raylet stops answering) stops the sweep in seconds, its running jobs
+``interrupted``. A paired group runs one session per call, each committed as it ends, so ``--resume`` after a
+killed driver runs only the group's missing sessions.
 """
 from __future__ import annotations
 
@@ -223,6 +226,7 @@ class Sweep:
             try:
                 outcome = ray.get(ref)
             except LOST as e:
+                self._head_answers(state, job, dispatched)
                 self._lost(state, job, dispatched, e)
                 continue
             except ray.exceptions.RayError as e:
@@ -230,6 +234,8 @@ class Sweep:
             state.node = {k: outcome.get(k) for k in ("node_id", "hostname", "ip")} if "node_id" in outcome \
                 else state.node
             error = outcome.get("error")
+            if error:  # failed because the head went (its runner killed with it): interrupted, not failed
+                self._head_answers(state, job, dispatched)
             if isinstance(job, GroupJob) and not error:
                 self._session_done(state, job, outcome)
             else:
@@ -249,6 +255,15 @@ class Sweep:
         started = min([s["started"] for s in stored if s.get("started")] + [outcome["started"]])
         self._record(job, {**outcome, "started": started, "sessions": sessions}, "ok", None)
 
+    def _head_answers(self, state: DeviceState, job, dispatched: float) -> None:
+        """Raise ``HeadLost`` when the head is gone, with ``job`` back in ``state.running`` (so it is recorded
+        ``interrupted``, not failed or requeued to a dead head)."""
+        try:
+            self.head.check(now=True)
+        except HeadLost:
+            state.running = (job, None, dispatched)
+            raise
+
     def _record(self, job, outcome: dict[str, Any], status: str, error: Optional[str]) -> None:
         self.continuing.discard(job.key)  # this attempt is over, whatever comes next is another
         attempt = max(self.attempts[job.key], 1)
@@ -265,6 +280,7 @@ class Sweep:
         try:
             outcome = ray.get(ref)
         except ray.exceptions.RayError as e:
+            self.head.check(now=True)  # an export lost with the head is not a failed export
             outcome = {"error": describe(e)}
         error = outcome.get("error")
         if not error:
@@ -291,11 +307,6 @@ class Sweep:
         """The device's node (or its actor) is gone: requeue the job once or fail it, as the plan says."""
         from edgesep.fleet.cluster import nodes_offering
 
-        try:
-            self.head.check(now=True)  # the head itself, not a worker: no requeue, the sweep stops
-        except HeadLost:
-            state.running = (job, None, dispatched)
-            raise
         state.actor, state.status, state.lost_at = None, "lost", time.time()
         # Ray may list a killed node as alive for a while: the device is back only on another node. The node
         # the actor was pinned to, not every node offering the device now (a restarted one may already be up)
