@@ -16,6 +16,7 @@ time per run in this process (``time.thread_time``, the interpreter's one thread
 the per-op sum against it ("vs CPU"), with the load average: the check that survives a busy machine.
 
     python scripts/bench_profile.py [--models builtin,mobilenet_v2] [--device local] [--threads 1] [--keep DIR]
+        [--ssh-config FILE --remote-python PATH]   # an ssh:// device
 """
 from __future__ import annotations
 
@@ -102,8 +103,8 @@ def cpu_ms(path: Path, runs: int = 30) -> float:
     return statistics.median(times) * 1e3
 
 
-def profile(path: Path, device: str, threads: str) -> dict:
-    args = [sys.executable, "-m", "edgesep", "bench", str(path), "--device", device, "--profile", "--json"]
+def profile(path: Path, device: str, threads: str, device_args: tuple[str, ...] = ()) -> dict:
+    args = [sys.executable, "-m", "edgesep", "bench", str(path), "--device", device, *device_args, "--profile", "--json"]
     if threads:
         args += ["--threads", threads]
     proc = subprocess.run(args, capture_output=True, text=True)
@@ -118,6 +119,8 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="local")
     parser.add_argument("--threads", default="1")
     parser.add_argument("--keep", metavar="DIR", help="export the models into DIR (reused when already there)")
+    parser.add_argument("--ssh-config", help="passed to edgesep bench (an ssh:// device)")
+    parser.add_argument("--remote-python", help="passed to edgesep bench (an ssh:// device)")
     args = parser.parse_args(argv)
     makers = {"builtin": export_builtin, "mobilenet_v2": export_mobilenet_v2}
     print(f"device {args.device}, threads {args.threads or 'default'}; goal: per-op sum within +-{GOAL:.0%} of the "
@@ -130,7 +133,9 @@ def main(argv=None) -> int:
         where = Path(args.keep) if args.keep else Path(tmp)
         for name in args.models.split(","):
             for path in makers[name](where):
-                r = profile(path, args.device, args.threads)
+                device_args = tuple(a for k in ("ssh_config", "remote_python") if getattr(args, k)
+                                    for a in (f"--{k.replace('_', '-')}", getattr(args, k)))
+                r = profile(path, args.device, args.threads, device_args)
                 label = f"{path.parent.name}/{path.name}"
                 p = r.get("profile") or {}
                 if r.get("error") or not p or p.get("error"):
