@@ -32,7 +32,8 @@ def emotion_model(logits: bool = True):
     model = keras.models.load_model(fer_file(), compile=False)
     if not logits:
         return model
-    assert model.layers[-1].get_config().get("activation") == "softmax"
+    if model.layers[-1].get_config().get("activation") != "softmax":
+        raise SystemExit(f"{fer_file()} no longer ends in a softmax layer; this study expects {FER}")
     return keras.Model(model.inputs, model.layers[-2].output, name="mini_xception_logits")
 
 
