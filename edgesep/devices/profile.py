@@ -310,8 +310,6 @@ def from_single_ops(result: BenchResult, ops: Sequence[CutOp], timed: dict[Path,
                   session, again=again)
 
 
-
-
 def profile_results(results: Sequence[BenchResult], paths: Sequence[Path], make_device: Callable[..., Any],
                     config: BenchConfig, tmp: Path, cache_root: Optional[Path] = None) -> None:
     """Fill ``ops`` and ``profile`` of every measured result (see the module docstring for the sources), with
