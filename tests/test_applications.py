@@ -33,6 +33,7 @@ FAMILIES = {
     "InceptionV3": ("InceptionV3", "inception_v3", 75),
     "RegNetLike": (None, None, 32),
 }
+INPUT_INDEPENDENT = {"MobileNetV3Small"}  # untrained at this size, its output does not depend on its input
 
 
 def regnet_like(size: int):
@@ -92,7 +93,11 @@ def test_the_default_export_of_every_family_passes_its_checks(name, tmp_path):
         assert art.max_abs_error_vs_keras / scale < 1e-3, (name, art.path, art.max_abs_error_vs_keras, scale)
         assert art.check().output_sqnr_db_vs_keras > 60, (name, art.path)  # float32: the same function
         assert art.accuracy == 1.0 and art.check().top1_agreement_vs_keras == 1.0, (name, art.path)
-    assert result.keras_accuracy == 1.0 and result.warnings == (), result.warnings
+    # MobileNetV3Small at 32x32 with random weights answers the same for every image (the input's variation dies
+    # out by its last blocks, whatever the images): the export says so, and nothing else
+    expected = 1 if name in INPUT_INDEPENDENT else 0
+    assert len(result.warnings) == expected and all("same for all" in w for w in result.warnings), result.warnings
+    assert result.keras_accuracy == 1.0
     assert result.fold["kept"] == [] or name in ("DenseNet121", "NASNetMobile"), result.fold["kept"]
     session = ort.InferenceSession(str(tmp_path / "out" / "model.onnx"), providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == output_names(model)

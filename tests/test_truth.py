@@ -1,12 +1,12 @@
 """Warnings that must be true: a collapsed quantized output is loud, a Keras accuracy at chance level says
-so, saturation counts only values beyond half a quantization step, and a .npz without labels loads."""
+so, a Keras output that is the same for every input says so, saturation counts only values beyond half a quantization step, and a .npz without labels loads."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from edgesep.converters.records import ArtifactRecord, OutputCheck
-from edgesep.converters.truth import chance_level, collapsed_outputs
+from edgesep.converters.truth import chance_level, collapsed_outputs, constant_outputs, same_for_every_input
 
 
 def _art(precision: str, *checks: OutputCheck) -> ArtifactRecord:
@@ -32,6 +32,25 @@ def test_chance_level_accuracy_says_check_the_input_domain():
     assert line is not None and "--preprocess / the input domain" in line and "0.1100" in line
     assert chance_level(0.97, 10) is None and chance_level(None, 10) is None and chance_level(0.5, 1) is None
     assert chance_level(0.14, 10) is not None and chance_level(0.2, 10) is None
+
+
+def test_a_keras_output_that_is_the_same_for_every_input_is_named():
+    """keras.applications with weights=None can answer 0.1 for every class and every image: then the top-1
+    agreement of int8 with it is a tie broken by rounding; the export says so, and a low agreement there is not
+    called a collapse (a low SQNR still is). A model whose output varies with its input is left alone."""
+    rng = np.random.default_rng(0)
+    uniform = np.full((20, 10), 0.1, np.float32) + rng.normal(0, 7e-9, (20, 10)).astype(np.float32)
+    varying = 0.1 + rng.normal(0, 4e-4, (20, 10)).astype(np.float32)
+    (line,) = constant_outputs([uniform], ["probs"])
+    assert "same for all 20 inputs" in line and "says nothing" in line and "'probs'" not in line
+    (line,) = constant_outputs([varying, np.zeros((20, 4), np.float32)], ["cls", "box"])
+    assert "'box'" in line
+    assert constant_outputs([varying], ["probs"]) == [] and constant_outputs([uniform[:1]], ["probs"]) == []
+    tied = same_for_every_input([uniform], ["probs"])
+    assert tied == ["probs"]
+    assert collapsed_outputs([_art("int8", OutputCheck("probs", 1e-3, None, 0.15, 36.0))], tied) == []
+    assert collapsed_outputs([_art("int8", OutputCheck("probs", 1e-3, None, 0.15, 3.0))], tied)
+    assert collapsed_outputs([_art("int8", OutputCheck("probs", 1e-3, None, 0.15, 36.0))])
 
 
 def test_saturation_counts_only_values_beyond_half_a_step(monkeypatch):

@@ -199,16 +199,19 @@ def _export_into(model, folder: Path, out_dir: Path, config: ExportConfig, datas
         say("quantization error per layer")
         result = dataclasses.replace(result, int8_check=int8_check, warnings=tuple(int8_check["warnings"]),
                                      quant_error=_quant_error(job))
-    return dataclasses.replace(result, warnings=result.warnings + tuple(job.warnings) + _truth(result, plan, inputs.y is not None))
+    truth = _truth(result, plan, references, inputs.y is not None)
+    return dataclasses.replace(result, warnings=result.warnings + tuple(job.warnings) + truth)
 
 
-def _truth(result: ExportResult, plan, labelled: bool) -> tuple[str, ...]:
-    """Collapsed quantized outputs, a Keras accuracy at chance level (``edgesep.converters.truth``), and why a
-    model with several outputs has no accuracy."""
-    from edgesep.converters.truth import chance_level, collapsed_outputs
+def _truth(result: ExportResult, plan, references, labelled: bool) -> tuple[str, ...]:
+    """Collapsed quantized outputs, a Keras accuracy at chance level, Keras outputs that are the same for every
+    input (``edgesep.converters.truth``), and why a model with several outputs has no accuracy."""
+    from edgesep.converters.truth import chance_level, collapsed_outputs, constant_outputs, same_for_every_input
 
     notes = [chance_level(result.keras_accuracy, plan.classes or 0), plan.note() if labelled else None]
-    return tuple(collapsed_outputs(result.artifacts)) + tuple(n for n in notes if n)
+    tied = same_for_every_input(references, plan.names)
+    return (tuple(collapsed_outputs(result.artifacts, tied)) + tuple(constant_outputs(references, plan.names))
+            + tuple(n for n in notes if n))
 
 
 def _dataset_summary(dataset, inputs: _Inputs, calib, config: ExportConfig) -> DatasetSummary:
