@@ -123,6 +123,7 @@ def test_grouped_convolution_onnx_cannot_take_asks_for_no_onnx_and_exports_witho
                        timeout=180)
     assert done.code == 0, done.stderr[-2000:]
     assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.tflite"]
+    assert "wrote 1 artifact and export.json" in done.stdout
 
 
 def test_a_converter_crash_is_one_line_naming_the_signal_and_the_step(tmp_path):

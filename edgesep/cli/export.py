@@ -136,7 +136,8 @@ def _print_result(result, out_dir: str) -> None:
         click.echo(f"edgesep: warning: {warning}", err=True)
     if result.edgetpu is not None:
         echo_rich(edgetpu_table({"compiled": True, "report": result.edgetpu}), wide=160)
-    click.echo(f"wrote {len(result.artifacts)} artifacts and export.json to {out_dir}")
+    count = len(result.artifacts)
+    click.echo(f"wrote {count} artifact{'s' if count != 1 else ''} and export.json to {out_dir}")
 
 
 def _watched(out_dir: str) -> Optional[int]:
