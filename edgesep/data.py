@@ -28,6 +28,18 @@ __all__ = ["BUILTIN", "DataError", "DataOptions", "Dataset", "PRESETS", "PREPROC
            "parse_preprocess"]
 
 
+def _check_data_kind(path: Path) -> None:
+    """DataError unless ``path`` is a folder or a ``.npz`` file: what ``--data`` takes besides ``digits``."""
+    if not path.exists():
+        raise DataError(f"data not found: {path} (use 'digits', an image folder or a .npz file)")
+    if path.is_dir() or (path.suffix == ".npz" and path.is_file()):
+        return
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        raise DataError(f"--data {path} is one image: give the folder of images (one sub-folder per class), "
+                        "or a .npz file with x and y")
+    raise DataError(f"unsupported data {path}: use 'digits', an image folder or a .npz file with x and y")
+
+
 @dataclasses.dataclass(frozen=True)
 class DataOptions:
     """``--data``, ``--preprocess`` and ``--resize``: parsed once (``preprocess`` becomes a :class:`Preprocess`
@@ -35,7 +47,7 @@ class DataOptions:
 
     Raises:
         UsageError: ``--preprocess``/``--resize`` without ``--data``, ``--preprocess`` with a ``.npz``, a bad
-            ``--preprocess``. DataError: ``--data`` names nothing.
+            ``--preprocess``. DataError: ``--data`` names nothing, or neither a folder nor a ``.npz`` file.
     """
 
     data: Optional[str] = None
@@ -48,8 +60,8 @@ class DataOptions:
         if given and self.data is None:
             raise UsageError(f"{' and '.join(given)} say{'s' if len(given) == 1 else ''} how --data becomes "
                              "model input; add --data")
-        if self.data is not None and self.data != BUILTIN and not Path(self.data).exists():
-            raise DataError(f"data not found: {self.data} (use 'digits', an image folder or a .npz file)")
+        if self.data is not None and self.data != BUILTIN:
+            _check_data_kind(Path(self.data))
         if self.preprocess is not None and self.is_npz:
             raise UsageError(f"--preprocess is for images; {Path(self.data).name} holds the model's input tensors, "
                              "used as given (scale them before saving, or pass an image folder)")

@@ -218,6 +218,19 @@ def test_bench_data_non_finite_images(tiny, tmp_path):
                   code=FAIL, needles=["nan.npz"], bound=60)
 
 
+@pytest.mark.parametrize("name, needle", [("x.npy", "unsupported data"), ("photo.png", "one image"),
+                                          ("/dev/null", "unsupported data")])
+def test_data_that_is_neither_a_folder_nor_an_npz(name, needle, out, tmp_path, capfd, monkeypatch):
+    """Named as what it is (not 'holds images: give --preprocess', exit 2), before the model is even read."""
+    data = name if name.startswith("/") else _garbage(tmp_path / name, 64)
+    model = _garbage(tmp_path / "m.keras")
+    outcome = run_in_process(["export", "--int8", "--model", model, "--data", data, "--out", out], tmp_path, capfd,
+                             monkeypatch)
+    assert outcome.code == FAIL, (outcome.code, outcome.stderr[-2000:])
+    assert_one_error_line(outcome.code, outcome.stderr, needle, str(data))
+    assert outcome.new_tmp == [] and outcome.seconds < 30
+
+
 def test_export_data_empty_folder(out, tmp_path):
     (tmp_path / "empty").mkdir()
     check_refused(["export", "--data", tmp_path / "empty", "--out", out], tmp_path, code=FAIL, needles=["empty"],
