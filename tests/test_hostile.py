@@ -66,6 +66,8 @@ USAGE_CASES = {
     "compare blocks garbage": (["compare", "--blocks", "32,,x"], "--blocks"),
     "compare max secs inf": (["compare", "--max-secs", "inf"], "--max-secs"),
     "option without its value": (["bench", "MODEL", "--threads"], "(see 'edgesep bench --help')"),
+    "option as an option's value": (["bench", "MODEL", "--runs", "2", "--out", "--json"],
+                                    "--out needs a value, not the option --json"),
 }
 
 

@@ -203,10 +203,29 @@ def _help_command(ctx: Optional[click.Context], argv: Optional[Sequence[str]]) -
     return f"edgesep {words[0]}" if words and words[0] in cli.commands else "edgesep"
 
 
+def _check_option_values(words: Sequence[str]) -> None:
+    """UsageError when an option that takes a value is followed by another option of the same command
+    (``--out --int8``): click would take ``--int8`` as the folder's name and write there."""
+    command = cli.commands.get(words[0]) if words else None
+    if command is None:
+        return
+    params = [p for p in command.params if isinstance(p, click.Option)]
+    names = {name for p in params for name in (*p.opts, *p.secondary_opts)} | {"-h", "--help"}
+    takes_value = {name for p in params if not p.is_flag and not p.count for name in p.opts}
+    for option, value in zip(words[1:], words[2:]):
+        if option == "--":
+            return
+        if option in takes_value and value in names:
+            raise click.UsageError(f"{option} needs a value, not the option {value}")
+
+
 def _run_cli(argv: Optional[Sequence[str]]) -> int:
+    import sys
+
     from edgesep.interrupt import Signalled
 
     try:
+        _check_option_values(list(argv if argv is not None else sys.argv[1:]))
         result = cli.main(args=list(argv) if argv is not None else None, prog_name="edgesep", standalone_mode=False)
         if isinstance(result, int) and not isinstance(result, bool):  # click returns an Exit's code here
             return result
