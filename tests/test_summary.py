@@ -1,4 +1,5 @@
-"""compare's terminal summary (issue 22): one line per variant and verdict, under 80 columns, no padding."""
+"""compare's terminal summary (issue 22): one line per variant and verdict, under 80 columns, no padding; and
+tables that print styles, never markup text."""
 from __future__ import annotations
 
 from edgesep.report import compare_summary
@@ -49,3 +50,20 @@ def test_a_stage_progress_never_goes_backwards():
             task = progress.bar.tasks[0]
             shown.append(task.completed / task.total)
     assert shown == sorted(shown) and shown[-1] == 0.9
+
+
+def test_tables_show_styles_not_markup(capsys):
+    """Tables print with markup off (a layer or model may be named "[x]"): a style must be a styled Text, never
+    markup text that then shows as ``[bold red]conv[/]`` (the worst layers of inspect --quant-error, a failed
+    model in the bench table)."""
+    from edgesep.cli.app import echo_rich
+    from edgesep.report.inspect import quant_error_table
+    from edgesep.report.tables import bench_table
+
+    layer = {"layer": "conv[1]", "op": "CONV_2D", "sqnr_db": 12.0, "rmse_per_scale": 1.0, "max_abs_error": 0.1}
+    doc = {"samples": 5, "output": {"top1_agreement": 1.0}, "notes": [], "worst": ["conv[1]"], "layers": [layer]}
+    failed = {"model": "m.tflite", "device": "local", "error": "boom", "latency_ms": None, "samples_ms": []}
+    echo_rich(quant_error_table(doc), bench_table([failed]))
+    out = capsys.readouterr().out
+    assert "conv[1]" in out and "failed" in out
+    assert "[bold red]" not in out and "[/" not in out and "[red]" not in out, out

@@ -77,6 +77,7 @@ def _quant_text(entry: dict[str, Any]) -> str:
 def quant_error_table(doc: dict[str, Any]):
     """A rich Table of a ``quant_error_report`` document (worst layers marked)."""
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=f"Quantization error ({doc['samples']} images, output top-1 agreement "
                         f"{_pct(doc['output']['top1_agreement'])})")
@@ -85,7 +86,8 @@ def quant_error_table(doc: dict[str, Any]):
     table.caption = "\n".join(doc["notes"])
     worst = set(doc["worst"])
     for r in doc["layers"]:
-        table.add_row(("[bold red]" + r["layer"] + "[/]") if r["layer"] in worst else r["layer"], r["op"],
+        # styled Text, not markup: tables are printed with markup off (a layer may be named "[x]")
+        table.add_row(Text(r["layer"], style="bold red" if r["layer"] in worst else ""), r["op"],
                       _num(r["sqnr_db"], 1), _num(r["rmse_per_scale"], 2), _num(r["max_abs_error"], 4),
                       _num(r.get("weight_sqnr_db"), 1), _num(r.get("range_ratio"), 1))
     return table

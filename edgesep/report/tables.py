@@ -285,6 +285,7 @@ class BenchTable:
     def _table(self, columns: list[tuple[str, str, str]], dropped: list[str]):
         from rich import box
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(title=self.title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,
                       title_justify="left", caption_justify="left")
@@ -293,7 +294,7 @@ class BenchTable:
         rows = bench_rows(self.results)
         for row in rows:
             if row["error"]:
-                row = dict(row, p50="[red]failed[/red]")
+                row = dict(row, p50=Text("failed", style="red"))  # not markup: tables print with markup off
             table.add_row(*(row[key] for key, _, _ in columns))
         shared = any(row["memory"].endswith("*") for row in rows)
         notes = [self.caption, SHARED_MEMORY_NOTE if shared else None, emulated_note(self.results),
