@@ -267,6 +267,19 @@ def test_export_out_under_a_file(tmp_path):
     check_refused(["export", "--out", tmp_path / "file" / "out"], tmp_path, code=FAIL, needles=["file"], bound=30)
 
 
+def test_standard_output_that_is_full(tiny, tmp_path):
+    """stdout on a full disk (/dev/full): one line on stderr, exit 1, not rich's OSError traceback."""
+    import subprocess
+    import sys
+
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "edgesep", "inspect", str(tiny["float.tflite"])], stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=120,
+                              env={**os.environ, "TMPDIR": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == FAIL
+    assert_one_error_line(proc.returncode, proc.stderr, "cannot write the output", "no space left")
+
+
 @pytest.fixture
 def tiny_fs(tmp_path):
     """A 1 MiB tmpfs (root only): full after a few writes; unmounted afterwards."""

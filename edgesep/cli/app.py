@@ -5,6 +5,7 @@ Heavy modules (TensorFlow, the converters, the devices) are imported inside the 
 """
 from __future__ import annotations
 
+import errno
 from typing import TYPE_CHECKING, Optional, Sequence
 
 import click
@@ -16,7 +17,8 @@ from edgesep.errors import EXIT_USAGE, EdgesepError, one_line
 if TYPE_CHECKING:
     from pathlib import Path
 
-BENCH_DEFAULTS = BenchConfig()  # click defaults of bench/compare come from here, never repeated
+BENCH_DEFAULTS = BenchConfig()
+OUTPUT_ERRNOS = (errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EIO)  # writing standard output failed  # click defaults of bench/compare come from here, never repeated
 
 
 class UserError(EdgesepError):
@@ -256,4 +258,27 @@ def _run_cli(argv: Optional[Sequence[str]]) -> int:
         if isinstance(e.__context__, Signalled):
             return _report_signal(e.__context__)
         raise
+    except OSError as e:
+        if e.filename is not None or e.errno not in OUTPUT_ERRNOS:
+            raise
+        return _output_failed(e)
     return 0
+
+
+def _output_failed(error: OSError) -> int:
+    """Standard output cannot take more (``| head`` closed the pipe, a full disk, /dev/full): one line on
+    stderr, none for a closed pipe (its reader has what it wanted), exit 1 (141, as SIGPIPE, for the pipe);
+    stdout then points to /dev/null so that Python's last flush at exit does not fail again."""
+    import os
+    import sys
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    if error.errno == errno.EPIPE:
+        return 141
+    click.echo(f"edgesep: error: cannot write the output: {error.strerror.lower()}", err=True)
+    return 1
