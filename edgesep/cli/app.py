@@ -17,8 +17,8 @@ from edgesep.errors import EXIT_USAGE, EdgesepError, one_line
 if TYPE_CHECKING:
     from pathlib import Path
 
-BENCH_DEFAULTS = BenchConfig()
-OUTPUT_ERRNOS = (errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EIO)  # writing standard output failed  # click defaults of bench/compare come from here, never repeated
+BENCH_DEFAULTS = BenchConfig()  # click defaults of bench/compare come from here, never repeated
+OUTPUT_ERRNOS = (errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EIO)  # writing standard output failed
 
 
 class UserError(EdgesepError):
