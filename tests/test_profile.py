@@ -125,12 +125,14 @@ def test_cli_profile_table_and_json_have_ops_covering_the_graph_and_a_checked_ra
     assert any(op["type"] == "Conv" and op["macs"] for op in onnx["ops"])
     calibration = onnx["profile"]["calibration"]  # the profiler's cost per node, measured by the runner
     assert calibration["nodes"] == 40 and [c["inputs"] for c in calibration["chains"]] == [1, 9]
-    assert all(c["profiled_us"] > 0 for c in calibration["chains"])
+    assert all(c["profiled_us"] >= 0 for c in calibration["chains"])
+    assert all(op["ms"] <= op["raw_ms"] for op in onnx["ops"])
     assert onnx["profile"]["correction_ms"] == pytest.approx(max(calibration["cost_us"], 0) / 1e3, abs=1e-6)
     assert onnx["profile"]["raw_sum_ms"] == pytest.approx(sum(op["raw_ms"] for op in onnx["ops"]), rel=1e-3)
     assert onnx["profile"]["session_whole_ms"] > 0 and "profiler's own cost" in proc.stdout
     for profile in (tfl["profile"], onnx["profile"]):  # the whole timed again, runs told preempted or not
-        assert 0 <= profile["preempted"] <= 1 and (profile["clean_whole_ms"] is None or profile["clean_ratio"] > 0)
+        assert profile["preempted"] is None or 0 <= profile["preempted"] <= 1  # None: no getrusage (Windows)
+        assert profile["clean_whole_ms"] is None or profile["clean_ratio"] > 0
         assert "profile" not in tfl["extra"]
 
 

@@ -306,6 +306,7 @@ def from_single_ops(result: BenchResult, ops: Sequence[CutOp], timed: dict[Path,
     notes = [ISOLATION_NOTE] + [f"op {r.index} ({r.type}) not timed: {r.note}" for r in records if r.ms is None]
     session = statistics.median(whole.samples_ms) if whole is not None and whole.samples_ms else None
     again = (result.extra.pop("profile", None) or {}).get("whole")
+    cost_s += ((again or {}).get("cost_ms") or 0) / 1e3  # the whole timed again by the timed session's runner
     return finish(records, result, "single-op models", True, cost_s, min(runs) if runs else None, notes, peak,
                   session, again=again)
 
