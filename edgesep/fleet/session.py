@@ -101,6 +101,31 @@ def answers(host: str, port: int, timeout: float = CONNECT_SECS) -> bool:
         return False
 
 
+def wildcard_ports(pids: set[int]) -> list[int]:
+    """Ports on which ``pids`` listen on every interface (0.0.0.0 or ::), read from /proc (Linux; else [])."""
+    inodes = set()
+    for pid in pids:
+        try:
+            for fd in os.scandir(f"/proc/{pid}/fd"):
+                link = os.readlink(fd.path)
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+        except OSError:
+            continue
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for fields in (line.split() for line in lines):
+            host, _, port = fields[1].partition(":")
+            if fields[3] == "0A" and fields[9] in inodes and not host.strip("0"):  # LISTEN on all-zero address
+                ports.add(int(port, 16))
+    return sorted(ports)
+
+
 def join_failure(address: str, said: str) -> str:
     """One line for a failed join: the address, and the token when Ray's words point at authentication."""
     from edgesep.errors import last_line

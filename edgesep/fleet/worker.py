@@ -29,12 +29,13 @@ STOP_SECS = 30.0
 # raylet's node manager and object manager, each worker process) is built with listen_to_localhost_only =
 # (node_ip_address == "127.0.0.1") and GrpcServer::Run (src/ray/rpc/grpc_server.cc) then listens on
 # "127.0.0.1:PORT", else on "0.0.0.0:PORT" (gRPC makes that the dual-stack [::]). The raylet has no flag and no
-# RAY_ setting naming a bind address (its gflags and RayConfig entries were checked); the pull requests binding
+# RAY_ setting naming a bind address (the gflags, RayConfig entries and RAY_* environment names in Ray 2.60's
+# raylet and _raylet.so were checked; _system_config only sets RayConfig entries); the pull requests binding
 # the node IP (ray-project/ray#55484, #59852) do not show in Ray 2.60's raylet, which on 127.0.0.2 listens on
-# [::] (test_fleet_nodes checks every socket). So a worker on 127.0.0.2 says so.
-RAYLET_WILDCARD = ("Ray binds this node's raylet and worker processes on every interface unless the node's address "
-                   "is exactly 127.0.0.1 (here {addr}), and has no setting to change that: on a machine others can "
-                   "reach, firewall their ports or use a private network")
+# [::] (test_fleet_nodes checks every socket). So a worker on 127.0.0.2 says so, once it has seen such a socket.
+RAYLET_WILDCARD = ("Ray listens on every interface at port(s) {ports} of this node (its raylet; its worker processes "
+                   "too): Ray binds them to one address only when that is exactly 127.0.0.1 (here {addr}) and has no "
+                   "setting to change it; on a machine others can reach, firewall them or use a private network")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,8 +106,7 @@ def _joining(address: Optional[str], listen: Optional[str]):
             raise UsageError("the head is on this machine: give this node its own loopback address, e.g. --listen "
                              "127.0.0.2 (or give the devices to the head itself)")
         _check_local(listen)
-        return listen, ("127.0.0.1" if host == "localhost" else host, head_port), env, \
-            [RAYLET_WILDCARD.format(addr=listen)]
+        return listen, ("127.0.0.1" if host == "localhost" else host, head_port), env, []
     if listen is None:
         raise UsageError(f"joining {host} binds this node's Ray ports on the network: add --listen ADDR "
                          "(this host's address on a network you trust)")
@@ -175,6 +175,7 @@ def _watch(child: subprocess.Popen, log, node: NodeCommand, say: Callable[[str],
         checkpoint()  # a signal whose exception was swallowed while the node started
         if not up and STARTED in read_text(log):
             up = True
+            _say_wildcard(child, node, say)
             where = f"head on {node.bind}:{node.port}" if node.head else \
                 f"node {node.bind} joined {node.head_address[0]}:{node.head_address[1]}"
             say(f"edgesep: {where}; Ctrl-C stops it")
@@ -183,6 +184,18 @@ def _watch(child: subprocess.Popen, log, node: NodeCommand, say: Callable[[str],
         said = [ln for ln in read_text(log).splitlines() if ln.strip() and "INFO" not in ln]
         raise EdgesepError(f"ray start failed (exit {child.returncode}): {last_line(chr(10).join(said[-3:]))}")
     return child.returncode
+
+
+def _say_wildcard(child: subprocess.Popen, node: NodeCommand, say: Callable[[str], None]) -> None:
+    """Warn when the node, on loopback, listens on every interface (Ray does so but on 127.0.0.1): the ports seen."""
+    from edgesep.fleet.cluster import is_loopback
+    from edgesep.fleet.session import descendants, wildcard_ports
+
+    if not is_loopback(node.bind):
+        return  # bound to a network address on purpose: the protection hint was given
+    ports = wildcard_ports(descendants(child.pid))
+    if ports:
+        say("edgesep: warning: " + RAYLET_WILDCARD.format(ports=", ".join(map(str, ports)), addr=node.bind))
 
 
 def _stop(child: subprocess.Popen) -> None:
