@@ -1,12 +1,15 @@
 """ONNX export through tf2onnx, from the BN-folded Keras model."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from edgesep.converters import ConversionError
 from edgesep.converters._quiet import import_onnxruntime, quiet
 from edgesep.converters.export_config import OPSETS
 from edgesep.io import write_bytes
+
+_CATCH_ERRORS = "TF2ONNX_CATCH_ERRORS"  # tf2onnx's switch: set (to false), optimizer passes run uncopied
 
 
 def export_onnx(model, path, *, opset: int = 17, fold: bool = True) -> Path:
@@ -44,12 +47,33 @@ def export_onnx(model, path, *, opset: int = 17, fold: bool = True) -> Path:
         spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name="input")
         infer = tf.function(_outputs_of(model), autograph=False).get_concrete_function(spec)
         frozen = convert_variables_to_constants_v2(infer)  # weights and captured tensors become constants
-        proto, _ = tf2onnx.convert.from_graph_def(frozen.graph.as_graph_def(), name=model.name, opset=opset,
-                                                  input_names=[t.name for t in frozen.inputs],
-                                                  output_names=[t.name for t in frozen.outputs])
+        proto = _convert(tf2onnx, frozen.graph.as_graph_def(), name=model.name, opset=opset,
+                         input_names=[t.name for t in frozen.inputs], output_names=[t.name for t in frozen.outputs])
     _name_outputs(proto, names)
     check_onnx(proto, model)
     return write_bytes(Path(path), proto.SerializeToString())
+
+
+def _convert(tf2onnx, graph_def, **kwargs):
+    """tf2onnx's ``from_graph_def`` with its optimizer passes run on the graph itself, not on copies.
+
+    By default tf2onnx copies the whole graph before each optimizer pass (a dozen passes per round, rounds until
+    nothing changes) so that a failing pass can be skipped; on networks of a few hundred layers those copies are
+    a fifth to two fifths of the conversion (``scripts/bench_onnx_export.py``). ``TF2ONNX_CATCH_ERRORS`` (set to
+    false) is tf2onnx's own switch for that, the way it converts large models. Should a pass fail without the
+    copies, the conversion runs again tf2onnx's default way, so a model converts exactly as it did before.
+    A ``TF2ONNX_CATCH_ERRORS`` the user set is left as it is.
+    """
+    if _CATCH_ERRORS in os.environ:
+        return tf2onnx.convert.from_graph_def(graph_def, **kwargs)[0]
+    os.environ[_CATCH_ERRORS] = "FALSE"
+    try:
+        return tf2onnx.convert.from_graph_def(graph_def, **kwargs)[0]
+    except Exception:  # a pass failed on the graph itself: convert again, failing passes skipped on copies
+        pass
+    finally:
+        os.environ.pop(_CATCH_ERRORS, None)
+    return tf2onnx.convert.from_graph_def(graph_def, **kwargs)[0]
 
 
 def refuse_unsupported(model) -> None:
