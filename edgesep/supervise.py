@@ -53,6 +53,14 @@ def recording(step: Callable[[str], None]) -> Callable[[str], None]:
     return both
 
 
+def python_module(module: str) -> list[str]:
+    """The argv start of ``python -m MODULE`` without the current folder on ``sys.path`` (as the console script
+    has it): ``-m`` would put it first, and a folder named ``edgesep`` there (a checkout's parent, an output
+    folder) would then be imported instead of edgesep itself."""
+    code = f"import runpy, sys; del sys.path[0]; runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
+    return [sys.executable, "-c", code]
+
+
 def supervise(out_dir: Optional[str]) -> Optional[int]:
     """Run this command in a watched child and return its exit code; None where the caller should do the work.
 
@@ -71,7 +79,7 @@ def supervise(out_dir: Optional[str]) -> Optional[int]:
     env = {**os.environ, CHILD_ENV: "1", STAGE_ENV: str(stage), "TMPDIR": str(private / "tmp")}
     (private / "tmp").mkdir()
     try:
-        code = _wait(subprocess.Popen([sys.executable, "-m", "edgesep", *sys.argv[1:]], env=env, process_group=0))
+        code = _wait(subprocess.Popen([*python_module("edgesep"), *sys.argv[1:]], env=env, process_group=0))
         if code >= 0:
             return code
         where = stage.read_text().strip() if stage.is_file() else "start-up"

@@ -171,6 +171,26 @@ def test_quant_error_reference_that_does_not_fit(reference, needle, tiny, tmp_pa
     assert outcome.new_tmp == [] and outcome.seconds < 60
 
 
+@pytest.mark.slow  # the child starts TensorFlow to read the model
+def test_a_folder_named_edgesep_in_the_current_folder(out, tmp_path):
+    """The console script (here: its code, run without the current folder on sys.path) runs export's watched
+    child; a folder named ``edgesep`` where the user stands (a checkout's parent) is not imported in its place."""
+    import subprocess
+    import sys
+    import zipfile
+
+    (tmp_path / "edgesep" / "cli").mkdir(parents=True)
+    console_script = "import sys; del sys.path[0]; from edgesep.cli import main; sys.exit(main())"
+    junk = tmp_path / "junk.keras"  # a zip, as a .keras file is: the parent lets it through to the child
+    with zipfile.ZipFile(junk, "w") as archive:
+        archive.writestr("notes.txt", "not a model")
+    proc = subprocess.run([sys.executable, "-c", console_script, "export", "--model", str(junk), "--out", str(out)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == FAIL, proc.stderr[-2000:]
+    assert_one_error_line(proc.returncode, proc.stderr, "junk.keras")
+
+
 # ---------------------------------------------------------------- data that do not fit (exit 1)
 
 def _npz(path, x, y):

@@ -14,11 +14,11 @@ import dataclasses
 import json
 import os
 import subprocess
-import sys
 import time
 from typing import Callable, Optional
 
 from edgesep.errors import EdgesepError, UsageError
+from edgesep.supervise import python_module
 from edgesep.fleet.cluster import (AUTH_ENV, DEFAULT_PORT, LOOPBACK_ENV, PROTECT_HINT, TOKEN_FILE, is_loopback,
                                    split_address, token_mode)
 
@@ -61,7 +61,7 @@ def node_command(address: Optional[str], listen: Optional[str], resources: dict[
     Raises:
         UsageError: a network address would be bound without ``--listen``, a port Ray's workers use, ...
     """
-    ray_start = [sys.executable, "-m", "edgesep.fleet.raynode", "start"]
+    ray_start = [*python_module("edgesep.fleet.raynode"), "start"]
     if head:
         bind, head_address, env, warnings = _head(listen, port)
         argv = [*ray_start, "--head", f"--port={port}", "--include-dashboard=false"]
@@ -160,7 +160,7 @@ def run_node(node: NodeCommand, say: Callable[[str], None]) -> int:
 
 def _ensure_token(env: dict) -> None:
     if env[AUTH_ENV] == "token" and not os.path.isfile(os.path.expanduser(TOKEN_FILE)):
-        subprocess.run([sys.executable, "-m", "edgesep.fleet.raynode", "get-auth-token", "--generate"],
+        subprocess.run([*python_module("edgesep.fleet.raynode"), "get-auth-token", "--generate"],
                        capture_output=True, env=env, check=False, timeout=120)
 
 
