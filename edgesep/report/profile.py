@@ -109,8 +109,9 @@ def _load_changed(p: dict[str, Any]) -> list[str]:
     whole, again = p.get("whole_ms"), p.get("session_whole_ms")
     if not whole or not again or 1 / 1.2 <= again / whole <= 1.2:
         return []
-    return [f"the whole took {again / whole:.2f}x its timed p50 in the profile session: the machine's load changed "
-            "between the timed runs and the profile; the session ratio compares like with like"]
+    return [f"the whole took {again / whole:.2f}x its timed p50 in the profile session: the machine was not in the "
+            "same state for both (load, preemption); the ratios against the session's whole and against the "
+            "unpreempted runs compare like with like"]
 
 
 def block_rows(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
