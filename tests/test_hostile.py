@@ -152,6 +152,25 @@ def test_export_garbage_model(out, tmp_path):
                   needles=["junk.keras"], out=out, bound=90)
 
 
+def test_a_model_saved_before_it_was_built(out, tmp_path, capfd, monkeypatch):
+    """A Sequential saved without keras.Input has no inputs: one line for inspect and export, not Keras'
+    AttributeError traceback. In-process (TensorFlow is loaded once)."""
+    import warnings
+
+    import keras
+
+    path = tmp_path / "unbuilt.keras"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Keras warns that the model is not built: the case under test
+        keras.Sequential([keras.layers.Dense(4)]).save(path)
+    for args in (["inspect", path], ["export", "--model", path, "--no-onnx", "--out", out]):
+        outcome = run_in_process(args, tmp_path, capfd, monkeypatch)
+        assert outcome.code == FAIL, (args, outcome.stderr[-2000:])
+        assert_one_error_line(outcome.code, outcome.stderr, "unbuilt.keras", "never built")
+        assert outcome.new_tmp == []
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
 def test_export_model_with_unknown_suffix(out, tmp_path):
     check_refused(["export", "--model", _garbage(tmp_path / "model.txt"), "--out", out], tmp_path, code=FAIL,
                   needles=["model.txt"], out=out, bound=60)

@@ -239,12 +239,23 @@ def load_model(path, input_size: Optional[tuple[int, int]] = None, *, trust_mode
         raise
     except Exception as e:  # noqa: BLE001 - zip/h5/config errors of a corrupt or foreign file
         raise explain_load_error(path, e) from None
+    check_built(model, path.name)
     if not isinstance(model, keras.Model) or len(model.inputs) != 1 or len(model.input_shape) != 4:
         raise ConversionError(f"{path.name}: edgesep needs a model with one NHWC image input")
     if input_size is not None:
         model = with_input_size(model, input_size)
     check_exportable(model)
     return model
+
+
+def check_built(model, name: str) -> None:
+    """ConversionError when the model was saved before it was built (a Sequential without ``keras.Input``):
+    it has no inputs, no outputs and no input shape to export at."""
+    try:
+        model.inputs, model.outputs
+    except AttributeError:  # Keras: "Sequential model ... has no defined inputs yet"
+        raise ConversionError(f"{name} holds a model that was never built, so it has no input shape: build it "
+                              "before saving (keras.Input(shape) first, or model.build((None, H, W, C)))") from None
 
 
 def check_model_path(path) -> Path:

@@ -55,6 +55,9 @@ def read_keras(p: Path) -> Contents:
             model = keras.saving.load_model(str(p), compile=False)
     except Exception as e:  # noqa: BLE001 - Keras raises many types for a bad archive or unknown layers
         raise ConversionError(f"cannot load Keras model {p}: {_why(e)}") from None
+    from edgesep.converters.graph import check_built
+
+    check_built(model, p.name)
     return keras_contents(model)
 
 
