@@ -106,15 +106,18 @@ def test_cli_accuracy_from_npz_and_digits(bench_models, tmp_path):
 @pytest.mark.parametrize("case", ["missing", "empty", "text", "suffix", "directory"])
 def test_bad_model_files_fail_in_one_line(case, tmp_path):
     path = {"missing": tmp_path / "gone.tflite", "empty": tmp_path / "empty.tflite",
-            "text": tmp_path / "readme.tflite", "suffix": tmp_path / "model.pb", "directory": tmp_path}[case]
+            "text": tmp_path / "readme.tflite", "suffix": tmp_path / "model.pb", "directory": tmp_path / "out"}[case]
     if case == "empty":
         path.write_bytes(b"")
     elif case in ("text", "suffix"):
         path.write_text("not a model at all\n")
+    elif case == "directory":  # an export folder given instead of its models: the line names them
+        path.mkdir()
+        (path / "model_int8.tflite").write_text("x")
     code, _, stderr = edgesep(path, *FAST)
     needle = {"missing": "model file not found", "empty": "model file is empty", "text": "not a TFLite model",
-              "suffix": "use .tflite or .onnx", "directory": "not a model file"}[case]
-    assert_one_error_line(code, stderr, needle)
+              "suffix": "use .tflite or .onnx", "directory": "a folder, not a model file: give the models in it"}[case]
+    assert_one_error_line(code, stderr, needle, *(["model_int8.tflite"] if case == "directory" else []))
 
 
 def test_truncated_model_is_one_line_and_others_survive(bench_models, tmp_path):

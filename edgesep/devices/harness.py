@@ -43,9 +43,12 @@ def check_model_file(path: Path) -> None:
     path = Path(path)
     if not path.exists():
         raise DeviceError(f"model file not found: {path}")
+    if path.is_dir():
+        inside = sorted(str(p) for p in path.iterdir() if p.suffix.lower() in MODEL_SUFFIXES and p.is_file())
+        raise DeviceError(f"{path} is a folder, not a model file" + (
+            f": give the models in it ({' '.join(inside[:4])}{' ...' if len(inside) > 4 else ''})" if inside else ""))
     if not path.is_file():
-        raise DeviceError(f"not a model file: {path}" if path.is_dir() else
-                          f"model file {path} is not a regular file (a pipe or device would block)")
+        raise DeviceError(f"model file {path} is not a regular file (a pipe or device would block)")
     if path.suffix.lower() in (".keras", ".h5", ".hdf5"):
         raise DeviceError(f"{path} is a Keras model; export it first: edgesep export --model {path} "
                           "(then measure the .tflite/.onnx it writes)")
