@@ -1,5 +1,6 @@
 """Warnings that must be true: a collapsed quantized output is loud, a Keras accuracy at chance level says
-so, a Keras output that is the same for every input says so, saturation counts only values beyond half a quantization step, and a .npz without labels loads."""
+so, a Keras output that is the same for every input says so, saturation counts only values beyond half a
+quantization step, and a .npz without labels loads."""
 from __future__ import annotations
 
 import numpy as np
