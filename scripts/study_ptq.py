@@ -95,7 +95,10 @@ def _score(path_or_bytes, x, reference) -> dict[str, float]:
 
     out = (run_flatbuffer(path_or_bytes, x) if isinstance(path_or_bytes, bytes) else predict_tflite(path_or_bytes, x))
     agree, sqnr = agreement(out, reference)
-    return {"sqnr_db": math.inf if sqnr is None else sqnr, "agreement": agree}
+    axes = tuple(range(1, reference.ndim))
+    return {"sqnr_db": math.inf if sqnr is None else sqnr, "agreement": agree,  # per image, for paired bootstraps:
+            "signal": np.sum(np.square(reference, dtype=np.float64), axis=axes).tolist(),
+            "noise": np.sum(np.square(out.astype(np.float64) - reference), axis=axes).tolist()}
 
 
 def _keras_variant(variant: str, model, folded, calib, iterations: int):
@@ -195,6 +198,33 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+COUNTERPART = {"pt+CLE": "per-tensor", "pt+CLE+BC": "pt+CLE", "pt+CLE+AdaRound": "pt+CLE"}  # else plain int8
+
+
+def paired(rows: list[dict[str, Any]], resamples: int = 2000) -> str:
+    """Each variant's SQNR minus its nearest-rounding counterpart's (plain int8; ``pt+CLE`` for the methods
+    after CLE), mean over seeds, with a 95 % bootstrap interval: the test images are resampled within each
+    seed, the same images for both variants (paired)."""
+    rng = np.random.default_rng(0)
+    lines = ["| network | variant | vs | SQNR difference dB, mean [95 % CI] |", "|---|---|---|---|"]
+    for net in dict.fromkeys(r["network"] for r in rows):
+        runs = [r for r in rows if r["network"] == net]
+        picks = [rng.integers(0, len(r["int8"]["signal"]), (resamples, len(r["int8"]["signal"]))) for r in runs]
+        for variant in [v for v in VARIANTS[1:] + REFERENCES[:1] if v in runs[0] and "signal" in runs[0][v]]:
+            base = COUNTERPART.get(variant, "int8")
+            diff = np.mean([_sqnr(r[variant], pick) - _sqnr(r[base], pick) for r, pick in zip(runs, picks)], axis=0)
+            point = np.mean([r[variant]["sqnr_db"] - r[base]["sqnr_db"] for r in runs])
+            lo, hi = np.percentile(diff, [2.5, 97.5])
+            lines.append(f"| {net} | {variant} | {base} | {point:+.1f} [{lo:+.1f}..{hi:+.1f}] |")
+    return "\n".join(lines) + "\n"
+
+
+def _sqnr(score: dict[str, Any], pick: np.ndarray) -> np.ndarray:
+    """SQNR in dB of every resample (rows of image indices) of one variant's per-image energies."""
+    signal, noise = np.asarray(score["signal"])[pick].sum(axis=1), np.asarray(score["noise"])[pick].sum(axis=1)
+    return 10 * np.log10(signal / np.maximum(noise, 1e-300))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
@@ -220,10 +250,10 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(run_one(name, seed, args.iterations, target))
             print(f"{name} seed {seed}: " + ", ".join(f"{v} {rows[-1][v]['sqnr_db']:.1f}" for v in VARIANTS),
                   flush=True)
-    table = markdown(rows)
-    print(table)
     if args.json:
-        write_json(args.json, {"rows": [{k: v for k, v in r.items()} for r in rows]})
+        write_json(args.json, {"rows": rows})
+    table = markdown(rows) + "\n" + paired(rows)
+    print(table)
     if args.markdown:
         write_text(args.markdown, table)
     return 0
