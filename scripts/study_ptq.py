@@ -219,6 +219,29 @@ def paired(rows: list[dict[str, Any]], resamples: int = 2000) -> str:
     return "\n".join(lines) + "\n"
 
 
+FORMS = (("builtin_fused", "builtin_split"), ("mini_xception", "mini_xception_split"))
+
+
+def forms(rows: list[dict[str, Any]], resamples: int = 2000) -> str:
+    """Fused minus split, per variant: the two forms run on the same test images per seed, so the difference
+    is paired the same way as ``paired``'s (mean over seeds, 95 % bootstrap interval)."""
+    rng = np.random.default_rng(0)
+    lines = ["| fused vs split | variant | SQNR fused - split dB, mean [95 % CI] |", "|---|---|---|"]
+    for fused, split in FORMS:
+        runs = [(f, s) for f in rows if f["network"] == fused for s in rows
+                if s["network"] == split and s["seed"] == f["seed"]]
+        if not runs:
+            continue
+        picks = [rng.integers(0, len(f["int8"]["signal"]), (resamples, len(f["int8"]["signal"]))) for f, _ in runs]
+        for variant in VARIANTS:
+            diff = np.mean([_sqnr(f[variant], pick) - _sqnr(s[variant], pick) for (f, s), pick in zip(runs, picks)],
+                           axis=0)
+            point = np.mean([f[variant]["sqnr_db"] - s[variant]["sqnr_db"] for f, s in runs])
+            lo, hi = np.percentile(diff, [2.5, 97.5])
+            lines.append(f"| {fused} - {split} | {variant} | {point:+.1f} [{lo:+.1f}..{hi:+.1f}] |")
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+
+
 def _sqnr(score: dict[str, Any], pick: np.ndarray) -> np.ndarray:
     """SQNR in dB of every resample (rows of image indices) of one variant's per-image energies."""
     signal, noise = np.asarray(score["signal"])[pick].sum(axis=1), np.asarray(score["noise"])[pick].sum(axis=1)
@@ -252,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
     if args.json:
         write_json(args.json, {"rows": rows})
-    table = markdown(rows) + "\n" + paired(rows)
+    table = markdown(rows) + "\n" + paired(rows) + "\n" + forms(rows)
     print(table)
     if args.markdown:
         write_text(args.markdown, table)
