@@ -64,7 +64,8 @@ def write_variants(name: str, folder: Path, iterations: int) -> dict[str, Any]:
 
     known = folder / "variants.json"
     info = json.loads(known.read_text()) if known.exists() else {}
-    missing = [v for v in VARIANTS if not (folder / f"{v}.tflite").exists()]
+    missing = [v for v in VARIANTS if not (folder / f"{v}.tflite").exists()
+               or (v == "keep-float" and "keep_float" not in info)]
     if missing:
         model, calib, selection, x = network(name)
         folded = fold_batchnorm(model)
