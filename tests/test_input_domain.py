@@ -252,7 +252,10 @@ def test_int8_in_the_models_domain_matches_the_raw_converter(family, tmp_path, m
     assert ours >= raw - 1.0, (family, ours, raw)
     check = doc["int8_check"]
     assert check["output_sqnr_db"] == pytest.approx(ours, abs=1e-6) and check["held_out_samples"] == len(ds.x_test)
-    assert check["saturated_values"] < 0.01 and doc["warnings"] == []
+    # MobileNetV2 (alpha 0.35, 48x48, random weights) gives the same logits for every image (spread 5e-7 of
+    # their size): the export says so, and nothing else
+    same = [w for w in doc["warnings"] if "is the same for all" in w]
+    assert check["saturated_values"] < 0.01 and len(same) == (family == "mobilenet_v2") == len(doc["warnings"])
     assert doc["dataset"]["input"]["as_given"] is True and doc["dataset"]["input"]["kind"] == "npz"
 
 
