@@ -18,15 +18,20 @@ SHAPE = (16, 16, 3)
 OUTLIER = 300.0
 
 
-def outlier_model(seed: int = 0):
-    """conv1 -> conv2 (channel 0 x300) -> conv3 (1x1, reads channel 0 /300) -> conv4 -> conv5 -> gap -> head."""
+def outlier_model(seed: int = 0, depthwise: bool = False):
+    """conv1 -> conv2 (channel 0 x300) -> conv3 (1x1, reads channel 0 /300) -> conv4 -> conv5 -> gap -> head.
+
+    ``depthwise``: conv3 is a 1x1 depthwise convolution (its per-channel int8 weights keep channel 0).
+    """
     import keras
 
     keras.utils.set_random_seed(seed)
     inp = keras.Input(SHAPE, name="input")
     x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1")(inp)
     x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv2")(x)
-    x = keras.layers.Conv2D(16, 1, activation="relu", name="conv3")(x)
+    third = keras.layers.DepthwiseConv2D(1, activation="relu", name="conv3") if depthwise else \
+        keras.layers.Conv2D(16, 1, activation="relu", name="conv3")
+    x = third(x)
     x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv4")(x)
     x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv5")(x)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)

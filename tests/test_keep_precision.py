@@ -22,31 +22,12 @@ from edgesep.cli import main  # noqa: E402
 from edgesep.converters.export_config import ExportConfig  # noqa: E402
 from edgesep.errors import UsageError  # noqa: E402
 
-from test_keep_float import OUTLIER, SHAPE, _dataset, outlier_model  # noqa: E402
+from test_keep_float import SHAPE, _dataset, outlier_model  # noqa: E402
 
 
 def depthwise_outlier_model(seed: int = 0):
     """conv1 -> conv2 (channel 0 x300) -> conv3 (1x1 depthwise, channel 0 /300) -> conv4 -> conv5 -> gap -> head."""
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    inp = keras.Input(SHAPE, name="input")
-    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1")(inp)
-    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv2")(x)
-    x = keras.layers.DepthwiseConv2D(1, activation="relu", name="conv3")(x)
-    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv4")(x)
-    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv5")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    model = keras.Model(inp, keras.layers.Dense(10, name="head")(x))
-    conv2, conv3 = model.get_layer("conv2"), model.get_layer("conv3")
-    w, b = conv2.get_weights()
-    w[..., 0] *= OUTLIER
-    b[0] *= OUTLIER
-    conv2.set_weights([w, b])
-    w, b = conv3.get_weights()
-    w[:, :, 0, :] /= OUTLIER
-    conv3.set_weights([w, b])
-    return model
+    return outlier_model(seed, depthwise=True)
 
 
 # ---------------------------------------------------------------------- option rules (no conversion)

@@ -343,21 +343,21 @@ class Sweep:
     def _abandon(self, reason: str) -> None:
         """The head is gone: record every running job ``interrupted`` (no Ray call: it would wait for the GCS)."""
         for state in self.devices.values():
-            if state.running:
-                job, _, dispatched = state.running
-                state.running = None
-                self._record(job, {**state.node, "started": dispatched, "ended": time.time()}, "interrupted",
-                             f"{reason} at {utc(time.time())}")
+            self._record_interrupted(state, reason)
 
     def _interrupt(self, signal_name: str) -> None:
         """Ctrl-C (or SIGTERM, SIGHUP): record every running job ``interrupted``, stop the exports and actors."""
         for ref in self.exports:
             ray.cancel(ref, force=True)
         for state in self.devices.values():
-            if state.running:
-                job, _, dispatched = state.running
-                state.running = None
-                self._record(job, {**state.node, "started": dispatched, "ended": time.time()}, "interrupted",
-                             f"interrupted ({signal_name}) at {utc(time.time())}")
+            self._record_interrupted(state, f"interrupted ({signal_name})")
             if state.actor is not None:
                 ray.kill(state.actor)
+
+    def _record_interrupted(self, state: DeviceState, reason: str) -> None:
+        """The device's running job, if any, recorded ``interrupted`` with ``reason`` and the time."""
+        if state.running:
+            job, _, dispatched = state.running
+            state.running = None
+            self._record(job, {**state.node, "started": dispatched, "ended": time.time()}, "interrupted",
+                         f"{reason} at {utc(time.time())}")
