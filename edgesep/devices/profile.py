@@ -31,198 +31,18 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from edgesep.devices import onnxgraph, roofline
+from edgesep.devices import roofline
 from edgesep.devices.base import BenchConfig, BenchResult, DeviceError
+from edgesep.devices.onnxprofile import from_onnx
 from edgesep.devices.opcut import CutOp, cut_model, model_precision
+from edgesep.devices.oprecords import OpRecord, ProfileRecord, block_of, failed, finish, profile_failed  # noqa: F401
 
 PROFILE_MIN_RUNS = 10
 PROFILE_MAX_RUNS = 100
-BLOCK_PART = re.compile(r"(block\d+)_(dw|pw|sep)(?![a-z])")
 ISOLATION_NOTE = ("per-op in isolation: each op timed as its own single-op model (its real tensors, quantization, "
                   "delegate and threads), interleaved; no fusion with neighbours, no caches they warmed, one "
                   "invoke each")
-ONNX_NOTE = "onnxruntime's per-node profiler, in a second session after the timed runs"
-ONNX_UNCORRECTED = "onnxruntime's profiler cost per node not measured ({}): per-node times include it"
 BENCHMARK_MODEL_NOTE = "benchmark_model --enable_op_profiling, in a second tool run after the timed run"
-
-
-@dataclasses.dataclass(frozen=True)
-class OpRecord:
-    """One op: ``ms`` per run, ``share`` of the measured whole (p50), ``macs``, achieved ``gmacs`` (GMAC/s)
-    and ``peak_share`` (of the device's measured peak); ``block``/``part`` from the builders' layer names
-    (``block3`` / ``dw``, ``pw``, ``sep``) where the op's name carries one; ``kind`` what it computes:
-    ``depthwise``, ``pointwise`` (1x1 convolution), ``conv`` (other convolutions, matrix products) or ``other``
-    (a fused ``block3_sep`` holds a depthwise and a pointwise op)."""
-
-    index: int
-    name: str
-    type: str
-    ms: Optional[float]
-    share: Optional[float] = None
-    macs: Optional[int] = None
-    gmacs: Optional[float] = None
-    peak_share: Optional[float] = None
-    block: Optional[str] = None
-    part: Optional[str] = None
-    kind: str = "other"
-    note: Optional[str] = None
-    raw_ms: Optional[float] = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclasses.dataclass(frozen=True)
-class ProfileRecord:
-    """How the ops were timed and how well their sum matches the whole (``ratio`` = ``sum_ms`` / ``whole_ms``,
-    the timed runs' p50). The whole model is also timed again in the profile session, interleaved with its ops
-    or profiled runs (``session_whole_ms``, ``session_ratio``): the same load and heat on both sides.
-    ``correction_ms``: what was subtracted from the measured time of each op of one input (onnxruntime's
-    profiler's own cost per node, measured: ``calibration``, which adds ``cost_us_per_input`` per further
-    input; an op's ``raw_ms`` is its time before); ``raw_sum_ms``/``raw_ratio`` are the sum and ratio before it."""
-
-    method: str
-    isolated: bool
-    whole_ms: Optional[float]
-    sum_ms: Optional[float]
-    ratio: Optional[float]
-    cost_s: Optional[float]
-    runs: Optional[int] = None
-    peak_gmacs: Optional[float] = None
-    peak: Optional[dict[str, Any]] = None
-    notes: tuple[str, ...] = ()
-    error: Optional[str] = None
-    session_whole_ms: Optional[float] = None
-    session_ratio: Optional[float] = None
-    correction_ms: Optional[float] = None
-    raw_sum_ms: Optional[float] = None
-    raw_ratio: Optional[float] = None
-    calibration: Optional[dict[str, Any]] = None
-    clean_whole_ms: Optional[float] = None
-    clean_ratio: Optional[float] = None
-    preempted: Optional[float] = None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["notes"] = list(self.notes)
-        return d
-
-
-def block_of(name: str) -> tuple[Optional[str], Optional[str]]:
-    """(``block3``, ``dw``) from an op name holding a builder layer name such as ``block3_dw``, else (None, None)."""
-    found = BLOCK_PART.search(name or "")
-    return (found.group(1), found.group(2)) if found else (None, None)
-
-
-def whole_ms(result: BenchResult) -> Optional[float]:
-    """The timed whole-model latency a profile is checked against: the p50 (the mean where only it is known)."""
-    latency = result.latency_ms or {}
-    value = latency.get("p50") if latency.get("p50") is not None else latency.get("mean")
-    return float(value) if value else None
-
-
-def finish(ops: list[OpRecord], result: BenchResult, method: str, isolated: bool, cost_s: Optional[float],
-           runs: Optional[int], notes: Sequence[str], peak: Optional[dict[str, Any]] = None,
-           session_whole_ms: Optional[float] = None, correction: Optional[dict[str, Any]] = None,
-           again: Optional[dict[str, Any]] = None) -> ProfileRecord:
-    """Shares, GMAC/s and peak shares filled in; the records set on ``result`` (``ops``, ``profile``);
-    ``correction``: the ProfileRecord's correction fields (``correction_ms``, ``raw_sum_ms``, ``calibration``);
-    ``again``: the runner's whole timed again (``us``, ``clean_us``, ``preempted``)."""
-    whole = whole_ms(result)
-    peak_gmacs = (peak or {}).get("gmacs")
-    done = []
-    for op in ops:
-        gmacs = op.macs / op.ms / 1e6 if op.macs and op.ms else None
-        done.append(dataclasses.replace(
-            op, share=round(op.ms / whole, 4) if op.ms is not None and whole else None,
-            gmacs=float(f"{gmacs:.4g}") if gmacs else None,
-            peak_share=round(gmacs / peak_gmacs, 4) if gmacs and peak_gmacs else None))
-    timed = [op.ms for op in done if op.ms is not None]
-    total = round(sum(timed), 6) if timed else None
-    record = ProfileRecord(method=method, isolated=isolated, whole_ms=whole, sum_ms=total,
-                           ratio=round(total / whole, 4) if total and whole else None,
-                           cost_s=None if cost_s is None else round(cost_s, 3), runs=runs, peak_gmacs=peak_gmacs,
-                           peak=peak, notes=tuple(notes), session_whole_ms=session_whole_ms,
-                           session_ratio=round(total / session_whole_ms, 4) if total and session_whole_ms else None)
-    if correction:
-        raw = correction.get("raw_sum_ms")
-        record = dataclasses.replace(record, **correction, raw_ratio=round(raw / whole, 4) if raw and whole else None)
-    clean = (again or {}).get("clean_us")
-    if again:
-        record = dataclasses.replace(record, preempted=again.get("preempted"),
-                                     clean_whole_ms=clean / 1e3 if clean else None,
-                                     clean_ratio=round(total * 1e3 / clean, 4) if total and clean else None)
-    result.ops = [op.to_dict() for op in done]
-    result.profile = record.to_dict()
-    return record
-
-
-def profile_failed(result: BenchResult, error: str) -> None:
-    """Mark ``result``'s profile as failed with ``error`` (its timed figures stand)."""
-    _failed(result, "none", error)
-
-
-def _failed(result: BenchResult, method: str, error: str) -> None:
-    result.extra.pop("profile", None)
-    result.ops = []
-    result.profile = ProfileRecord(method=method, isolated=False, whole_ms=whole_ms(result), sum_ms=None,
-                                   ratio=None, cost_s=None, error=error).to_dict()
-
-
-# ------------------------------------------------------------------ onnx: the runner's trace
-
-def from_onnx(result: BenchResult, peak: Optional[dict[str, Any]] = None,
-              path: Optional[Path] = None) -> Optional[ProfileRecord]:
-    """The runner's onnxruntime profile (``extra["profile"]``) as the result's records; MACs, kind and layer
-    name from the trace's shapes, else from the graph of ``path`` (``edgesep.devices.onnxgraph``); each node's
-    time less the profiler's measured cost per node (``profiler_correction``)."""
-    raw = result.extra.pop("profile", None)
-    if not raw:
-        return None
-    if raw.get("error"):
-        _failed(result, "onnxruntime profiler", raw["error"])
-        return None
-    graph = onnxgraph.graph_nodes(path) if path is not None else {}
-    (cost_us, per_input), notes = profiler_correction(raw.get("calibration"))
-    ops = []
-    for i, node in enumerate(raw.get("nodes") or []):
-        shapes = (str(node.get("type")), node.get("input_shapes") or [], node.get("output_shapes") or [])
-        macs, kind = onnxgraph.macs(*shapes), onnxgraph.kind(*shapes)
-        known = onnxgraph.original(node["name"], graph) or {}
-        if macs is None and shapes[0] in onnxgraph.CONVS + onnxgraph.MATMULS:  # weights not in the trace
-            macs, kind = known.get("macs"), known.get("kind", kind)
-        block, part = block_of(node["name"])
-        if block is None:
-            block, part = block_of(known.get("output", ""))
-        cost = max(cost_us + per_input * (max(len(shapes[1]), 1) - 1), 0.0)
-        ops.append(OpRecord(index=i, name=node["name"], type=shapes[0], ms=max(node["us"] - cost, 0.0) / 1e3,
-                            macs=macs, block=block, part=part, kind=kind, raw_ms=node["us"] / 1e3))
-    raw_sum = sum(op.raw_ms for op in ops)
-    floored = sum(op.ms == 0 < op.raw_ms for op in ops)
-    if floored:
-        notes.append(f"{floored} node(s) no slower than the profiler's own cost count as 0 ms")
-    if raw.get("run_us"):
-        notes.append(f"the profiled session's own median run: {raw['run_us'] / 1e3:.4g} ms, {raw_sum * 1e5 / raw['run_us']:.0f}% "
-                     "of it inside the nodes (the rest: onnxruntime between them, and the profiler's own records)")
-    whole = (raw.get("whole") or {}).get("us")
-    correction = {"correction_ms": round(max(cost_us, 0.0) / 1e3, 6), "raw_sum_ms": round(raw_sum, 6),
-                  "calibration": raw.get("calibration")}
-    return finish(ops, result, "onnxruntime profiler", False, (raw.get("cost_ms") or 0) / 1e3, raw.get("runs"),
-                  [ONNX_NOTE] + notes, peak, whole / 1e3 if whole else None, correction, raw.get("whole"))
-
-
-def profiler_correction(calibration: Optional[dict[str, Any]]) -> tuple[tuple[float, float], list[str]]:
-    """onnxruntime's profiler's cost inside each node's traced time, as the runner measured it on chains of
-    trivial nodes: (microseconds per node, more per input beyond the first), and the notes that say so."""
-    if not calibration or calibration.get("error") or calibration.get("cost_us") is None:
-        why = (calibration or {}).get("error") or "an older runner"
-        return (0.0, 0.0), [ONNX_UNCORRECTED.format(why)]
-    cost, per_input = float(calibration["cost_us"]), float(calibration.get("cost_us_per_input") or 0.0)
-    chains = "; ".join(f"{c['inputs']} input(s): {c['profiled_us']} us profiled, {c['unprofiled_us']} us unprofiled"
-                       for c in calibration.get("chains") or [])
-    return (cost, per_input), [
-        f"onnxruntime's profiler adds {cost:.3g} us inside each node's time, {per_input:+.2g} us per input beyond the "
-        f"first (measured here on chains of {calibration.get('nodes')} trivial nodes, per node: {chains})"]
 
 
 # ------------------------------------------------------------------ benchmark_model's op profile
@@ -391,7 +211,7 @@ def _rerun_benchmark_model(result: BenchResult, path: Path, make_device: Callabl
         peaks[key] = _peak_from(key, again[1], cache_root)
     report = again[0].extra.get("benchmark_model") or {}
     if again[0].error or not report.get("op_profile"):
-        _failed(result, "benchmark_model op profile", again[0].error or "benchmark_model printed no op profile")
+        failed(result, "benchmark_model op profile", again[0].error or "benchmark_model printed no op profile")
         return
     try:
         ops = cut_model(path, None)

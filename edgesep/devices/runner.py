@@ -1106,16 +1106,19 @@ def parse_onnx_trace(events, skip_runs):
     interquartile mean over the runs of each node's time in a run (``_trimmed_mean``: robust to runs the
     machine interrupted, and unlike a median not stuck to the whole microseconds the trace counts in).
 
-    Returns ``{"runs": N, "run_us": median model_run, "nodes": [{"name", "type", "provider", "us",
-    "input_shapes", "output_shapes"}, ...]}`` with nodes in the order they first ran.
+    Returns ``{"runs": N, "run_us": median model_run, "run_mean_us": its interquartile mean, "gap_us": the
+    interquartile mean over runs of the time between one node's end and the next one's start, summed over a run,
+    "nodes": [{"name", "type", "provider", "us", "input_shapes", "output_shapes"}, ...]}`` with nodes in the
+    order they first ran.
     """
     import bisect
 
     runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
                   key=lambda e: e["ts"])[skip_runs:]
     if not runs:
-        return {"runs": 0, "run_us": None, "nodes": []}
+        return {"runs": 0, "run_us": None, "run_mean_us": None, "gap_us": None, "nodes": []}
     starts = [r["ts"] for r in runs]
+    spans = [[] for _ in runs]
     nodes = {}
     for e in events:
         name = str(e.get("name", ""))
@@ -1126,11 +1129,19 @@ def parse_onnx_trace(events, skip_runs):
             "name": name[:-len(KERNEL_SUFFIX)], "type": args.get("op_name"), "provider": args.get("provider"),
             "us": [0.0] * len(runs), "input_shapes": _trace_shapes(args.get("input_type_shape")),
             "output_shapes": _trace_shapes(args.get("output_type_shape"))})
-        node["us"][bisect.bisect_right(starts, e["ts"]) - 1] += float(e.get("dur", 0))
+        run = bisect.bisect_right(starts, e["ts"]) - 1
+        node["us"][run] += float(e.get("dur", 0))
+        spans[run].append((float(e["ts"]), float(e["ts"]) + float(e.get("dur", 0))))
     for node in nodes.values():
         node["us"] = round(_trimmed_mean(node["us"]), 3)
-    return {"runs": len(runs), "run_us": round(_median([float(r["dur"]) for r in runs]), 3),
-            "nodes": list(nodes.values())}
+    durations = [float(r["dur"]) for r in runs]
+    return {"runs": len(runs), "run_us": round(_median(durations), 3), "run_mean_us": round(_trimmed_mean(durations), 3),
+            "gap_us": round(_trimmed_mean([_gaps(sorted(s)) for s in spans]), 3), "nodes": list(nodes.values())}
+
+
+def _gaps(spans):
+    """Microseconds between one node's end and the next one's start, summed over a run's (start, end) spans."""
+    return sum(max(b[0] - a[1], 0.0) for a, b in zip(spans, spans[1:]))
 
 
 def _median(values):
@@ -1269,11 +1280,14 @@ def profiler_node_cost(model, cfg, folder):
     session options: chains of ``CALIBRATION_NODES`` trivial nodes of 1 and of 9 inputs (the profiler writes
     each input's shape: a QLinearConv has 9), each profiled (a node's traced time) and unprofiled (the cost of
     one more node: the chain against a single node, run in turn). Returns ``{"nodes", "chains": [{"inputs",
-    "profiled_us", "unprofiled_us", "cost_us"}, ...], "cost_us", "cost_us_per_input"}``: a node of k inputs
-    costs ``cost_us + (k - 1) * cost_us_per_input``."""
+    "profiled_us", "unprofiled_us", "cost_us", "gap_us"}, ...], "cost_us", "cost_us_per_input", "gap_us",
+    "gap_us_per_input"}``: a node of k inputs costs ``cost_us + (k - 1) * cost_us_per_input`` inside its traced
+    time, and ``gap_us + (k - 1) * gap_us_per_input`` after it (the gap to the next profiled node: the profiler
+    writing its record; the executor's own work a trivial node pays is in ``unprofiled_us`` already)."""
     chains = [_chain_cost(model, cfg, folder, inputs) for inputs in (1, 9)]
     return {"nodes": CALIBRATION_NODES, "chains": chains, "cost_us": chains[0]["cost_us"],
-            "cost_us_per_input": round((chains[1]["cost_us"] - chains[0]["cost_us"]) / 8.0, 4)}
+            "cost_us_per_input": round((chains[1]["cost_us"] - chains[0]["cost_us"]) / 8.0, 4),
+            "gap_us": chains[0]["gap_us"], "gap_us_per_input": round((chains[1]["gap_us"] - chains[0]["gap_us"]) / 8.0, 4)}
 
 
 def _chain_cost(model, cfg, folder, inputs):
@@ -1291,13 +1305,14 @@ def _chain_cost(model, cfg, folder, inputs):
     (long_s, _), (short_s, _) = _alternate([lambda: long_chain.run(None, feed), lambda: short_chain.run(None, feed)],
                                            cfg)
     with open(profiled.end_profiling()) as f:
-        nodes = parse_onnx_trace(json.load(f), PROFILE_WARMUP_RUNS)["nodes"]
+        trace = parse_onnx_trace(json.load(f), PROFILE_WARMUP_RUNS)
+    nodes = trace["nodes"]
     if len(nodes) != CALIBRATION_NODES:
         raise RuntimeError("the calibration chain ran as %d nodes, not %d" % (len(nodes), CALIBRATION_NODES))
     traced = sum(n["us"] for n in nodes) / len(nodes)
     unprofiled = (_median(long_s) - _median(short_s)) * 1e6 / (CALIBRATION_NODES - 1)
     return {"inputs": inputs, "profiled_us": round(traced, 3), "unprofiled_us": round(unprofiled, 3),
-            "cost_us": round(traced - unprofiled, 3)}
+            "cost_us": round(traced - unprofiled, 3), "gap_us": round(trace["gap_us"] / (CALIBRATION_NODES - 1), 3)}
 
 
 def _profile_all(slots, cfg, progress):

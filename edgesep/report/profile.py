@@ -34,7 +34,7 @@ def profile_table(result: dict[str, Any], limit: Optional[int] = None):
         table.add_column(column, justify=justify, overflow="fold" if column == "op" else "ellipsis",
                          ratio=1 if column == "op" else None, no_wrap=column != "op")
     ops = list(result.get("ops") or [])
-    scope = _common_scope([str(op["name"]).split(";")[0] for op in ops])
+    scope = _common_scope([str(op["name"]).split(";")[0] for op in ops if op.get("kind") != "executor"])
     if limit is not None and len(ops) > limit:
         ops = sorted(ops, key=lambda o: -(o.get("ms") or 0))[:limit]
     for op in ops:
@@ -73,7 +73,7 @@ def profile_lines(result: dict[str, Any]) -> list[str]:
         return [f"profile failed: {p['error']}"]
     lines = [f"per-op sum {_num(p.get('sum_ms'), '.4g')} ms / measured whole (p50) {_num(p.get('whole_ms'), '.4g')} "
              f"ms = ratio {_num(p.get('ratio'), '.2f')}"
-             + (" (per-op in isolation)" if p.get("isolated") else "")]
+             + (" (per-op in isolation)" if p.get("isolated") else "")] + _executor_lines(p)
     if p.get("session_ratio"):
         between = "its ops" if p.get("isolated") else "the profiled runs"
         lines.append(f"the whole model timed again between {between} in the profile session: "
@@ -102,6 +102,18 @@ def profile_lines(result: dict[str, Any]) -> list[str]:
                  "timed runs (not in samples_ms)")
     lines += list(p.get("notes") or [])
     return lines
+
+
+def _executor_lines(p: dict[str, Any]) -> list[str]:
+    """The ops + executor check (ONNX): the time between the nodes is its own row, not an op."""
+    e = p.get("executor") or {}
+    if e.get("sum_ms") is None:
+        return []
+    others = ", ".join(f"{what} {e[key]:.2f}" for what, key in (("session's whole", "session_ratio"),
+                                                                 ("unpreempted", "clean_ratio")) if e.get(key))
+    return [f"+ onnxruntime's executor between the ops ({e['ms']:.4g} ms; the row '(between ops)', not an op; "
+            f"the profiler's records between nodes, {e['profiler_ms']:.4g} ms, taken out): ops + executor "
+            f"{e['sum_ms']:.4g} ms = ratio {_num(e.get('ratio'), '.2f')}" + (f" ({others})" if others else "")]
 
 
 def _load_changed(p: dict[str, Any]) -> list[str]:
