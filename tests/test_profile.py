@@ -64,8 +64,10 @@ def test_onnx_trace_takes_a_trimmed_mean_per_node_after_the_warmup_runs_less_the
                    node("m/block1_pw/conv", start + 1, conv), node("m/relu", start + 1 + conv, relu, "Relu")]
     trace = parse_onnx_trace(events, skip_runs=1)
     assert trace["runs"] == 3 and [n["us"] for n in trace["nodes"]] == [12.0, 4.0]
+    assert trace["run_mean_us"] == 18.0 and trace["gap_us"] == 0  # model_run 15, 18, 507: the middle one
     trace.update(whole={"us": 16.0, "clean_us": 15.0, "preempted": 0.25, "runs": 4},
-                 calibration={"nodes": 40, "profiled_us": 2.5, "unprofiled_us": 0.5, "cost_us": 2.0})
+                 calibration={"nodes": 40, "profiled_us": 2.5, "unprofiled_us": 0.5, "cost_us": 2.0,
+                              "gap_us": 0.5, "gap_us_per_input": 0.25})
     result = BenchResult(model="m.onnx", device="local", latency_ms={"p50": 0.02}, extra={"profile": trace})
     record = from_onnx(result)
     conv = result.ops[0]
@@ -77,10 +79,32 @@ def test_onnx_trace_takes_a_trimmed_mean_per_node_after_the_warmup_runs_less_the
     assert record.correction_ms == pytest.approx(0.002) and record.session_ratio == pytest.approx(0.012 / 0.016)
     assert record.clean_ratio == pytest.approx(0.012 / 0.015) and record.preempted == 0.25
     assert "2 us inside each node" in " ".join(record.notes)
+    executor = result.ops[-1]  # the time between nodes: its own row, not an op, not in sum_ms
+    assert (executor["name"], executor["type"], executor["macs"], len(result.ops)) == ("(between ops)", "executor",
+                                                                                       None, 3)
+    # model_run 18 us - nodes 16 us = 2 us, less the profiler's records after each node (0.5 + 0.25 per further input)
+    assert executor["raw_ms"] == pytest.approx(0.002) and executor["ms"] == pytest.approx(0.0005)
+    assert record.executor["profiler_ms"] == pytest.approx(0.0015) and record.executor["run_ms"] == pytest.approx(0.018)
+    assert record.executor["sum_ms"] == pytest.approx(0.0125) and record.executor["ratio"] == pytest.approx(0.0125 / 0.02)
+    gaps = [{"cat": "Session", "name": "model_run", "ts": 0, "dur": 20}, node("a", 1, 5), node("b", 9, 5)]
+    assert parse_onnx_trace(gaps, skip_runs=0)["gap_us"] == 3.0  # b starts 3 us after a ends
     many = [e for run, dur in enumerate([2, 3] * 9 + [1000, 0])
             for e in ({"cat": "Session", "name": "model_run", "ts": 2000 * run, "dur": dur + 1},
                       node("m/relu", 2000 * run + 1, dur, "Relu"))]
     assert parse_onnx_trace(many, skip_runs=0)["nodes"][0]["us"] == 2.5  # whole microseconds averaged, outliers cut
+
+
+def check_executor_row(result: dict) -> None:
+    """An ONNX profile's last row is the time between the nodes (not an op, outside the per-op sum), and ops +
+    executor account for the profiled run: its model_run = the nodes' raw times + the executor's raw time
+    (to rounding), and the corrections only take away (the profiler's cost inside and between the nodes)."""
+    row, executor, profile = result["ops"][-1], result["profile"]["executor"], result["profile"]
+    assert (row["name"], row["type"], row["macs"]) == ("(between ops)", "executor", None) and row["ms"] >= 0
+    assert [op for op in result["ops"] if op["type"] == "executor"] == [row]
+    assert profile["sum_ms"] == pytest.approx(sum(op["ms"] for op in result["ops"][:-1]), abs=1e-5)
+    assert executor["ms"] == row["ms"] and executor["sum_ms"] == pytest.approx(profile["sum_ms"] + row["ms"], abs=1e-5)
+    assert profile["raw_sum_ms"] + executor["raw_ms"] == pytest.approx(executor["run_ms"], abs=1e-4)
+    assert 0 <= executor["sum_ms"] <= max(executor["run_ms"], profile["raw_sum_ms"]) + 1e-4 and executor["profiler_ms"] >= 0
 
 
 def test_benchmark_model_rows_become_the_same_records():
@@ -117,7 +141,8 @@ def test_cli_profile_table_and_json_have_ops_covering_the_graph_and_a_checked_ra
         assert profile["method"] == method and profile["error"] is None
         assert 0 < profile["ratio"] < 1e3 and profile["cost_s"] >= 0 and profile["runs"] >= 10
         assert all(op["ms"] >= 0 and (op["raw_ms"] or op["ms"]) > 0 for op in result["ops"])
-        assert profile["sum_ms"] == pytest.approx(sum(op["ms"] for op in result["ops"]), rel=1e-3)
+        assert profile["sum_ms"] == pytest.approx(sum(op["ms"] for op in result["ops"] if op["type"] != "executor"),
+                                                  rel=1e-3)
         assert "profile" not in result["extra"]  # made a record, not left raw
     assert tfl["profile"]["isolated"] is True and "in isolation" in tfl["profile"]["notes"][0]
     assert tfl["profile"]["session_whole_ms"] > 0 and tfl["profile"]["session_ratio"] == pytest.approx(
@@ -128,8 +153,10 @@ def test_cli_profile_table_and_json_have_ops_covering_the_graph_and_a_checked_ra
     assert all(c["profiled_us"] >= 0 for c in calibration["chains"])
     assert all(op["ms"] <= op["raw_ms"] for op in onnx["ops"])
     assert onnx["profile"]["correction_ms"] == pytest.approx(max(calibration["cost_us"], 0) / 1e3, abs=1e-6)
-    assert onnx["profile"]["raw_sum_ms"] == pytest.approx(sum(op["raw_ms"] for op in onnx["ops"]), rel=1e-3)
+    assert onnx["profile"]["raw_sum_ms"] == pytest.approx(sum(op["raw_ms"] for op in onnx["ops"][:-1]), rel=1e-3)
     assert onnx["profile"]["session_whole_ms"] > 0 and "profiler's own cost" in proc.stdout
+    check_executor_row(onnx)
+    assert "ops + executor" in proc.stdout and "(between ops)" in proc.stdout
     for profile in (tfl["profile"], onnx["profile"]):  # the whole timed again, runs told preempted or not
         assert profile["preempted"] is None or 0 <= profile["preempted"] <= 1  # None: no getrusage (Windows)
         assert profile["clean_whole_ms"] is None or profile["clean_ratio"] > 0

@@ -12,6 +12,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from test_profile import check_executor_row  # noqa: E402
+
 FAST = ["--runs", "5", "--warmup-secs", "0", "--min-secs", "0", "--max-secs", "2", "--threads", "1"]
 STANDIN = Path(__file__).parent / "data" / "benchmark_model_standin.sh"
 
@@ -38,6 +40,8 @@ def check_profile(result: dict, method: str, ops: list[str] | None = None) -> No
     if ops is not None:
         assert [op["type"] for op in result["ops"]] == ops
     assert profile["peak"]["gmacs"] > 0
+    if method == "onnxruntime profiler":
+        check_executor_row(result)
 
 
 @pytest.mark.ssh
