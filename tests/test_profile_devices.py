@@ -59,6 +59,7 @@ def test_profile_over_ssh_on_a_tflite_runtime_device_and_onnx(sshd, bench_models
 
 
 @pytest.mark.pi64
+@pytest.mark.slow  # onnxruntime, ai-edge-litert and every single-op model under qemu: 12-22 s, most of it emulated CPU
 def test_profile_on_the_emulated_pi_is_flagged_emulated(pi64, bench_models, tmp_path):
     """One bench of a .tflite and an .onnx under the Pi's ai-edge-litert venv (which also has onnxruntime):
     single-op models and onnxruntime's profiler (its own cost per node measured there), flagged emulated."""
