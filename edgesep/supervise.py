@@ -4,9 +4,10 @@ TensorFlow's converter can kill the process outright (SIGSEGV in the int8 quanti
 which leaves no message, staging folders in ``--out`` and converter temp folders in ``$TMPDIR``. At the top
 level the CLI therefore re-runs the command in a child (``python -m edgesep ...`` with the current folder kept
 off ``sys.path``, see :func:`python_module`; in its own process group, with a private ``$TMPDIR``) and only
-waits: signals it receives go to the child, which cleans up as usual; a child killed by a signal becomes one ``edgesep: error:`` line naming the signal and the last stage the child
-reported, and the parent removes what the child left. The parent imports neither TensorFlow nor the
-converters, so the cost is one Python start-up (measured in the closing note of issue 13: about 0.2 s).
+waits: signals it receives go to the child, which cleans up as usual; a child killed by a signal becomes one
+``edgesep: error:`` line naming the signal and the last stage the child reported, and the parent removes what
+the child left. The parent imports neither TensorFlow nor the converters, so the cost is one Python start-up
+(measured in the closing note of issue 13: about 0.2 s).
 
 Imports only the standard library and ``edgesep.errors``.
 """
