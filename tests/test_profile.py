@@ -65,7 +65,7 @@ def test_onnx_trace_takes_a_trimmed_mean_per_node_after_the_warmup_runs_less_the
     trace = parse_onnx_trace(events, skip_runs=1)
     assert trace["runs"] == 3 and [n["us"] for n in trace["nodes"]] == [12.0, 4.0]
     assert trace["run_mean_us"] == 18.0 and trace["gap_us"] == 0  # model_run 15, 18, 507: the middle one
-    trace.update(whole={"us": 16.0, "clean_us": 15.0, "preempted": 0.25, "runs": 4},
+    trace.update(whole={"us": 16.0, "clean_us": 15.0, "preempted": 0.25, "runs": 4, "cpu_us": 12.0},
                  calibration={"nodes": 40, "profiled_us": 2.5, "unprofiled_us": 0.5, "cost_us": 2.0,
                               "gap_us": 0.5, "gap_us_per_input": 0.25})
     result = BenchResult(model="m.onnx", device="local", latency_ms={"p50": 0.02}, extra={"profile": trace})
@@ -78,6 +78,7 @@ def test_onnx_trace_takes_a_trimmed_mean_per_node_after_the_warmup_runs_less_the
     assert record.raw_sum_ms == pytest.approx(0.016) and record.raw_ratio == pytest.approx(0.016 / 0.02)
     assert record.correction_ms == pytest.approx(0.002) and record.session_ratio == pytest.approx(0.012 / 0.016)
     assert record.clean_ratio == pytest.approx(0.012 / 0.015) and record.preempted == 0.25
+    assert record.cpu_whole_ms == pytest.approx(0.012) and record.cpu_ratio == pytest.approx(1.0)
     assert "2 us inside each node" in " ".join(record.notes)
     executor = result.ops[-1]  # the time between nodes: its own row, not an op, not in sum_ms
     assert (executor["name"], executor["type"], executor["macs"], len(result.ops)) == ("(between ops)", "executor",
@@ -126,7 +127,7 @@ def test_block_of_reads_the_builders_layer_names():
 def test_cli_profile_table_and_json_have_ops_covering_the_graph_and_a_checked_ratio(bench_models, tmp_path):
     models = [bench_models["int8.tflite"], bench_models["float.onnx"]]
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "edgesep", "bench", *map(str, models), *FAST, "--profile",
+    proc = subprocess.run([sys.executable, "-m", "edgesep", "bench", *map(str, models), *FAST, "--threads", "1", "--profile",
                            "--out", str(out)], capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, EDGESEP_CACHE=str(tmp_path / "cache")))
     assert proc.returncode == 0, proc.stderr
@@ -160,6 +161,8 @@ def test_cli_profile_table_and_json_have_ops_covering_the_graph_and_a_checked_ra
     for profile in (tfl["profile"], onnx["profile"]):  # the whole timed again, runs told preempted or not
         assert profile["preempted"] is None or 0 <= profile["preempted"] <= 1  # None: no getrusage (Windows)
         assert profile["clean_whole_ms"] is None or profile["clean_ratio"] > 0
+        assert profile["cpu_whole_ms"] > 0 and profile["cpu_ratio"] == pytest.approx(  # --threads 1: CPU time too
+            profile["sum_ms"] / profile["cpu_whole_ms"], rel=1e-3)
         assert "profile" not in tfl["extra"]
 
 

@@ -49,7 +49,9 @@ class ProfileRecord:
     input; an op's ``raw_ms`` is its time before); ``raw_sum_ms``/``raw_ratio`` are the sum and ratio before it.
     ``executor`` (ONNX): the time between the nodes, also the last row of ``ops`` (type ``executor``, not an op,
     not in ``sum_ms``): ``{"ms", "raw_ms", "profiler_ms", "run_ms", "sum_ms": ops + executor, "ratio",
-    "session_ratio", "clean_ratio"}`` (see ``executor_row``)."""
+    "session_ratio", "clean_ratio", "cpu_ratio"}`` (see ``executor_row``). ``cpu_whole_ms``/``cpu_ratio``
+    (one thread only): the whole timed again as this thread's CPU time per run, the work without the waits for
+    a CPU that a loaded host (or qemu on one) adds to a long run far more than to a short op."""
 
     method: str
     isolated: bool
@@ -72,6 +74,8 @@ class ProfileRecord:
     clean_ratio: Optional[float] = None
     preempted: Optional[float] = None
     executor: Optional[dict[str, Any]] = None
+    cpu_whole_ms: Optional[float] = None
+    cpu_ratio: Optional[float] = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -120,11 +124,13 @@ def finish(ops: list[OpRecord], result: BenchResult, method: str, isolated: bool
     if correction:
         raw = correction.get("raw_sum_ms")
         record = dataclasses.replace(record, **correction, raw_ratio=round(raw / whole, 4) if raw and whole else None)
-    clean = (again or {}).get("clean_us")
+    clean, cpu = (again or {}).get("clean_us"), (again or {}).get("cpu_us")
     if again:
         record = dataclasses.replace(record, preempted=again.get("preempted"),
                                      clean_whole_ms=clean / 1e3 if clean else None,
-                                     clean_ratio=round(total * 1e3 / clean, 4) if total and clean else None)
+                                     clean_ratio=round(total * 1e3 / clean, 4) if total and clean else None,
+                                     cpu_whole_ms=cpu / 1e3 if cpu else None,
+                                     cpu_ratio=round(total * 1e3 / cpu, 4) if total and cpu else None)
     if executor is not None and total:
         record = dataclasses.replace(record, executor=_with_executor(record, executor[1], total))
     result.ops = [op.to_dict() for op in done]
@@ -139,7 +145,8 @@ def _with_executor(record: ProfileRecord, figures: dict[str, Any], total: float)
     def ratio(whole: Optional[float]) -> Optional[float]:
         return round(both / whole, 4) if whole else None
     return {**figures, "sum_ms": round(both, 6), "ratio": ratio(record.whole_ms),
-            "session_ratio": ratio(record.session_whole_ms), "clean_ratio": ratio(record.clean_whole_ms)}
+            "session_ratio": ratio(record.session_whole_ms), "clean_ratio": ratio(record.clean_whole_ms),
+            "cpu_ratio": ratio(record.cpu_whole_ms)}
 
 
 def profile_failed(result: BenchResult, error: str) -> None:

@@ -1212,7 +1212,7 @@ def profile_onnx(model, cfg):
         with open(session.end_profiling()) as f:
             events = json.load(f)
         record = parse_onnx_trace(events, PROFILE_WARMUP_RUNS)
-        record["whole"] = _whole_record(*timed[1])
+        record["whole"] = _whole_record(*timed[1], one_thread=cfg.threads == 1)
         try:
             record["calibration"] = profiler_node_cost(model, cfg, folder)
         except Exception as e:  # noqa: BLE001 - the raw times stand, said to be uncorrected
@@ -1228,17 +1228,20 @@ def time_whole(model, cfg):
     preempted or not: the whole a per-op profile (medians of short runs, which a busy machine seldom
     preempts) is checked against. ``_whole_record``'s dict."""
     t0 = time.perf_counter()
-    record = _whole_record(*_alternate([model.invoke], cfg)[0])
+    record = _whole_record(*_alternate([model.invoke], cfg)[0], one_thread=cfg.threads == 1)
     record["cost_ms"] = round((time.perf_counter() - t0) * 1e3, 3)  # part of the profile's own cost
     return record
 
 
-def _whole_record(times, clean):
+def _whole_record(times, clean, cpu, one_thread=False):
     """``{"us": median, "clean_us": median of the runs no other process preempted (None below 3 such runs or
-    where preemptions cannot be counted), "preempted": share of the runs preempted, "runs"}``."""
+    where preemptions cannot be counted), "preempted": share of the runs preempted, "runs", "cpu_us": median
+    CPU time of this thread per run (only with one thread, when the runtime computes in the calling thread: the
+    work without the waits for a CPU; under qemu-user the host thread's, translation included)}``."""
     counted = clean is not None
     clean = clean or []
     return {"us": round(_median(times) * 1e6, 3), "runs": len(times),
+            "cpu_us": round(_median(cpu) * 1e6, 3) if one_thread and cpu else None,
             "clean_us": round(_median(clean) * 1e6, 3) if len(clean) >= 3 else None,
             "preempted": round(1 - len(clean) / float(len(times)), 4) if counted and times else None}
 
@@ -1255,20 +1258,22 @@ def _preemption_counter():
 
 def _alternate(calls, cfg):
     """Run ``calls`` in turn: warm-up rounds, then ``runs`` (10..100) or until ``max_secs``. Returns per call
-    (seconds per run, seconds of the runs not preempted or None where that cannot be told), after the warm-up."""
+    (seconds per run, seconds of the runs not preempted or None where that cannot be told, this thread's CPU
+    seconds per run), after the warm-up."""
     want = max(PROFILE_MIN_RUNS, min(cfg.runs, PROFILE_MAX_RUNS))
     count = _preemption_counter()
-    times = [([], [] if count else None) for _ in calls]
+    times = [([], [] if count else None, []) for _ in calls]
     done, started = 0, time.perf_counter()
     while done < PROFILE_WARMUP_RUNS + want and (done < PROFILE_WARMUP_RUNS + PROFILE_MIN_RUNS
                                                  or time.perf_counter() - started < cfg.max_secs):
-        for call, (kept, clean) in zip(calls, times):
+        for call, (kept, clean, cpu) in zip(calls, times):
             before = count() if count else 0
-            t0 = time.perf_counter()
+            c0, t0 = time.thread_time(), time.perf_counter()
             call()
             dt = time.perf_counter() - t0
             if done >= PROFILE_WARMUP_RUNS:
                 kept.append(dt)
+                cpu.append(time.thread_time() - c0)
                 if count and count() == before:
                     clean.append(dt)
         done += 1
@@ -1302,7 +1307,7 @@ def _chain_cost(model, cfg, folder, inputs):
     long_chain, short_chain = session(chain), session(single)
     feed = {"x": numpy.zeros((1, CALIBRATION_WIDTH), numpy.float32)}
     _alternate([lambda: profiled.run(None, feed)], cfg)
-    (long_s, _), (short_s, _) = _alternate([lambda: long_chain.run(None, feed), lambda: short_chain.run(None, feed)],
+    (long_s, _, _), (short_s, _, _) = _alternate([lambda: long_chain.run(None, feed), lambda: short_chain.run(None, feed)],
                                            cfg)
     with open(profiled.end_profiling()) as f:
         trace = parse_onnx_trace(json.load(f), PROFILE_WARMUP_RUNS)
