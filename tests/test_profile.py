@@ -127,8 +127,8 @@ def test_block_of_reads_the_builders_layer_names():
 def test_cli_profile_table_and_json_have_ops_covering_the_graph_and_a_checked_ratio(bench_models, tmp_path):
     models = [bench_models["int8.tflite"], bench_models["float.onnx"]]
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "edgesep", "bench", *map(str, models), *FAST, "--threads", "1", "--profile",
-                           "--out", str(out)], capture_output=True, text=True, timeout=300,
+    proc = subprocess.run([sys.executable, "-m", "edgesep", "bench", *map(str, models), *FAST, "--threads", "1",
+                           "--profile", "--out", str(out)], capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, EDGESEP_CACHE=str(tmp_path / "cache")))
     assert proc.returncode == 0, proc.stderr
     for text in ("where the time goes: int8.tflite (single-op models)", "where the time goes: float.onnx "

@@ -1307,8 +1307,8 @@ def _chain_cost(model, cfg, folder, inputs):
     long_chain, short_chain = session(chain), session(single)
     feed = {"x": numpy.zeros((1, CALIBRATION_WIDTH), numpy.float32)}
     _alternate([lambda: profiled.run(None, feed)], cfg)
-    (long_s, _, _), (short_s, _, _) = _alternate([lambda: long_chain.run(None, feed), lambda: short_chain.run(None, feed)],
-                                           cfg)
+    (long_s, _, _), (short_s, _, _) = _alternate([lambda: long_chain.run(None, feed),
+                                                  lambda: short_chain.run(None, feed)], cfg)
     with open(profiled.end_profiling()) as f:
         trace = parse_onnx_trace(json.load(f), PROFILE_WARMUP_RUNS)
     nodes = trace["nodes"]
