@@ -269,3 +269,50 @@ def test_sweep_measures_a_several_output_models_artifacts(exported, tmp_path):
     finally:
         db.close()
     assert sorted(r[0] for r in rows) == ["ok", "ok"]
+
+
+@pytest.fixture(scope="module")
+def two_heads_data():
+    """The two-head classifier (outputs species, age: sorted otherwise) with its BN randomized, and data."""
+    import keras
+
+    from edgesep.data import Dataset
+
+    keras.utils.set_random_seed(0)
+    model = _two_heads()
+    _randomize(model)
+    x = np.random.default_rng(1).uniform(-1, 1, (100, SIZE, SIZE, 3)).astype(np.float32)
+    return model, Dataset("two_heads", x[:70], None, x[70:], None, (), kind="npz")
+
+
+@pytest.mark.parametrize("keep_float, precision", [(("auto",), "float"), (("species",), "int16")])
+def test_keep_float_on_two_heads_scores_every_output(two_heads_data, tmp_path, keep_float, precision):
+    """--keep-float (auto, or named at int16) on a model with two outputs: the mixed model's outputs keep the
+    model's names (before: 'cannot tell the TFLite model's outputs apart', and auto died in a traceback), and
+    the recipe's plain int8 score is the worse output's."""
+    from edgesep.converters.export import ExportConfig, export
+
+    model, data = two_heads_data
+    config = ExportConfig(precisions=("int8",), onnx=False, io_dtype="float32", calib_samples=60, keep_float=keep_float,
+                          keep_precision=precision, target_sqnr_db=99.0 if keep_float == ("auto",) else None)
+    result = export(model, tmp_path, config, data)
+    checks = result.artifact("tflite:int8").checks
+    assert [c.output for c in checks] == ["species", "age"]
+    recipe = result.keep_float
+    plain = recipe["plain_int8"]["sqnr_db"]
+    worst = min(o["output_sqnr_db_vs_keras"] for o in result.int8_check["outputs"])
+    assert abs(plain - worst) < 1.0, (plain, result.int8_check["outputs"])
+    if keep_float == ("auto",):
+        assert recipe["met"] is False and recipe["float_ops"] == [] and recipe["steps"]
+    else:
+        assert recipe["int16_ops"] == ["species"] or "species" in recipe["float_ops"]
+
+
+def test_sensitivity_on_two_heads(two_heads_data):
+    from edgesep.converters.sensitivity import model_sensitivity
+
+    model, data = two_heads_data
+    report = model_sensitivity(model, data, samples=20, quick=True, calib_samples=40)
+    names = [row.name for row in report.rows]
+    assert "species" in names and "age" in names
+    assert all(row.score.sqnr_db is not None and row.score.sqnr_db > 10 for row in report.rows)

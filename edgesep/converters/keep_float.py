@@ -135,7 +135,7 @@ def selection_images(dataset, config) -> tuple[np.ndarray, np.ndarray, str]:
 def write_keep_float(job, path: Path) -> Path:
     """The tflite:int8 writer under ``--keep-float``: plan, write, record the recipe in ``job.sections``."""
     from edgesep.converters.tflite import export_tflite
-    from edgesep.converters.verify import predict_keras
+    from edgesep.converters.outputs import keras_outputs
     from edgesep.io import write_bytes
 
     selective = _selective(job.config)(job.int8_model, job.calibration, per_channel=job.config.per_channel)
@@ -143,8 +143,8 @@ def write_keep_float(job, path: Path) -> Path:
     if tuple(job.config.keep_float) == (AUTO,) and selection is None:
         raise ConversionError("--keep-float auto needs selection images beside the calibration images")
     recipe = plan(selective, job.config, selection=selection,
-                  selection_reference=None if selection is None else predict_keras(job.int8_model, selection),
-                  x_test=job.x, test_reference=job.reference, selection_what=job.selection_what)
+                  selection_reference=None if selection is None else keras_outputs(job.int8_model, selection),
+                  x_test=job.x, test_reference=job.references or (job.reference,), selection_what=job.selection_what)
     job.sections["keep_float"] = recipe.to_dict()
     job.float_layers.extend(recipe.float_ops + recipe.int16_ops)  # model_int8.onnx keeps both float
     if recipe.int16_ops and job.config.onnx:  # onnxruntime's CPU kernels have no int16 convolution

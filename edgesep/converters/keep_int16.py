@@ -82,11 +82,11 @@ class Int16Selective(Selective):
         super().__init__(model, calibration, per_channel=per_channel, debug_images=debug_images)
         import tensorflow as tf
 
-        from edgesep.converters.tflite import frozen_graph
+        from edgesep.converters.tflite import frozen_graph, named_outputs
 
         with quiet("TFLite float conversion for ai-edge-quantizer"):
             converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen_graph(model)])
-            self._float = with_signature(converter.convert())
+            self._float = with_signature(named_outputs(converter.convert(), model))
         self._calib = np.asarray(calibration, np.float32)
         self._ranges: Optional[dict] = None
         self._int16_cache: dict[tuple[str, ...], tuple[bytes, tuple[int, ...]]] = {}

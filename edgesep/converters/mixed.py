@@ -93,8 +93,10 @@ class Selective:
                  debug_images: Optional[np.ndarray] = None):
         import tensorflow as tf
 
+        from edgesep.converters.graph import output_names
         from edgesep.converters.tflite import frozen_graph
 
+        self.model, self.output_names = model, tuple(output_names(model))
         calib = np.asarray(calibration, np.float32)
         debug = calib[:16] if debug_images is None else np.asarray(debug_images, np.float32)
         with quiet("TFLite int8 calibration"):
@@ -141,11 +143,14 @@ class Selective:
         """The int8 flatbuffer (float input/output) with ``names`` (and their readers) kept float."""
         import tensorflow as tf
 
+        from edgesep.converters.tflite import named_outputs
+
         nodes = tuple(op.node for op in self.expand(names))
         if nodes not in self._cache:
             with quiet("TFLite selective int8 quantization"):
                 self.debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(nodes))
-                self._cache[nodes] = self.debugger.get_nondebug_quantized_model()
+                flatbuffer = self.debugger.get_nondebug_quantized_model()
+            self._cache[nodes] = named_outputs(flatbuffer, self.model)  # a multi-output model's, by name
         return self._cache[nodes]
 
     def layer_sqnr_db(self) -> dict[str, float]:
@@ -183,24 +188,34 @@ def _channel_sqnr_db(float_values, quant_values, scale, zero_point) -> float:
 
 
 def run_flatbuffer(flatbuffer: bytes, x: np.ndarray) -> np.ndarray:
-    """A float-I/O TFLite model's outputs on ``x``, one image at a time."""
+    """A float-I/O TFLite model's (first) output on ``x``, one image at a time."""
+    return run_flatbuffer_all(flatbuffer, x)[0]
+
+
+def run_flatbuffer_all(flatbuffer: bytes, x: np.ndarray, names: Sequence[str] = ()) -> list[np.ndarray]:
+    """A float-I/O TFLite model's every output on ``x`` (in the order of ``names``, the model's output names),
+    one image at a time."""
     from ai_edge_litert.interpreter import Interpreter
+
+    from edgesep.converters.verify import tflite_outputs
 
     with quiet("loading a selectively quantized model"):
         interpreter = Interpreter(model_content=flatbuffer, num_threads=2)
         interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    results = []
+    inp, outs = interpreter.get_input_details()[0], tflite_outputs(interpreter, names)
+    results: list[list[np.ndarray]] = [[] for _ in outs]
     for image in np.asarray(x, np.float32):
         interpreter.set_tensor(inp["index"], image[None])
         interpreter.invoke()
-        results.append(np.array(interpreter.get_tensor(out["index"]), np.float32))
-    return np.concatenate(results)
+        for got, out in zip(results, outs):
+            got.append(np.array(interpreter.get_tensor(out["index"]), np.float32))
+    return [np.concatenate(got) for got in results]
 
 
 @dataclasses.dataclass(frozen=True)
 class Score:
-    """Output SQNR (dB) and top-1 agreement of an int8 model against the float model on some images."""
+    """Output SQNR (dB) and top-1 agreement of an int8 model against the float model on some images (a model
+    with several outputs: its worst output's of each)."""
 
     sqnr_db: Optional[float]
     agreement: float
@@ -214,12 +229,16 @@ class Score:
         return float("inf") if self.sqnr_db is None else self.sqnr_db
 
 
-def score(selective: Selective, names: Sequence[str], x: np.ndarray, reference: np.ndarray) -> Score:
-    """How the model with ``names`` kept float compares with ``reference`` (the float outputs on ``x``)."""
+def score(selective: Selective, names: Sequence[str], x: np.ndarray, reference) -> Score:
+    """How the model with ``names`` kept float compares with ``reference`` (the float model's output on ``x``,
+    or a sequence of its every output in the model's order): the worst output's SQNR and agreement."""
     from edgesep.converters.verify import agreement
 
-    agree, sqnr = agreement(run_flatbuffer(selective.quantize(names), x), reference)
-    return Score(sqnr, agree)
+    references = [reference] if isinstance(reference, np.ndarray) else list(reference)
+    outputs = run_flatbuffer_all(selective.quantize(names), x, selective.output_names if len(references) > 1 else ())
+    pairs = [agreement(got, ref) for got, ref in zip(outputs, references)]
+    sqnrs = [sqnr for _, sqnr in pairs if sqnr is not None]
+    return Score(min(sqnrs) if sqnrs else None, min(agree for agree, _ in pairs))
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:

@@ -77,7 +77,7 @@ def _gain(new: Score, plain: Score) -> Optional[float]:
     return new.sqnr_db - plain.sqnr_db
 
 
-def rank(selective: Selective, x: np.ndarray, reference: np.ndarray, *, quick: bool = True, images: str = "",
+def rank(selective: Selective, x: np.ndarray, reference, *, quick: bool = True, images: str = "",
          on_estimate: Optional[Callable[[int, float], None]] = None,
          on_step: Optional[Callable[[str], None]] = None) -> SensitivityReport:
     """Rank ``selective``'s ops by output SQNR gain on ``x`` (float outputs ``reference``) when kept float.
@@ -113,9 +113,9 @@ def model_sensitivity(model, dataset, *, samples: int = 100, quick: bool = False
     """``edgesep inspect MODEL.keras --sensitivity``: the BN-folded Keras ``model`` calibrated as export calibrates
     it, ranked on the first ``samples`` test images of ``dataset`` (held out from calibration) against ``model``."""
     from edgesep.converters.fold import fold_batchnorm
-    from edgesep.converters.verify import predict_keras
+    from edgesep.converters.outputs import keras_outputs
 
     x = dataset.x_test[:samples]
     selective = Selective(fold_batchnorm(model), dataset.calibration(calib_samples, seed))
-    return rank(selective, x, predict_keras(model, x), quick=quick, images="test images (not calibrated on)",
+    return rank(selective, x, keras_outputs(model, x), quick=quick, images="test images (not calibrated on)",
                 on_estimate=on_estimate, on_step=on_step)

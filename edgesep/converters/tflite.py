@@ -126,6 +126,12 @@ def _convert(model, precision: str, calib: Optional[np.ndarray], per_channel: bo
                 tf.lite.OpsSet.TFLITE_BUILTINS]
             converter._experimental_disable_per_channel = not per_channel
         flatbuffer = converter.convert()
+    return named_outputs(flatbuffer, model)
+
+
+def named_outputs(flatbuffer: bytes, model) -> bytes:
+    """``flatbuffer`` (converted from ``frozen_graph(model)``) with each output tensor named after the model
+    output it is; a single output stays as it is."""
     return flatbuffer if len(model.outputs) == 1 else _name_outputs(flatbuffer, model, _frozen_graph(model))
 
 
