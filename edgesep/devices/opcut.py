@@ -132,36 +132,57 @@ def _is_constant(model, tensor) -> bool:
     return buffer is not None and (buffer.data is not None and len(buffer.data) > 0 or buffer.size > 0)
 
 
-def _single_op_model(model, op, schema):
-    """A ``ModelT`` holding ``op`` alone, with its tensors, constants and quantization."""
+def _constant_ops(model) -> dict[int, Any]:
+    """``{output tensor: op}`` of the ops whose every input is a constant (an fp16 model's DEQUANTIZE of its
+    weights): TFLite computes them once when the model loads, not on each run."""
+    graph = model.subgraphs[0]
+    found = {}
+    for op in graph.operators or []:
+        inputs = [t for t in op.inputs if t >= 0]
+        if inputs and all(_is_constant(model, graph.tensors[t]) for t in inputs):
+            found.update({t: op for t in op.outputs})
+    return found
+
+
+def _single_op_model(model, op, schema, constant_ops: Optional[dict[int, Any]] = None):
+    """A ``ModelT`` holding ``op`` alone, with its tensors, constants and quantization; an input computed from
+    constants (``constant_ops``: an fp16 weight's DEQUANTIZE) keeps its producer in front, folded at load as in
+    the whole model, instead of becoming an input."""
     import copy
 
     graph = model.subgraphs[0]
-    used = [t for t in list(op.inputs) + list(op.outputs) if t >= 0]
-    order = list(dict.fromkeys(used))
+    prelude = list({id(p): p for t in op.inputs if t >= 0 for p in [(constant_ops or {}).get(t)] if p is not None}
+                   .values())
+    ops = prelude + [op]
+    produced = {t for o in ops for t in o.outputs}
+    order = list(dict.fromkeys(t for o in ops for t in list(o.inputs) + list(o.outputs) if t >= 0))
     remap = {t: i for i, t in enumerate(order)}
     buffers, tensors, inputs = [schema.BufferT()], [], []
     for t in order:
         tensor = copy.copy(graph.tensors[t])
-        if _is_constant(model, tensor) and t not in op.outputs:
+        if _is_constant(model, tensor) and t not in produced:
             buffers.append(model.buffers[tensor.buffer])
             tensor.buffer = len(buffers) - 1
         else:
             tensor.buffer = 0
-            if t not in op.outputs:
+            if t not in produced:
                 inputs.append(remap[t])
         tensors.append(tensor)
-    new_op = copy.copy(op)
-    new_op.opcodeIndex = 0
-    new_op.inputs = [remap[t] if t >= 0 else -1 for t in op.inputs]
-    new_op.outputs = [remap[t] for t in op.outputs]
-    new_op.intermediates = None
+    codes = list(dict.fromkeys(o.opcodeIndex for o in ops))
+    new_ops = []
+    for o in ops:
+        new_op = copy.copy(o)
+        new_op.opcodeIndex = codes.index(o.opcodeIndex)
+        new_op.inputs = [remap[t] if t >= 0 else -1 for t in o.inputs]
+        new_op.outputs = [remap[t] for t in o.outputs]
+        new_op.intermediates = None
+        new_ops.append(new_op)
     sub = schema.SubGraphT()
-    sub.tensors, sub.inputs, sub.operators = tensors, inputs, [new_op]
+    sub.tensors, sub.inputs, sub.operators = tensors, inputs, new_ops
     sub.outputs = [remap[t] for t in op.outputs]
     sub.name = b"single_op"
     out = schema.ModelT()
-    out.version, out.operatorCodes, out.subgraphs, out.buffers = 3, [model.operatorCodes[op.opcodeIndex]], [sub], buffers
+    out.version, out.operatorCodes, out.subgraphs, out.buffers = 3, [model.operatorCodes[c] for c in codes], [sub], buffers
     out.description = b"edgesep single-op model"
     return out
 
@@ -175,6 +196,7 @@ def cut_model(path: Path, out_dir: Optional[Path]) -> list[CutOp]:
     graph = model.subgraphs[0]
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
+    constant_ops = _constant_ops(model)
     ops = []
     for index, op in enumerate(graph.operators or []):
         kind = _op_type(model, op, names)
@@ -188,11 +210,15 @@ def cut_model(path: Path, out_dir: Optional[Path]) -> list[CutOp]:
                                                                     if t >= 0):
             ops.append(CutOp(index, kind, name, macs, reason=f"{kind} cannot run as a model of its own", kind=role))
             continue
+        if op.outputs and all(t in constant_ops for t in op.outputs):
+            ops.append(CutOp(index, kind, name, macs, kind=role,
+                             reason="its inputs are constants: computed once when the model loads, not per run"))
+            continue
         if out_dir is None:
             ops.append(CutOp(index, kind, name, macs, kind=role))
             continue
         target = out_dir / f"op_{index:03d}.tflite"
-        write_bytes(target, pack(_single_op_model(model, op, schema)))
+        write_bytes(target, pack(_single_op_model(model, op, schema, constant_ops)))
         ops.append(CutOp(index, kind, name, macs, target, kind=role))
     return ops
 
