@@ -11,9 +11,12 @@ median of the whole's runs no other process preempted ("unpre.", with the share 
 ratio before onnxruntime's profiler's own cost per node is subtracted ("raw"), and the profile's own cost. ``--keep DIR`` keeps (and reuses) the exported models there.
 
 On a loaded machine a long whole-model run is preempted (its wall time grows with the load) while a 0.1 ms op
-fits in one time slice; so with ``--device local --threads 1`` the script also times the whole model's CPU
-time per run in this process (``time.thread_time``, the interpreter's one thread is this thread) and prints
-the per-op sum against it ("vs CPU"), with the load average: the check that survives a busy machine.
+fits in one time slice; so the script prints, with the load average, "best" (TFLite: each op's fastest run
+against the whole's fastest run in the profile session, each with a CPU to itself: the check that survives a
+busy machine and the emulated Pi, whose whole runs are all preempted) and "CPU/wall" (with ``--threads 1``:
+the whole's CPU time per run against its wall time in the profile session: how much of it waited). For ONNX,
+"+exec" is the ratio of ops + onnxruntime's executor between them (the '(between ops)' row, not an op) to the
+timed p50, and "+ex ses" the same against the whole timed between the profiled runs.
 
     python scripts/bench_profile.py [--models builtin,mobilenet_v2] [--device local] [--threads 1] [--keep DIR]
         [--ssh-config FILE --remote-python PATH]   # an ssh:// device
@@ -76,33 +79,6 @@ def export_mobilenet_v2(out: Path, size: int = 96) -> list[Path]:
     return [folder / n for n in ("model.tflite", "model_int8.tflite", "model.onnx")]
 
 
-def cpu_ms(path: Path, runs: int = 30) -> float:
-    """Median CPU time (ms) of one inference of ``path`` on one thread in this process."""
-    import statistics
-    import time
-
-    import numpy as np
-
-    from edgesep.devices import runner
-
-    backends = runner.load_backends([str(path)])
-    model = runner.open_model(str(path), backends, threads=1)
-    rng = np.random.default_rng(0)
-    inputs = []
-    for d in model.input_info():
-        dtype = np.dtype(d["dtype"])
-        inputs.append(rng.random(d["shape"]).astype(dtype) if dtype.kind == "f" else
-                      rng.integers(np.iinfo(dtype).min, np.iinfo(dtype).max, size=d["shape"]).astype(dtype))
-    model.set_inputs(inputs)
-    model.invoke()
-    times = []
-    for _ in range(runs):
-        t0 = time.thread_time()
-        model.invoke()
-        times.append(time.thread_time() - t0)
-    return statistics.median(times) * 1e3
-
-
 def profile(path: Path, device: str, threads: str, device_args: tuple[str, ...] = ()) -> dict:
     args = [sys.executable, "-m", "edgesep", "bench", str(path), "--device", device, *device_args, "--profile", "--json"]
     if threads:
@@ -125,10 +101,9 @@ def main(argv=None) -> int:
     makers = {"builtin": export_builtin, "mobilenet_v2": export_mobilenet_v2}
     print(f"device {args.device}, threads {args.threads or 'default'}; goal: per-op sum within +-{GOAL:.0%} of the "
           "measured whole (p50)")
-    cpu = args.device == "local" and args.threads == "1"
     print(f"load average {' '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} cores")
     print(f"{'model':34} {'method':27} {'sum ms':>9} {'whole ms':>9} {'ratio':>6}  goal  {'session':>7}  "
-          f"{'unpre.':>6}  {'pre.':>4}  {'vs CPU':>6}  {'raw':>5}  {'cost s':>7}  peak GMAC/s")
+          f"{'unpre.':>6}  {'pre.':>4}  {'best':>5}  {'CPU/wall':>8}  {'+exec':>5}  {'+ex ses':>7}  {'raw':>5}  {'cost s':>7}  peak GMAC/s")
     with tempfile.TemporaryDirectory(prefix="edgesep-bench-profile-") as tmp:
         where = Path(args.keep) if args.keep else Path(tmp)
         for name in args.models.split(","):
@@ -143,12 +118,16 @@ def main(argv=None) -> int:
                     continue
                 ok = "yes" if p["ratio"] and abs(p["ratio"] - 1) <= GOAL else "NO"
                 session = f"{p['session_ratio']:.2f}" if p.get("session_ratio") else "-"
-                vs_cpu = f"{p['sum_ms'] / cpu_ms(path):.2f}" if cpu else "-"
+                best = f"{p['best_ratio']:.2f}" if p.get("best_ratio") else "-"
+                cpu = (f"{p['cpu_whole_ms'] / p['session_whole_ms']:.2f}" if p.get("cpu_whole_ms")
+                       and p.get("session_whole_ms") else "-")
+                executor = p.get("executor") or {}
+                ex, ex_ses = (f"{executor[k]:.2f}" if executor.get(k) else "-" for k in ("ratio", "session_ratio"))
                 raw = f"{p['raw_ratio']:.2f}" if p.get("raw_ratio") else "-"
                 clean = f"{p['clean_ratio']:.2f}" if p.get("clean_ratio") else "-"
                 pre = f"{100 * p['preempted']:.0f}%" if p.get("preempted") is not None else "-"
                 print(f"{label:34} {p['method']:27} {p['sum_ms']:9.4f} {p['whole_ms']:9.4f} {p['ratio']:6.2f}  "
-                      f"{ok:4}  {session:>7}  {clean:>6}  {pre:>4}  {vs_cpu:>6}  {raw:>5}  {p['cost_s']:7.2f}  "
+                      f"{ok:4}  {session:>7}  {clean:>6}  {pre:>4}  {best:>5}  {cpu:>8}  {ex:>5}  {ex_ses:>7}  {raw:>5}  {p['cost_s']:7.2f}  "
                       f"{p.get('peak_gmacs') or '-'}")
                 sys.stdout.flush()
     return 0

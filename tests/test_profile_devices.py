@@ -42,6 +42,8 @@ def check_profile(result: dict, method: str, ops: list[str] | None = None) -> No
     assert profile["peak"]["gmacs"] > 0
     if method == "onnxruntime profiler":
         check_executor_row(result)
+    if method != "benchmark_model op profile":  # --threads 1: the whole timed again in CPU time too
+        assert profile["cpu_whole_ms"] > 0
 
 
 @pytest.mark.ssh

@@ -49,9 +49,10 @@ class ProfileRecord:
     input; an op's ``raw_ms`` is its time before); ``raw_sum_ms``/``raw_ratio`` are the sum and ratio before it.
     ``executor`` (ONNX): the time between the nodes, also the last row of ``ops`` (type ``executor``, not an op,
     not in ``sum_ms``): ``{"ms", "raw_ms", "profiler_ms", "run_ms", "sum_ms": ops + executor, "ratio",
-    "session_ratio", "clean_ratio", "cpu_ratio"}`` (see ``executor_row``). ``cpu_whole_ms``/``cpu_ratio``
-    (one thread only): the whole timed again as this thread's CPU time per run, the work without the waits for
-    a CPU that a loaded host (or qemu on one) adds to a long run far more than to a short op."""
+    "session_ratio", "clean_ratio"}`` (see ``executor_row``). ``cpu_whole_ms`` (one thread only): the whole
+    timed again in the runner thread's CPU time per run, its work without the waits for a CPU (against
+    ``clean_whole_ms``/``session_whole_ms``: how much of a run was waiting). ``best_ratio`` (single-op models):
+    the sum of each op's fastest run / the whole's fastest run in the same session, each with a CPU to itself."""
 
     method: str
     isolated: bool
@@ -75,7 +76,7 @@ class ProfileRecord:
     preempted: Optional[float] = None
     executor: Optional[dict[str, Any]] = None
     cpu_whole_ms: Optional[float] = None
-    cpu_ratio: Optional[float] = None
+    best_ratio: Optional[float] = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -129,8 +130,7 @@ def finish(ops: list[OpRecord], result: BenchResult, method: str, isolated: bool
         record = dataclasses.replace(record, preempted=again.get("preempted"),
                                      clean_whole_ms=clean / 1e3 if clean else None,
                                      clean_ratio=round(total * 1e3 / clean, 4) if total and clean else None,
-                                     cpu_whole_ms=cpu / 1e3 if cpu else None,
-                                     cpu_ratio=round(total * 1e3 / cpu, 4) if total and cpu else None)
+                                     cpu_whole_ms=cpu / 1e3 if cpu else None)
     if executor is not None and total:
         record = dataclasses.replace(record, executor=_with_executor(record, executor[1], total))
     result.ops = [op.to_dict() for op in done]
@@ -145,8 +145,7 @@ def _with_executor(record: ProfileRecord, figures: dict[str, Any], total: float)
     def ratio(whole: Optional[float]) -> Optional[float]:
         return round(both / whole, 4) if whole else None
     return {**figures, "sum_ms": round(both, 6), "ratio": ratio(record.whole_ms),
-            "session_ratio": ratio(record.session_whole_ms), "clean_ratio": ratio(record.clean_whole_ms),
-            "cpu_ratio": ratio(record.cpu_whole_ms)}
+            "session_ratio": ratio(record.session_whole_ms), "clean_ratio": ratio(record.clean_whole_ms)}
 
 
 def profile_failed(result: BenchResult, error: str) -> None:

@@ -127,8 +127,13 @@ def from_single_ops(result: BenchResult, ops: Sequence[CutOp], timed: dict[Path,
     session = statistics.median(whole.samples_ms) if whole is not None and whole.samples_ms else None
     again = (result.extra.pop("profile", None) or {}).get("whole")
     cost_s += ((again or {}).get("cost_ms") or 0) / 1e3  # the whole timed again by the timed session's runner
-    return finish(records, result, "single-op models", True, cost_s, min(runs) if runs else None, notes, peak,
-                  session, again=again)
+    record = finish(records, result, "single-op models", True, cost_s, min(runs) if runs else None, notes, peak,
+                    session, again=again)
+    fastest = [min(timed[op.path].samples_ms) for op in ops if op.path in timed and timed[op.path].samples_ms]
+    if whole is not None and whole.samples_ms and len(fastest) == len(ops):  # best against best: see ProfileRecord
+        record = dataclasses.replace(record, best_ratio=round(sum(fastest) / min(whole.samples_ms), 4))
+        result.profile = record.to_dict()
+    return record
 
 
 def profile_results(results: Sequence[BenchResult], paths: Sequence[Path], make_device: Callable[..., Any],

@@ -83,10 +83,13 @@ def profile_lines(result: dict[str, Any]) -> list[str]:
         lines.append(f"{100 * p['preempted']:.0f}% of the whole's runs timed again were preempted (waited for a CPU); "
                      + (f"the median of the others {p['clean_whole_ms']:.4g} ms, ratio {p['clean_ratio']:.2f}"
                         if p.get("clean_ratio") else "too few were not to take their median"))
-    if p.get("cpu_ratio"):
-        lines.append(f"the whole timed again in CPU time (1 thread: its work without the waits for a CPU, which a "
-                     f"loaded host adds to a long run more than to a short op): {p['cpu_whole_ms']:.4g} ms, "
-                     f"ratio {p['cpu_ratio']:.2f}")
+    if p.get("best_ratio"):
+        lines.append(f"fastest against fastest (each op's fastest run / the whole's fastest run in the profile "
+                     f"session, each with a CPU to itself): ratio {p['best_ratio']:.2f}")
+    if p.get("cpu_whole_ms") and p.get("session_whole_ms"):
+        lines.append(f"the whole's CPU time per run (1 thread, timed again): {p['cpu_whole_ms']:.4g} ms against "
+                     f"{p['session_whole_ms']:.4g} ms of wall time in the profile session; the difference waited "
+                     "for a CPU (a long run more often than a short op)")
     if p.get("correction_ms"):
         per_input = (p.get("calibration") or {}).get("cost_us_per_input") or 0.0
         lines.append(f"onnxruntime's profiler's own cost ({1e3 * p['correction_ms']:.3g} us per node, {per_input:+.2g} "
@@ -114,8 +117,7 @@ def _executor_lines(p: dict[str, Any]) -> list[str]:
     if e.get("sum_ms") is None:
         return []
     others = ", ".join(f"{what} {e[key]:.2f}" for what, key in (("session's whole", "session_ratio"),
-                                                                 ("unpreempted", "clean_ratio"),
-                                                                 ("whole's CPU time", "cpu_ratio")) if e.get(key))
+                                                                 ("unpreempted", "clean_ratio")) if e.get(key))
     return [f"+ onnxruntime's executor between the ops ({e['ms']:.4g} ms; the row '(between ops)', not an op; "
             f"the profiler's records between nodes, {e['profiler_ms']:.4g} ms, taken out): ops + executor "
             f"{e['sum_ms']:.4g} ms = ratio {_num(e.get('ratio'), '.2f')}" + (f" ({others})" if others else "")]
