@@ -57,7 +57,9 @@ def _common_scope(names: list[str]) -> str:
     if not firsts or len(names) < 2:
         return ""
     scope, count = firsts.most_common(1)[0]
-    return scope if count >= max(2, len(names) - 2) else ""  # a graph output's own name (Identity) may lack it
+    # a graph output's own name (Identity) may lack it, and so do the QUANTIZE/DEQUANTIZE ops a mixed model
+    # adds (tfl.quantize): every scoped name sharing it is enough
+    return scope if count >= max(2, len(names) - 2) or (count >= 2 and len(firsts) == 1) else ""
 
 
 def _short_op(name: str, width: int = 48) -> str:

@@ -1,6 +1,9 @@
-"""bench --profile of an fp16 .tflite (export --fp16): its weights' DEQUANTIZE ops take only constants, so TFLite
-computes them once at load; cut apart they failed under XNNPACK ('inference failed') and left the convolution
-reading its weights as a run-time input (the per-op sum 2.7x the whole on a one-conv model)."""
+"""bench --profile of the forms export writes besides plain float/int8.
+
+An fp16 .tflite (export --fp16): its weights' DEQUANTIZE ops take only constants, so TFLite computes them once
+at load; cut apart they failed under XNNPACK ('inference failed') and left the convolution reading its weights
+as a run-time input (the per-op sum 2.7x the whole on a one-conv model). A --keep-float model: its QUANTIZE/
+DEQUANTIZE ops have no model scope, and the op column showed the scope (functional_1) for every layer."""
 from __future__ import annotations
 
 import numpy as np
@@ -45,3 +48,19 @@ def test_fp16_weight_dequantize_is_folded_into_its_readers_single_op_model(fp16_
         interp.invoke()
     got = single.get_tensor(single.get_output_details()[0]["index"])
     np.testing.assert_allclose(got, whole.get_tensor(whole.get_output_details()[0]["index"]), rtol=1e-5, atol=1e-5)
+
+
+def test_op_column_drops_the_model_scope_when_quantize_ops_lack_it():
+    from rich.console import Console
+
+    from edgesep.report.profile import profile_table
+
+    names = ["tfl.quantize", "functional_1/c1_1/Relu;functional_1/c1_1/convolution", "tfl.dequantize",
+             "functional_1/gc_1/Relu;convolution", "functional_1/global_average_pooling2d_1/Mean", "tfl.quantize1",
+             "Identity1", "head_a", "Identity_11", "head_b"]
+    ops = [{"index": i, "name": n, "type": "CONV_2D", "ms": 0.01, "share": 0.1, "macs": None} for i, n in enumerate(names)]
+    console = Console(width=120, record=True, file=open("/dev/null", "w"))
+    console.print(profile_table({"model": "m.tflite", "ops": ops, "profile": {"method": "single-op models"}}))
+    rows = [line.split()[1] for line in console.export_text().splitlines() if line.strip()[:1].isdigit()]
+    assert rows == ["tfl.quantize", "c1_1", "tfl.dequantize", "gc_1", "global_average_pooling2d_1", "tfl.quantize1",
+                    "Identity1", "head_a", "Identity_11", "head_b"]
