@@ -65,6 +65,7 @@ def test_onnx_trace_takes_a_trimmed_mean_per_node_after_the_warmup_runs_less_the
     trace = parse_onnx_trace(events, skip_runs=1)
     assert trace["runs"] == 3 and [n["us"] for n in trace["nodes"]] == [12.0, 4.0]
     assert trace["run_mean_us"] == 18.0 and trace["gap_us"] == 0  # model_run 15, 18, 507: the middle one
+    assert trace["between_us"] == 2.0  # each run's model_run less its nodes: 2 us in every run
     trace.update(whole={"us": 16.0, "clean_us": 15.0, "preempted": 0.25, "runs": 4, "cpu_us": 12.0},
                  calibration={"nodes": 40, "profiled_us": 2.5, "unprofiled_us": 0.5, "cost_us": 2.0,
                               "gap_us": 0.5, "gap_us_per_input": 0.25})
@@ -97,15 +98,18 @@ def test_onnx_trace_takes_a_trimmed_mean_per_node_after_the_warmup_runs_less_the
 
 def check_executor_row(result: dict) -> None:
     """An ONNX profile's last row is the time between the nodes (not an op, outside the per-op sum), and ops +
-    executor account for the profiled run: its model_run = the nodes' raw times + the executor's raw time
-    (to rounding), and the corrections only take away (the profiler's cost inside and between the nodes)."""
+    executor account for the profiled run: per run, model_run = its nodes' times + the time between them, so
+    the executor's raw time is at most the profiled run's and, summed with the nodes' raw times, within a factor
+    1.5 of it (interquartile means over the runs do not add up exactly); the corrections only take away (the
+    profiler's cost inside and between the nodes)."""
     row, executor, profile = result["ops"][-1], result["profile"]["executor"], result["profile"]
     assert (row["name"], row["type"], row["macs"]) == ("(between ops)", "executor", None) and row["ms"] >= 0
     assert [op for op in result["ops"] if op["type"] == "executor"] == [row]
     assert profile["sum_ms"] == pytest.approx(sum(op["ms"] for op in result["ops"][:-1]), abs=1e-5)
     assert executor["ms"] == row["ms"] and executor["sum_ms"] == pytest.approx(profile["sum_ms"] + row["ms"], abs=1e-5)
-    assert profile["raw_sum_ms"] + executor["raw_ms"] == pytest.approx(executor["run_ms"], abs=1e-4)
-    assert 0 <= executor["sum_ms"] <= max(executor["run_ms"], profile["raw_sum_ms"]) + 1e-4 and executor["profiler_ms"] >= 0
+    assert executor["raw_ms"] <= executor["run_ms"] + 1e-6
+    assert executor["run_ms"] / 1.5 <= profile["raw_sum_ms"] + executor["raw_ms"] <= executor["run_ms"] * 1.5
+    assert 0 <= executor["sum_ms"] <= profile["raw_sum_ms"] + executor["raw_ms"] + 1e-5 and executor["profiler_ms"] >= 0
 
 
 def test_benchmark_model_rows_become_the_same_records():

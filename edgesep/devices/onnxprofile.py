@@ -59,21 +59,20 @@ def from_onnx(result: BenchResult, peak: Optional[dict[str, Any]] = None,
 
 
 def executor_row(raw: dict[str, Any], index: int) -> Optional[tuple[OpRecord, dict[str, Any]]]:
-    """The time between the nodes, from the profiled runs themselves: their model_run (interquartile mean) less
-    the nodes' traced times, less what the profiler spends between nodes writing each node's record (the gap
+    """The time between the nodes, from the profiled runs themselves: each run's model_run less its nodes' traced
+    times (interquartile mean over the runs), less what the profiler spends between nodes writing each node's record (the gap
     between profiled trivial nodes on the calibration chains, ``gap_us`` plus ``gap_us_per_input`` per further
     input). The executor's own cost per trivial node is already inside each op's corrected time (the
     correction is profiled minus unprofiled per node), so nothing is subtracted twice: ops + executor = the
     profiled run less the profiler's whole cost per node. Floored at 0. Returns (its row, ``{"ms", "raw_ms",
     "profiler_ms", "run_ms"}``), or None without the profiled run's time."""
-    nodes, run = raw.get("nodes") or [], raw.get("run_mean_us")
-    if run is None or not nodes:
+    nodes, run, between = raw.get("nodes") or [], raw.get("run_mean_us"), raw.get("between_us")
+    if run is None or between is None or not nodes:
         return None
     calibration = raw.get("calibration") or {}
     gap, per_input = calibration.get("gap_us"), calibration.get("gap_us_per_input") or 0.0
     profiler = sum(max(gap + per_input * (max(len(n.get("input_shapes") or []), 1) - 1), 0.0) for n in nodes) \
         if gap is not None else 0.0
-    between = run - sum(float(n["us"]) for n in nodes)
     figures = {"ms": round(max(between - profiler, 0.0) / 1e3, 6), "raw_ms": round(between / 1e3, 6),
                          "profiler_ms": round(profiler / 1e3, 6), "run_ms": round(run / 1e3, 6)}
     note = EXECUTOR_NOTE if gap is not None else EXECUTOR_NOTE.split(", less the")[0] + "; the profiler's records " \

@@ -1106,8 +1106,9 @@ def parse_onnx_trace(events, skip_runs):
     interquartile mean over the runs of each node's time in a run (``_trimmed_mean``: robust to runs the
     machine interrupted, and unlike a median not stuck to the whole microseconds the trace counts in).
 
-    Returns ``{"runs": N, "run_us": median model_run, "run_mean_us": its interquartile mean, "gap_us": the
-    interquartile mean over runs of the time between one node's end and the next one's start, summed over a run,
+    Returns ``{"runs": N, "run_us": median model_run, "run_mean_us": its interquartile mean, "between_us": the
+    interquartile mean over runs of a run's model_run less its nodes' times (per run: a wait for a CPU inside a
+    node stays the node's), "gap_us": the same of the time between one node's end and the next one's start,
     "nodes": [{"name", "type", "provider", "us", "input_shapes", "output_shapes"}, ...]}`` with nodes in the
     order they first ran.
     """
@@ -1116,7 +1117,7 @@ def parse_onnx_trace(events, skip_runs):
     runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
                   key=lambda e: e["ts"])[skip_runs:]
     if not runs:
-        return {"runs": 0, "run_us": None, "run_mean_us": None, "gap_us": None, "nodes": []}
+        return {"runs": 0, "run_us": None, "run_mean_us": None, "between_us": None, "gap_us": None, "nodes": []}
     starts = [r["ts"] for r in runs]
     spans = [[] for _ in runs]
     nodes = {}
@@ -1135,8 +1136,9 @@ def parse_onnx_trace(events, skip_runs):
     for node in nodes.values():
         node["us"] = round(_trimmed_mean(node["us"]), 3)
     durations = [float(r["dur"]) for r in runs]
+    between = [d - sum(b - a for a, b in s) for d, s in zip(durations, spans)]
     return {"runs": len(runs), "run_us": round(_median(durations), 3), "run_mean_us": round(_trimmed_mean(durations), 3),
-            "gap_us": round(_trimmed_mean([_gaps(sorted(s)) for s in spans]), 3), "nodes": list(nodes.values())}
+            "between_us": round(_trimmed_mean(between), 3), "gap_us": round(_trimmed_mean([_gaps(sorted(s)) for s in spans]), 3), "nodes": list(nodes.values())}
 
 
 def _gaps(spans):
