@@ -206,12 +206,15 @@ def _export_into(model, folder: Path, out_dir: Path, config: ExportConfig, datas
 def _truth(result: ExportResult, plan, references, labelled: bool) -> tuple[str, ...]:
     """Collapsed quantized outputs, a Keras accuracy at chance level, Keras outputs that are the same for every
     input (``edgesep.converters.truth``), and why a model with several outputs has no accuracy."""
-    from edgesep.converters.truth import chance_level, collapsed_outputs, constant_outputs, same_for_every_input
+    from edgesep.converters import truth
 
-    notes = [chance_level(result.keras_accuracy, plan.classes or 0), plan.note() if labelled else None]
-    tied = same_for_every_input(references, plan.names)
-    return (tuple(collapsed_outputs(result.artifacts, tied)) + tuple(constant_outputs(references, plan.names))
-            + tuple(n for n in notes if n))
+    notes = [truth.chance_level(result.keras_accuracy, plan.classes or 0), plan.note() if labelled else None]
+    ties = truth.near_ties(references, plan.names)
+    tied = truth.same_for_every_input(references, plan.names) + list(ties)
+    count = len(references[0]) if len(references) else 0
+    return (tuple(truth.collapsed_outputs(result.artifacts, tied))
+            + tuple(truth.constant_outputs(references, plan.names))
+            + tuple(truth.tie_lines(ties, result.artifacts, count, len(plan.names) > 1)) + tuple(n for n in notes if n))
 
 
 def _dataset_summary(dataset, inputs: _Inputs, calib, config: ExportConfig) -> DatasetSummary:

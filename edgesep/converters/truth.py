@@ -1,5 +1,5 @@
 """Warnings that keep an export honest: a quantized output that collapsed, a Keras accuracy at chance level, a
-Keras output that is the same for every input.
+Keras output that is the same for every input, or whose top class leads the next by less than one int8 step.
 
 They are read from the export's own figures (``ArtifactRecord.checks``, ``keras_accuracy``, the Keras outputs
 the artifacts were checked against), so they fire on what was measured, never on correct input: a healthy int8
@@ -79,3 +79,32 @@ def constant_outputs(references: Sequence[np.ndarray], names: Sequence[str]) -> 
     return [f"the Keras model's{f' output {name!r}' if len(names) > 1 else ''} output is the same for all {count} "
             f"inputs checked (an untrained or dead model?): the artifacts' top-1 agreement with it says nothing"
             for name in same_for_every_input(references, names)]
+
+
+def near_ties(references: Sequence[np.ndarray], names: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """``{name: (median top-1 margin, int8 step)}`` of the Keras class-score outputs (several columns) whose top
+    class leads the next by less than one int8 step (1/255 of the output's largest magnitude) on most inputs
+    (an untrained network's near-uniform scores): no 8-bit output keeps that ranking, so top-1 agreement
+    with it is rounding. Outputs the same for every input are left to :func:`same_for_every_input`."""
+    constant = set(same_for_every_input(references, names))
+    found = {}
+    for ref, name in zip(references, names):
+        ref = np.asarray(ref, np.float64).reshape(len(ref), -1)
+        if name in constant or len(ref) < 2 or ref.shape[1] < 2 or not np.all(np.isfinite(ref)):
+            continue
+        top = np.sort(ref, axis=1)[:, -2:]
+        margin, step = float(np.median(top[:, 1] - top[:, 0])), float(np.max(np.abs(ref))) / 255
+        if margin < step:
+            found[name] = (margin, step)
+    return found
+
+
+def tie_lines(ties: dict[str, tuple[float, float]], artifacts: Iterable, count: int, several: bool) -> list[str]:
+    """One line per :func:`near_ties` output on which a quantized artifact agrees with Keras' top-1 on fewer
+    than half the inputs (what would otherwise read as a collapse): that agreement says nothing."""
+    low = {c.output for a in artifacts if a.precision in ("int8", "int16x8") for c in a.checks
+           if c.top1_agreement_vs_keras is not None and c.top1_agreement_vs_keras < COLLAPSE_AGREEMENT}
+    return [f"the Keras model's{f' output {name!r}' if several else ''} top class leads the next by less than one "
+            f"int8 step on most of the {count} inputs checked (median margin {margin:.2g}, step {step:.2g}; an "
+            f"untrained model?): the int8 top-1 agreement with it is rounding, not a collapse"
+            for name, (margin, step) in ties.items() if name in low or (not several and low)]
