@@ -99,16 +99,17 @@ def test_onnx_trace_takes_a_trimmed_mean_per_node_after_the_warmup_runs_less_the
 def check_executor_row(result: dict) -> None:
     """An ONNX profile's last row is the time between the nodes (not an op, outside the per-op sum), and ops +
     executor account for the profiled run: per run, model_run = its nodes' times + the time between them, so
-    the executor's raw time is at most the profiled run's and, summed with the nodes' raw times, within a factor
-    1.5 of it (interquartile means over the runs do not add up exactly); the corrections only take away (the
-    profiler's cost inside and between the nodes)."""
+    the executor's raw time is at most the profiled run's and, summed with the nodes' raw times, between a
+    quarter and 1.5 times it (interquartile means over the runs do not add up: a run's wait for a CPU stays in
+    the run's mean and is trimmed from the part it fell in); the corrections only take away (the profiler's
+    cost inside and between the nodes)."""
     row, executor, profile = result["ops"][-1], result["profile"]["executor"], result["profile"]
     assert (row["name"], row["type"], row["macs"]) == ("(between ops)", "executor", None) and row["ms"] >= 0
     assert [op for op in result["ops"] if op["type"] == "executor"] == [row]
     assert profile["sum_ms"] == pytest.approx(sum(op["ms"] for op in result["ops"][:-1]), abs=1e-5)
     assert executor["ms"] == row["ms"] and executor["sum_ms"] == pytest.approx(profile["sum_ms"] + row["ms"], abs=1e-5)
     assert executor["raw_ms"] <= executor["run_ms"] + 1e-6
-    assert executor["run_ms"] / 1.5 <= profile["raw_sum_ms"] + executor["raw_ms"] <= executor["run_ms"] * 1.5
+    assert executor["run_ms"] / 4 <= profile["raw_sum_ms"] + executor["raw_ms"] <= executor["run_ms"] * 1.5
     assert 0 <= executor["sum_ms"] <= profile["raw_sum_ms"] + executor["raw_ms"] + 1e-5 and executor["profiler_ms"] >= 0
 
 

@@ -50,7 +50,8 @@ def from_onnx(result: BenchResult, peak: Optional[dict[str, Any]] = None,
         notes.append(f"{floored} node(s) no slower than the profiler's own cost count as 0 ms")
     if raw.get("run_us"):
         notes.append(f"the profiled session's own median run: {raw['run_us'] / 1e3:.4g} ms, {raw_sum * 1e5 / raw['run_us']:.0f}% "
-                     "of it inside the nodes (the rest: onnxruntime between them, and the profiler's own records)")
+                     "of it inside the nodes (the rest: the executor's row, the profiler's records between nodes, "
+                     "and waits for a CPU that the per-node and per-run interquartile means leave out)")
     whole = (raw.get("whole") or {}).get("us")
     correction = {"correction_ms": round(max(cost_us, 0.0) / 1e3, 6), "raw_sum_ms": round(raw_sum, 6),
                   "calibration": raw.get("calibration")}
