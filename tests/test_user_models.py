@@ -232,3 +232,21 @@ def test_unlabelled_npz_calibrates_and_verifies_and_a_collapsed_softmax_is_loud(
     loud = [w for w in result.warnings if "COLLAPSED" in w]
     assert len(loud) == 1 and "model_int8.tflite" in loud[0] and "--int16x8" in loud[0]
     assert result.artifact("tflite:float32").check().output_sqnr_db_vs_keras > 60
+
+
+def test_trust_model_loads_a_lambda_layer_from_a_legacy_h5_file_too(tmp_path):
+    """--trust-model on a .h5/.hdf5 holding a Lambda layer: Keras' legacy loader has a safe mode too, and
+    edgesep dropped --trust-model for it, so the file was refused with 'add --trust-model' though it was given."""
+    import keras
+
+    from edgesep.converters.graph import load_model
+    from edgesep.errors import ConversionError
+
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Lambda(lambda t: t * 2.0, name="double"),
+                              keras.layers.Conv2D(4, 3, name="conv")])
+    for name in ("lambda.h5", "lambda.hdf5"):
+        model.save(tmp_path / name)
+        with pytest.raises(ConversionError, match="--trust-model"):
+            load_model(tmp_path / name)
+        loaded = load_model(tmp_path / name, trust_model=True)
+        assert [layer.name for layer in loaded.layers] == ["double", "conv"]

@@ -281,8 +281,6 @@ def _quiet_load(keras, path: Path, **options):
 
     with warnings.catch_warnings():  # legacy .h5 files warn about compile state and deprecated arguments
         warnings.simplefilter("ignore")
-        if path.suffix.lower() != ".keras":
-            options.pop("safe_mode")  # legacy .h5 loading has no safe mode
         return keras.models.load_model(path, compile=False, **options)
 
 
