@@ -66,7 +66,7 @@ def test_onnx_trace_takes_a_trimmed_mean_per_node_after_the_warmup_runs_less_the
     assert trace["runs"] == 3 and [n["us"] for n in trace["nodes"]] == [12.0, 4.0]
     assert trace["run_mean_us"] == 18.0 and trace["gap_us"] == 0  # model_run 15, 18, 507: the middle one
     assert trace["between_us"] == 2.0  # each run's model_run less its nodes: 2 us in every run
-    trace.update(whole={"us": 16.0, "clean_us": 15.0, "preempted": 0.25, "runs": 4, "cpu_us": 12.0},
+    trace.update(whole={"us": 16.0, "clean_us": 15.0, "preempted": 0.25, "runs": 4, "cpu_us": 12.0, "min_us": 15.0},
                  calibration={"nodes": 40, "profiled_us": 2.5, "unprofiled_us": 0.5, "cost_us": 2.0,
                               "gap_us": 0.5, "gap_us_per_input": 0.25})
     result = BenchResult(model="m.onnx", device="local", latency_ms={"p50": 0.02}, extra={"profile": trace})
@@ -79,7 +79,10 @@ def test_onnx_trace_takes_a_trimmed_mean_per_node_after_the_warmup_runs_less_the
     assert record.raw_sum_ms == pytest.approx(0.016) and record.raw_ratio == pytest.approx(0.016 / 0.02)
     assert record.correction_ms == pytest.approx(0.002) and record.session_ratio == pytest.approx(0.012 / 0.016)
     assert record.clean_ratio == pytest.approx(0.012 / 0.015) and record.preempted == 0.25
-    assert record.cpu_whole_ms == pytest.approx(0.012) and record.best_ratio is None  # best: single-op models
+    assert record.cpu_whole_ms == pytest.approx(0.012)
+    # fastest against fastest: nodes' fastest runs 10 and 3 us less 2 us each, against the whole's fastest 15 us;
+    # with the executor's fastest remainder (2 us less the profiler's 1.5 us)
+    assert record.best_ratio == pytest.approx(9 / 15) and record.executor["best_ratio"] == pytest.approx(9.5 / 15, abs=1e-4)
     assert "2 us inside each node" in " ".join(record.notes)
     executor = result.ops[-1]  # the time between nodes: its own row, not an op, not in sum_ms
     assert (executor["name"], executor["type"], executor["macs"], len(result.ops)) == ("(between ops)", "executor",
@@ -168,7 +171,8 @@ def test_cli_profile_table_and_json_have_ops_covering_the_graph_and_a_checked_ra
         assert profile["clean_whole_ms"] is None or profile["clean_ratio"] > 0
         assert profile["cpu_whole_ms"] > 0  # --threads 1: the whole timed again in CPU time too
         assert "profile" not in tfl["extra"]
-    assert 0 < tfl["profile"]["best_ratio"] < 1e3 and onnx["profile"]["best_ratio"] is None
+    assert 0 < tfl["profile"]["best_ratio"] < 1e3 and 0 < onnx["profile"]["best_ratio"] < 1e3
+    assert onnx["profile"]["executor"]["best_ratio"] >= onnx["profile"]["best_ratio"]
 
 
 @pytest.mark.parametrize("precision", ["float32", "int8"])

@@ -3,6 +3,7 @@ records, each node less the profiler's own cost measured on chains of trivial no
 time between the nodes (onnxruntime's executor: not an op, outside the per-op sum, in ``executor``)."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Optional
 
@@ -55,18 +56,39 @@ def from_onnx(result: BenchResult, peak: Optional[dict[str, Any]] = None,
     whole = (raw.get("whole") or {}).get("us")
     correction = {"correction_ms": round(max(cost_us, 0.0) / 1e3, 6), "raw_sum_ms": round(raw_sum, 6),
                   "calibration": raw.get("calibration")}
-    return finish(ops, result, "onnxruntime profiler", False, (raw.get("cost_ms") or 0) / 1e3, raw.get("runs"),
-                  [ONNX_NOTE] + notes, peak, whole / 1e3 if whole else None, correction, raw.get("whole"), executor)
+    best = fastest(raw, (cost_us, per_input), executor)
+    record = finish(ops, result, "onnxruntime profiler", False, (raw.get("cost_ms") or 0) / 1e3, raw.get("runs"),
+                    [ONNX_NOTE] + notes, peak, whole / 1e3 if whole else None, correction, raw.get("whole"), executor)
+    if best is not None:
+        record = dataclasses.replace(record, best_ratio=best)
+        result.profile = record.to_dict()
+    return record
+
+
+def fastest(raw: dict[str, Any], cost: tuple[float, float],
+            executor: Optional[tuple[OpRecord, dict[str, Any]]]) -> Optional[float]:
+    """Fastest against fastest: the sum of each node's fastest profiled run (less the profiler's cost, as the
+    op's time) / the whole's fastest run between the profiled runs (``best_ratio``), each part with a CPU to
+    itself; with the executor's fastest run too, ``best_ratio`` in the executor's figures (set here)."""
+    nodes, whole = raw.get("nodes") or [], (raw.get("whole") or {}).get("min_us")
+    if not whole or not nodes or any(n.get("min_us") is None for n in nodes):
+        return None
+    ops = sum(max(n["min_us"] - max(cost[0] + cost[1] * (max(len(n.get("input_shapes") or []), 1) - 1), 0.0), 0.0)
+              for n in nodes)
+    if executor is not None and raw.get("between_min_us") is not None:
+        between = max(raw["between_min_us"] - executor[1]["profiler_ms"] * 1e3, 0.0)
+        executor[1]["best_ratio"] = round((ops + between) / whole, 4)
+    return round(ops / whole, 4)
 
 
 def executor_row(raw: dict[str, Any], index: int) -> Optional[tuple[OpRecord, dict[str, Any]]]:
     """The time between the nodes, from the profiled runs themselves: each run's model_run less its nodes' traced
-    times (interquartile mean over the runs), less what the profiler spends between nodes writing each node's record (the gap
-    between profiled trivial nodes on the calibration chains, ``gap_us`` plus ``gap_us_per_input`` per further
-    input). The executor's own cost per trivial node is already inside each op's corrected time (the
-    correction is profiled minus unprofiled per node), so nothing is subtracted twice: ops + executor = the
-    profiled run less the profiler's whole cost per node. Floored at 0. Returns (its row, ``{"ms", "raw_ms",
-    "profiler_ms", "run_ms"}``), or None without the profiled run's time."""
+    times (interquartile mean over the runs), less what the profiler spends between nodes writing each node's
+    record (the gap between profiled trivial nodes on the calibration chains, ``gap_us`` plus
+    ``gap_us_per_input`` per further input). The executor's own cost per trivial node is already inside each
+    op's corrected time (the correction is profiled minus unprofiled per node), so nothing is subtracted twice:
+    ops + executor = the profiled run less the profiler's whole cost per node. Floored at 0. Returns (its row,
+    ``{"ms", "raw_ms", "profiler_ms", "run_ms"}``), or None without the profiled run's time."""
     nodes, run, between = raw.get("nodes") or [], raw.get("run_mean_us"), raw.get("between_us")
     if run is None or between is None or not nodes:
         return None

@@ -51,8 +51,8 @@ class ProfileRecord:
     not in ``sum_ms``): ``{"ms", "raw_ms", "profiler_ms", "run_ms", "sum_ms": ops + executor, "ratio",
     "session_ratio", "clean_ratio"}`` (see ``executor_row``). ``cpu_whole_ms`` (one thread only): the whole
     timed again in the runner thread's CPU time per run, its work without the waits for a CPU (against
-    ``clean_whole_ms``/``session_whole_ms``: how much of a run was waiting). ``best_ratio`` (single-op models):
-    the sum of each op's fastest run / the whole's fastest run in the same session, each with a CPU to itself."""
+    ``clean_whole_ms``/``session_whole_ms``: how much of a run was waiting). ``best_ratio``: the sum of each
+    op's fastest run / the whole's fastest run in the profile session, each with a CPU to itself."""
 
     method: str
     isolated: bool

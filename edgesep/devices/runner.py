@@ -1109,7 +1109,8 @@ def parse_onnx_trace(events, skip_runs):
     Returns ``{"runs": N, "run_us": median model_run, "run_mean_us": its interquartile mean, "between_us": the
     interquartile mean over runs of a run's model_run less its nodes' times (per run: a wait for a CPU inside a
     node stays the node's), "gap_us": the same of the time between one node's end and the next one's start,
-    "nodes": [{"name", "type", "provider", "us", "input_shapes", "output_shapes"}, ...]}`` with nodes in the
+    "between_min_us": the least of those, "nodes": [{"name", "type", "provider", "us", "min_us": its fastest run,
+    "input_shapes", "output_shapes"}, ...]}`` with nodes in the
     order they first ran.
     """
     import bisect
@@ -1134,11 +1135,14 @@ def parse_onnx_trace(events, skip_runs):
         node["us"][run] += float(e.get("dur", 0))
         spans[run].append((float(e["ts"]), float(e["ts"]) + float(e.get("dur", 0))))
     for node in nodes.values():
+        node["min_us"] = min(node["us"])
         node["us"] = round(_trimmed_mean(node["us"]), 3)
     durations = [float(r["dur"]) for r in runs]
     between = [d - sum(b - a for a, b in s) for d, s in zip(durations, spans)]
-    return {"runs": len(runs), "run_us": round(_median(durations), 3), "run_mean_us": round(_trimmed_mean(durations), 3),
-            "between_us": round(_trimmed_mean(between), 3), "gap_us": round(_trimmed_mean([_gaps(sorted(s)) for s in spans]), 3), "nodes": list(nodes.values())}
+    return {"runs": len(runs), "run_us": round(_median(durations), 3),
+            "run_mean_us": round(_trimmed_mean(durations), 3), "between_us": round(_trimmed_mean(between), 3),
+            "between_min_us": round(min(between), 3),
+            "gap_us": round(_trimmed_mean([_gaps(sorted(s)) for s in spans]), 3), "nodes": list(nodes.values())}
 
 
 def _gaps(spans):
@@ -1236,13 +1240,14 @@ def time_whole(model, cfg):
 
 
 def _whole_record(times, clean, cpu, one_thread=False):
-    """``{"us": median, "clean_us": median of the runs no other process preempted (None below 3 such runs or
-    where preemptions cannot be counted), "preempted": share of the runs preempted, "runs", "cpu_us": median
-    CPU time of this thread per run (only with one thread, when the runtime computes in the calling thread: the
-    work without the waits for a CPU; under qemu-user the host thread's, translation included)}``."""
+    """``{"us": median, "min_us": the fastest run, "clean_us": median of the runs no other process preempted
+    (None below 3 such runs or where preemptions cannot be counted), "preempted": share of the runs preempted,
+    "runs", "cpu_us": median CPU time of this thread per run (only with one thread, when the runtime computes
+    in the calling thread: the work without the waits for a CPU; under qemu-user the host thread's, translation
+    included)}``."""
     counted = clean is not None
     clean = clean or []
-    return {"us": round(_median(times) * 1e6, 3), "runs": len(times),
+    return {"us": round(_median(times) * 1e6, 3), "runs": len(times), "min_us": round(min(times) * 1e6, 3),
             "cpu_us": round(_median(cpu) * 1e6, 3) if one_thread and cpu else None,
             "clean_us": round(_median(clean) * 1e6, 3) if len(clean) >= 3 else None,
             "preempted": round(1 - len(clean) / float(len(times)), 4) if counted and times else None}

@@ -119,7 +119,9 @@ def _executor_lines(p: dict[str, Any]) -> list[str]:
     if e.get("sum_ms") is None:
         return []
     others = ", ".join(f"{what} {e[key]:.2f}" for what, key in (("session's whole", "session_ratio"),
-                                                                 ("unpreempted", "clean_ratio")) if e.get(key))
+                                                                 ("unpreempted", "clean_ratio"),
+                                                                 ("fastest against fastest", "best_ratio"))
+                       if e.get(key))
     return [f"+ onnxruntime's executor between the ops ({e['ms']:.4g} ms; the row '(between ops)', not an op; "
             f"the profiler's records between nodes, {e['profiler_ms']:.4g} ms, taken out): ops + executor "
             f"{e['sum_ms']:.4g} ms = ratio {_num(e.get('ratio'), '.2f')}" + (f" ({others})" if others else "")]
