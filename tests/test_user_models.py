@@ -250,3 +250,13 @@ def test_trust_model_loads_a_lambda_layer_from_a_legacy_h5_file_too(tmp_path):
             load_model(tmp_path / name)
         loaded = load_model(tmp_path / name, trust_model=True)
         assert [layer.name for layer in loaded.layers] == ["double", "conv"]
+    # inspect too: it had no --trust-model, so a Lambda model could not be inspected nor ranked (--sensitivity
+    # named --trust-model, which inspect refused as no such option)
+    from edgesep.cli import main
+    from edgesep.converters.inspect import inspect_model
+
+    with pytest.raises(ConversionError, match="--trust-model"):
+        inspect_model(tmp_path / "lambda.h5")
+    assert dict(inspect_model(tmp_path / "lambda.h5", trust_model=True).ops)["Lambda"] == 1
+    assert main(["inspect", str(tmp_path / "lambda.hdf5"), "--json"]) == 1
+    assert main(["inspect", str(tmp_path / "lambda.hdf5"), "--trust-model", "--json"]) == 0

@@ -166,8 +166,11 @@ def _watched(out_dir: str) -> Optional[int]:
                    "the output SQNR, with its share of the MACs.")
 @click.option("--quick", is_flag=True,
               help="With --sensitivity: measure only the ops the per-layer statistics rate worst (8).")
+@click.option("--trust-model", is_flag=True,
+              help="Load a Keras MODEL outside Keras' safe mode, so that its Lambda layers (Python code in the file) "
+                   "load: only for a file you trust.")
 def inspect(model: str, as_json: bool, quant_error: bool, data: Optional[str], reference: Optional[str],
-            samples: int, sensitivity: bool, quick: bool) -> None:
+            samples: int, sensitivity: bool, quick: bool, trust_model: bool) -> None:
     """Ops by type, params, MACs, size, inputs/outputs and quantization of a .tflite/.onnx/.keras/.h5 model."""
     import json
 
@@ -175,12 +178,13 @@ def inspect(model: str, as_json: bool, quant_error: bool, data: Optional[str], r
 
     require_regular_file(model, "model file")
     if sensitivity or quick:
-        _sensitivity(model, as_json, data, samples, quick, quant_error or reference is not None or not sensitivity)
+        _sensitivity(model, as_json, data, samples, quick, quant_error or reference is not None or not sensitivity,
+                     trust_model)
         return
     from edgesep.converters.inspect import inspect_model
     from edgesep.report.inspect import info_tables, quant_error_table
 
-    info = inspect_model(model)
+    info = inspect_model(model, trust_model=trust_model)
     document = info.to_dict()  # further sections add their own keys to `document` ...
     sections = info_tables(document)  # ... and their rich renderables to `sections`
     if info.format == "tflite":
@@ -202,7 +206,8 @@ def inspect(model: str, as_json: bool, quant_error: bool, data: Optional[str], r
     echo_rich(*sections, wide=120)
 
 
-def _sensitivity(model: str, as_json: bool, data: Optional[str], samples: int, quick: bool, misused: bool) -> None:
+def _sensitivity(model: str, as_json: bool, data: Optional[str], samples: int, quick: bool, misused: bool,
+                 trust_model: bool = False) -> None:
     """``inspect --sensitivity``: the ranking as a table (or JSON), a time estimate on stderr before it starts."""
     import json
 
@@ -221,7 +226,7 @@ def _sensitivity(model: str, as_json: bool, data: Optional[str], samples: int, q
     def estimate(count: int, seconds: float) -> None:
         click.echo(f"edgesep: measuring {count} ops kept float, about {seconds:.0f} s", err=True)
 
-    loaded = ModelSource(model=model, data=data).load(note=note)
+    loaded = ModelSource(model=model, data=data, trust_model=trust_model).load(note=note)
     keras_model, dataset = loaded.model, loaded.dataset
     report = model_sensitivity(keras_model, dataset, samples=samples, quick=quick, on_estimate=estimate)
     if as_json:

@@ -38,8 +38,9 @@ def _check_archive(p: Path) -> None:
         raise ConversionError(f"{p} is not a valid Keras model: {bad} is corrupt")
 
 
-def read_keras(p: Path) -> Contents:
-    """The :class:`Contents` of a ``.keras``, ``.h5`` or ``.hdf5`` file."""
+def read_keras(p: Path, trust_model: bool = False) -> Contents:
+    """The :class:`Contents` of a ``.keras``, ``.h5`` or ``.hdf5`` file (``trust_model``: outside Keras' safe
+    mode, so that Lambda layers load)."""
     import warnings
 
     from edgesep.converters._quiet import import_tensorflow
@@ -52,8 +53,12 @@ def read_keras(p: Path) -> Contents:
     try:
         with warnings.catch_warnings():  # legacy .h5 files warn about compile state and deprecated arguments
             warnings.simplefilter("ignore")
-            model = keras.saving.load_model(str(p), compile=False)
+            model = keras.saving.load_model(str(p), compile=False, safe_mode=not trust_model)
     except Exception as e:  # noqa: BLE001 - Keras raises many types for a bad archive or unknown layers
+        from edgesep.converters.custom_objects import TRUST_HINT
+
+        if "safe_mode" in str(e) or "unsafe_deserialization" in str(e):
+            raise ConversionError(f"cannot load {p.name}: {TRUST_HINT}") from None
         raise ConversionError(f"cannot load Keras model {p}: {_why(e)}") from None
     from edgesep.converters.graph import check_built
 

@@ -19,8 +19,9 @@ def known_extensions() -> list[str]:
     return sorted(ext for fmt in FORMATS.values() for ext in fmt.extensions)
 
 
-def inspect_model(path: str | os.PathLike) -> ModelInfo:
-    """Ops, params, MACs, size, inputs/outputs and quantization of a ``.tflite``, ``.onnx`` or ``.keras`` file.
+def inspect_model(path: str | os.PathLike, *, trust_model: bool = False) -> ModelInfo:
+    """Ops, params, MACs, size, inputs/outputs and quantization of a ``.tflite``, ``.onnx`` or ``.keras`` file
+    (``trust_model``: a Keras file is loaded outside Keras' safe mode, so that its Lambda layers load).
 
     Raises:
         ConversionError: the file is missing, empty, unreadable, of an unknown extension, or not a valid
@@ -39,7 +40,7 @@ def inspect_model(path: str | os.PathLike) -> ModelInfo:
         other = next((f for f in FORMATS.values() if f is not fmt and f.magic and f.sniff(head)), None)
         hint = f" (it looks like a {other.label} file; rename it to {other.extensions[0]})" if other else ""
         raise ConversionError(f"{p} is not a {fmt.label} model{hint}")
-    contents = fmt.read(p)
+    contents = keras_reader.read_keras(p, trust_model) if fmt is keras_reader.FORMAT else fmt.read(p)
     return ModelInfo(path=str(p), format=fmt.name, bytes=p.stat().st_size, sha256=sha256_of(p),
                      **dataclasses.asdict(contents))
 
