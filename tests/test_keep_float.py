@@ -77,6 +77,7 @@ def test_keep_float_options_from_the_cli():
     assert ExportConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     named = ExportConfig.from_options(int8=True, keep_float="conv2, conv3", io_dtype=None)
     assert named.keep_float == ("conv2", "conv3") and named.target_sqnr_db is None
+    assert ExportConfig.from_options(int8=True, keep_float="conv2,conv2", io_dtype=None).keep_float == ("conv2",)
     assert ExportConfig.from_options(int8=True, io_dtype=None).io_dtype == "int8"
     for bad in ("conv2,,conv3", "auto,conv2"):
         with pytest.raises(UsageError):

@@ -260,3 +260,23 @@ def test_trust_model_loads_a_lambda_layer_from_a_legacy_h5_file_too(tmp_path):
     assert dict(inspect_model(tmp_path / "lambda.h5", trust_model=True).ops)["Lambda"] == 1
     assert main(["inspect", str(tmp_path / "lambda.hdf5"), "--json"]) == 1
     assert main(["inspect", str(tmp_path / "lambda.hdf5"), "--trust-model", "--json"]) == 0
+
+
+def test_a_weights_only_h5_file_is_named_as_such(tmp_path):
+    """model.save_weights('m.weights.h5') renamed m.h5: one line saying it holds weights only (before: Keras'
+    'No model config found'), exit 1, nothing written, for export and inspect."""
+    import keras
+
+    from hostile import check_refused
+
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3)])
+    model.save_weights(tmp_path / "m.weights.h5")
+    (tmp_path / "m.weights.h5").rename(tmp_path / "m.h5")
+    out = tmp_path / "out"
+    check_refused(["export", "--model", tmp_path / "m.h5", "--out", out], tmp_path, code=1, out=out,
+                  needles=("weights only", "model.save"))
+    from edgesep.converters.inspect import inspect_model
+    from edgesep.errors import ConversionError
+
+    with pytest.raises(ConversionError, match="weights only"):
+        inspect_model(tmp_path / "m.h5")

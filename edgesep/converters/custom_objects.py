@@ -87,6 +87,9 @@ def explain_load_error(path: Path, error: Exception) -> ConversionError:
     text = str(error)
     if "safe_mode" in text or "unsafe_deserialization" in text:
         return ConversionError(f"cannot load {path.name}: {TRUST_HINT}")
+    if "No model config found" in text:
+        return ConversionError(f"cannot load {path.name}: it holds weights only (model.save_weights), no model: "
+                               "save the whole model with model.save('model.keras') and give that")
     unknown = re.search(r"(?:Could not locate|Unknown) (class|function|layer)[: ]+'?([\w.]+)", text)
     if unknown:
         return ConversionError(f"cannot load {path.name}: it uses a {unknown.group(1)} Keras does not know, "

@@ -201,4 +201,4 @@ def _names(value: Optional[str]) -> tuple[str, ...]:
         raise UsageError(f"--keep-float {value!r}: an empty op name; give NAME[,NAME...] or auto")
     if "auto" in names and len(names) > 1:
         raise UsageError("--keep-float auto chooses the ops itself; give auto alone, or op names")
-    return names
+    return tuple(dict.fromkeys(names))  # a name given twice is kept once

@@ -55,10 +55,10 @@ def read_keras(p: Path, trust_model: bool = False) -> Contents:
             warnings.simplefilter("ignore")
             model = keras.saving.load_model(str(p), compile=False, safe_mode=not trust_model)
     except Exception as e:  # noqa: BLE001 - Keras raises many types for a bad archive or unknown layers
-        from edgesep.converters.custom_objects import TRUST_HINT
+        if "safe_mode" in str(e) or "unsafe_deserialization" in str(e) or "No model config found" in str(e):
+            from edgesep.converters.custom_objects import explain_load_error
 
-        if "safe_mode" in str(e) or "unsafe_deserialization" in str(e):
-            raise ConversionError(f"cannot load {p.name}: {TRUST_HINT}") from None
+            raise explain_load_error(p, e) from None
         raise ConversionError(f"cannot load Keras model {p}: {_why(e)}") from None
     from edgesep.converters.graph import check_built
 
