@@ -177,3 +177,17 @@ def test_cli_inspect_sensitivity(selective, tmp_path, capsys):
     doc = json.loads(out.out)
     assert doc["ranking"][0]["op"] == "conv2" and doc["quick"] and "about" in out.err
     assert main(["inspect", str(path), "--sensitivity"]) == 2
+
+
+def test_too_few_training_images_for_auto_name_keep_float_not_the_guard():
+    """2 images in --data leave 1 training image: --keep-float auto said 'the equalize guard needs ...', which
+    the user never asked for."""
+    from types import SimpleNamespace
+
+    from edgesep.converters.keep_float import selection_images
+    from edgesep.errors import DataError
+
+    dataset = SimpleNamespace(x_train=np.zeros((1, 4, 4, 3), np.float32))
+    config = ExportConfig.from_options(int8=True, keep_float="auto")
+    with pytest.raises(DataError, match=r"^--keep-float auto needs at least 2 training images"):
+        selection_images(dataset, config)

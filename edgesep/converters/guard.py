@@ -42,7 +42,8 @@ CRITERION = ("top-1 agreement with the float model not below the unequalized int
 
 
 def selection_split(images: np.ndarray, calib_samples: int, seed: int,
-                    selection_samples: int = SELECTION_SAMPLES) -> tuple[np.ndarray, np.ndarray, str]:
+                    selection_samples: int = SELECTION_SAMPLES, purpose: str = "the equalize guard"
+                    ) -> tuple[np.ndarray, np.ndarray, str]:
     """(calibration images, selection images, how they were drawn): two disjoint draws from ``images``.
 
     The calibration images are those ``Dataset.calibration(calib_samples, seed)`` gives (the first
@@ -52,10 +53,10 @@ def selection_split(images: np.ndarray, calib_samples: int, seed: int,
     first three quarters calibrate, the rest select.
 
     Raises:
-        DataError: fewer than two images.
+        DataError: fewer than two images (the line names ``purpose``, what needs them).
     """
     if len(images) < 2:
-        raise DataError(f"the equalize guard needs at least 2 training images (calibration and selection), "
+        raise DataError(f"{purpose} needs at least 2 training images (calibration and selection), "
                         f"got {len(images)}")
     idx = np.random.default_rng(seed).permutation(len(images))
     n, how = min(int(calib_samples), len(images)), "held out beside the calibration draw"

@@ -128,7 +128,8 @@ def selection_images(dataset, config) -> tuple[np.ndarray, np.ndarray, str]:
     calibration ones those every int8 export of this config calibrates on (``guard.selection_split``)."""
     from edgesep.converters.guard import selection_split
 
-    calib, selection, how = selection_split(dataset.x_train, config.calib_samples, config.seed)
+    calib, selection, how = selection_split(dataset.x_train, config.calib_samples, config.seed,
+                                            purpose="--keep-float auto")
     return calib, selection, f"training images {how}"
 
 

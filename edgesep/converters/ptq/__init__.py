@@ -128,7 +128,7 @@ def ptq_for_export(int8_model, dataset, config, calibration: np.ndarray,
     """
     from edgesep.converters.guard import selection_split
 
-    _, selection, _ = selection_split(dataset.x_train, config.calib_samples, config.seed)
+    _, selection, _ = selection_split(dataset.x_train, config.calib_samples, config.seed, purpose="--ptq")
     chosen, report = apply_ptq(int8_model, calibration, config.ptq, per_channel=config.per_channel,
                                selection=selection if selection is not None and len(selection) else None,
                                say=say)
