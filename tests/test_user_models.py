@@ -280,3 +280,20 @@ def test_a_weights_only_h5_file_is_named_as_such(tmp_path):
 
     with pytest.raises(ConversionError, match="weights only"):
         inspect_model(tmp_path / "m.h5")
+
+
+def test_ptq_copies_a_model_with_a_lambda_layer():
+    """export --trust-model --ptq on a Lambda model died in a traceback: the PTQ copy went through
+    keras.models.clone_model, which refuses a Lambda's code in safe mode. The copy is the model's own, weights
+    apart."""
+    import keras
+
+    from edgesep.converters.ptq.walk import clone
+
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="conv"),
+                              keras.layers.Lambda(lambda t: t * 2.0, name="double")])
+    copy = clone(model)
+    x = np.random.default_rng(0).random((2, 8, 8, 3), dtype=np.float32)
+    np.testing.assert_allclose(np.asarray(copy(x)), np.asarray(model(x)), rtol=1e-6)
+    copy.layers[0].kernel.assign(np.zeros(copy.layers[0].kernel.shape, np.float32))
+    assert np.any(np.asarray(model.layers[0].kernel) != 0)  # its own weights

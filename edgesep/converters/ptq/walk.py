@@ -26,10 +26,12 @@ class LayerResult:
 
 
 def clone(model):
-    """A copy of ``model`` with its own weights (the user's model is never changed)."""
-    import keras
+    """A copy of ``model`` with its own weights (the user's model is never changed); a Lambda layer's code and
+    custom layers come from the live model (``graph.rebuild``: keras.models.clone_model refused a Lambda in
+    safe mode, a traceback under --ptq for a model loaded with --trust-model)."""
+    from edgesep.converters.graph import rebuild
 
-    copy = keras.models.clone_model(model)
+    copy = rebuild(model, model.get_config(), "--ptq")
     copy.set_weights(model.get_weights())
     return copy
 
