@@ -75,9 +75,8 @@ def test_bench_with_each_runtime_reports_aarch64_and_the_real_version(pi64, pi_t
 @pytest.mark.pi64
 @pytest.mark.slow
 def test_compare_local_and_the_emulated_pi(pi64, pi_tmp, tmp_path):
-    """The small built-in config on both devices: TFLite measured on both, the same on-device accuracy, the
-    emulated latency flagged in report.md and in the verdicts (the Pi's venv has no onnxruntime: its ONNX
-    session fails alone)."""
+    """The small built-in config on both devices: TFLite and ONNX measured on both (the Pi's venv-litert has
+    onnxruntime), the same on-device accuracy, the emulated latency flagged in report.md and in the verdicts."""
     target, out = pi64["target"], tmp_path / "report"
     code, stdout, stderr = edgesep("compare", "--device", "local", "--device", target, *ssh_args(pi64),
                                    "--blocks", "tiny", "--input-size", "16", *FAST, "--sessions", "2", "--out", out)
@@ -85,18 +84,19 @@ def test_compare_local_and_the_emulated_pi(pi64, pi_tmp, tmp_path):
     assert code == 0, stderr
     doc = json.loads((out / "report.json").read_text())
     local, pi = doc["devices"]["local"], doc["devices"][target]
-    assert local["status"] == "done" and pi["status"] == "partial" and "ONNX Runtime" in pi["error"]
+    assert local["status"] == "done" and pi["status"] == "done", (local.get("error"), pi.get("error"))
     assert local["host"]["emulated"] is False and pi["host"]["emulated"] is True
     assert pi["host"]["machine"] == "aarch64"
-    tflite = sorted(v for v in local["results"] if "onnx" not in v)
-    assert len(tflite) == 4 and sorted(v for v in pi["results"] if "onnx" not in v) == tflite
-    for vid in tflite:  # on-device accuracy on the built-in data: ARM as x86
+    variants = sorted(local["results"])
+    assert len([v for v in variants if "onnx" not in v]) == 4 and any("onnx" in v for v in variants)
+    assert sorted(pi["results"]) == variants
+    for vid in variants:  # on-device accuracy on the built-in data: ARM as x86
         on_pi, on_x86 = pi["results"][vid], local["results"][vid]
         assert on_pi["error"] is None, on_pi["error"]
         agree = np.mean(np.asarray(on_pi["predictions"]) == np.asarray(on_x86["predictions"]))
-        if vid.endswith("float32"):
+        if vid.endswith("float32") and "onnx" not in vid:
             assert agree == 1.0 and on_pi["accuracy"] == on_x86["accuracy"], vid
-        else:  # XNNPACK's int8 kernels round differently on ARM and x86: a near-tie logit may flip (seen: 3 of
+        else:  # int8 kernels (and ONNX float kernels) round differently on ARM and x86: a near-tie may flip (seen: 3 of
             # 540 with a 2-epoch model; none with the default 8 epochs used here)
             assert agree >= 0.99 and abs(on_pi["accuracy"] - on_x86["accuracy"]) <= 0.01, (vid, agree)
     md = (out / "report.md").read_text()
