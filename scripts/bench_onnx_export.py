@@ -24,6 +24,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
+from bench_profile import randomize_bn  # noqa: E402  (scripts/ is on sys.path when a script runs)
 
 SIZE = 32
 
@@ -33,12 +34,7 @@ def _network(name: str):
 
     keras.utils.set_random_seed(0)
     model = getattr(keras.applications, name)(weights=None, input_shape=(SIZE, SIZE, 3), classes=10)
-    rng = np.random.default_rng(0)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.get_weights()[0].shape
-            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c), rng.normal(0, 0.5, c),
-                               rng.uniform(0.5, 2.0, c)])
+    randomize_bn(model)
     return model
 
 

@@ -35,12 +35,28 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 GOAL = 0.20
 
 
+def randomize_bn(model, seed: int = 0):
+    """Random statistics for every BatchNormalization (gamma, beta, mean, variance), in place: a keras.applications
+    network built with weights=None then has the real architecture's folded layers, not identity BatchNorms.
+    Returns the generator, for draws that follow."""
+    import keras
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.get_weights()[0].shape
+            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c), rng.normal(0, 0.5, c),
+                               rng.uniform(0.5, 2.0, c)])
+    return rng
+
+
 def export_builtin(out: Path) -> list[Path]:
     paths = []
     for form in ("split", "fused"):
         folder = out / f"builtin-{form}"
         if not (folder / "export.json").is_file():
-                subprocess.run([sys.executable, "-m", "edgesep", "export", "--form", form, "--int8", "--out",
+            subprocess.run([sys.executable, "-m", "edgesep", "export", "--form", form, "--int8", "--out",
                             str(folder)], check=True, capture_output=True, text=True)
         paths += [folder / n for n in ("model.tflite", "model_int8.tflite", "model.onnx", "model_int8.onnx")]
     return paths
@@ -58,12 +74,7 @@ def export_mobilenet_v2(out: Path, size: int = 96) -> list[Path]:
 
     keras.utils.set_random_seed(0)
     model = keras.applications.MobileNetV2(weights=None, input_shape=(size, size, 3), classes=1000)
-    rng = np.random.default_rng(0)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.get_weights()[0].shape
-            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c), rng.normal(0, 0.5, c),
-                               rng.uniform(0.5, 2.0, c)])
+    rng = randomize_bn(model)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "model.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
