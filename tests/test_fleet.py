@@ -195,6 +195,7 @@ def test_sweep_verdicts_say_they_are_unpaired_and_accuracy_near_chance_is_flagge
         store.record_job(job_row(dataclasses.replace(job, artifact=art), outcome, status, error, 1, sweep, plan.hash))
     store.close()
     report.write_report(tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("sweep.db*")) == ["sweep.db"]  # no -wal/-shm left by the reader
     text = (tmp_path / "report.md").read_text()
     assert "(unpaired, no A/A control)" in text and "no A/A control ran" in text
     warnings = report.chance_warnings(report.report_rows(tmp_path))

@@ -72,6 +72,7 @@ class SweepStore:
 
     def __init__(self, out_dir, create: bool = True) -> None:
         self.path = Path(out_dir) / DB_NAME
+        self.read_only = not create
         if not create and not self.path.is_file():
             raise OutputError(f"no sweep database in {out_dir} ({DB_NAME} missing): run 'edgesep sweep PLAN "
                               f"--out {out_dir}' first")
@@ -91,6 +92,13 @@ class SweepStore:
             raise OutputError(f"{self.path}: not a usable sweep database: {e}") from None
 
     def close(self) -> None:
+        """Close; the writer leaves the database in rollback-journal mode, so that a later read-only open
+        (--report, --csv) makes no -wal/-shm files beside it (a read-only connection cannot remove them)."""
+        if not self.read_only:
+            try:
+                self.db.execute("PRAGMA journal_mode=DELETE")
+            except sqlite3.Error:  # another connection still has it open: it stays in WAL mode, as it was
+                pass
         self.db.close()
 
     @contextlib.contextmanager
