@@ -353,3 +353,19 @@ def test_bench_cli_maps_adb_options_to_benchmark_model(adb_server, make_phone, t
     assert "Cpus_allowed_list:\t0\n" in trace and "--enable_op_profiling=true" in trace
     assert "--num_threads=2" in trace
     assert _tmp_dirs(emu) == []
+
+
+@pytest.mark.adb
+def test_an_adb_server_port_held_by_something_else_is_named_in_the_timeout(tmp_path, monkeypatch):
+    """A port where something that is not an adb server listens (accepts, never answers): the real adb client
+    waits; edgesep's timeout line names the port, so the user knows which server did not answer."""
+    from edgesep.devices.adb_client import AdbClient
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # adb's own files stay in the test's folder
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen(8)
+        port = held.getsockname()[1]
+        with pytest.raises(DeviceError, match=rf"^adb devices -l \(adb server port {port}\) did not answer "
+                                              r"within 2 s$"):
+            AdbClient(server_port=port).run("devices", "-l", timeout=2)

@@ -111,7 +111,8 @@ class AdbClient:
             proc = subprocess.run(self.command(*args, serial=serial), capture_output=True, text=True,
                                   timeout=timeout, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
-            raise DeviceError(f"adb {' '.join(args[:2])} did not answer within {timeout:g} s") from None
+            server = f" (adb server port {self.server_port})" if self.server_port else ""
+            raise DeviceError(f"adb {' '.join(args[:2])}{server} did not answer within {timeout:g} s") from None
         except OSError as e:
             raise DeviceError(f"cannot run {self.exe}: {e.strerror}") from None
         self.started_server = self.started_server or SERVER_STARTED in (proc.stderr or "")
