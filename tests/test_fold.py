@@ -8,7 +8,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from hypothesis import given, settings  # noqa: E402
+from hypothesis import given, note, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from keras import layers  # noqa: E402
 
@@ -106,9 +106,9 @@ def conv_cases(draw, kind: str):
     return case
 
 
-def _conv_layer(case):
+def _conv_layer(case, dtype=None):
     common = dict(strides=case["strides"], padding=case["padding"], dilation_rate=case["dilation"],
-                  use_bias=case["use_bias"], name="conv")
+                  use_bias=case["use_bias"], name="conv", dtype=dtype)
     if case["kind"] == "Conv2D":
         return layers.Conv2D(case["filters"], case["kernel"], groups=case["groups"], **common)
     if case["kind"] == "DepthwiseConv2D":
@@ -132,7 +132,16 @@ def _randomize(layer, rng) -> dict[str, np.ndarray]:
     return values
 
 
-def _oracle(case, x, conv: dict, bn: dict):
+def _float64_conv(case, weights: dict, x) -> np.ndarray:
+    """The case's convolution layer built in float64 with ``weights`` (by name), run on ``x``."""
+    layer = _conv_layer(case, dtype="float64")
+    layer.build((None, *case["input_shape"]))
+    layer.set_weights([weights[v.name] for v in layer.weights])
+    return np.asarray(layer(x.astype(np.float64)))
+
+
+def _conv_oracle(case, x, conv: dict):
+    """The convolution (with its bias, if any) in float64 numpy."""
     args = (case["strides"], case["padding"], case["dilation"])
     if case["kind"] == "Conv2D":
         y = np_conv(x, conv["kernel"], *args, groups=case["groups"])
@@ -140,7 +149,11 @@ def _oracle(case, x, conv: dict, bn: dict):
         y = np_depthwise(x, conv["kernel"], *args)
     else:
         y = np_conv(np_depthwise(x, conv["depthwise_kernel"], *args), conv["pointwise_kernel"])
-    return np_batchnorm(y + conv.get("bias", 0.0), bn)
+    return y + conv.get("bias", 0.0)
+
+
+def _oracle(case, x, conv: dict, bn: dict):
+    return np_batchnorm(_conv_oracle(case, x, conv), bn)
 
 
 @pytest.mark.parametrize("kind", ["Conv2D", "DepthwiseConv2D", "SeparableConv2D"])
@@ -163,10 +176,21 @@ def test_fold_matches_numpy_conv_then_batchnorm(kind, data):
     assert folded.get_layer("conv").use_bias
     x = rng.normal(size=(2, *case["input_shape"])).astype(np.float32)
     want = _oracle(case, x.astype(np.float64), conv_w, bn_w)
-    got = np.asarray(folded(x))
+    folded_w = {v.name: np.array(v.numpy(), np.float64) for v in folded.get_layer("conv").weights}
+    check_close(_conv_oracle(case, x.astype(np.float64), folded_w), want, f"{kind} folded weights vs numpy")
+    got, keras_out = np.asarray(folded(x)), np.asarray(model(x))
+    if max(rel_err(got, want), rel_err(keras_out, want)) > TOL:
+        # TensorFlow's own float32 kernel is wrong here (TF 2.21's oneDNN conv2d, e.g. kernel (1, 2), strides
+        # (1, 2) on a width of 3: the second row's output is the bias alone; right with TF_ENABLE_ONEDNN_OPTS=0
+        # or in float64). Both models are checked again in float64 (TF's Eigen kernels) instead: the model as
+        # given against the numpy oracle (its sanity), the folded one against it too.
+        note(f"TensorFlow's float32 {kind} is off by {max(rel_err(got, want), rel_err(keras_out, want)):.3g}")
+        check_close(np_batchnorm(_float64_conv(case, conv_w, x), bn_w), want, "keras float64 vs numpy (oracle)")
+        check_close(_float64_conv({**case, "use_bias": True}, folded_w, x), want, f"{kind} float64 vs numpy")
+        return
     check_close(got, want, f"{kind} vs numpy")
-    check_close(got, np.asarray(model(x)), f"{kind} vs keras")
-    check_close(np.asarray(model(x)), want, "keras vs numpy (oracle sanity)")
+    check_close(got, keras_out, f"{kind} vs keras")
+    check_close(keras_out, want, "keras vs numpy (oracle sanity)")
 
 
 # --- whole models ---
