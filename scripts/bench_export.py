@@ -26,7 +26,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 
-def _randomize_batchnorm(model, seed: int = 0) -> None:
+def randomize_bn(model, seed: int = 0) -> np.random.Generator:
+    """Random statistics for every BatchNormalization (gamma, beta, mean, variance), in place: a keras.applications
+    network built with weights=None then has the real architecture's folded layers, not identity BatchNorms.
+    Returns the generator, for draws that follow."""
     import keras
 
     rng = np.random.default_rng(seed)
@@ -35,6 +38,7 @@ def _randomize_batchnorm(model, seed: int = 0) -> None:
             c = layer.get_weights()[0].shape
             layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c), rng.normal(0, 0.5, c),
                                rng.uniform(0.5, 2.0, c)])
+    return rng
 
 
 def _pixels(n: int, size: int, seed: int) -> np.ndarray:
@@ -70,7 +74,7 @@ def model_and_data(name: str):
         x = apps.efficientnet.preprocess_input(_pixels(300, 96, 1))
     else:
         raise SystemExit(f"unknown model {name}")
-    _randomize_batchnorm(model)
+    randomize_bn(model)
     y = np.arange(len(x)) % 10
     return model, Dataset(name, x[:210], y[:210], x[210:], y[210:], tuple(map(str, range(10))), kind="npz")
 

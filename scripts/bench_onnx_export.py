@@ -24,7 +24,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
-from bench_profile import randomize_bn  # noqa: E402  (scripts/ is on sys.path when a script runs)
+from bench_export import randomize_bn  # noqa: E402  (scripts/ is on sys.path when a script runs)
 
 SIZE = 32
 

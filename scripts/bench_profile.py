@@ -35,22 +35,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 GOAL = 0.20
 
 
-def randomize_bn(model, seed: int = 0):
-    """Random statistics for every BatchNormalization (gamma, beta, mean, variance), in place: a keras.applications
-    network built with weights=None then has the real architecture's folded layers, not identity BatchNorms.
-    Returns the generator, for draws that follow."""
-    import keras
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.get_weights()[0].shape
-            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c), rng.normal(0, 0.5, c),
-                               rng.uniform(0.5, 2.0, c)])
-    return rng
-
-
 def export_builtin(out: Path) -> list[Path]:
     paths = []
     for form in ("split", "fused"):
@@ -68,6 +52,7 @@ def export_mobilenet_v2(out: Path, size: int = 96) -> list[Path]:
     if all((folder / n).is_file() for n in names):
         return [folder / n for n in names]
     import keras
+    from bench_export import randomize_bn
     import numpy as np
     import tensorflow as tf
     import tf2onnx
