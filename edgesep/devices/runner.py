@@ -1219,14 +1219,26 @@ def profile_onnx(model, cfg):
             events = json.load(f)
         record = parse_onnx_trace(events, PROFILE_WARMUP_RUNS)
         record["whole"] = _whole_record(*timed[1], one_thread=cfg.threads == 1)
-        try:
-            record["calibration"] = profiler_node_cost(model, cfg, folder)
-        except Exception as e:  # noqa: BLE001 - the raw times stand, said to be uncorrected
-            record["calibration"] = {"error": "%s: %s" % (type(e).__name__, _one_line(e))}
+        record["calibration"] = _calibration(model, cfg, folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     record.update(method="onnxruntime profiler", cost_ms=round((time.perf_counter() - t0) * 1e3, 3))
     return record
+
+
+# profiler_node_cost's record per (provider, threads): it depends on the device, runtime and session options, not
+# on the model, so the ONNX models of one runner process share one measurement
+_CALIBRATIONS = {}
+
+
+def _calibration(model, cfg, folder):
+    key = (model.provider, model.threads)
+    if key not in _CALIBRATIONS:
+        try:
+            _CALIBRATIONS[key] = profiler_node_cost(model, cfg, folder)
+        except Exception as e:  # noqa: BLE001 - the raw times stand, said to be uncorrected
+            _CALIBRATIONS[key] = {"error": "%s: %s" % (type(e).__name__, _one_line(e))}
+    return _CALIBRATIONS[key]
 
 
 def time_whole(model, cfg):
